@@ -1,0 +1,42 @@
+//! One module per subcommand; each exposes one function taking validated arguments and the shared context.
+
+mod doctor;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use tch::Device;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::output::Printer;
+
+/// What every command gets from the global flags.
+pub struct Context {
+    /// Verbosity-aware output.
+    pub printer: Printer,
+    /// The global flags as given.
+    pub global: GlobalArgs,
+}
+
+impl Context {
+    /// The device the user asked for, or a clear error; says which one was picked at `-v`.
+    #[allow(dead_code)] // used by the model-running subcommands
+    pub fn device(&self) -> anyhow::Result<Device> {
+        let device = self.global.device.resolve().context("--device")?;
+        self.printer.verbose(format!("device: {} (asked: {})", diffuse_core::device::device_name(device), self.global.device));
+        Ok(device)
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let printer = Printer::new(cli.global.quiet, cli.global.verbose);
+    if let Some(n) = cli.global.threads {
+        anyhow::ensure!(n >= 1, "--threads must be at least 1");
+        diffuse_core::device::set_threads(n);
+    }
+    let ctx = Context { printer, global: cli.global };
+    match cli.command {
+        Command::Doctor(args) => doctor::doctor(&ctx, &args),
+    }
+}

@@ -1,0 +1,15 @@
+//! diffuse-core: the shared numerical heart of diffuse.
+//!
+//! Every continuous method in diffuse corrupts data along an affine Gaussian path
+//! `x_t = α(t)·x0 + γ(t)·μ + σ(t)·ε` (μ an optional anchor). Solvers and parameterization conversions are
+//! written once here, on the anchor-free variable `x̃ = x − γ·μ`; domain crates add a path and a network.
+//! This crate also holds device selection and seeded per-sample noise used by every crate.
+
+pub mod device;
+pub mod error;
+pub mod models;
+pub mod seed;
+
+pub use device::{DeviceSpec, RuntimeReport};
+pub use error::{Error, Result};
+pub use seed::SampleSeeds;
