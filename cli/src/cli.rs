@@ -44,6 +44,9 @@ fn parse_device(s: &str) -> Result<DeviceSpec, String> {
 pub enum Command {
     /// Check the installation: versions, libtorch, CUDA, threads, model folders.
     Doctor(DoctorArgs),
+    /// Object pose from point clouds: SE(3) diffusion registration and its benchmark.
+    #[command(subcommand)]
+    Pose(crate::commands::pose::PoseCommand),
 }
 
 /// Arguments of `diffuse doctor`.

@@ -175,10 +175,10 @@ impl PointCloud {
         it.fold((*first, *first), |(lo, hi), p| (lo.inf(p), hi.sup(p)))
     }
 
-    /// The diameter: the largest distance between two points. Exact up to 3 000 points; larger clouds use
+    /// The diameter: the largest distance between two points. Exact up to 1 000 points; larger clouds use
     /// every k-th point (so the result may fall short by about the sampling gap).
     pub fn diameter(&self) -> f64 {
-        let stride = self.points.len().div_ceil(3000).max(1);
+        let stride = self.points.len().div_ceil(1000).max(1);
         let sub: Vec<&Point3<f64>> = self.points.iter().step_by(stride).collect();
         let mut best = 0.0f64;
         for (i, a) in sub.iter().enumerate() {
@@ -243,7 +243,9 @@ impl PointCloud {
             ));
         }
         let mut slots: HashMap<[i64; 3], usize> = HashMap::with_capacity(self.points.len() / 4 + 1);
-        let mut sums: Vec<(Vector3<f64>, Vector3<f64>, [u32; 3], u32)> = Vec::new();
+        // Per voxel: sum of points, of (sign-aligned) normals, of colours, and the count.
+        type VoxelSum = (Vector3<f64>, Vector3<f64>, [u32; 3], u32);
+        let mut sums: Vec<VoxelSum> = Vec::new();
         for (i, p) in self.points.iter().enumerate() {
             let key = [
                 (p.x / voxel).floor() as i64,
@@ -365,6 +367,26 @@ impl PointCloud {
             .filter(|&i| mean_d[i] <= limit)
             .collect();
         Ok((self.select(&keep), keep))
+    }
+
+    /// Colours that show how well `reference` supports each point: green within `near` of a reference point,
+    /// shading through yellow to red at `3·near` and beyond.
+    pub fn support_colours(&self, reference: &PointCloud, near: f64) -> Result<Vec<[u8; 3]>> {
+        let tree = KdTree::new(&reference.points)?;
+        Ok(self
+            .points
+            .iter()
+            .map(|p| {
+                let d = tree.nearest(p).dist2.sqrt();
+                let u = ((d - near) / (2.0 * near)).clamp(0.0, 1.0);
+                let (r, g) = if u < 0.5 {
+                    (2.0 * u, 1.0)
+                } else {
+                    (1.0, 2.0 * (1.0 - u))
+                };
+                [(r * 255.0).round() as u8, (g * 200.0).round() as u8, 40]
+            })
+            .collect())
     }
 
     /// Appends another cloud; normals/colours are kept only when both clouds have them.
@@ -540,6 +562,20 @@ mod tests {
         assert_eq!(outliers_kept, 0);
         assert!(inliers_dropped < 40, "{inliers_dropped}");
         assert_eq!(kept.len(), idx.len());
+    }
+
+    #[test]
+    fn support_colours_go_from_green_to_red() {
+        let c = PointCloud::new(vec![
+            Point3::new(0.0, 0.0, 0.0),
+            Point3::new(0.2, 0.0, 0.0),
+            Point3::new(5.0, 0.0, 0.0),
+        ]);
+        let r = PointCloud::new(vec![Point3::origin()]);
+        let col = c.support_colours(&r, 0.1).unwrap();
+        assert_eq!(col[0], [0, 200, 40]);
+        assert_eq!(col[1], [255, 200, 40]);
+        assert_eq!(col[2], [255, 0, 40]);
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub struct IcpConfig {
     pub max_correspondence: f64,
     /// Iteration limit.
     pub max_iterations: usize,
+    /// Weight `λ` of a point-to-point term added to point-to-plane residuals: it pulls along the surface too,
+    /// where point-to-plane alone lets a scan slide (along a cylinder's axis, across a plane); 0 disables it.
+    pub point_weight: f64,
+    /// The sensor position in the *source* frame: correspondences to target points facing away from it are
+    /// skipped (used only when the target's normals are oriented).
+    pub viewpoint: Option<Point3<f64>>,
     /// Converged when an update rotates less than this (radians) …
     pub min_rotation_step: f64,
     /// … and translates less than this (cloud units).
@@ -85,6 +91,8 @@ impl IcpConfig {
             method: IcpMethod::PointToPlane,
             kernel: RobustKernel::Tukey(max_correspondence),
             max_correspondence,
+            viewpoint: None,
+            point_weight: 0.0,
             max_iterations: 30,
             min_rotation_step: 1e-5,
             min_translation_step: 1e-6,
@@ -118,18 +126,70 @@ pub struct Target {
     pub cloud: PointCloud,
     /// Tree over `cloud.points`.
     pub tree: KdTree,
+    /// Typical gap between neighbouring target points (median nearest-neighbour distance).
+    pub spacing: f64,
+    /// Whether the normals are oriented outwards (given with the cloud, e.g. from a mesh), which makes
+    /// back-facing tests meaningful; estimated normals are not trusted for that.
+    pub oriented: bool,
 }
 
 impl Target {
     /// Builds the tree; estimates normals (`k` neighbours, away from the centroid) when the cloud has none.
     pub fn new(cloud: PointCloud, k_normals: usize) -> Result<Self> {
-        let cloud = if cloud.normals.is_some() {
+        let oriented = cloud.normals.is_some();
+        let cloud = if oriented {
             cloud
         } else {
             cloud.with_estimated_normals(k_normals, NormalOrientation::AwayFromCentroid)?
         };
         let tree = KdTree::new(&cloud.points)?;
-        Ok(Target { cloud, tree })
+        let stride = (cloud.len() / 500).max(1);
+        let mut gaps: Vec<f64> = cloud
+            .points
+            .iter()
+            .step_by(stride)
+            .filter_map(|p| tree.knn(p, 2).get(1).map(|n| n.dist2.sqrt()))
+            .collect();
+        gaps.sort_by(f64::total_cmp);
+        let spacing = gaps.get(gaps.len() / 2).copied().unwrap_or(0.0);
+        Ok(Target {
+            cloud,
+            tree,
+            spacing,
+            oriented,
+        })
+    }
+
+    /// The nearest target point to `p` within squared distance `max2`. With a viewpoint (target frame) and
+    /// oriented normals, points facing away from the viewpoint are skipped, since the sensor cannot have seen
+    /// them: the nearest facing one among the 4 nearest is taken (the near side of a thin wall), or none.
+    pub fn correspondence(
+        &self,
+        p: &Point3<f64>,
+        max2: f64,
+        viewpoint: Option<&Point3<f64>>,
+    ) -> Option<usize> {
+        let faces = |i: usize| match viewpoint {
+            Some(v) if self.oriented => {
+                let to_view = v - self.cloud.points[i];
+                // Grazing points pass: their normals are the least reliable.
+                self.normal(i).dot(&to_view) > -0.2 * to_view.norm()
+            }
+            _ => true,
+        };
+        let nb = self.tree.nearest(p);
+        if nb.dist2 > max2 {
+            return None;
+        }
+        if faces(nb.index) {
+            return Some(nb.index);
+        }
+        self.tree
+            .knn(p, 4)
+            .into_iter()
+            .skip(1)
+            .find(|nb| nb.dist2 <= max2 && faces(nb.index))
+            .map(|nb| nb.index)
     }
 
     fn normal(&self, i: usize) -> Vector3<f64> {
@@ -193,6 +253,35 @@ pub fn truncated_score(source: &[Point3<f64>], target: &Target, pose: &Pose, tau
     s / source.len().max(1) as f64
 }
 
+/// Like [`truncated_score`] but with the residual `r² = (n·(T·s − q))² + max(0, |T·s − q| − spacing)²` to the
+/// nearest target point `q` (when it lies within `gate`): the sampling gaps of the target do not count as misfit,
+/// while points beyond the target's edges still do.
+pub fn plane_score(
+    source: &[Point3<f64>],
+    target: &Target,
+    pose: &Pose,
+    tau: f64,
+    gate: f64,
+) -> f64 {
+    let (t2, g2) = (tau * tau, gate * gate);
+    let s: f64 = source
+        .iter()
+        .map(|s| {
+            let p = pose * s;
+            let nb = target.tree.nearest(&p);
+            if nb.dist2 > g2 {
+                return 0.0;
+            }
+            let r = target
+                .normal(nb.index)
+                .dot(&(p - target.cloud.points[nb.index]));
+            let excess = (nb.dist2.sqrt() - target.spacing).max(0.0);
+            (1.0 - (r * r + excess * excess) / t2).max(0.0)
+        })
+        .sum();
+    s / source.len().max(1) as f64
+}
+
 /// Runs ICP from `init`; returns the pose taking `source` onto `target`.
 pub fn icp(
     source: &[Point3<f64>],
@@ -212,9 +301,20 @@ pub fn icp(
     let mut iterations = 0;
     for _ in 0..cfg.max_iterations {
         iterations += 1;
+        let view = cfg.viewpoint.map(|v| pose * v);
         let delta = match cfg.method {
-            IcpMethod::PointToPlane => plane_step(source, target, &pose, max2, &cfg.kernel),
-            IcpMethod::PointToPoint => point_step(source, target, &pose, max2, &cfg.kernel),
+            IcpMethod::PointToPlane => plane_step(
+                source,
+                target,
+                &pose,
+                max2,
+                &cfg.kernel,
+                view.as_ref(),
+                cfg.point_weight,
+            ),
+            IcpMethod::PointToPoint => {
+                point_step(source, target, &pose, max2, &cfg.kernel, view.as_ref())
+            }
         };
         let Some(delta) = delta else { break };
         pose = se3::exp(&delta) * pose;
@@ -243,18 +343,19 @@ fn plane_step(
     pose: &Pose,
     max2: f64,
     kernel: &RobustKernel,
+    view: Option<&Point3<f64>>,
+    point_weight: f64,
 ) -> Option<Vector6<f64>> {
     let mut h = Matrix6::zeros();
     let mut b = Vector6::zeros();
     let mut count = 0;
     for s in source {
         let p = pose * s;
-        let nb = target.tree.nearest(&p);
-        if nb.dist2 > max2 {
+        let Some(i) = target.correspondence(&p, max2, view) else {
             continue;
-        }
-        let q = target.cloud.points[nb.index];
-        let n = target.normal(nb.index);
+        };
+        let q = target.cloud.points[i];
+        let n = target.normal(i);
         let r = n.dot(&(p - q));
         let w = kernel.weight(r);
         if w <= 0.0 {
@@ -264,6 +365,17 @@ fn plane_step(
         let j = Vector6::new(pxn.x, pxn.y, pxn.z, n.x, n.y, n.z);
         h += j * j.transpose() * w;
         b += j * (w * r);
+        if point_weight > 0.0 {
+            // e = p − q with ∂e/∂δ = [−p^, I].
+            let mut je = nalgebra::Matrix3x6::zeros();
+            je.fixed_view_mut::<3, 3>(0, 0)
+                .copy_from(&-crate::so3::hat(&p.coords));
+            je.fixed_view_mut::<3, 3>(0, 3)
+                .copy_from(&Matrix3::identity());
+            let lw = point_weight * w;
+            h += je.transpose() * je * lw;
+            b += je.transpose() * (p - q) * lw;
+        }
         count += 1;
     }
     if count < 6 {
@@ -283,17 +395,18 @@ fn point_step(
     pose: &Pose,
     max2: f64,
     kernel: &RobustKernel,
+    view: Option<&Point3<f64>>,
 ) -> Option<Vector6<f64>> {
     let mut pairs = Vec::with_capacity(source.len());
     for s in source {
         let p = pose * s;
-        let nb = target.tree.nearest(&p);
-        if nb.dist2 > max2 {
+        let Some(i) = target.correspondence(&p, max2, view) else {
             continue;
-        }
-        let w = kernel.weight(nb.dist2.sqrt());
+        };
+        let q = target.cloud.points[i];
+        let w = kernel.weight((p - q).norm());
         if w > 0.0 {
-            pairs.push((p, target.cloud.points[nb.index], w));
+            pairs.push((p, q, w));
         }
     }
     if pairs.len() < 3 {

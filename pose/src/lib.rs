@@ -22,6 +22,7 @@ pub mod schedule;
 pub mod se3;
 pub mod shapes;
 pub mod so3;
+pub mod visibility;
 
 pub use cloud::PointCloud;
 pub use error::{Error, Result};

@@ -29,6 +29,32 @@ pub struct PlyData {
     pub triangles: Vec<[u32; 3]>,
 }
 
+impl PlyData {
+    /// The cloud to register as an object model: `n` area-weighted surface samples (with face normals, fixed
+    /// `seed`) when the file has triangles, else the vertices as they are. Validates the vertices first, so
+    /// errors name `what` and the vertex at fault.
+    pub fn model_cloud(&self, what: &str, n: usize, seed: u64) -> Result<PointCloud> {
+        self.cloud.validate(
+            what,
+            if self.triangles.is_empty() {
+                crate::registration::MIN_POINTS
+            } else {
+                3
+            },
+        )?;
+        if self.triangles.is_empty() {
+            return Ok(self.cloud.clone());
+        }
+        let mesh = crate::mesh::TriMesh::new(self.cloud.points.clone(), self.triangles.clone())?;
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+        mesh.sample_surface(n, &mut rng)
+            .map_err(|_| Error::Degenerate {
+                what: what.into(),
+                reason: "its triangles have zero total area".into(),
+            })
+    }
+}
+
 /// How [`write_ply`] encodes the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlyEncoding {

@@ -33,9 +33,22 @@ use crate::error::{Error, Result};
 use crate::icp::{self, IcpConfig, Target};
 use crate::schedule::DdpmTable;
 use crate::se3::{self, Pose};
+use crate::visibility::FreeSpace;
+
+/// A hypothesis in flight: its index, `H_rel` and its last clean estimate.
+type Track = (usize, Pose, Option<Pose>);
 
 /// Fewest points an object or scene may have.
 pub const MIN_POINTS: usize = 10;
+
+/// Translation-only correspondence steps per scanned rotation.
+const SCAN_TRANSLATION_STEPS: usize = 6;
+
+/// Noise level below which the ICP surrogate skips back-facing object points.
+const VISIBILITY_SIGMA: f64 = 0.7;
+
+/// Weight of the point-to-point term in the registration ICP (see [`IcpConfig::point_weight`]).
+const POINT_WEIGHT: f64 = 0.1;
 
 /// The registration problem as the surrogate sees it, in normalised coordinates (object diameter 1, both
 /// clouds centred on their centroids).
@@ -47,6 +60,74 @@ pub struct Problem {
     pub scene: Vec<Point3<f64>>,
     /// The finer scene points used for refinement and scoring.
     pub scene_fine: Vec<Point3<f64>>,
+    /// The few scene points used by the initial rotation scan.
+    pub scene_scan: Vec<Point3<f64>>,
+    /// The sensor position when known (normalised scene frame).
+    pub viewpoint: Option<Point3<f64>>,
+    /// Free space seen by the sensor, when the viewpoint is known.
+    pub free_space: Option<FreeSpace>,
+    /// A few hundred object points (normalised object frame) probed against the free space.
+    pub object_probe: Vec<Point3<f64>>,
+    /// Distance `τ` of the fit score.
+    pub score_distance: f64,
+    /// Weight of the free-space violations in the score.
+    pub free_space_weight: f64,
+}
+
+impl Problem {
+    /// The fit score of `pose` (object → scene) on `points`: the mean point-to-plane truncated quadratic
+    /// `max(0, 1 − r²/τ²)`, minus `free_space_weight` × the fraction of probed object points that the sensor
+    /// saw through (when the viewpoint is known). Higher is better.
+    pub fn score(&self, points: &[Point3<f64>], pose: &Pose) -> f64 {
+        let tau = self.score_distance;
+        let fit = icp::plane_score(points, &self.object, &pose.inverse(), tau, 3.0 * tau);
+        let penalty = match &self.free_space {
+            Some(fs) if self.free_space_weight > 0.0 => {
+                self.free_space_weight
+                    * fs.violation_fraction(self.object_probe.iter().map(|p| pose * p), tau)
+            }
+            _ => 0.0,
+        };
+        fit - penalty
+    }
+
+    /// The initial pose of a hypothesis with rotation `r`: the object's centroid on the scene's, or, when the
+    /// viewpoint is known and the object's normals are oriented, the centroid the scan of the object would have
+    /// on the scene's: a depth sensor samples a surface element `dA` facing it with density ∝ `n·v̂ dA`, so the
+    /// object's points are weighted by `max(0, n·v̂)` (self-occlusion ignored).
+    pub fn initial_pose(&self, r: &Rotation3<f64>) -> Pose {
+        let offset = match self.viewpoint {
+            Some(v) if self.object.oriented => {
+                // Direction from the object towards the sensor, in the object frame.
+                let to_view = (r.inverse() * v.coords).normalize();
+                let normals = self.object.cloud.normals.as_deref().unwrap_or(&[]);
+                // Every few points suffice for a centroid (this runs once per scanned rotation).
+                let stride = (self.object.cloud.len() / 1000).max(1);
+                let (sum, w) = self
+                    .object
+                    .cloud
+                    .points
+                    .iter()
+                    .zip(normals)
+                    .step_by(stride)
+                    .fold((Vector3::zeros(), 0.0), |(a, w), (p, n)| {
+                        let c = n.dot(&to_view);
+                        if c > 0.0 {
+                            (a + p.coords * c, w + c)
+                        } else {
+                            (a, w)
+                        }
+                    });
+                if w > 0.0 {
+                    r * (sum / w)
+                } else {
+                    Vector3::zeros()
+                }
+            }
+            _ => Vector3::zeros(),
+        };
+        se3::pose(*r, -offset)
+    }
 }
 
 /// Where the reverse process stands when the surrogate is called.
@@ -72,8 +153,15 @@ impl NoiseLevel {
 pub trait Surrogate: Sync {
     /// Short name for reports.
     fn name(&self) -> &str;
-    /// Predicts `ΔH` at pose `pose` and noise level `level`.
-    fn predict(&self, problem: &Problem, pose: &Pose, level: NoiseLevel) -> Result<Pose>;
+    /// Predicts `ΔH` at pose `pose` and noise level `level`. `previous` is the clean estimate `Ĥ_0` this
+    /// surrogate returned at the step before (self-conditioning; `None` at the first step).
+    fn predict(
+        &self,
+        problem: &Problem,
+        pose: &Pose,
+        level: NoiseLevel,
+        previous: Option<&Pose>,
+    ) -> Result<Pose>;
 }
 
 /// The training-free surrogate: a few robust point-to-plane ICP iterations from the current pose, with a
@@ -103,22 +191,57 @@ impl Surrogate for IcpSurrogate {
         "icp"
     }
 
-    fn predict(&self, problem: &Problem, pose: &Pose, level: NoiseLevel) -> Result<Pose> {
+    fn predict(
+        &self,
+        problem: &Problem,
+        pose: &Pose,
+        level: NoiseLevel,
+        previous: Option<&Pose>,
+    ) -> Result<Pose> {
         let d = self.near + (self.far - self.near) * level.sigma();
         let mut cfg = IcpConfig::point_to_plane(d);
         cfg.max_iterations = self.iterations;
         cfg.min_rotation_step = 1e-3;
         cfg.min_translation_step = 1e-4;
+        // Skipping back-facing points only helps near the answer: far from it, it leaves so few
+        // correspondences that ICP can run off; so only in the later, low-noise steps.
+        cfg.viewpoint = if level.sigma() < VISIBILITY_SIGMA {
+            problem.viewpoint
+        } else {
+            None
+        };
+        cfg.point_weight = POINT_WEIGHT;
         // ICP moves the scene onto the object, i.e. estimates H⁻¹.
-        let r = icp::icp(&problem.scene, &problem.object, &pose.inverse(), &cfg)?;
-        Ok(r.pose.inverse() * pose.inverse())
+        let mut best = icp::icp(&problem.scene, &problem.object, &pose.inverse(), &cfg)?
+            .pose
+            .inverse();
+        // Self-conditioning: ICP from the previous clean estimate too, keeping the better fit, so a good
+        // estimate is not lost when the reverse step interpolates away from it.
+        if let Some(prev) = previous {
+            let again = icp::icp(&problem.scene, &problem.object, &prev.inverse(), &cfg)?
+                .pose
+                .inverse();
+            if problem.score(&problem.scene, &again) > problem.score(&problem.scene, &best) {
+                best = again;
+            }
+        }
+        Ok(best * pose.inverse())
     }
 }
 
 /// Settings of [`estimate_pose`]. Distances are fractions of the object diameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EstimateConfig {
-    /// Number of initial rotations (spread over SO(3)), each run through the reverse process.
+    /// Rotations scored in the initial scan (super-Fibonacci over SO(3)); 0 skips the scan and starts the
+    /// hypotheses from evenly spread rotations instead.
+    pub scan_rotations: usize,
+    /// Scene points used to score each scanned rotation.
+    pub scan_points: usize,
+    /// Distance of the scan's truncated-quadratic score (coarse: translations are only roughly aligned).
+    pub scan_distance: f64,
+    /// Smallest angle (degrees) between two hypotheses taken from the scan.
+    pub scan_separation_deg: f64,
+    /// Number of hypotheses (the best-scoring scanned rotations) run through the reverse process.
     pub hypotheses: usize,
     /// Reverse-process steps `T` (surrogate calls per hypothesis).
     pub steps: usize,
@@ -136,12 +259,20 @@ pub struct EstimateConfig {
     pub fine_voxel: f64,
     /// … and at most this many of its points.
     pub fine_points: usize,
+    /// Fraction of hypotheses that go on after the first reverse step (ranked by the fit of their clean
+    /// estimates); 1 keeps all.
+    pub keep_after_first: f64,
     /// How many of the best hypotheses are refined.
     pub refine_top: usize,
     /// Distance of the truncated-quadratic score that ranks hypotheses.
     pub score_distance: f64,
     /// Inlier distance of the reported fitness and RMSE.
     pub inlier_distance: f64,
+    /// The sensor position in scene coordinates, when the scan is a single view from a known place (a depth
+    /// camera's scan in its own frame: the origin). Enables the free-space check.
+    pub viewpoint: Option<Point3<f64>>,
+    /// Weight of the free-space violation fraction in the score.
+    pub free_space_weight: f64,
     /// Seed of the noise and subsampling.
     pub seed: u64,
     /// Worker threads (0: one per available core).
@@ -151,7 +282,11 @@ pub struct EstimateConfig {
 impl Default for EstimateConfig {
     fn default() -> Self {
         EstimateConfig {
-            hypotheses: 48,
+            scan_rotations: 512,
+            scan_points: 48,
+            scan_distance: 0.1,
+            scan_separation_deg: 20.0,
+            hypotheses: 12,
             steps: 5,
             sigma_r: 0.1,
             sigma_t: 0.01,
@@ -159,10 +294,13 @@ impl Default for EstimateConfig {
             coarse_voxel: 0.04,
             coarse_points: 200,
             fine_voxel: 0.015,
-            fine_points: 1000,
-            refine_top: 4,
+            fine_points: 600,
+            keep_after_first: 1.0,
+            refine_top: 3,
             score_distance: 0.03,
             inlier_distance: 0.03,
+            viewpoint: None,
+            free_space_weight: 1.0,
             seed: 0,
             threads: 0,
         }
@@ -210,6 +348,12 @@ impl EstimateConfig {
             return Err(Error::invalid(
                 "noise scales",
                 "sigma_r and sigma_t must be finite and non-negative",
+            ));
+        }
+        if !(self.keep_after_first > 0.0 && self.keep_after_first <= 1.0) {
+            return Err(Error::invalid(
+                "keep after first",
+                format!("{} must lie in (0, 1]", self.keep_after_first),
             ));
         }
         if self.coarse_points < MIN_POINTS || self.fine_points < MIN_POINTS {
@@ -353,6 +497,33 @@ fn farthest_points(pool: &[[f64; 4]], n: usize, chosen: &mut Vec<[f64; 4]>) {
     }
 }
 
+/// `n` unit quaternions `[w, x, y, z]` on a super-Fibonacci spiral (Alexa 2022): a low-discrepancy cover of
+/// SO(3) that costs nothing to build.
+pub fn super_fibonacci(n: usize) -> Vec<[f64; 4]> {
+    let (phi, psi) = (std::f64::consts::SQRT_2, 1.533_751_168_755_204_3_f64);
+    (0..n)
+        .map(|i| {
+            let s = i as f64 + 0.5;
+            let (r, big_r) = ((s / n as f64).sqrt(), (1.0 - s / n as f64).sqrt());
+            let (alpha, beta) = (
+                2.0 * std::f64::consts::PI * s / phi,
+                2.0 * std::f64::consts::PI * s / psi,
+            );
+            [
+                big_r * beta.cos(),
+                r * alpha.sin(),
+                r * alpha.cos(),
+                big_r * beta.sin(),
+            ]
+        })
+        .collect()
+}
+
+fn quat_rotation(q: &[f64; 4]) -> Rotation3<f64> {
+    UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(q[0], q[1], q[2], q[3]))
+        .to_rotation_matrix()
+}
+
 /// `n` rotations spread evenly over SO(3), deterministic: the identity first, then a farthest-point choice
 /// among the 60 icosahedral rotations, and beyond 60 a farthest-point choice among 4 096 super-Fibonacci
 /// rotations (Alexa 2022).
@@ -428,22 +599,35 @@ fn elapsed_ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// Both clouds prepared for registration, and how to map poses back to scene units.
-struct Prepared {
-    problem: Problem,
-    /// Object centring (scale 1/diameter).
-    object_centre: Point3<f64>,
+/// Both clouds prepared for registration, and the maps between normalised and scene-unit poses.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The normalised problem the surrogate sees.
+    pub problem: Problem,
+    /// Object centroid (object units).
+    pub object_centre: Point3<f64>,
     /// Centroid of the cleaned scene, in scene units divided by the diameter.
-    scene_centre: Point3<f64>,
+    pub scene_centre: Point3<f64>,
     /// All scene points in the normalised scene frame (for the reported fitness).
-    scene_all: Vec<Point3<f64>>,
-    diameter: f64,
-    warnings: Vec<String>,
+    pub scene_all: Vec<Point3<f64>>,
+    /// Object diameter (the normalisation scale).
+    pub diameter: f64,
+    /// Scale warnings.
+    pub warnings: Vec<String>,
 }
 
 impl Prepared {
+    /// Maps a scene-unit pose to the normalised frames: `t' = (t − d·c_s + R·c_o)/d`.
+    pub fn from_scene(&self, h: &Pose) -> Pose {
+        let r = h.rotation;
+        let t = (h.translation.vector - self.scene_centre.coords * self.diameter
+            + r * self.object_centre.coords)
+            / self.diameter;
+        se3::pose(r, t)
+    }
+
     /// Maps a normalised pose back to scene units: `p_s = R'·p_o + (d·c_s − R'·c_o + d·t')`.
-    fn to_scene(&self, h: &Pose) -> Pose {
+    pub fn to_scene(&self, h: &Pose) -> Pose {
         let r = h.rotation;
         let t = self.scene_centre.coords * self.diameter - r * self.object_centre.coords
             + h.translation.vector * self.diameter;
@@ -452,7 +636,7 @@ impl Prepared {
 }
 
 /// Validates, normalises, downsamples and cleans both clouds and builds the object's k-d tree.
-fn prepare(object: &PointCloud, scene: &PointCloud, cfg: &EstimateConfig) -> Result<Prepared> {
+pub fn prepare(object: &PointCloud, scene: &PointCloud, cfg: &EstimateConfig) -> Result<Prepared> {
     cfg.check()?;
     object.validate("object", MIN_POINTS)?;
     scene.validate("scene", MIN_POINTS)?;
@@ -497,11 +681,32 @@ fn prepare(object: &PointCloud, scene: &PointCloud, cfg: &EstimateConfig) -> Res
             .collect::<Vec<_>>()
     };
     let coarse = centre(&fine.voxel_downsample(cfg.coarse_voxel)?);
+    let scene_fine = cap(centre(&fine), cfg.fine_points, cfg.seed ^ 0xF14E);
+    let viewpoint = match cfg.viewpoint {
+        Some(v) if v.iter().all(|x| x.is_finite()) => {
+            Some(Point3::from(v.coords / diameter - scene_centre.coords))
+        }
+        Some(v) => return Err(Error::invalid("viewpoint", format!("{v} is not finite"))),
+        None => None,
+    };
+    let free_space = viewpoint.and_then(|v| FreeSpace::new(&scene_fine, v));
+    let object_probe = cap(target.cloud.points.clone(), 400, 0x9B0B);
+    let scene_scan = cap(
+        coarse.clone(),
+        cfg.scan_points.max(MIN_POINTS),
+        cfg.seed ^ 0x5CA2,
+    );
     Ok(Prepared {
         problem: Problem {
             object: target,
             scene: cap(coarse, cfg.coarse_points, cfg.seed ^ 0xC0A5),
-            scene_fine: cap(centre(&fine), cfg.fine_points, cfg.seed ^ 0xF14E),
+            scene_fine,
+            scene_scan,
+            viewpoint,
+            free_space,
+            object_probe,
+            score_distance: cfg.score_distance,
+            free_space_weight: cfg.free_space_weight,
         },
         object_centre,
         scene_centre,
@@ -511,12 +716,11 @@ fn prepare(object: &PointCloud, scene: &PointCloud, cfg: &EstimateConfig) -> Res
     })
 }
 
-/// Point-to-plane ICP refinement of a normalised pose on the fine scan, in two shrinking stages; returns the
+/// Point-to-plane ICP refinement of a normalised pose on the fine scan, in shrinking stages; returns the
 /// refined pose and its score.
-fn refine(
+pub fn refine(
     problem: &Problem,
     pose: &Pose,
-    cfg: &EstimateConfig,
     stages: &[f64],
     iterations: usize,
 ) -> Result<(Pose, f64)> {
@@ -524,12 +728,12 @@ fn refine(
     for &d in stages {
         let mut c = IcpConfig::point_to_plane(d);
         c.max_iterations = iterations;
+        c.viewpoint = problem.viewpoint;
+        c.point_weight = POINT_WEIGHT;
         g = icp::icp(&problem.scene_fine, &problem.object, &g, &c)?.pose;
     }
-    Ok((
-        g.inverse(),
-        icp::truncated_score(&problem.scene_fine, &problem.object, &g, cfg.score_distance),
-    ))
+    let h = g.inverse();
+    Ok((h, problem.score(&problem.scene_fine, &h)))
 }
 
 /// Builds the reported [`Estimate`] from ranked candidates `(hypothesis, normalised pose, score)`.
@@ -584,39 +788,81 @@ pub fn estimate_pose(
     let problem = &prep.problem;
     let prepare_ms = elapsed_ms(start);
 
-    // The reverse process, one hypothesis per initial rotation.
+    // The reverse process, one hypothesis per initial rotation, all advanced step by step; after the first
+    // step only the hypotheses whose clean estimates fit best go on.
     let t_hyp = Instant::now();
     let table = DdpmTable::cosine(cfg.steps)?;
-    let inits = spread_rotations(cfg.hypotheses);
-    let seeds = SampleSeeds::new(cfg.seed, 0, cfg.hypotheses);
-    let results = parallel_map(cfg.hypotheses, cfg.threads, |k| -> Result<(Pose, f64)> {
-        let init = se3::pose(inits[k], Vector3::zeros());
-        let pose = reverse_process(problem, surrogate, &table, &init, &seeds, k, cfg)?;
-        Ok((
-            pose,
-            icp::truncated_score(
-                &problem.scene,
-                &problem.object,
-                &pose.inverse(),
-                cfg.score_distance,
-            ),
-        ))
+    let inits: Vec<Pose> = if cfg.scan_rotations > 0 {
+        rotation_scan(problem, cfg)?
+    } else {
+        spread_rotations(cfg.hypotheses)
+            .iter()
+            .map(|r| problem.initial_pose(r))
+            .collect()
+    };
+    let seeds = SampleSeeds::new(cfg.seed, 0, inits.len());
+    // Per hypothesis: its index, H_rel and the last clean estimate.
+    let mut alive: Vec<Track> = (0..inits.len())
+        .map(|k| (k, Pose::identity(), None))
+        .collect();
+    for t in (1..=cfg.steps).rev() {
+        let prune = t == cfg.steps && t > 1 && cfg.keep_after_first < 1.0;
+        let mut stepped = parallel_map(alive.len(), cfg.threads, |j| -> Result<(Track, f64)> {
+            let (k, rel, prev) = alive[j];
+            let (next, h0) = reverse_step(
+                problem,
+                surrogate,
+                &table,
+                t,
+                &inits[k],
+                &rel,
+                prev.as_ref(),
+                &seeds,
+                k,
+                cfg,
+            )?;
+            let score = if prune {
+                problem.score(&problem.scene, &h0)
+            } else {
+                0.0
+            };
+            Ok(((k, next, Some(h0)), score))
+        })?;
+        if prune {
+            let keep = ((cfg.keep_after_first * cfg.hypotheses as f64).ceil() as usize)
+                .max(cfg.refine_top)
+                .max(1);
+            stepped.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.0.cmp(&b.0.0)));
+            stepped.truncate(keep);
+            stepped.sort_by_key(|x| x.0.0);
+        }
+        alive = stepped.into_iter().map(|x| x.0).collect();
+    }
+    let results: Vec<(usize, Pose, f64)> = parallel_map(alive.len(), cfg.threads, |j| {
+        let (k, rel, _) = alive[j];
+        let pose = rel * inits[k];
+        Ok((k, pose, problem.score(&problem.scene, &pose)))
     })?;
     let hypotheses_ms = elapsed_ms(t_hyp);
 
     // Refine the best few on the fine scan.
     let t_ref = Instant::now();
     let mut order: Vec<usize> = (0..results.len()).collect();
-    order.sort_by(|&a, &b| results[b].1.total_cmp(&results[a].1).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        results[b]
+            .2
+            .total_cmp(&results[a].2)
+            .then(results[a].0.cmp(&results[b].0))
+    });
     let top: Vec<usize> = order.into_iter().take(cfg.refine_top.max(1)).collect();
     let stages = [2.0 * cfg.score_distance, cfg.score_distance];
     let refined = parallel_map(top.len(), cfg.threads, |j| {
-        refine(problem, &results[top[j]].0, cfg, &stages, 15)
+        refine(problem, &results[top[j]].1, &stages, 15)
     })?;
     let candidates = top
         .iter()
         .zip(&refined)
-        .map(|(&k, &(p, s))| (k, p, s))
+        .map(|(&i, &(p, s))| (results[i].0, p, s))
         .collect();
     let refine_ms = elapsed_ms(t_ref);
     let timings = Timings {
@@ -641,7 +887,7 @@ pub fn icp_from_identity(
     let prepare_ms = elapsed_ms(start);
     let t = Instant::now();
     let stages = [0.3, 0.1, 0.05, cfg.score_distance];
-    let (pose, score) = refine(&prep.problem, &Pose::identity(), cfg, &stages, 30)?;
+    let (pose, score) = refine(&prep.problem, &Pose::identity(), &stages, 30)?;
     let timings = Timings {
         prepare_ms,
         hypotheses_ms: 0.0,
@@ -660,45 +906,111 @@ pub fn icp_from_identity(
     ))
 }
 
-/// Runs the reverse process of hypothesis `k` from `init`; returns the clean pose (normalised frames).
-fn reverse_process(
+/// The initial scan: scores `scan_rotations` rotations over SO(3), each placed by [`Problem::initial_pose`] and
+/// one translation-only correspondence step, with a coarse truncated-quadratic fit on a few scene points (minus
+/// free-space violations); returns the best `hypotheses` initial poses at least `scan_separation_deg` apart.
+pub fn rotation_scan(problem: &Problem, cfg: &EstimateConfig) -> Result<Vec<Pose>> {
+    let quats = super_fibonacci(cfg.scan_rotations);
+    let tau = cfg.scan_distance;
+    let gate2 = 4.0 * tau * tau;
+    let probe = &problem.object_probe[..problem.object_probe.len().min(100)];
+    let scored = parallel_map(
+        quats.len(),
+        cfg.threads,
+        |i| -> Result<(usize, Pose, f64)> {
+            let pose = problem.initial_pose(&quat_rotation(&quats[i]));
+            // Translation steps in the object frame: move by the mean offset of the near correspondences.
+            let mut g = pose.inverse();
+            for _ in 0..SCAN_TRANSLATION_STEPS {
+                let (mut shift, mut n) = (Vector3::zeros(), 0usize);
+                for s in &problem.scene_scan {
+                    let p = g * s;
+                    let nb = problem.object.tree.nearest(&p);
+                    if nb.dist2 <= gate2 {
+                        shift += problem.object.cloud.points[nb.index] - p;
+                        n += 1;
+                    }
+                }
+                if n > 0 {
+                    g = nalgebra::Translation3::from(shift / n as f64) * g;
+                }
+            }
+            let fit = icp::truncated_score(&problem.scene_scan, &problem.object, &g, tau);
+            let pose = g.inverse();
+            let penalty = match &problem.free_space {
+                Some(fs) if problem.free_space_weight > 0.0 => {
+                    problem.free_space_weight
+                        * fs.violation_fraction(probe.iter().map(|p| pose * p), tau)
+                }
+                _ => 0.0,
+            };
+            Ok((i, pose, fit - penalty))
+        },
+    )?;
+    let mut order: Vec<usize> = (0..scored.len()).collect();
+    order.sort_by(|&a, &b| scored[b].2.total_cmp(&scored[a].2).then(a.cmp(&b)));
+    let min_sep = cfg.scan_separation_deg.to_radians();
+    let mut chosen: Vec<Pose> = Vec::with_capacity(cfg.hypotheses);
+    for i in order {
+        if chosen.len() == cfg.hypotheses {
+            break;
+        }
+        let r = &scored[i].1.rotation;
+        if chosen
+            .iter()
+            .all(|c| crate::so3::distance(&c.rotation, r) >= min_sep)
+        {
+            chosen.push(scored[i].1);
+        }
+    }
+    Ok(chosen)
+}
+
+/// One reverse step `t` of hypothesis `k` (initial pose `init`, current relative pose `rel`, previous clean
+/// estimate `previous`): returns the new relative pose `H_rel,t−1` and the surrogate's clean estimate `Ĥ_0`.
+fn reverse_step(
     problem: &Problem,
     surrogate: &dyn Surrogate,
     table: &DdpmTable,
+    t: usize,
     init: &Pose,
+    rel: &Pose,
+    previous: Option<&Pose>,
     seeds: &SampleSeeds,
     k: usize,
     cfg: &EstimateConfig,
-) -> Result<Pose> {
-    let steps = table.steps();
-    let mut rel = Pose::identity();
-    for t in (1..=steps).rev() {
-        let h_t = rel * init;
-        let level = NoiseLevel {
-            step: t,
-            steps,
-            alpha_bar: table.alpha_bar(t),
-        };
-        let delta = surrogate.predict(problem, &h_t, level)?;
-        let h0_rel = delta * rel;
-        let (g0, g1) = table.posterior_weights(t);
-        rel = se3::exp(&(se3::log(&h0_rel) * g0 + se3::log(&rel) * g1));
-        let var = table.posterior_variance(t);
-        if var > 0.0 {
-            let mut rng = seeds.rng(k, t as u64);
-            let mut z = || -> f64 { StandardNormal.sample(&mut rng) };
-            let w = Vector3::new(z(), z(), z()) * (cfg.sigma_r * var.sqrt());
-            let v = Vector3::new(z(), z(), z()) * (cfg.sigma_t * var.sqrt());
-            rel = se3::exp(&se3::twist(&w, &v)) * rel;
-        }
-        if !rel.translation.vector.iter().all(|x| x.is_finite()) {
-            return Err(Error::Numerical {
-                op: "reverse process",
-                reason: format!("non-finite pose at step {t}"),
-            });
-        }
+) -> Result<(Pose, Pose)> {
+    let level = NoiseLevel {
+        step: t,
+        steps: table.steps(),
+        alpha_bar: table.alpha_bar(t),
+    };
+    let delta = surrogate.predict(problem, &(rel * init), level, previous)?;
+    // Ĥ_0 = ΔH·H_t = ΔH·H_rel·H_k, so relative to the hypothesis Ĥ_0,rel = ΔH·H_rel.
+    let h0_rel = delta * rel;
+    let (g0, g1) = table.posterior_weights(t);
+    let mut next = se3::exp(&(se3::log(&h0_rel) * g0 + se3::log(rel) * g1));
+    let var = table.posterior_variance(t);
+    if var > 0.0 {
+        let mut rng = seeds.rng(k, t as u64);
+        let mut z = || -> f64 { StandardNormal.sample(&mut rng) };
+        let w = Vector3::new(z(), z(), z()) * (cfg.sigma_r * var.sqrt());
+        let v = Vector3::new(z(), z(), z()) * (cfg.sigma_t * var.sqrt());
+        next = se3::exp(&se3::twist(&w, &v)) * next;
     }
-    Ok(rel * init)
+    if !next
+        .translation
+        .vector
+        .iter()
+        .chain(next.rotation.matrix().iter())
+        .all(|x| x.is_finite())
+    {
+        return Err(Error::Numerical {
+            op: "reverse process",
+            reason: format!("non-finite pose at step {t}"),
+        });
+    }
+    Ok((next, h0_rel * init))
 }
 
 /// Maps `f` over `0..n` on `threads` workers (0: available cores); results in index order, first error wins.

@@ -155,6 +155,26 @@ pub fn to_matrix(g: &Pose) -> Matrix4<f64> {
     g.to_homogeneous()
 }
 
+/// The rotation of `g` as a unit axis and an angle in radians (`[0, π]`; the axis is `z` for the identity).
+pub fn axis_angle(g: &Pose) -> (Vector3<f64>, f64) {
+    let w = so3::log(&g.rotation);
+    let angle = w.norm();
+    (if angle > 0.0 { w / angle } else { Vector3::z() }, angle)
+}
+
+/// The rotation of `g` as a unit quaternion `[w, x, y, z]` with `w ≥ 0`.
+pub fn quaternion_wxyz(g: &Pose) -> [f64; 4] {
+    let q = nalgebra::UnitQuaternion::from_rotation_matrix(&g.rotation);
+    let s = if q.w < 0.0 { -1.0 } else { 1.0 };
+    [q.w * s, q.i * s, q.j * s, q.k * s]
+}
+
+/// The 4×4 homogeneous matrix of `g`, row by row.
+pub fn matrix_rows(g: &Pose) -> [[f64; 4]; 4] {
+    let m = g.to_homogeneous();
+    std::array::from_fn(|i| std::array::from_fn(|j| m[(i, j)]))
+}
+
 /// Re-orthonormalises the rotation of `g` (removes the drift of many compositions).
 pub fn renormalize(g: &mut Pose) {
     g.rotation.renormalize();
@@ -246,6 +266,21 @@ mod tests {
             Vector3::y(),
             epsilon = 1e-15
         );
+    }
+
+    #[test]
+    fn axis_angle_and_quaternion_describe_the_rotation() {
+        let w = Vector3::new(0.0, 0.6, 0.8) * 1.2;
+        let g = pose(so3::exp(&w), Vector3::new(1.0, 2.0, 3.0));
+        let (axis, angle) = axis_angle(&g);
+        assert_relative_eq!(axis, Vector3::new(0.0, 0.6, 0.8), epsilon = 1e-12);
+        assert_relative_eq!(angle, 1.2, epsilon = 1e-12);
+        let q = quaternion_wxyz(&g);
+        assert_relative_eq!(q[0], 0.6f64.cos(), epsilon = 1e-12);
+        assert_relative_eq!(q[2], 0.6 * 0.6f64.sin(), epsilon = 1e-12);
+        let m = matrix_rows(&g);
+        assert_eq!(m[3], [0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(m[1][3], 2.0);
     }
 
     #[test]

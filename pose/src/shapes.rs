@@ -327,9 +327,9 @@ pub fn mug() -> ObjectModel {
                 &mut mesh,
                 [
                     point(i, j),
-                    point(i + 1, j),
-                    point(i + 1, j + 1),
                     point(i, j + 1),
+                    point(i + 1, j + 1),
+                    point(i + 1, j),
                 ],
             );
         }
@@ -409,6 +409,51 @@ mod tests {
             2.0 * cap + perimeter * 0.025,
             epsilon = 1e-12
         );
+    }
+
+    /// Signed volume `Σ a·(b × c)/6`: positive when the faces wind counter-clockwise seen from outside.
+    fn signed_volume(m: &TriMesh, tris: &[[u32; 3]]) -> f64 {
+        signed_volume_about(m, tris, Vector3::zeros())
+    }
+
+    /// Signed volume with the cones drawn from `o` (matters only for open surfaces).
+    fn signed_volume_about(m: &TriMesh, tris: &[[u32; 3]], o: Vector3<f64>) -> f64 {
+        tris.iter()
+            .map(|t| {
+                let [a, b, c] = t.map(|k| m.vertices[k as usize].coords - o);
+                a.dot(&b.cross(&c)) / 6.0
+            })
+            .sum()
+    }
+
+    #[test]
+    fn face_normals_point_outwards() {
+        // Closed meshes wound outwards enclose their analytic volume with a positive sign.
+        let vol = |o: &ObjectModel| signed_volume(&o.mesh, &o.mesh.triangles);
+        assert_relative_eq!(vol(&box_object()), 0.16 * 0.10 * 0.06, max_relative = 1e-12);
+        let polygon = 24.0 * (2.0 * PI / 48.0).sin() * 0.035f64.powi(2);
+        assert_relative_eq!(vol(&cylinder()), polygon * 0.12, max_relative = 1e-12);
+        assert_relative_eq!(
+            vol(&l_shape()),
+            (0.15 * 0.04 + 0.04 * 0.06) * 0.025,
+            max_relative = 1e-12
+        );
+        assert!(vol(&bunny().unwrap()) > 0.0);
+        // The mug's handle is an open tube bent around (0.04, 0, 0): seen from there its missing end caps add
+        // nothing, so it encloses its tube volume π·b²·(arc length) with a positive sign.
+        let mug = mug();
+        let (a, b) = mug.feature.unwrap();
+        let handle = signed_volume_about(
+            &mug.mesh,
+            &mug.mesh.triangles[a..b],
+            Vector3::new(0.04, 0.0, 0.0),
+        );
+        let polygon_tube = 6.0 * (2.0 * PI / 12.0).sin() * 0.007f64.powi(2);
+        assert_relative_eq!(handle, polygon_tube * 1.1 * PI * 0.028, max_relative = 0.02);
+        let body = signed_volume(&mug.mesh, &mug.mesh.triangles[..a]);
+        let ring = 24.0 * (2.0 * PI / 48.0).sin();
+        let want = ring * (0.04f64.powi(2) * 0.095 - 0.036f64.powi(2) * 0.089);
+        assert_relative_eq!(body, want, max_relative = 1e-9);
     }
 
     #[test]
