@@ -8,8 +8,10 @@
 pub mod device;
 pub mod error;
 pub mod models;
+pub mod path;
 pub mod seed;
 
 pub use device::{DeviceSpec, RuntimeReport};
 pub use error::{Error, Result};
+pub use path::{NoisePath, PathSpec, Point};
 pub use seed::SampleSeeds;
