@@ -10,8 +10,10 @@ pub mod error;
 pub mod models;
 pub mod path;
 pub mod seed;
+pub mod spacing;
 
 pub use device::{DeviceSpec, RuntimeReport};
 pub use error::{Error, Result};
 pub use path::{NoisePath, PathSpec, Point};
 pub use seed::SampleSeeds;
+pub use spacing::{End, GridSpec, Spacing};

@@ -259,4 +259,7 @@ impl NoisePath for IrSde {
     fn t_range(&self) -> (f64, f64) {
         (1.0 / self.steps as f64, 1.0)
     }
+    fn train_steps(&self) -> Option<usize> {
+        Some(self.steps)
+    }
 }

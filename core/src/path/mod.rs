@@ -93,6 +93,11 @@ pub trait NoisePath: Send + Sync + fmt::Debug {
     /// ends at `t_min` or jumps from there to the data.
     fn t_range(&self) -> (f64, f64);
 
+    /// Number of training steps of a discrete-time model's table (for leading/trailing spacings), if any.
+    fn train_steps(&self) -> Option<usize> {
+        None
+    }
+
     /// `λ(t) = ln(α/σ)`, decreasing in t.
     fn lambda(&self, t: f64) -> f64 {
         self.alpha(t).ln() - self.sigma(t).ln()

@@ -77,6 +77,9 @@ impl NoisePath for Rddm {
     fn t_range(&self) -> (f64, f64) {
         (1.0 / self.tt(), 1.0)
     }
+    fn train_steps(&self) -> Option<usize> {
+        Some(self.steps)
+    }
 }
 
 /// Resfusion (Shi et al. 2024): `x_t = √ᾱ·x0 + (1 − √ᾱ)·R + √(1 − ᾱ)·ε` with the residual `R = y − x0`, i.e.
@@ -173,5 +176,8 @@ impl NoisePath for Resfusion {
     }
     fn t_range(&self) -> (f64, f64) {
         (self.table.t_range().0, self.t_acc)
+    }
+    fn train_steps(&self) -> Option<usize> {
+        Some(self.table.steps())
     }
 }

@@ -251,6 +251,9 @@ impl NoisePath for VpTable {
     fn t_range(&self) -> (f64, f64) {
         (1.0 / self.n as f64, 1.0)
     }
+    fn train_steps(&self) -> Option<usize> {
+        Some(self.n)
+    }
     fn lambda(&self, t: f64) -> f64 {
         let la = self.log_alpha(t);
         la - vp_sigma(la).ln()
