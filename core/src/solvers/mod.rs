@@ -26,7 +26,7 @@ pub mod singlestep;
 
 use tch::Tensor;
 
-pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, UniVariant};
+pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, UniVariant, Warmup};
 pub use rk::{Dopri5, RungeKutta, Variable};
 pub use run::{NoNoise, NoiseSource, Observer, Run, SeededNoise, StepInfo};
 pub use singlestep::{AdaptiveDpm, Form, Singlestep};
@@ -68,8 +68,8 @@ pub trait Solver {
     /// The order of each of `steps` intervals (warm-up, final-step policy; `to_data`: the grid ends at σ = 0).
     fn plan_steps(&self, steps: usize, to_data: bool) -> Result<Vec<u32>>;
 
-    /// Model evaluations of one interval of this order (`to_data`: the interval ends at σ = 0).
-    fn cost(&self, order: u32, to_data: bool) -> usize;
+    /// Model evaluations of interval `index` of this order (`to_data`: the interval ends at σ = 0).
+    fn cost(&self, index: usize, order: u32, to_data: bool) -> usize;
 
     /// The most intervals whose plan spends at most `nfe` evaluations; an error when even one step costs more.
     fn plan_nfe(&self, nfe: usize, to_data: bool) -> Result<Vec<u32>> {
@@ -92,7 +92,7 @@ pub trait Solver {
 /// Total model evaluations of a plan.
 pub fn plan_cost(solver: &(impl Solver + ?Sized), orders: &[u32], to_data: bool) -> usize {
     let n = orders.len();
-    orders.iter().enumerate().map(|(i, &o)| solver.cost(o, to_data && i + 1 == n)).sum()
+    orders.iter().enumerate().map(|(i, &o)| solver.cost(i, o, to_data && i + 1 == n)).sum()
 }
 
 /// Options shared by the registry's solvers.
@@ -104,11 +104,13 @@ pub struct SolverOptions {
     pub atol: f64,
     /// Lower-order final steps of multistep solvers.
     pub lower_order_final: LowerOrderFinal,
+    /// How multistep solvers start.
+    pub warmup: Warmup,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        SolverOptions { rtol: 1e-3, atol: 1e-4, lower_order_final: LowerOrderFinal::Auto }
+        SolverOptions { rtol: 1e-3, atol: 1e-4, lower_order_final: LowerOrderFinal::Auto, warmup: Warmup::LowerOrder }
     }
 }
 
@@ -122,23 +124,25 @@ pub fn solver_names() -> Vec<(String, String)> {
 
 const DETERMINISTIC: &[&str] = &[
     "ddim", "euler", "heun", "rk4", "euler-t", "heun-t", "rk4-t", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm++2s", "dpm++3s",
-    "dpm++2m", "dpm++3m", "dpm++2m+unic", "dpm++3m+unic", "unipc-bh1", "unipc-bh2", "unipc-bh1-3", "unipc-bh2-3", "deis-1", "deis-2",
+    "dpm++2m", "dpm++3m", "dpm++3m-ref", "dpm++2m+unic", "dpm++3m+unic", "unipc-bh1", "unipc-bh2", "unipc-bh1-3", "unipc-bh2-3", "deis-1", "deis-2",
     "deis-3", "dopri5", "dpm-solver-12", "dpm-solver-23",
 ];
 
 /// Builds a solver from its registry name (`unipc-bh2-4` and similar name any UniPC order).
 pub fn build_solver(name: &str, opts: &SolverOptions) -> Result<Box<dyn Solver>> {
-    let lof = opts.lower_order_final;
+    let (lof, warm) = (opts.lower_order_final, opts.warmup);
     let unipc = |rest: &str, v: UniVariant| -> Option<Box<dyn Solver>> {
         let order = if rest.is_empty() { 2 } else { rest.strip_prefix('-')?.parse().ok().filter(|o| (1..=8).contains(o))? };
-        Some(Box::new(DataMultistep::unipc(v, order, lof)))
+        Some(Box::new(DataMultistep::unipc(v, order, lof).with_warmup(warm)))
     };
     let solver: Option<Box<dyn Solver>> = match name {
-        "ddim" | "dpm-solver-1" | "dpm++1m" => Some(Box::new(DataMultistep::ddim())),
-        "dpm++2m" => Some(Box::new(DataMultistep::dpmpp(2, None, lof))),
-        "dpm++3m" => Some(Box::new(DataMultistep::dpmpp(3, None, lof))),
-        "dpm++2m+unic" => Some(Box::new(DataMultistep::dpmpp(2, Some(UniVariant::Bh2), lof))),
-        "dpm++3m+unic" => Some(Box::new(DataMultistep::dpmpp(3, Some(UniVariant::Bh2), lof))),
+        "ddim" | "dpm++1m" => Some(Box::new(DataMultistep::ddim())),
+        "dpm-solver-1" => Some(Box::new(Singlestep::new(Form::Noise, 1))),
+        "dpm++2m" => Some(Box::new(DataMultistep::dpmpp(2, None, lof).with_warmup(warm))),
+        "dpm++3m" => Some(Box::new(DataMultistep::dpmpp(3, None, lof).with_warmup(warm))),
+        "dpm++3m-ref" => Some(Box::new(DataMultistep::dpmpp3m_reference(lof).with_warmup(warm))),
+        "dpm++2m+unic" => Some(Box::new(DataMultistep::dpmpp(2, Some(UniVariant::Bh2), lof).with_warmup(warm))),
+        "dpm++3m+unic" => Some(Box::new(DataMultistep::dpmpp(3, Some(UniVariant::Bh2), lof).with_warmup(warm))),
         "dpm-solver-2" => Some(Box::new(Singlestep::new(Form::Noise, 2))),
         "dpm-solver-3" => Some(Box::new(Singlestep::new(Form::Noise, 3))),
         "dpm++2s" => Some(Box::new(Singlestep::new(Form::Data, 2))),
@@ -149,9 +153,9 @@ pub fn build_solver(name: &str, opts: &SolverOptions) -> Result<Box<dyn Solver>>
         "euler-t" => Some(Box::new(RungeKutta::new(rk::EULER, Variable::Time))),
         "heun-t" => Some(Box::new(RungeKutta::new(rk::HEUN, Variable::Time))),
         "rk4-t" => Some(Box::new(RungeKutta::new(rk::RK4, Variable::Time))),
-        "deis-1" => Some(Box::new(DeisTab::new(1, lof))),
-        "deis-2" => Some(Box::new(DeisTab::new(2, lof))),
-        "deis-3" => Some(Box::new(DeisTab::new(3, lof))),
+        "deis-1" => Some(Box::new(DeisTab::new(1, lof).with_warmup(warm))),
+        "deis-2" => Some(Box::new(DeisTab::new(2, lof).with_warmup(warm))),
+        "deis-3" => Some(Box::new(DeisTab::new(3, lof).with_warmup(warm))),
         "dopri5" => Some(Box::new(Dopri5 { rtol: opts.rtol, atol: opts.atol })),
         "dpm-solver-12" => Some(Box::new(AdaptiveDpm::new(2, opts.rtol, opts.atol))),
         "dpm-solver-23" => Some(Box::new(AdaptiveDpm::new(3, opts.rtol, opts.atol))),

@@ -9,6 +9,7 @@ use tch::Tensor;
 
 use super::common::{data_step, data_step_coeffs, integrate, regular, solve_linear, step_h, weighted_sum};
 use super::run::Run;
+use super::singlestep::{Form, singlestep_update};
 use super::{Solver, SolverInfo};
 use crate::param::lin2;
 use crate::path::Point;
@@ -50,6 +51,26 @@ pub(crate) fn multistep_orders(order: u32, steps: usize, to_data: bool, lof: Low
         .collect()
 }
 
+/// How a multistep solver takes its first step, before it has any history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Warmup {
+    /// Lower orders while the history fills (dpm-solver, diffusers, UniPC references). The first-order first
+    /// step limits a method of order ≥ 3 to order 2 as the step shrinks.
+    #[default]
+    LowerOrder,
+    /// The first step by a singlestep DPM-Solver(++) of order q − 1 (at most 3), so a method of order q ≥ 3 keeps
+    /// its order; costs q − 2 extra evaluations.
+    Singlestep,
+}
+
+impl Warmup {
+    /// The singlestep order used for the first step of a method of order q, if any.
+    fn starter(self, q: u32) -> Option<u32> {
+        (self == Warmup::Singlestep && q >= 3).then(|| (q - 1).min(3))
+    }
+}
+
 /// The B(h) variant of UniPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UniVariant {
@@ -76,9 +97,29 @@ pub struct DataMultistep {
     order: u32,
     corrector: Option<UniVariant>,
     lower_order_final: LowerOrderFinal,
+    warmup: Warmup,
+    reference_3m: bool,
 }
 
 impl DataMultistep {
+    /// DPM-Solver++(3M) with the reference implementations' D2 weight (second order; for parity checks).
+    pub fn dpmpp3m_reference(lower_order_final: LowerOrderFinal) -> Self {
+        let mut s = Self::dpmpp(3, None, lower_order_final);
+        s.reference_3m = true;
+        s.name = "dpm++3m-ref".into();
+        s
+    }
+
+    /// The same solver with another warm-up policy.
+    pub fn with_warmup(mut self, warmup: Warmup) -> Self {
+        self.warmup = warmup;
+        self
+    }
+
+    fn convergence_order(&self) -> u32 {
+        self.order + u32::from(self.corrector.is_some())
+    }
+
     /// DDIM (= DPM-Solver-1 = DPM-Solver++(1)).
     pub fn ddim() -> Self {
         Self::dpmpp(1, None, LowerOrderFinal::Auto)
@@ -89,14 +130,14 @@ impl DataMultistep {
         let order = order.clamp(1, 3);
         let base = if order == 1 { "ddim".to_string() } else { format!("dpm++{order}m") };
         let name = if corrector.is_some() { format!("{base}+unic") } else { base };
-        DataMultistep { name, predictor: Predictor::DpmPlusPlus, order, corrector, lower_order_final }
+        DataMultistep { name, predictor: Predictor::DpmPlusPlus, order, corrector, lower_order_final, warmup: Warmup::LowerOrder, reference_3m: false }
     }
 
     /// UniPC with predictor order p ≥ 1 and the UniC corrector (order p + 1).
     pub fn unipc(variant: UniVariant, order: u32, lower_order_final: LowerOrderFinal) -> Self {
         let v = if variant == UniVariant::Bh1 { "bh1" } else { "bh2" };
         let name = if order == 2 { format!("unipc-{v}") } else { format!("unipc-{v}-{order}") };
-        DataMultistep { name, predictor: Predictor::UniP(variant), order: order.max(1), corrector: Some(variant), lower_order_final }
+        DataMultistep { name, predictor: Predictor::UniP(variant), order: order.max(1), corrector: Some(variant), lower_order_final, warmup: Warmup::LowerOrder, reference_3m: false }
     }
 
     fn predict(&self, x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, Tensor)], k: u32) -> Result<Tensor> {
@@ -104,14 +145,14 @@ impl DataMultistep {
             return data_step(x, m0, s, t);
         }
         match self.predictor {
-            Predictor::DpmPlusPlus => dpmpp_step(x, s, t, m0, hist, k),
+            Predictor::DpmPlusPlus => dpmpp_step(x, s, t, m0, hist, k, self.reference_3m),
             Predictor::UniP(v) => unipc_update(x, s, t, m0, hist, k, v, None),
         }
     }
 }
 
 /// DPM-Solver++(2M) / (3M) step from s to t with data predictions m0 (at s) and `hist` (newest first).
-fn dpmpp_step(x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, Tensor)], k: u32) -> Result<Tensor> {
+fn dpmpp_step(x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, Tensor)], k: u32, reference_3m: bool) -> Result<Tensor> {
     let h = step_h(s, t);
     let (a, _) = data_step_coeffs(s, t);
     let phi1 = (-h).exp_m1(); // e^{−h} − 1
@@ -133,7 +174,11 @@ fn dpmpp_step(x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, Ten
     let d2 = lin2(1.0 / (r0 + r1), &d1_0, -1.0 / (r0 + r1), &d1_1)?;
     let phi2 = phi1 / h + 1.0;
     let phi3 = phi2 / h - 0.5;
-    weighted_sum(&[(a, x), (-t.alpha * phi1, m0), (t.alpha * phi2, &d1), (-t.alpha * phi3, &d2)])
+    // D2 ≈ h²·m''/2, while the exact update weighs h²·m'' by −α_t·φ3: hence 2·φ3. The dpm-solver, diffusers and
+    // k-diffusion implementations use φ3·D2, which leaves an O(h³) local error (a second-order method; measured
+    // in tests/solver_order.rs); `reference_3m` keeps that formula for parity.
+    let c2 = if reference_3m { 1.0 } else { 2.0 };
+    weighted_sum(&[(a, x), (-t.alpha * phi1, m0), (t.alpha * phi2, &d1), (-c2 * t.alpha * phi3, &d2)])
 }
 
 /// UniPC's coefficients for one step (data form): `(B(h), R, b)` with R[i][k] = r_k^i, b_i = φ_{i+1}·i!/B(h).
@@ -197,11 +242,12 @@ fn unipc_update(x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, T
 
 impl Solver for DataMultistep {
     fn info(&self) -> SolverInfo {
-        let order = self.order + u32::from(self.corrector.is_some());
+        let order = self.convergence_order();
         let description = match (self.predictor, self.corrector.is_some(), self.order) {
             (Predictor::DpmPlusPlus, false, 1) => "DDIM = DPM-Solver-1 (first-order exponential integrator, data form)",
             (Predictor::DpmPlusPlus, false, 2) => "DPM-Solver++(2M): second-order multistep, data prediction (Lu et al. 2022)",
-            (Predictor::DpmPlusPlus, false, _) => "DPM-Solver++(3M): third-order multistep, data prediction",
+            (Predictor::DpmPlusPlus, false, _) if self.reference_3m => "DPM-Solver++(3M) exactly as dpm-solver/diffusers/k-diffusion (their D2 weight makes it second order)",
+            (Predictor::DpmPlusPlus, false, _) => "DPM-Solver++(3M): third-order multistep, data prediction (D2 weight corrected, see docs)",
             (Predictor::DpmPlusPlus, true, _) => "DPM-Solver++ multistep followed by the UniC corrector (order + 1, no extra NFE)",
             (Predictor::UniP(UniVariant::Bh1), _, _) => "UniPC, B(h) = h: UniP predictor + UniC corrector (Zhao et al. 2023)",
             (Predictor::UniP(UniVariant::Bh2), _, _) => "UniPC, B(h) = e^h − 1: UniP predictor + UniC corrector (Zhao et al. 2023)",
@@ -213,8 +259,11 @@ impl Solver for DataMultistep {
         Ok(multistep_orders(self.order, steps, to_data, self.lower_order_final))
     }
 
-    fn cost(&self, _order: u32, _to_data: bool) -> usize {
-        1
+    fn cost(&self, index: usize, _order: u32, to_data: bool) -> usize {
+        match self.warmup.starter(self.convergence_order()) {
+            Some(k) if index == 0 && !to_data => k as usize,
+            _ => 1,
+        }
     }
 
     fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
@@ -228,14 +277,18 @@ impl Solver for DataMultistep {
             let usable = hist.iter().take_while(|(p, _)| p.lambda().is_finite()).count() as u32;
             let k = if regular(s, t) { orders[i].min(usable + 1) } else { 1 };
             let hist_slice: Vec<(Point, Tensor)> = hist.iter().map(|(p, m)| (*p, m.shallow_clone())).collect();
-            let mut x_new = self.predict(&x, s, t, &m_cur, &hist_slice, k)?;
+            let starter = self.warmup.starter(self.convergence_order()).filter(|_| i == 0 && regular(s, t));
+            let mut x_new = match starter {
+                Some(order) => singlestep_update(run, Form::Data, &x, s, t, &m_cur, order, if order == 2 { 0.5 } else { 1.0 / 3.0 })?.0,
+                None => self.predict(&x, s, t, &m_cur, &hist_slice, k)?,
+            };
             let last = i + 1 == n;
             let m_next = if last || t.is_data() {
                 None
             } else {
                 let m_t = run.data(&x_new, t)?;
                 if let Some(v) = self.corrector {
-                    if regular(s, t) {
+                    if regular(s, t) && starter.is_none() {
                         x_new = unipc_update(&x, s, t, &m_cur, &hist_slice, k, v, Some(&m_t))?;
                     }
                 }
@@ -259,12 +312,19 @@ impl Solver for DataMultistep {
 pub struct DeisTab {
     order: u32,
     lower_order_final: LowerOrderFinal,
+    warmup: Warmup,
 }
 
 impl DeisTab {
     /// DEIS tAB using `order` (1–3) noise predictions per step; order 1 is DDIM.
     pub fn new(order: u32, lower_order_final: LowerOrderFinal) -> Self {
-        DeisTab { order: order.clamp(1, 3), lower_order_final }
+        DeisTab { order: order.clamp(1, 3), lower_order_final, warmup: Warmup::LowerOrder }
+    }
+
+    /// The same solver with another warm-up policy.
+    pub fn with_warmup(mut self, warmup: Warmup) -> Self {
+        self.warmup = warmup;
+        self
     }
 }
 
@@ -298,7 +358,7 @@ fn deis_coefficients(run: &Run<'_>, nodes: &[f64], a: f64, b: f64) -> Vec<f64> {
             if nodes.len() == 1 {
                 return boundary;
             }
-            boundary - integrate(|tau| sbar(tau) * dell(j, tau), a, b, 4)
+            boundary - integrate(|tau| sbar(tau) * dell(j, tau), a, b, 8)
         })
         .collect()
 }
@@ -316,8 +376,11 @@ impl Solver for DeisTab {
         Ok(multistep_orders(self.order, steps, to_data, self.lower_order_final))
     }
 
-    fn cost(&self, _order: u32, _to_data: bool) -> usize {
-        1
+    fn cost(&self, index: usize, _order: u32, to_data: bool) -> usize {
+        match self.warmup.starter(self.order) {
+            Some(k) if index == 0 && !to_data => k as usize,
+            _ => 1,
+        }
     }
 
     fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
@@ -334,6 +397,8 @@ impl Solver for DeisTab {
             let x_new = if t.is_data() {
                 // First-order jump to the data: x̂0 = (x̃ − σε̂)/α.
                 lin2(1.0 / s.alpha, &x, -s.sigma / s.alpha, &e_cur)?
+            } else if let Some(order) = self.warmup.starter(self.order).filter(|_| i == 0) {
+                singlestep_update(run, Form::Noise, &x, s, t, &e_cur, order, if order == 2 { 0.5 } else { 1.0 / 3.0 })?.0
             } else {
                 let k = orders[i].min(hist.len() as u32 + 1) as usize;
                 let mut nodes = vec![s.t];

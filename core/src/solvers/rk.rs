@@ -233,7 +233,7 @@ impl Solver for RungeKutta {
         Ok(orders)
     }
 
-    fn cost(&self, order: u32, to_data: bool) -> usize {
+    fn cost(&self, _index: usize, order: u32, to_data: bool) -> usize {
         if to_data || order == 1 { 1 } else { self.tableau.c.len() }
     }
 
@@ -297,7 +297,7 @@ impl Solver for Dopri5 {
         self.plan_steps(1, to_data)
     }
 
-    fn cost(&self, _order: u32, to_data: bool) -> usize {
+    fn cost(&self, _index: usize, _order: u32, to_data: bool) -> usize {
         if to_data { 1 } else { 6 }
     }
 

@@ -157,7 +157,7 @@ impl Solver for Singlestep {
         Ok(orders)
     }
 
-    fn cost(&self, order: u32, to_data: bool) -> usize {
+    fn cost(&self, _index: usize, order: u32, to_data: bool) -> usize {
         if to_data { 1 } else { order as usize }
     }
 
@@ -226,7 +226,7 @@ impl Solver for AdaptiveDpm {
         self.plan_steps(1, to_data)
     }
 
-    fn cost(&self, order: u32, to_data: bool) -> usize {
+    fn cost(&self, _index: usize, order: u32, to_data: bool) -> usize {
         if to_data { 1 } else { order as usize }
     }
 
