@@ -148,6 +148,11 @@ impl GaussianMixture {
     /// `E[x0 | x̃]` at point p (`x̃ = x − γμ`), shape `[B, dim]`.
     pub fn denoise(&self, x_tilde: &Tensor, p: &Point) -> Result<Tensor> {
         let xt = self.flat(x_tilde)?;
+        if p.alpha == 0.0 {
+            // x̃ carries no information about x0 (also at a bridge's start, where σ = 0 too): the prior mean.
+            let mean: Vec<f64> = (0..self.dim).map(|d| self.weights.iter().zip(&self.means).map(|(w, m)| w * m[d]).sum()).collect();
+            return Ok(Tensor::from_slice(&mean).view([1, self.dim as i64]).f_expand_as(&xt)?.f_contiguous()?);
+        }
         let (w, post) = self.posterior(&xt, p.alpha, p.sigma)?;
         Ok(post.f_mul(&w.f_unsqueeze(2)?)?.f_sum_dim_intlist(Some(&[1i64][..]), false, Kind::Double)?)
     }

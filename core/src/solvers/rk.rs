@@ -155,7 +155,7 @@ pub fn integrate_adaptive(
         }
         let factor = if err == 0.0 { 5.0 } else { (0.9 * err.powf(-0.2)).clamp(0.2, 5.0) };
         h *= factor;
-        if h < 1e-14 * span.max(1.0) {
+        if h < 1e-14 * s.abs().max(s1.abs()).max(1e-300) {
             return Err(Error::Numerical { op: "dopri5", reason: format!("step size underflow at s = {s}") });
         }
     }
@@ -196,9 +196,16 @@ fn rhs<'r, 'a>(run: &'r mut Run<'a>, variable: Variable) -> impl FnMut(f64, &Ten
             }
             Variable::Time => {
                 let p = run.point(s);
-                let (x0, eps) = run.both(y, &p)?;
                 let path = run.path();
-                lin2(path.d_alpha(s), &x0, path.d_sigma(s), &eps)
+                let (da, ds) = (path.d_alpha(s), path.d_sigma(s));
+                if !(da.is_finite() && ds.is_finite()) {
+                    return Err(Error::invalid(
+                        "solver",
+                        format!("integrating in t needs finite dα/dt and dσ/dt, but they are singular at t = {s} on {}; use a solver in λ or σ/α (ddim, dpm++2m, unipc)", path.name()),
+                    ));
+                }
+                let (x0, eps) = run.both(y, &p)?;
+                lin2(da, &x0, ds, &eps)
             }
         }
     }
