@@ -14,7 +14,7 @@ use crate::exact::GaussianMixture;
 use crate::param::Parameterization;
 use crate::path::{NoisePath, PathSpec, Point};
 use crate::seed::SampleSeeds;
-use crate::solvers::{Budget, NoNoise, SolverOptions, build_solver, plan_cost, sample};
+use crate::solvers::{Budget, LowerOrderFinal, NoNoise, SolverOptions, Warmup, build_solver, plan_cost, sample};
 use crate::spacing::{End, GridSpec, Spacing};
 use crate::{Error, Result};
 
@@ -74,6 +74,12 @@ pub struct Problem {
     /// Relative tolerance of the reference integrator for mixtures.
     #[serde(default = "default_reference_rtol")]
     pub reference_rtol: f64,
+    /// How multistep solvers start (`lower_order` as the references, or `singlestep`).
+    #[serde(default)]
+    pub warmup: Warmup,
+    /// Lower-order final steps of multistep solvers (`auto`: below 15 steps).
+    #[serde(default)]
+    pub lower_order_final: LowerOrderFinal,
 }
 
 fn default_spacing() -> Spacing {
@@ -110,12 +116,15 @@ impl Problem {
             return Err(Error::invalid("dim", "must be ≥ 1"));
         }
         if let Some(i) = self.mixture.means.iter().position(|m| m.len() != self.dim) {
-            return Err(Error::invalid("mixture.means", format!("mean {i} has {} values, dim is {}", self.mixture.means[i].len(), self.dim)));
+            return Err(Error::invalid(
+                "mixture.means",
+                format!("mean {i} has {} values, dim is {}", self.mixture.means[i].len(), self.dim),
+            ));
         }
-        if let Some(a) = &self.anchor {
-            if a.len() != self.dim {
-                return Err(Error::invalid("anchor", format!("{} values, dim is {}", a.len(), self.dim)));
-            }
+        if let Some(a) = &self.anchor
+            && a.len() != self.dim
+        {
+            return Err(Error::invalid("anchor", format!("{} values, dim is {}", a.len(), self.dim)));
         }
         if self.samples == 0 {
             return Err(Error::invalid("samples", "must be ≥ 1"));
@@ -138,7 +147,8 @@ impl Problem {
 
     fn mixture(&self, path: Arc<dyn NoisePath>) -> Result<GaussianMixture> {
         let m = &self.mixture;
-        Ok(GaussianMixture::new(m.weights.clone(), m.means.clone(), m.stds.clone(), path)?.with_output(self.parameterization))
+        Ok(GaussianMixture::new(m.weights.clone(), m.means.clone(), m.stds.clone(), path)?
+            .with_output(self.parameterization))
     }
 
     /// The grid spec of the problem.
@@ -210,7 +220,10 @@ impl Setup {
         };
         let n = problem.samples as i64;
         let anchor = problem.anchor.clone().unwrap_or_else(|| vec![0.0; problem.dim]);
-        let mu = Tensor::from_slice(&anchor).view([1, problem.dim as i64]).f_expand([n, problem.dim as i64], false)?.f_contiguous()?;
+        let mu = Tensor::from_slice(&anchor)
+            .view([1, problem.dim as i64])
+            .f_expand([n, problem.dim as i64], false)?
+            .f_contiguous()?;
         let seeds = SampleSeeds::new(problem.seed, 0, problem.samples);
         let x_start = model.sample_marginal(&start, &seeds, Some(&mu))?;
         Ok(Setup { model, path, cond: Conditioning::with_anchor(mu), x_start, start, end })
@@ -239,25 +252,44 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
     for name in &problem.solvers {
         let probe = build_solver(name, &SolverOptions::default())?;
         let adaptive = probe.info().adaptive;
-        let budgets: Vec<f64> = if adaptive { problem.tolerances.clone() } else { problem.nfe.iter().map(|&n| n as f64).collect() };
+        let budgets: Vec<f64> =
+            if adaptive { problem.tolerances.clone() } else { problem.nfe.iter().map(|&n| n as f64).collect() };
         let mut prev: Option<(usize, f64)> = None;
         for budget in budgets {
             progress(name, budget);
-            let opts = SolverOptions { rtol: budget, atol: budget * 0.1, ..SolverOptions::default() };
+            let opts = SolverOptions {
+                rtol: if adaptive { budget } else { 1e-3 },
+                atol: if adaptive { budget * 0.1 } else { 1e-4 },
+                lower_order_final: problem.lower_order_final,
+                warmup: problem.warmup,
+            };
             let solver = build_solver(name, &opts)?;
             let b = if adaptive { Budget::Steps(1) } else { Budget::Nfe(budget as usize) };
             let steps = match b {
-                Budget::Nfe(n) => solver.plan_nfe(n, to_data).map(|p| (p.len(), plan_cost(solver.as_ref(), &p, to_data))).ok(),
+                Budget::Nfe(n) => {
+                    solver.plan_nfe(n, to_data).map(|p| (p.len(), plan_cost(solver.as_ref(), &p, to_data))).ok()
+                }
                 Budget::Steps(_) => Some((0, 0)),
             };
             let clock = Instant::now();
-            let result = sample(solver.as_ref(), setup.path.as_ref(), &setup.model, &setup.cond, &setup.x_start, &grid, b, &mut NoNoise, &mut ());
+            let result = sample(
+                solver.as_ref(),
+                setup.path.as_ref(),
+                &setup.model,
+                &setup.cond,
+                &setup.x_start,
+                &grid,
+                b,
+                &mut NoNoise,
+                &mut (),
+            );
             let wall_ms = clock.elapsed().as_secs_f64() * 1e3;
             let row = match result {
                 Ok(s) => {
                     let err = rms_error(&s.x, &reference)?;
                     let observed = prev.and_then(|(n0, e0)| {
-                        (s.nfe != n0 && e0 > 0.0 && err > 0.0).then(|| -(err / e0).ln() / (s.nfe as f64 / n0 as f64).ln())
+                        (s.nfe != n0 && e0 > 0.0 && err > 0.0)
+                            .then(|| -(err / e0).ln() / (s.nfe as f64 / n0 as f64).ln())
                     });
                     prev = Some((s.nfe, err));
                     BenchRow {

@@ -99,7 +99,9 @@ fn wrap_output(kind: Parameterization, out: Tensor, second: Option<Tensor>) -> R
         Parameterization::Residual => Prediction::Residual(out),
         Parameterization::ResidualNoise => match second {
             Some(noise) => Prediction::ResidualNoise { residual: out, noise },
-            None => return Err(Error::invalid("parameterization", "residual_noise needs two outputs (residual, noise)")),
+            None => {
+                return Err(Error::invalid("parameterization", "residual_noise needs two outputs (residual, noise)"));
+            }
         },
     })
 }
@@ -258,22 +260,33 @@ impl TorchScriptDenoiser {
     pub fn load(model: impl AsRef<FsPath>, device: Device) -> Result<Self> {
         let model = model.as_ref();
         let sidecar_path = sidecar_path(model);
-        let text = std::fs::read_to_string(&sidecar_path).map_err(|e| Error::file(&sidecar_path, format!("cannot read the model's sidecar: {e}")))?;
+        let text = std::fs::read_to_string(&sidecar_path)
+            .map_err(|e| Error::file(&sidecar_path, format!("cannot read the model's sidecar: {e}")))?;
         let sidecar: ScriptSidecar = serde_json::from_str(&text).map_err(|e| Error::file(&sidecar_path, e))?;
         if sidecar.version != 1 {
-            return Err(Error::file(&sidecar_path, format!("sidecar version {} is not supported (expected 1)", sidecar.version)));
+            return Err(Error::file(
+                &sidecar_path,
+                format!("sidecar version {} is not supported (expected 1)", sidecar.version),
+            ));
         }
         let kind = match sidecar.dtype.as_str() {
             "float32" => Kind::Float,
             "float64" => Kind::Double,
             "float16" => Kind::Half,
-            other => return Err(Error::file(&sidecar_path, format!("dtype '{other}': expected float32, float64 or float16"))),
+            other => {
+                return Err(Error::file(
+                    &sidecar_path,
+                    format!("dtype '{other}': expected float32, float64 or float16"),
+                ));
+            }
         };
         let path = sidecar.path.build().map_err(|e| Error::file(&sidecar_path, e))?;
-        let module = CModule::load_on_device(model, device).map_err(|e| Error::file(model, format!("not a loadable TorchScript module: {e}")))?;
+        let module = CModule::load_on_device(model, device)
+            .map_err(|e| Error::file(model, format!("not a loadable TorchScript module: {e}")))?;
         let me = TorchScriptDenoiser { module, sidecar, path, kind, device };
         if let Some(shape) = me.sidecar.sample_shape.clone() {
-            me.probe(&shape).map_err(|e| Error::file(model, format!("probe call with sample shape {shape:?} failed: {e}")))?;
+            me.probe(&shape)
+                .map_err(|e| Error::file(model, format!("probe call with sample shape {shape:?} failed: {e}")))?;
         }
         Ok(me)
     }
@@ -297,7 +310,12 @@ impl TorchScriptDenoiser {
         let out = self.predict(&x, 0.5 * (lo + hi), &cond)?;
         let got = match &out {
             Prediction::ResidualNoise { residual, .. } => residual.size(),
-            Prediction::Eps(t) | Prediction::Data(t) | Prediction::V(t) | Prediction::Score(t) | Prediction::Velocity(t) | Prediction::Residual(t) => t.size(),
+            Prediction::Eps(t)
+            | Prediction::Data(t)
+            | Prediction::V(t)
+            | Prediction::Score(t)
+            | Prediction::Velocity(t)
+            | Prediction::Residual(t) => t.size(),
         };
         if got != full {
             return Err(Error::Shape { op: "model output", expected: format!("{full:?}"), got: format!("{got:?}") });
@@ -333,7 +351,10 @@ impl Denoiser for TorchScriptDenoiser {
         let b = x.size().first().copied().unwrap_or(1);
         let t_in = Tensor::f_full([b], self.time_value(t), (self.kind, self.device))?;
         let anchor = || -> Result<Tensor> {
-            let mu = cond.anchor.as_ref().ok_or_else(|| Error::invalid("anchor", "this model takes the anchor μ as input"))?;
+            let mu = cond
+                .anchor
+                .as_ref()
+                .ok_or_else(|| Error::invalid("anchor", "this model takes the anchor μ as input"))?;
             Ok(mu.f_to_device(self.device)?.f_to_kind(self.kind)?)
         };
         let inputs: Vec<IValue> = match self.sidecar.anchor_input {
@@ -356,7 +377,9 @@ impl Denoiser for TorchScriptDenoiser {
                 };
                 wrap_output(self.sidecar.parameterization, first, Some(second))
             }
-            other => Err(Error::invalid("model output", format!("expected a tensor or a pair of tensors, got {other:?}"))),
+            other => {
+                Err(Error::invalid("model output", format!("expected a tensor or a pair of tensors, got {other:?}")))
+            }
         }
     }
 }

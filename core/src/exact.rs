@@ -35,14 +35,20 @@ impl GaussianMixture {
     pub fn new(weights: Vec<f64>, means: Vec<Vec<f64>>, stds: Vec<f64>, path: Arc<dyn NoisePath>) -> Result<Self> {
         let k = weights.len();
         if k == 0 || means.len() != k || stds.len() != k {
-            return Err(Error::invalid("mixture", format!("{} weights, {} means and {} stds must be the same non-zero count", k, means.len(), stds.len())));
+            return Err(Error::invalid(
+                "mixture",
+                format!("{} weights, {} means and {} stds must be the same non-zero count", k, means.len(), stds.len()),
+            ));
         }
         let dim = means[0].len();
         if dim == 0 {
             return Err(Error::invalid("mixture.means", "dimension must be ≥ 1"));
         }
         if let Some(i) = means.iter().position(|m| m.len() != dim) {
-            return Err(Error::invalid("mixture.means", format!("mean {i} has {} coordinates, mean 0 has {dim}", means[i].len())));
+            return Err(Error::invalid(
+                "mixture.means",
+                format!("mean {i} has {} coordinates, mean 0 has {dim}", means[i].len()),
+            ));
         }
         if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
             return Err(Error::invalid("mixture.weights", format!("weights must be > 0, got {w}")));
@@ -122,7 +128,11 @@ impl GaussianMixture {
         let b = x.size().first().copied().unwrap_or(1);
         let y = x.f_reshape([b, -1])?.f_to_kind(Kind::Double)?;
         if y.size()[1] != self.dim as i64 {
-            return Err(Error::Shape { op: "exact denoiser", expected: format!("{} values per sample", self.dim), got: format!("{:?}", x.size()) });
+            return Err(Error::Shape {
+                op: "exact denoiser",
+                expected: format!("{} values per sample", self.dim),
+                got: format!("{:?}", x.size()),
+            });
         }
         Ok(y)
     }
@@ -136,7 +146,8 @@ impl GaussianMixture {
         let var_t = Tensor::from_slice(&var).view([1, k]);
         let diff = xt.f_unsqueeze(1)?.f_sub(&means.f_mul_scalar(alpha)?)?; // [B, K, D]
         let sq = diff.f_square()?.f_sum_dim_intlist(Some(&[2i64][..]), false, Kind::Double)?; // [B, K]
-        let log_prior: Vec<f64> = self.weights.iter().zip(&var).map(|(w, v)| w.ln() - 0.5 * self.dim as f64 * v.ln()).collect();
+        let log_prior: Vec<f64> =
+            self.weights.iter().zip(&var).map(|(w, v)| w.ln() - 0.5 * self.dim as f64 * v.ln()).collect();
         let logits = Tensor::from_slice(&log_prior).view([1, k]).f_sub(&sq.f_div(&var_t.f_mul_scalar(2.0)?)?)?;
         let w = logits.f_softmax(1, Kind::Double)?;
         let gain: Vec<f64> = self.stds.iter().zip(&var).map(|(s, v)| alpha * s * s / v).collect();
@@ -150,7 +161,8 @@ impl GaussianMixture {
         let xt = self.flat(x_tilde)?;
         if p.alpha == 0.0 {
             // x̃ carries no information about x0 (also at a bridge's start, where σ = 0 too): the prior mean.
-            let mean: Vec<f64> = (0..self.dim).map(|d| self.weights.iter().zip(&self.means).map(|(w, m)| w * m[d]).sum()).collect();
+            let mean: Vec<f64> =
+                (0..self.dim).map(|d| self.weights.iter().zip(&self.means).map(|(w, m)| w * m[d]).sum()).collect();
             return Ok(Tensor::from_slice(&mean).view([1, self.dim as i64]).f_expand_as(&xt)?.f_contiguous()?);
         }
         let (w, post) = self.posterior(&xt, p.alpha, p.sigma)?;
@@ -185,7 +197,8 @@ impl GaussianMixture {
         } else {
             let y0 = xt.f_div_scalar(from.alpha)?;
             let mut f = |sb: f64, y: &Tensor| self.eps_scaled(y, sb);
-            let (y, _) = integrate_adaptive(&mut f, from.sigma_bar(), to.sigma_bar(), &y0, rtol, rtol * 1e-2, |_, _| Ok(()))?;
+            let (y, _) =
+                integrate_adaptive(&mut f, from.sigma_bar(), to.sigma_bar(), &y0, rtol, rtol * 1e-2, |_, _| Ok(()))?;
             y.f_mul_scalar(to.alpha)?
         };
         match anchor {
@@ -205,11 +218,21 @@ impl GaussianMixture {
         let k = self.weights.len() as i64;
         let means = Tensor::from_slice(&self.means.concat()).view([1, k, self.dim as i64]);
         let var: Vec<f64> = self.stds.iter().map(|s| p.alpha * p.alpha * s * s + p.sigma * p.sigma).collect();
-        let sq = xt.f_unsqueeze(1)?.f_sub(&means.f_mul_scalar(p.alpha)?)?.f_square()?.f_sum_dim_intlist(Some(&[2i64][..]), false, Kind::Double)?;
+        let sq = xt.f_unsqueeze(1)?.f_sub(&means.f_mul_scalar(p.alpha)?)?.f_square()?.f_sum_dim_intlist(
+            Some(&[2i64][..]),
+            false,
+            Kind::Double,
+        )?;
         let d = self.dim as f64;
-        let consts: Vec<f64> =
-            self.weights.iter().zip(&var).map(|(w, v)| w.ln() - 0.5 * d * (2.0 * std::f64::consts::PI * v).ln()).collect();
-        let logits = Tensor::from_slice(&consts).view([1, k]).f_sub(&sq.f_div(&Tensor::from_slice(&var).view([1, k]).f_mul_scalar(2.0)?)?)?;
+        let consts: Vec<f64> = self
+            .weights
+            .iter()
+            .zip(&var)
+            .map(|(w, v)| w.ln() - 0.5 * d * (2.0 * std::f64::consts::PI * v).ln())
+            .collect();
+        let logits = Tensor::from_slice(&consts)
+            .view([1, k])
+            .f_sub(&sq.f_div(&Tensor::from_slice(&var).view([1, k]).f_mul_scalar(2.0)?)?)?;
         Ok(logits.f_logsumexp(&[1i64][..], false)?)
     }
 }
@@ -255,7 +278,8 @@ mod tests {
         // the closed form to 1e-9.
         let path: Arc<dyn NoisePath> = Arc::new(Edm::default());
         let g = GaussianMixture::gaussian(vec![0.3, -0.2, 0.1], 0.4, path.clone()).unwrap();
-        let twin = GaussianMixture::new(vec![0.5, 0.5], vec![vec![0.3, -0.2, 0.1]; 2], vec![0.4, 0.4], path.clone()).unwrap();
+        let twin =
+            GaussianMixture::new(vec![0.5, 0.5], vec![vec![0.3, -0.2, 0.1]; 2], vec![0.4, 0.4], path.clone()).unwrap();
         let seeds = SampleSeeds::new(3, 0, 16);
         let from = path.point(80.0);
         let x = g.sample_marginal(&from, &seeds, None).unwrap();
@@ -282,15 +306,26 @@ mod tests {
         assert!((mean - m).abs() < 5.0 * (v / n as f64).sqrt(), "{mean} vs {m}");
         assert!((var - v).abs() < 5.0 * v * (2.0 / n as f64).sqrt(), "{var} vs {v}");
         // log-density integrates the data density: at the data point it is the plain Gaussian.
-        let lp = f64::try_from(g.log_prob_data(&Tensor::from_slice(&[2.0]).view([1, 1])).unwrap().view([-1]).get(0)).unwrap();
+        let lp = f64::try_from(g.log_prob_data(&Tensor::from_slice(&[2.0]).view([1, 1])).unwrap().view([-1]).get(0))
+            .unwrap();
         assert!((lp - (-(2.0 * std::f64::consts::PI * 0.25f64).ln() / 2.0)).abs() < 1e-12);
     }
 
     #[test]
     fn bad_mixtures_are_rejected() {
         let path: Arc<dyn NoisePath> = Arc::new(Edm::default());
-        assert!(GaussianMixture::new(vec![0.5, 0.6], vec![vec![0.0], vec![1.0]], vec![1.0, 1.0], path.clone()).unwrap_err().to_string().contains("sum to 1"));
+        assert!(
+            GaussianMixture::new(vec![0.5, 0.6], vec![vec![0.0], vec![1.0]], vec![1.0, 1.0], path.clone())
+                .unwrap_err()
+                .to_string()
+                .contains("sum to 1")
+        );
         assert!(GaussianMixture::new(vec![1.0], vec![vec![0.0, 1.0]], vec![-1.0], path.clone()).is_err());
-        assert!(GaussianMixture::new(vec![0.5, 0.5], vec![vec![0.0], vec![1.0, 2.0]], vec![1.0, 1.0], path).unwrap_err().to_string().contains("mean 1"));
+        assert!(
+            GaussianMixture::new(vec![0.5, 0.5], vec![vec![0.0], vec![1.0, 2.0]], vec![1.0, 1.0], path)
+                .unwrap_err()
+                .to_string()
+                .contains("mean 1")
+        );
     }
 }

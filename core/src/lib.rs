@@ -10,6 +10,7 @@ pub mod denoiser;
 pub mod device;
 pub mod error;
 pub mod exact;
+pub mod io;
 pub mod models;
 pub mod param;
 pub mod path;

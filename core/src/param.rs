@@ -112,7 +112,9 @@ impl<'a> At<'a> {
 pub fn tilde(x: &Tensor, gamma: f64, anchor: Option<&Tensor>) -> Result<Tensor> {
     match anchor {
         Some(mu) if gamma != 0.0 => Ok(x.f_sub(&mu.f_mul_scalar(gamma)?)?),
-        None if gamma != 0.0 => Err(Error::invalid("anchor", format!("this path has γ = {gamma} ≠ 0 and needs the anchor μ"))),
+        None if gamma != 0.0 => {
+            Err(Error::invalid("anchor", format!("this path has γ = {gamma} ≠ 0 and needs the anchor μ")))
+        }
         _ => Ok(x.shallow_clone()),
     }
 }
@@ -149,7 +151,10 @@ impl Prediction {
             if a > 0.0 {
                 Ok(())
             } else {
-                Err(Error::Numerical { op: "to x0", reason: format!("a {what} prediction does not determine x0 where α = 0 (t = {})", at.point.t) })
+                Err(Error::Numerical {
+                    op: "to x0",
+                    reason: format!("a {what} prediction does not determine x0 where α = 0 (t = {})", at.point.t),
+                })
             }
         };
         match self {
@@ -172,7 +177,9 @@ impl Prediction {
                 let u = shift_velocity(u, dg, at)?;
                 lin2(ds / det, &at.x_tilde()?, -s / det, &u)
             }
-            Prediction::Residual(r) | Prediction::ResidualNoise { residual: r, .. } => Ok(at.anchor("a residual prediction")?.f_sub(&r)?),
+            Prediction::Residual(r) | Prediction::ResidualNoise { residual: r, .. } => {
+                Ok(at.anchor("a residual prediction")?.f_sub(&r)?)
+            }
         }
     }
 
@@ -183,7 +190,10 @@ impl Prediction {
             if s > 0.0 {
                 Ok(())
             } else {
-                Err(Error::Numerical { op: "to ε", reason: format!("x0 does not determine ε where σ = 0 (t = {})", at.point.t) })
+                Err(Error::Numerical {
+                    op: "to ε",
+                    reason: format!("x0 does not determine ε where σ = 0 (t = {})", at.point.t),
+                })
             }
         };
         match self {
@@ -211,7 +221,9 @@ impl Prediction {
     pub fn into_both(self, at: &At<'_>) -> Result<(Tensor, Tensor)> {
         let Point { alpha: a, sigma: s, .. } = at.point;
         match self {
-            Prediction::ResidualNoise { residual, noise } => Ok((at.anchor("a residual prediction")?.f_sub(&residual)?, noise)),
+            Prediction::ResidualNoise { residual, noise } => {
+                Ok((at.anchor("a residual prediction")?.f_sub(&residual)?, noise))
+            }
             Prediction::Eps(e) if a > 0.0 => {
                 let x0 = lin2(1.0 / a, &at.x_tilde()?, -s / a, &e)?;
                 Ok((x0, e))
@@ -267,14 +279,18 @@ impl Prediction {
                 P::ResidualNoise { residual: lin2(wa, &r1, wb, &r2)?, noise: lin2(wa, &n1, wb, &n2)? }
             }
             (x, y) => {
-                return Err(Error::invalid("guidance", format!("cannot combine {:?} with {:?} predictions", x.kind(), y.kind())));
+                return Err(Error::invalid(
+                    "guidance",
+                    format!("cannot combine {:?} with {:?} predictions", x.kind(), y.kind()),
+                ));
             }
         })
     }
 }
 
 fn rates(at: &At<'_>) -> Result<(f64, f64, f64)> {
-    at.rates.ok_or_else(|| Error::invalid("velocity", "the velocity parameterization needs the path's time derivatives"))
+    at.rates
+        .ok_or_else(|| Error::invalid("velocity", "the velocity parameterization needs the path's time derivatives"))
 }
 
 /// `u − γ′·μ`: the velocity of x̃.
@@ -332,7 +348,10 @@ mod tests {
         let ouve = PathSpec::default_of("ouve").unwrap().build().unwrap();
         let at = At::new(ouve.as_ref(), 0.5, &x, None);
         assert!(Prediction::Data(x.shallow_clone()).into_eps(&at).unwrap_err().to_string().contains("anchor"));
-        assert!(Prediction::combine(Prediction::Eps(x.shallow_clone()), 1.0, Prediction::V(x.shallow_clone()), 1.0).is_err());
+        assert!(
+            Prediction::combine(Prediction::Eps(x.shallow_clone()), 1.0, Prediction::V(x.shallow_clone()), 1.0)
+                .is_err()
+        );
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl Spacing {
 
     /// Parses a name with default parameters (`karras` → ρ = 7).
     pub fn from_name(name: &str) -> Result<Spacing> {
-        serde_json::from_str(&format!("{{\"kind\": {name:?}}}")).map_err(|_| Error::unknown("spacing", name, Self::KINDS))
+        serde_json::from_str(&format!("{{\"kind\": {name:?}}}"))
+            .map_err(|_| Error::unknown("spacing", name, Self::KINDS))
     }
 }
 
@@ -120,10 +121,10 @@ impl GridSpec {
         if !(t_start.is_finite() && t_start > t_min && t_start <= t_max * (1.0 + 1e-12)) {
             return Err(Error::invalid("t_start", format!("{t_start} is outside the path's range ({t_min}, {t_max}]")));
         }
-        if let Some(lmin) = self.lambda_min {
-            if path.lambda(t_start) < lmin {
-                t_start = path.t_of_lambda(lmin);
-            }
+        if let Some(lmin) = self.lambda_min
+            && path.lambda(t_start) < lmin
+        {
+            t_start = path.t_of_lambda(lmin);
         }
         let (t_last, to_data) = match self.end {
             End::Zero => (t_min, true),
@@ -158,7 +159,12 @@ impl GridSpec {
             Spacing::UniformLambda => {
                 let (l0, l1) = (path.lambda(hi), path.lambda(lo));
                 if !l0.is_finite() {
-                    return Err(Error::invalid("spacing", format!("uniform_lambda needs a finite λ at the start; λ({hi}) = {l0}: start lower (t_start) or use uniform_t")));
+                    return Err(Error::invalid(
+                        "spacing",
+                        format!(
+                            "uniform_lambda needs a finite λ at the start; λ({hi}) = {l0}: start lower (t_start) or use uniform_t"
+                        ),
+                    ));
                 }
                 let mut ts: Vec<f64> = lin(l0, l1).into_iter().map(|l| path.t_of_lambda(l)).collect();
                 pin_ends(&mut ts, hi, lo);
@@ -170,7 +176,12 @@ impl GridSpec {
                 }
                 let (s0, s1) = (path.point(hi).sigma_bar(), path.point(lo).sigma_bar());
                 if !s0.is_finite() {
-                    return Err(Error::invalid("spacing", format!("karras needs α > 0 at the start (σ/α = {s0} at t = {hi}): start lower (t_start) or use uniform_t")));
+                    return Err(Error::invalid(
+                        "spacing",
+                        format!(
+                            "karras needs α > 0 at the start (σ/α = {s0} at t = {hi}): start lower (t_start) or use uniform_t"
+                        ),
+                    ));
                 }
                 let mut ts: Vec<f64> = lin(s0.powf(1.0 / rho), s1.powf(1.0 / rho))
                     .into_iter()
@@ -183,21 +194,32 @@ impl GridSpec {
                 let n = train_steps(path, "leading")?;
                 let ratio = n / count;
                 if ratio == 0 {
-                    return Err(Error::invalid("steps", format!("leading spacing of {count} steps needs ≤ {n} (the table's steps)")));
+                    return Err(Error::invalid(
+                        "steps",
+                        format!("leading spacing of {count} steps needs ≤ {n} (the table's steps)"),
+                    ));
                 }
                 (0..count).rev().map(|i| ((i * ratio + offset).min(n - 1) + 1) as f64 / n as f64).collect()
             }
             Spacing::Trailing => {
                 let n = train_steps(path, "trailing")?;
                 if count > n {
-                    return Err(Error::invalid("steps", format!("trailing spacing of {count} steps needs ≤ {n} (the table's steps)")));
+                    return Err(Error::invalid(
+                        "steps",
+                        format!("trailing spacing of {count} steps needs ≤ {n} (the table's steps)"),
+                    ));
                 }
                 let ratio = n as f64 / count as f64;
-                (0..count).map(|i| (((n as f64 - i as f64 * ratio).round() as usize).max(1)) as f64 / n as f64).collect()
+                (0..count)
+                    .map(|i| (((n as f64 - i as f64 * ratio).round() as usize).max(1)) as f64 / n as f64)
+                    .collect()
             }
             Spacing::Custom { times } => {
                 if times.len() != count {
-                    return Err(Error::invalid("spacing.times", format!("{} times given, {count} needed for the requested steps and end", times.len())));
+                    return Err(Error::invalid(
+                        "spacing.times",
+                        format!("{} times given, {count} needed for the requested steps and end", times.len()),
+                    ));
                 }
                 times.clone()
             }
@@ -210,16 +232,22 @@ fn pin_ends(ts: &mut [f64], hi: f64, lo: f64) {
     if let Some(first) = ts.first_mut() {
         *first = hi;
     }
-    if ts.len() > 1 {
-        if let Some(last) = ts.last_mut() {
-            *last = lo;
-        }
+    if ts.len() > 1
+        && let Some(last) = ts.last_mut()
+    {
+        *last = lo;
     }
 }
 
 fn train_steps(path: &dyn NoisePath, what: &str) -> Result<usize> {
     path.train_steps().ok_or_else(|| {
-        Error::invalid("spacing", format!("{what} spacing needs a discrete-time table path (vp_table, ir_sde, rddm, resfusion), not {}", path.name()))
+        Error::invalid(
+            "spacing",
+            format!(
+                "{what} spacing needs a discrete-time table path (vp_table, ir_sde, rddm, resfusion), not {}",
+                path.name()
+            ),
+        )
     })
 }
 
@@ -228,13 +256,21 @@ fn train_steps(path: &dyn NoisePath, what: &str) -> Result<usize> {
 fn check_decreasing(times: &[f64], t_min: f64, t_max: f64) -> Result<()> {
     for (i, t) in times.iter().enumerate() {
         if !t.is_finite() || *t < t_min * (1.0 - 1e-9) || *t > t_max * (1.0 + 1e-9) {
-            return Err(Error::invalid("times", format!("time {i} = {t} is outside the path's range [{t_min}, {t_max}]")));
+            return Err(Error::invalid(
+                "times",
+                format!("time {i} = {t} is outside the path's range [{t_min}, {t_max}]"),
+            ));
         }
     }
     if let Some(i) = times.windows(2).position(|w| !(w[1] < w[0])) {
         return Err(Error::invalid(
             "times",
-            format!("times must be strictly decreasing, but t[{}] = {} is followed by {} (too many steps for this spacing?)", i, times[i], times[i + 1]),
+            format!(
+                "times must be strictly decreasing, but t[{}] = {} is followed by {} (too many steps for this spacing?)",
+                i,
+                times[i],
+                times[i + 1]
+            ),
         ));
     }
     Ok(())
@@ -252,7 +288,8 @@ mod tests {
         assert_eq!(g.len(), 19);
         let (smin, smax, n) = (0.002f64, 80.0f64, 18.0);
         for (i, p) in g.iter().take(18).enumerate() {
-            let want = (smax.powf(1.0 / 7.0) + i as f64 / (n - 1.0) * (smin.powf(1.0 / 7.0) - smax.powf(1.0 / 7.0))).powf(7.0);
+            let want =
+                (smax.powf(1.0 / 7.0) + i as f64 / (n - 1.0) * (smin.powf(1.0 / 7.0) - smax.powf(1.0 / 7.0))).powf(7.0);
             assert!((p.sigma - want).abs() < 1e-12 * want, "i={i}: {} vs {want}", p.sigma);
         }
         assert!(g[18].is_data());
@@ -288,9 +325,21 @@ mod tests {
         assert!(custom(vec![1.5, 0.5, 0.1]).unwrap_err().to_string().contains("outside"));
         assert!(custom(vec![0.9, 0.5]).unwrap_err().to_string().contains("3 needed"));
         assert!(GridSpec::new(Spacing::UniformT, End::Zero).build(&vp, 0).is_err());
-        assert!(GridSpec::new(Spacing::Trailing, End::Zero).build(&vp, 4).unwrap_err().to_string().contains("discrete-time"));
+        assert!(
+            GridSpec::new(Spacing::Trailing, End::Zero)
+                .build(&vp, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("discrete-time")
+        );
         let rf = RectifiedFlow::default();
-        assert!(GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero).build(&rf, 4).unwrap_err().to_string().contains("α > 0"));
+        assert!(
+            GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero)
+                .build(&rf, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("α > 0")
+        );
         assert!(Spacing::from_name("karas").unwrap_err().to_string().contains("karras"));
         // Karras on a 1000-step table at 999 steps would duplicate steps; times are continuous here, so no
         // duplicates, and any grid that did collapse is rejected above.

@@ -4,14 +4,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use diffuse_core::denoiser::{ClassifierFree, Conditioning, Corrected, Denoiser, FnDenoiser, Thresholded, TorchScriptDenoiser};
+use diffuse_core::Parameterization;
+use diffuse_core::denoiser::{
+    ClassifierFree, Conditioning, Corrected, Denoiser, FnDenoiser, Thresholded, TorchScriptDenoiser,
+};
 use diffuse_core::exact::GaussianMixture;
 use diffuse_core::param::{At, Prediction};
 use diffuse_core::path::{NoisePath, VpLinear};
 use diffuse_core::seed::SampleSeeds;
 use diffuse_core::solvers::{Budget, NoNoise, SolverOptions, build_solver, sample};
 use diffuse_core::spacing::{End, GridSpec, Spacing};
-use diffuse_core::Parameterization;
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -24,7 +26,8 @@ fn torchscript_model_matches_the_exact_denoiser() {
     let model = TorchScriptDenoiser::load(fixture("tiny_gaussian_eps.pt"), Device::Cpu).unwrap();
     assert_eq!(model.parameterization(), Parameterization::Eps);
     let path = model.path();
-    let exact = GaussianMixture::gaussian(vec![0.5, -1.0, 2.0], 0.7, path.clone()).unwrap().with_output(Parameterization::Eps);
+    let exact =
+        GaussianMixture::gaussian(vec![0.5, -1.0, 2.0], 0.7, path.clone()).unwrap().with_output(Parameterization::Eps);
     let x = SampleSeeds::new(0, 0, 4).normal(0, &[3], Kind::Float, Device::Cpu);
     for t in [0.05, 0.4, 0.9] {
         let cond = Conditioning::none();
@@ -32,7 +35,11 @@ fn torchscript_model_matches_the_exact_denoiser() {
             Prediction::Eps(e) => e,
             p => panic!("{:?}", p.kind()),
         };
-        let b = exact.predict(&x.to_kind(Kind::Double), t, &cond).unwrap().into_eps(&At::new(path.as_ref(), t, &x.to_kind(Kind::Double), None)).unwrap();
+        let b = exact
+            .predict(&x.to_kind(Kind::Double), t, &cond)
+            .unwrap()
+            .into_eps(&At::new(path.as_ref(), t, &x.to_kind(Kind::Double), None))
+            .unwrap();
         let d = f64::try_from((a.to_kind(Kind::Double) - b).abs().max()).unwrap();
         assert!(d < 1e-5, "t={t}: {d}");
     }
@@ -40,8 +47,30 @@ fn torchscript_model_matches_the_exact_denoiser() {
     let x = exact.sample_marginal(&start, &SampleSeeds::new(1, 0, 8), None).unwrap();
     let solver = build_solver("dpm++2m", &SolverOptions::default()).unwrap();
     let grid = GridSpec::new(Spacing::UniformLambda, End::Zero);
-    let s1 = sample(solver.as_ref(), path.as_ref(), &model, &Conditioning::none(), &x.to_kind(Kind::Float), &grid, Budget::Steps(12), &mut NoNoise, &mut ()).unwrap();
-    let s2 = sample(solver.as_ref(), path.as_ref(), &exact, &Conditioning::none(), &x, &grid, Budget::Steps(12), &mut NoNoise, &mut ()).unwrap();
+    let s1 = sample(
+        solver.as_ref(),
+        path.as_ref(),
+        &model,
+        &Conditioning::none(),
+        &x.to_kind(Kind::Float),
+        &grid,
+        Budget::Steps(12),
+        &mut NoNoise,
+        &mut (),
+    )
+    .unwrap();
+    let s2 = sample(
+        solver.as_ref(),
+        path.as_ref(),
+        &exact,
+        &Conditioning::none(),
+        &x,
+        &grid,
+        Budget::Steps(12),
+        &mut NoNoise,
+        &mut (),
+    )
+    .unwrap();
     let d = f64::try_from((s1.x.to_kind(Kind::Double) - s2.x).abs().max()).unwrap();
     assert!(d < 1e-4, "{d}");
 }
@@ -53,7 +82,8 @@ fn torchscript_sidecar_errors_name_the_file() {
     std::fs::copy(fixture("tiny_gaussian_eps.pt"), &pt).unwrap();
     let e = TorchScriptDenoiser::load(&pt, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("m.json") && e.contains("sidecar"), "{e}");
-    let mut sidecar: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("tiny_gaussian_eps.json")).unwrap()).unwrap();
+    let mut sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tiny_gaussian_eps.json")).unwrap()).unwrap();
     sidecar["sample_shape"] = serde_json::json!([5]);
     std::fs::write(dir.join("m.json"), sidecar.to_string()).unwrap();
     let e = TorchScriptDenoiser::load(&pt, Device::Cpu).err().unwrap().to_string();

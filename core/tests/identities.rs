@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use diffuse_core::Parameterization;
 use diffuse_core::bench::{MixtureSpec, Problem, rms_error, run_problem};
 use diffuse_core::denoiser::Conditioning;
 use diffuse_core::exact::GaussianMixture;
@@ -10,7 +11,6 @@ use diffuse_core::path::{NoisePath, PathSpec, Point};
 use diffuse_core::seed::SampleSeeds;
 use diffuse_core::solvers::{Budget, NoNoise, SolverOptions, build_solver, sample, solver_names};
 use diffuse_core::spacing::{End, GridSpec, Spacing};
-use diffuse_core::Parameterization;
 use tch::{Kind, Tensor};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -18,11 +18,20 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn mixture(path: Arc<dyn NoisePath>, dim: usize) -> GaussianMixture {
-    let means = vec![(0..dim).map(|i| 1.0 - 0.3 * i as f64).collect(), (0..dim).map(|i| -1.0 + 0.2 * i as f64).collect()];
+    let means =
+        vec![(0..dim).map(|i| 1.0 - 0.3 * i as f64).collect(), (0..dim).map(|i| -1.0 + 0.2 * i as f64).collect()];
     GaussianMixture::new(vec![0.3, 0.7], means, vec![0.1, 0.3], path).unwrap()
 }
 
-fn run(name: &str, path: &dyn NoisePath, model: &GaussianMixture, cond: &Conditioning, x: &Tensor, grid: &GridSpec, steps: usize) -> Tensor {
+fn run(
+    name: &str,
+    path: &dyn NoisePath,
+    model: &GaussianMixture,
+    cond: &Conditioning,
+    x: &Tensor,
+    grid: &GridSpec,
+    steps: usize,
+) -> Tensor {
     let solver = build_solver(name, &SolverOptions::default()).unwrap();
     sample(solver.as_ref(), path, model, cond, x, grid, Budget::Steps(steps), &mut NoNoise, &mut ()).unwrap().x
 }
@@ -41,7 +50,12 @@ fn ddim_equals_dpm_solver_1_equals_euler() {
         let a = run("ddim", path.as_ref(), &model, &cond, &x, &grid, 13);
         let b = run("dpm-solver-1", path.as_ref(), &model, &cond, &x, &grid, 13);
         let c = run("euler", path.as_ref(), &model, &cond, &x, &grid, 13);
-        assert!(max_diff(&a, &b) < 1e-10 && max_diff(&a, &c) < 1e-10, "{kind}: {} {}", max_diff(&a, &b), max_diff(&a, &c));
+        assert!(
+            max_diff(&a, &b) < 1e-10 && max_diff(&a, &c) < 1e-10,
+            "{kind}: {} {}",
+            max_diff(&a, &b),
+            max_diff(&a, &c)
+        );
     }
 }
 
@@ -86,7 +100,8 @@ fn anchored_paths_reduce_to_plain_paths() {
         let mut grid = GridSpec::new(Spacing::UniformLambda, End::Time(t_end));
         grid.t_start = Some(t0);
         for solver in ["dpm++2m", "unipc-bh2", "heun", "dpm-solver-3"] {
-            let anchored = run(solver, path.as_ref(), &model, &Conditioning::with_anchor(mu.shallow_clone()), &x, &grid, 9);
+            let anchored =
+                run(solver, path.as_ref(), &model, &Conditioning::with_anchor(mu.shallow_clone()), &x, &grid, 9);
             let x_plain = &x - &mu * start.gamma;
             let plain_out = run(solver, plain.as_ref(), &model_plain, &Conditioning::none(), &x_plain, &grid, 9);
             let back = &plain_out + &mu * path.gamma(t_end);
@@ -140,6 +155,8 @@ fn edm_mixture_problem(solvers: &[&str], nfe: Vec<usize>) -> Problem {
         anchor: None,
         parameterization: Parameterization::Data,
         reference_rtol: 1e-11,
+        warmup: Default::default(),
+        lower_order_final: Default::default(),
     }
 }
 
@@ -147,10 +164,15 @@ fn edm_mixture_problem(solvers: &[&str], nfe: Vec<usize>) -> Problem {
 #[test]
 fn mixture_errors_decrease_with_nfe() {
     let names: Vec<String> = solver_names().into_iter().map(|(n, _)| n).collect();
-    let fixed: Vec<&str> = names.iter().map(String::as_str).filter(|n| !["dopri5", "dpm-solver-12", "dpm-solver-23"].contains(n)).collect();
+    let fixed: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !["dopri5", "dpm-solver-12", "dpm-solver-23"].contains(n))
+        .collect();
     let report = run_problem(&edm_mixture_problem(&fixed, vec![10, 20, 40, 80]), |_, _| {}).unwrap();
     for name in &fixed {
-        let errs: Vec<f64> = report.rows.iter().filter(|r| r.solver == *name).map(|r| r.rms_error.unwrap_or(f64::NAN)).collect();
+        let errs: Vec<f64> =
+            report.rows.iter().filter(|r| r.solver == *name).map(|r| r.rms_error.unwrap_or(f64::NAN)).collect();
         assert!(errs.iter().all(|e| e.is_finite()), "{name}: {errs:?}");
         assert!(errs.windows(2).all(|w| w[1] < w[0]), "{name}: errors do not fall: {errs:?}");
     }
@@ -169,7 +191,10 @@ fn adaptive_solvers_meet_their_tolerance() {
             // |x| ~ 1 here: allow 20× the per-step tolerance for accumulation over the run.
             assert!(err < 20.0 * (r.budget * 0.1 + r.budget), "{name} at rtol {}: error {err}", r.budget);
         }
-        assert!(rows.last().unwrap().rms_error < rows.first().unwrap().rms_error, "{name}: tighter tolerance must help");
+        assert!(
+            rows.last().unwrap().rms_error < rows.first().unwrap().rms_error,
+            "{name}: tighter tolerance must help"
+        );
         assert!(rows.windows(2).all(|w| w[1].nfe >= w[0].nfe), "{name}: NFE must grow as the tolerance tightens");
     }
 }
@@ -188,14 +213,27 @@ fn finite_for_every_step_count_and_end() {
         let x = if start.sigma == 0.0 && start.alpha == 0.0 {
             &mu * start.gamma
         } else {
-            &model.sample_data(&SampleSeeds::new(4, 0, 4)) * start.alpha + &mu * start.gamma + SampleSeeds::new(4, 0, 4).normal(1, &[2], Kind::Double, tch::Device::Cpu) * start.sigma
+            &model.sample_data(&SampleSeeds::new(4, 0, 4)) * start.alpha
+                + &mu * start.gamma
+                + SampleSeeds::new(4, 0, 4).normal(1, &[2], Kind::Double, tch::Device::Cpu) * start.sigma
         };
-        let grid = GridSpec::new(if start.alpha > 1e-3 { Spacing::Karras { rho: 7.0 } } else { Spacing::UniformT }, End::Zero);
+        let grid =
+            GridSpec::new(if start.alpha > 1e-3 { Spacing::Karras { rho: 7.0 } } else { Spacing::UniformT }, End::Zero);
         for name in &names {
             let solver = build_solver(name, &SolverOptions::default()).unwrap();
             let adaptive = solver.info().adaptive;
             for nfe in 1..=20usize {
-                match sample(solver.as_ref(), path.as_ref(), &model, &cond, &x, &grid, Budget::Nfe(nfe), &mut NoNoise, &mut ()) {
+                match sample(
+                    solver.as_ref(),
+                    path.as_ref(),
+                    &model,
+                    &cond,
+                    &x,
+                    &grid,
+                    Budget::Nfe(nfe),
+                    &mut NoNoise,
+                    &mut (),
+                ) {
                     Ok(s) => {
                         assert!(bool::try_from(s.x.isfinite().all()).unwrap(), "{kind}/{name}/nfe {nfe}: non-finite");
                         assert!(adaptive || s.nfe <= nfe, "{kind}/{name}: spent {} of {nfe}", s.nfe);
@@ -203,7 +241,13 @@ fn finite_for_every_step_count_and_end() {
                     Err(e) => {
                         // Allowed failures say why: too few evaluations, or a solver that needs α > 0 at the start.
                         let msg = e.to_string();
-                        assert!(msg.contains("too few") || msg.contains("needs") || msg.contains("α") || msg.contains("does not determine"), "{kind}/{name}/nfe {nfe}: {msg}");
+                        assert!(
+                            msg.contains("too few")
+                                || msg.contains("needs")
+                                || msg.contains("α")
+                                || msg.contains("does not determine"),
+                            "{kind}/{name}/nfe {nfe}: {msg}"
+                        );
                     }
                 }
             }
@@ -275,7 +319,19 @@ fn bad_input_gives_clear_errors() {
     let x = Tensor::zeros([2, 2], (Kind::Double, tch::Device::Cpu));
     let grid = GridSpec::new(Spacing::Custom { times: vec![0.9, 0.95, 0.1] }, End::Zero);
     let solver = build_solver("ddim", &SolverOptions::default()).unwrap();
-    let e = sample(solver.as_ref(), path.as_ref(), &model, &Conditioning::none(), &x, &grid, Budget::Steps(3), &mut NoNoise, &mut ()).unwrap_err().to_string();
+    let e = sample(
+        solver.as_ref(),
+        path.as_ref(),
+        &model,
+        &Conditioning::none(),
+        &x,
+        &grid,
+        Budget::Steps(3),
+        &mut NoNoise,
+        &mut (),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("strictly decreasing"), "{e}");
     let _ = Point::DATA;
 }

@@ -18,8 +18,29 @@ use diffuse_core::solvers::{Budget, LowerOrderFinal, NoNoise, SolverOptions, War
 use diffuse_core::spacing::{End, Spacing};
 
 const SOLVERS: &[&str] = &[
-    "ddim", "euler", "heun", "rk4", "euler-t", "heun-t", "rk4-t", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm++2s", "dpm++3s",
-    "dpm++2m", "dpm++3m", "dpm++2m+unic", "dpm++3m+unic", "unipc-bh1", "unipc-bh2", "unipc-bh1-3", "unipc-bh2-3", "deis-1", "deis-2", "deis-3",
+    "ddim",
+    "euler",
+    "heun",
+    "rk4",
+    "euler-t",
+    "heun-t",
+    "rk4-t",
+    "dpm-solver-1",
+    "dpm-solver-2",
+    "dpm-solver-3",
+    "dpm++2s",
+    "dpm++3s",
+    "dpm++2m",
+    "dpm++3m",
+    "dpm++2m+unic",
+    "dpm++3m+unic",
+    "unipc-bh1",
+    "unipc-bh2",
+    "unipc-bh1-3",
+    "unipc-bh2-3",
+    "deis-1",
+    "deis-2",
+    "deis-3",
 ];
 const TABULATED: &[&str] = &["vp_table", "ir_sde", "resfusion"];
 
@@ -43,16 +64,39 @@ fn problem(kind: &str) -> Problem {
         anchor: Some(vec![0.3, 0.1, -0.2, 0.4]),
         parameterization: diffuse_core::Parameterization::Data,
         reference_rtol: 1e-11,
+        warmup: Default::default(),
+        lower_order_final: Default::default(),
     }
 }
 
 /// (steps, nfe, error) ladder and the final slope for one solver on one problem.
-fn measure(problem: &Problem, setup: &Setup, reference: &tch::Tensor, name: &str, order: f64, n0: usize) -> (f64, Vec<(usize, usize, f64)>) {
-    let opts = SolverOptions { lower_order_final: LowerOrderFinal::Never, warmup: Warmup::Singlestep, ..SolverOptions::default() };
+fn measure(
+    problem: &Problem,
+    setup: &Setup,
+    reference: &tch::Tensor,
+    name: &str,
+    order: f64,
+    n0: usize,
+) -> (f64, Vec<(usize, usize, f64)>) {
+    let opts = SolverOptions {
+        lower_order_final: LowerOrderFinal::Never,
+        warmup: Warmup::Singlestep,
+        ..SolverOptions::default()
+    };
     let solver = build_solver(name, &opts).unwrap();
     let run = |steps: usize| -> (usize, usize, f64) {
-        let s = sample(solver.as_ref(), setup.path.as_ref(), &setup.model, &setup.cond, &setup.x_start, &problem.grid(), Budget::Steps(steps), &mut NoNoise, &mut ())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s = sample(
+            solver.as_ref(),
+            setup.path.as_ref(),
+            &setup.model,
+            &setup.cond,
+            &setup.x_start,
+            &problem.grid(),
+            Budget::Steps(steps),
+            &mut NoNoise,
+            &mut (),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         (steps, s.nfe, rms_error(&s.x, reference).unwrap())
     };
     let mut ladder = vec![run(n0), run(2 * n0)];
@@ -129,12 +173,27 @@ fn first_order_warmup_costs_an_order() {
     let problem = problem("ouve");
     let setup = Setup::new(&problem).unwrap();
     let reference = setup.reference(1e-11).unwrap();
-    let opts = SolverOptions { lower_order_final: LowerOrderFinal::Never, warmup: Warmup::LowerOrder, ..SolverOptions::default() };
+    let opts = SolverOptions {
+        lower_order_final: LowerOrderFinal::Never,
+        warmup: Warmup::LowerOrder,
+        ..SolverOptions::default()
+    };
     let solver = build_solver("dpm++3m", &opts).unwrap();
     let errs: Vec<(usize, f64)> = [256, 512]
         .iter()
         .map(|&n| {
-            let s = sample(solver.as_ref(), setup.path.as_ref(), &setup.model, &setup.cond, &setup.x_start, &problem.grid(), Budget::Steps(n), &mut NoNoise, &mut ()).unwrap();
+            let s = sample(
+                solver.as_ref(),
+                setup.path.as_ref(),
+                &setup.model,
+                &setup.cond,
+                &setup.x_start,
+                &problem.grid(),
+                Budget::Steps(n),
+                &mut NoNoise,
+                &mut (),
+            )
+            .unwrap();
             (s.nfe, rms_error(&s.x, &reference).unwrap())
         })
         .collect();

@@ -32,7 +32,10 @@ impl Ouve {
             return Err(Error::invalid("path.theta", format!("must be > 0, got {theta}")));
         }
         if !(sigma_min > 0.0 && sigma_max > sigma_min && sigma_max.is_finite()) {
-            return Err(Error::invalid("path.sigma", format!("need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")));
+            return Err(Error::invalid(
+                "path.sigma",
+                format!("need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"),
+            ));
         }
         if !(t_eps > 0.0 && t_max > t_eps && t_max.is_finite()) {
             return Err(Error::invalid("path.t_eps", format!("need 0 < t_eps < T, got {t_eps}, {t_max}")));

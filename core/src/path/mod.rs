@@ -21,8 +21,8 @@ mod mean_revert;
 mod residual;
 mod spec;
 mod table;
-mod vp;
 mod ve;
+mod vp;
 
 use std::fmt;
 

@@ -113,7 +113,10 @@ impl Resfusion {
         let mut used = Vec::new();
         for (i, &b) in betas.iter().enumerate() {
             if !(b > 0.0 && b < 1.0) {
-                return Err(Error::invalid("path.betas", format!("β[{i}] = {b} is outside (0, 1) before √ᾱ reaches ½")));
+                return Err(Error::invalid(
+                    "path.betas",
+                    format!("β[{i}] = {b} is outside (0, 1) before √ᾱ reaches ½"),
+                ));
             }
             used.push(b);
             log_sqrt_abar += 0.5 * (-b).ln_1p();

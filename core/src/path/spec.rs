@@ -163,8 +163,20 @@ pub enum PathSpec {
 
 impl PathSpec {
     /// The valid `kind` names.
-    pub const KINDS: &'static [&'static str] =
-        &["vp_linear", "vp_cosine", "vp_table", "sub_vp", "ve", "edm", "rectified_flow", "ouve", "sbve", "ir_sde", "rddm", "resfusion"];
+    pub const KINDS: &'static [&'static str] = &[
+        "vp_linear",
+        "vp_cosine",
+        "vp_table",
+        "sub_vp",
+        "ve",
+        "edm",
+        "rectified_flow",
+        "ouve",
+        "sbve",
+        "ir_sde",
+        "rddm",
+        "resfusion",
+    ];
 
     /// Builds the path, validating its parameters.
     pub fn build(&self) -> Result<Arc<dyn NoisePath>> {
@@ -183,7 +195,9 @@ impl PathSpec {
                 Arc::new(Ouve::new(*theta, *sigma_min, *sigma_max, *t_eps, *t_max)?)
             }
             PathSpec::Sbve { k, c, t_eps } => Arc::new(Sbve::new(*k, *c, *t_eps)?),
-            PathSpec::IrSde { schedule, steps, max_sigma, eps } => Arc::new(IrSde::new(*schedule, *steps, *max_sigma, *eps)?),
+            PathSpec::IrSde { schedule, steps, max_sigma, eps } => {
+                Arc::new(IrSde::new(*schedule, *steps, *max_sigma, *eps)?)
+            }
             PathSpec::Rddm { steps, sum_scale } => Arc::new(Rddm::new(*steps, *sum_scale)?),
             PathSpec::Resfusion { schedule, steps } => match schedule.as_str() {
                 "linear_pro" | "linear-pro" | "linear" => Arc::new(Resfusion::linear_pro(*steps)?),

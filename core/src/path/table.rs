@@ -16,7 +16,10 @@ impl PiecewiseLinear {
     /// Builds the interpolant; needs at least two knots with strictly increasing `xs`.
     pub fn new(xs: Vec<f64>, ys: Vec<f64>) -> Result<Self> {
         if xs.len() < 2 || xs.len() != ys.len() {
-            return Err(Error::invalid("table", format!("needs ≥ 2 knots and equal lengths, got {} and {}", xs.len(), ys.len())));
+            return Err(Error::invalid(
+                "table",
+                format!("needs ≥ 2 knots and equal lengths, got {} and {}", xs.len(), ys.len()),
+            ));
         }
         if xs.windows(2).any(|w| !(w[1] > w[0])) || ys.iter().chain(&xs).any(|v| !v.is_finite()) {
             return Err(Error::invalid("table", "knots must be finite with strictly increasing x"));
@@ -118,7 +121,9 @@ impl BetaSchedule {
         };
         match *self {
             BetaSchedule::Linear { start, end } => lin(start, end),
-            BetaSchedule::ScaledLinear { start, end } => lin(start.sqrt(), end.sqrt()).into_iter().map(|b| b * b).collect(),
+            BetaSchedule::ScaledLinear { start, end } => {
+                lin(start.sqrt(), end.sqrt()).into_iter().map(|b| b * b).collect()
+            }
             BetaSchedule::SquaredCosCapV2 => {
                 let abar = |t: f64| ((t + 0.008) / 1.008 * FRAC_PI_2).cos().powi(2);
                 (0..n).map(|i| (1.0 - abar((i + 1) as f64 / n as f64) / abar(i as f64 / n as f64)).min(0.999)).collect()

@@ -41,7 +41,11 @@ fn derivatives_match_finite_differences() {
                 ("gamma", p.d_gamma(t), Box::new(|s| p.gamma(s))),
             ] {
                 let fd = central_diff(f, t);
-                assert!(close(exact, fd, 1e-5, 1e-8), "{}: d{what}/dt at t={t}: analytic {exact}, numeric {fd}", p.name());
+                assert!(
+                    close(exact, fd, 1e-5, 1e-8),
+                    "{}: d{what}/dt at t={t}: analytic {exact}, numeric {fd}",
+                    p.name()
+                );
             }
         }
     }
@@ -170,7 +174,13 @@ fn ir_sde_matches_the_reference_tables() {
         assert!(close(p.sigma(1.0), lambda * (1.0 - 1e-4f64).sqrt(), 1e-12, 0.0));
         // Reference: mean μ + (x0 − μ)·exp(−θ̄_i·dt) at integer steps with θ̄ = cumsum(θ) − θ_0.
         let thetas = schedule.thetas(100);
-        let cums: Vec<f64> = thetas.iter().scan(0.0, |a, th| { *a += th; Some(*a - thetas[0]) }).collect();
+        let cums: Vec<f64> = thetas
+            .iter()
+            .scan(0.0, |a, th| {
+                *a += th;
+                Some(*a - thetas[0])
+            })
+            .collect();
         let dt = -(0.01f64).ln() / cums[100];
         for i in [1usize, 17, 50, 99] {
             assert!(close(p.alpha(i as f64 / 100.0), (-cums[i] * dt).exp(), 1e-12, 0.0), "{schedule:?} step {i}");

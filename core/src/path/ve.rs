@@ -155,7 +155,10 @@ impl NoisePath for RectifiedFlow {
 
 fn check_sigmas(sigma_min: f64, sigma_max: f64) -> Result<()> {
     if !(sigma_min > 0.0 && sigma_max > sigma_min && sigma_max.is_finite()) {
-        return Err(Error::invalid("path.sigma", format!("need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")));
+        return Err(Error::invalid(
+            "path.sigma",
+            format!("need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}"),
+        ));
     }
     Ok(())
 }

@@ -29,7 +29,10 @@ impl LinearBeta {
     }
     fn check(&self) -> Result<()> {
         if !(self.beta_min >= 0.0 && self.beta_max > self.beta_min && self.beta_max.is_finite()) {
-            return Err(Error::invalid("path.beta", format!("need 0 ≤ beta_min < beta_max, got {} and {}", self.beta_min, self.beta_max)));
+            return Err(Error::invalid(
+                "path.beta",
+                format!("need 0 ≤ beta_min < beta_max, got {} and {}", self.beta_min, self.beta_max),
+            ));
         }
         Ok(())
     }

@@ -89,8 +89,10 @@ pub fn weighted_sum(terms: &[(f64, &Tensor)]) -> Result<Tensor> {
 }
 
 /// 8-point Gauss–Legendre nodes on [−1, 1] (positive half; the rule is symmetric).
-const GL8_X: [f64; 4] = [0.183_434_642_495_649_8, 0.525_532_409_916_329, 0.796_666_477_413_626_7, 0.960_289_856_497_536_3];
-const GL8_W: [f64; 4] = [0.362_683_783_378_362, 0.313_706_645_877_887_3, 0.222_381_034_453_374_5, 0.101_228_536_290_376_3];
+const GL8_X: [f64; 4] =
+    [0.183_434_642_495_649_8, 0.525_532_409_916_329, 0.796_666_477_413_626_7, 0.960_289_856_497_536_3];
+const GL8_W: [f64; 4] =
+    [0.362_683_783_378_362, 0.313_706_645_877_887_3, 0.222_381_034_453_374_5, 0.101_228_536_290_376_3];
 
 /// `∫_a^b f` by composite 8-point Gauss–Legendre on `panels` panels (exact for polynomials of degree ≤ 15).
 pub fn integrate(f: impl Fn(f64) -> f64, a: f64, b: f64, panels: usize) -> f64 {

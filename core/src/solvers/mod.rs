@@ -56,7 +56,14 @@ pub struct SolverInfo {
 impl SolverInfo {
     /// Info of a deterministic fixed-grid solver.
     pub fn deterministic(name: &str, description: &str, order: u32) -> Self {
-        SolverInfo { name: name.to_string(), description: description.to_string(), order, strong_order: None, stochastic: false, adaptive: false }
+        SolverInfo {
+            name: name.to_string(),
+            description: description.to_string(),
+            order,
+            strong_order: None,
+            stochastic: false,
+            adaptive: false,
+        }
     }
 }
 
@@ -82,7 +89,9 @@ pub trait Solver {
                 break;
             }
         }
-        best.ok_or_else(|| Error::invalid("nfe", format!("{nfe} model evaluations are too few for {}", self.info().name)))
+        best.ok_or_else(|| {
+            Error::invalid("nfe", format!("{nfe} model evaluations are too few for {}", self.info().name))
+        })
     }
 
     /// Runs from `x` at `grid[0]` along the grid; returns x at the last point.
@@ -123,16 +132,41 @@ pub fn solver_names() -> Vec<(String, String)> {
 }
 
 const DETERMINISTIC: &[&str] = &[
-    "ddim", "euler", "heun", "rk4", "euler-t", "heun-t", "rk4-t", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm++2s", "dpm++3s",
-    "dpm++2m", "dpm++3m", "dpm++3m-ref", "dpm++2m+unic", "dpm++3m+unic", "unipc-bh1", "unipc-bh2", "unipc-bh1-3", "unipc-bh2-3", "deis-1", "deis-2",
-    "deis-3", "dopri5", "dpm-solver-12", "dpm-solver-23",
+    "ddim",
+    "euler",
+    "heun",
+    "rk4",
+    "euler-t",
+    "heun-t",
+    "rk4-t",
+    "dpm-solver-1",
+    "dpm-solver-2",
+    "dpm-solver-3",
+    "dpm++2s",
+    "dpm++3s",
+    "dpm++2m",
+    "dpm++3m",
+    "dpm++3m-ref",
+    "dpm++2m+unic",
+    "dpm++3m+unic",
+    "unipc-bh1",
+    "unipc-bh2",
+    "unipc-bh1-3",
+    "unipc-bh2-3",
+    "deis-1",
+    "deis-2",
+    "deis-3",
+    "dopri5",
+    "dpm-solver-12",
+    "dpm-solver-23",
 ];
 
 /// Builds a solver from its registry name (`unipc-bh2-4` and similar name any UniPC order).
 pub fn build_solver(name: &str, opts: &SolverOptions) -> Result<Box<dyn Solver>> {
     let (lof, warm) = (opts.lower_order_final, opts.warmup);
     let unipc = |rest: &str, v: UniVariant| -> Option<Box<dyn Solver>> {
-        let order = if rest.is_empty() { 2 } else { rest.strip_prefix('-')?.parse().ok().filter(|o| (1..=8).contains(o))? };
+        let order =
+            if rest.is_empty() { 2 } else { rest.strip_prefix('-')?.parse().ok().filter(|o| (1..=8).contains(o))? };
         Some(Box::new(DataMultistep::unipc(v, order, lof).with_warmup(warm)))
     };
     let solver: Option<Box<dyn Solver>> = match name {

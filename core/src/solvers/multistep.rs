@@ -130,17 +130,41 @@ impl DataMultistep {
         let order = order.clamp(1, 3);
         let base = if order == 1 { "ddim".to_string() } else { format!("dpm++{order}m") };
         let name = if corrector.is_some() { format!("{base}+unic") } else { base };
-        DataMultistep { name, predictor: Predictor::DpmPlusPlus, order, corrector, lower_order_final, warmup: Warmup::LowerOrder, reference_3m: false }
+        DataMultistep {
+            name,
+            predictor: Predictor::DpmPlusPlus,
+            order,
+            corrector,
+            lower_order_final,
+            warmup: Warmup::LowerOrder,
+            reference_3m: false,
+        }
     }
 
     /// UniPC with predictor order p ≥ 1 and the UniC corrector (order p + 1).
     pub fn unipc(variant: UniVariant, order: u32, lower_order_final: LowerOrderFinal) -> Self {
         let v = if variant == UniVariant::Bh1 { "bh1" } else { "bh2" };
         let name = if order == 2 { format!("unipc-{v}") } else { format!("unipc-{v}-{order}") };
-        DataMultistep { name, predictor: Predictor::UniP(variant), order: order.max(1), corrector: Some(variant), lower_order_final, warmup: Warmup::LowerOrder, reference_3m: false }
+        DataMultistep {
+            name,
+            predictor: Predictor::UniP(variant),
+            order: order.max(1),
+            corrector: Some(variant),
+            lower_order_final,
+            warmup: Warmup::LowerOrder,
+            reference_3m: false,
+        }
     }
 
-    fn predict(&self, x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, Tensor)], k: u32) -> Result<Tensor> {
+    fn predict(
+        &self,
+        x: &Tensor,
+        s: &Point,
+        t: &Point,
+        m0: &Tensor,
+        hist: &[(Point, Tensor)],
+        k: u32,
+    ) -> Result<Tensor> {
         if k == 1 {
             return data_step(x, m0, s, t);
         }
@@ -152,7 +176,15 @@ impl DataMultistep {
 }
 
 /// DPM-Solver++(2M) / (3M) step from s to t with data predictions m0 (at s) and `hist` (newest first).
-fn dpmpp_step(x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, Tensor)], k: u32, reference_3m: bool) -> Result<Tensor> {
+fn dpmpp_step(
+    x: &Tensor,
+    s: &Point,
+    t: &Point,
+    m0: &Tensor,
+    hist: &[(Point, Tensor)],
+    k: u32,
+    reference_3m: bool,
+) -> Result<Tensor> {
     let h = step_h(s, t);
     let (a, _) = data_step_coeffs(s, t);
     let phi1 = (-h).exp_m1(); // e^{−h} − 1
@@ -202,7 +234,16 @@ fn unipc_system(h: f64, rks: &[f64], v: UniVariant) -> (f64, Vec<Vec<f64>>, Vec<
 }
 
 /// UniP-k prediction (`m_t` None) or UniC-k correction with the model value `m_t` at the predicted point.
-fn unipc_update(x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, Tensor)], k: u32, v: UniVariant, m_t: Option<&Tensor>) -> Result<Tensor> {
+fn unipc_update(
+    x: &Tensor,
+    s: &Point,
+    t: &Point,
+    m0: &Tensor,
+    hist: &[(Point, Tensor)],
+    k: u32,
+    v: UniVariant,
+    m_t: Option<&Tensor>,
+) -> Result<Tensor> {
     let h = step_h(s, t);
     let k = k as usize;
     let mut rks = Vec::with_capacity(k);
@@ -223,7 +264,11 @@ fn unipc_update(x: &Tensor, s: &Point, t: &Point, m0: &Tensor, hist: &[(Point, T
             if k == 1 {
                 return Ok(base);
             }
-            rhos = if k == 2 { vec![0.5] } else { solve_linear(r[..k - 1].iter().map(|row| row[..k - 1].to_vec()).collect(), b[..k - 1].to_vec())? };
+            rhos = if k == 2 {
+                vec![0.5]
+            } else {
+                solve_linear(r[..k - 1].iter().map(|row| row[..k - 1].to_vec()).collect(), b[..k - 1].to_vec())?
+            };
             for (rho, d) in rhos.iter().zip(&d1s) {
                 terms.push((-t.alpha * b_h * rho, d));
             }
@@ -245,12 +290,24 @@ impl Solver for DataMultistep {
         let order = self.convergence_order();
         let description = match (self.predictor, self.corrector.is_some(), self.order) {
             (Predictor::DpmPlusPlus, false, 1) => "DDIM = DPM-Solver-1 (first-order exponential integrator, data form)",
-            (Predictor::DpmPlusPlus, false, 2) => "DPM-Solver++(2M): second-order multistep, data prediction (Lu et al. 2022)",
-            (Predictor::DpmPlusPlus, false, _) if self.reference_3m => "DPM-Solver++(3M) exactly as dpm-solver/diffusers/k-diffusion (their D2 weight makes it second order)",
-            (Predictor::DpmPlusPlus, false, _) => "DPM-Solver++(3M): third-order multistep, data prediction (D2 weight corrected, see docs)",
-            (Predictor::DpmPlusPlus, true, _) => "DPM-Solver++ multistep followed by the UniC corrector (order + 1, no extra NFE)",
-            (Predictor::UniP(UniVariant::Bh1), _, _) => "UniPC, B(h) = h: UniP predictor + UniC corrector (Zhao et al. 2023)",
-            (Predictor::UniP(UniVariant::Bh2), _, _) => "UniPC, B(h) = e^h − 1: UniP predictor + UniC corrector (Zhao et al. 2023)",
+            (Predictor::DpmPlusPlus, false, 2) => {
+                "DPM-Solver++(2M): second-order multistep, data prediction (Lu et al. 2022)"
+            }
+            (Predictor::DpmPlusPlus, false, _) if self.reference_3m => {
+                "DPM-Solver++(3M) exactly as dpm-solver/diffusers/k-diffusion (their D2 weight makes it second order)"
+            }
+            (Predictor::DpmPlusPlus, false, _) => {
+                "DPM-Solver++(3M): third-order multistep, data prediction (D2 weight corrected, see docs)"
+            }
+            (Predictor::DpmPlusPlus, true, _) => {
+                "DPM-Solver++ multistep followed by the UniC corrector (order + 1, no extra NFE)"
+            }
+            (Predictor::UniP(UniVariant::Bh1), _, _) => {
+                "UniPC, B(h) = h: UniP predictor + UniC corrector (Zhao et al. 2023)"
+            }
+            (Predictor::UniP(UniVariant::Bh2), _, _) => {
+                "UniPC, B(h) = e^h − 1: UniP predictor + UniC corrector (Zhao et al. 2023)"
+            }
         };
         SolverInfo::deterministic(&self.name, description, order)
     }
@@ -279,7 +336,19 @@ impl Solver for DataMultistep {
             let hist_slice: Vec<(Point, Tensor)> = hist.iter().map(|(p, m)| (*p, m.shallow_clone())).collect();
             let starter = self.warmup.starter(self.convergence_order()).filter(|_| i == 0 && regular(s, t));
             let mut x_new = match starter {
-                Some(order) => singlestep_update(run, Form::Data, &x, s, t, &m_cur, order, if order == 2 { 0.5 } else { 1.0 / 3.0 })?.0,
+                Some(order) => {
+                    singlestep_update(
+                        run,
+                        Form::Data,
+                        &x,
+                        s,
+                        t,
+                        &m_cur,
+                        order,
+                        if order == 2 { 0.5 } else { 1.0 / 3.0 },
+                    )?
+                    .0
+                }
                 None => self.predict(&x, s, t, &m_cur, &hist_slice, k)?,
             };
             let last = i + 1 == n;
@@ -287,10 +356,11 @@ impl Solver for DataMultistep {
                 None
             } else {
                 let m_t = run.data(&x_new, t)?;
-                if let Some(v) = self.corrector {
-                    if regular(s, t) && starter.is_none() {
-                        x_new = unipc_update(&x, s, t, &m_cur, &hist_slice, k, v, Some(&m_t))?;
-                    }
+                if let Some(v) = self.corrector
+                    && regular(s, t)
+                    && starter.is_none()
+                {
+                    x_new = unipc_update(&x, s, t, &m_cur, &hist_slice, k, v, Some(&m_t))?;
                 }
                 Some(m_t)
             };
@@ -386,7 +456,10 @@ impl Solver for DeisTab {
     fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
         check_plan(grid, orders)?;
         if grid[0].alpha <= 0.0 {
-            return Err(Error::invalid("solver", "deis needs α > 0 at the start; start lower (t_start) or use a data-form solver (ddim, dpm++2m, unipc)"));
+            return Err(Error::invalid(
+                "solver",
+                "deis needs α > 0 at the start; start lower (t_start) or use a data-form solver (ddim, dpm++2m, unipc)",
+            ));
         }
         let n = orders.len();
         let mut x = run.to_tilde(x, &grid[0])?;
@@ -398,7 +471,8 @@ impl Solver for DeisTab {
                 // First-order jump to the data: x̂0 = (x̃ − σε̂)/α.
                 lin2(1.0 / s.alpha, &x, -s.sigma / s.alpha, &e_cur)?
             } else if let Some(order) = self.warmup.starter(self.order).filter(|_| i == 0) {
-                singlestep_update(run, Form::Noise, &x, s, t, &e_cur, order, if order == 2 { 0.5 } else { 1.0 / 3.0 })?.0
+                singlestep_update(run, Form::Noise, &x, s, t, &e_cur, order, if order == 2 { 0.5 } else { 1.0 / 3.0 })?
+                    .0
             } else {
                 let k = orders[i].min(hist.len() as u32 + 1) as usize;
                 let mut nodes = vec![s.t];

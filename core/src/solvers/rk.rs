@@ -33,7 +33,8 @@ pub struct Tableau {
 /// Forward Euler: order 1, one stage.
 pub const EULER: Tableau = Tableau { name: "euler", c: &[0.0], a: &[&[]], b: &[1.0], b_low: None, order: 1 };
 /// Heun's method (trapezoidal predictor–corrector): order 2, two stages, embedded Euler.
-pub const HEUN: Tableau = Tableau { name: "heun", c: &[0.0, 1.0], a: &[&[], &[1.0]], b: &[0.5, 0.5], b_low: Some(&[1.0, 0.0]), order: 2 };
+pub const HEUN: Tableau =
+    Tableau { name: "heun", c: &[0.0, 1.0], a: &[&[], &[1.0]], b: &[0.5, 0.5], b_low: Some(&[1.0, 0.0]), order: 2 };
 /// The classical fourth-order Runge–Kutta method.
 pub const RK4: Tableau = Tableau {
     name: "rk4",
@@ -57,7 +58,15 @@ pub const DOPRI5: Tableau = Tableau {
         &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
     ],
     b: &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0, 0.0],
-    b_low: Some(&[5179.0 / 57600.0, 0.0, 7571.0 / 16695.0, 393.0 / 640.0, -92097.0 / 339200.0, 187.0 / 2100.0, 1.0 / 40.0]),
+    b_low: Some(&[
+        5179.0 / 57600.0,
+        0.0,
+        7571.0 / 16695.0,
+        393.0 / 640.0,
+        -92097.0 / 339200.0,
+        187.0 / 2100.0,
+        1.0 / 40.0,
+    ]),
     order: 5,
 };
 
@@ -201,7 +210,10 @@ fn rhs<'r, 'a>(run: &'r mut Run<'a>, variable: Variable) -> impl FnMut(f64, &Ten
                 if !(da.is_finite() && ds.is_finite()) {
                     return Err(Error::invalid(
                         "solver",
-                        format!("integrating in t needs finite dα/dt and dσ/dt, but they are singular at t = {s} on {}; use a solver in λ or σ/α (ddim, dpm++2m, unipc)", path.name()),
+                        format!(
+                            "integrating in t needs finite dα/dt and dσ/dt, but they are singular at t = {s} on {}; use a solver in λ or σ/α (ddim, dpm++2m, unipc)",
+                            path.name()
+                        ),
                     ));
                 }
                 let (x0, eps) = run.both(y, &p)?;
@@ -223,9 +235,13 @@ impl Solver for RungeKutta {
         let suffix = if self.variable == Variable::Time { "-t" } else { "" };
         let description = match (self.tableau.name, self.variable) {
             ("euler", Variable::SigmaBar) => "Euler on the PF-ODE in σ̄ = σ/α (k-diffusion's euler; equals DDIM)",
-            ("heun", Variable::SigmaBar) => "Heun on the PF-ODE in σ̄ (EDM's deterministic sampler: Euler on the final step, NFE 2N − 1)",
+            ("heun", Variable::SigmaBar) => {
+                "Heun on the PF-ODE in σ̄ (EDM's deterministic sampler: Euler on the final step, NFE 2N − 1)"
+            }
             ("rk4", Variable::SigmaBar) => "classical RK4 on the PF-ODE in σ̄",
-            ("euler", Variable::Time) => "Euler on the PF-ODE in the path's t (flow-matching convention; works from α = 0)",
+            ("euler", Variable::Time) => {
+                "Euler on the PF-ODE in the path's t (flow-matching convention; works from α = 0)"
+            }
             ("heun", Variable::Time) => "Heun on the PF-ODE in the path's t",
             _ => "classical RK4 on the PF-ODE in the path's t",
         };
@@ -249,7 +265,10 @@ impl Solver for RungeKutta {
         if self.variable == Variable::SigmaBar && !(grid[0].alpha > 0.0) {
             return Err(Error::invalid(
                 "solver",
-                format!("{} integrates in σ/α and needs α > 0 at the start; use {}-t or start lower (t_start)", self.tableau.name, self.tableau.name),
+                format!(
+                    "{} integrates in σ/α and needs α > 0 at the start; use {}-t or start lower (t_start)",
+                    self.tableau.name, self.tableau.name
+                ),
             ));
         }
         let n = orders.len();
@@ -291,7 +310,11 @@ pub struct Dopri5 {
 
 impl Solver for Dopri5 {
     fn info(&self) -> SolverInfo {
-        let mut info = SolverInfo::deterministic("dopri5", "adaptive Dormand–Prince 5(4) on the PF-ODE in σ̄, rtol/atol error control", 5);
+        let mut info = SolverInfo::deterministic(
+            "dopri5",
+            "adaptive Dormand–Prince 5(4) on the PF-ODE in σ̄, rtol/atol error control",
+            5,
+        );
         info.adaptive = true;
         info
     }

@@ -44,7 +44,11 @@ impl NoiseSource for SeededNoise {
     fn normal(&mut self, draw: u64, like: &Tensor) -> Result<Tensor> {
         let size = like.size();
         if size.first().copied() != Some(self.seeds.len() as i64) {
-            return Err(Error::Shape { op: "noise", expected: format!("batch of {}", self.seeds.len()), got: format!("{size:?}") });
+            return Err(Error::Shape {
+                op: "noise",
+                expected: format!("batch of {}", self.seeds.len()),
+                got: format!("{size:?}"),
+            });
         }
         Ok(self.seeds.normal(draw + self.offset, &size[1..], like.kind(), like.device()))
     }

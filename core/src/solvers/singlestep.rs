@@ -32,7 +32,11 @@ pub fn fast_orders(nfe: usize, order: u32) -> Vec<u32> {
             }
         }
         2 => {
-            if nfe % 2 == 0 { vec![2; nfe / 2] } else { [vec![2; nfe / 2], vec![1]].concat() }
+            if nfe.is_multiple_of(2) {
+                vec![2; nfe / 2]
+            } else {
+                [vec![2; nfe / 2], vec![1]].concat()
+            }
         }
         _ => vec![1; nfe],
     }
@@ -54,7 +58,16 @@ impl Singlestep {
 
 /// One singlestep update of order 2 (r1 = ½) or 3 (r1 = ⅓, r2 = ⅔) from s to t; `m_s` is the model output at s
 /// (ε̂ or x̂0 by `form`). Returns the new state and the model outputs at the intermediate points.
-pub(crate) fn singlestep_update(run: &mut Run<'_>, form: Form, x: &Tensor, s: &Point, t: &Point, m_s: &Tensor, order: u32, r1: f64) -> Result<(Tensor, Vec<Tensor>)> {
+pub(crate) fn singlestep_update(
+    run: &mut Run<'_>,
+    form: Form,
+    x: &Tensor,
+    s: &Point,
+    t: &Point,
+    m_s: &Tensor,
+    order: u32,
+    r1: f64,
+) -> Result<(Tensor, Vec<Tensor>)> {
     let h = step_h(s, t);
     let lam_s = s.lambda();
     let eval = |run: &mut Run<'_>, x: &Tensor, p: &Point| -> Result<Tensor> {
@@ -131,8 +144,13 @@ pub(crate) fn first_update(form: Form, x: &Tensor, s: &Point, t: &Point, m_s: &T
 impl Solver for Singlestep {
     fn info(&self) -> SolverInfo {
         let (name, description) = match self.form {
-            Form::Noise => (format!("dpm-solver-{}", self.order), "singlestep DPM-Solver on ε̂ with the fast order split for the NFE (Lu et al. 2022)"),
-            Form::Data => (format!("dpm++{}s", self.order), "singlestep DPM-Solver++ on x̂0 with the fast order split for the NFE"),
+            Form::Noise => (
+                format!("dpm-solver-{}", self.order),
+                "singlestep DPM-Solver on ε̂ with the fast order split for the NFE (Lu et al. 2022)",
+            ),
+            Form::Data => {
+                (format!("dpm++{}s", self.order), "singlestep DPM-Solver++ on x̂0 with the fast order split for the NFE")
+            }
         };
         SolverInfo::deterministic(&name, description, self.order)
     }
@@ -148,7 +166,10 @@ impl Solver for Singlestep {
     fn plan_nfe(&self, nfe: usize, to_data: bool) -> Result<Vec<u32>> {
         let core = nfe.saturating_sub(usize::from(to_data));
         if core == 0 {
-            return Err(Error::invalid("nfe", format!("{} needs at least {} evaluations", self.info().name, 1 + usize::from(to_data))));
+            return Err(Error::invalid(
+                "nfe",
+                format!("{} needs at least {} evaluations", self.info().name, 1 + usize::from(to_data)),
+            ));
         }
         let mut orders = fast_orders(core, self.order);
         if to_data {
@@ -173,7 +194,10 @@ impl Solver for Singlestep {
             };
             x = if orders[i] <= 1 || t.is_data() || !regular(s, t) {
                 if self.form == Form::Noise && s.alpha <= 0.0 {
-                    return Err(Error::invalid("solver", "dpm-solver (noise form) needs α > 0; use dpm++2s/3s or a data-form solver"));
+                    return Err(Error::invalid(
+                        "solver",
+                        "dpm-solver (noise form) needs α > 0; use dpm++2s/3s or a data-form solver",
+                    ));
                 }
                 first_update(self.form, &x, s, t, &m_s)?
             } else {
@@ -263,10 +287,20 @@ impl Solver for AdaptiveDpm {
             let delta = x_low.f_abs()?.f_maximum(&x_prev.f_abs()?)?.f_mul_scalar(self.rtol)?.f_clamp_min(self.atol)?;
             let b = x.size().first().copied().unwrap_or(1);
             let e = f64::try_from(
-                x_high.f_sub(&x_low)?.f_div(&delta)?.f_square()?.f_reshape([b, -1])?.f_mean_dim(Some(&[1i64][..]), false, tch::Kind::Double)?.f_sqrt()?.f_max()?,
+                x_high
+                    .f_sub(&x_low)?
+                    .f_div(&delta)?
+                    .f_square()?
+                    .f_reshape([b, -1])?
+                    .f_mean_dim(Some(&[1i64][..]), false, tch::Kind::Double)?
+                    .f_sqrt()?
+                    .f_max()?,
             )?;
             if !e.is_finite() {
-                return Err(Error::Numerical { op: "adaptive dpm-solver", reason: format!("non-finite error estimate at t = {}", s.t) });
+                return Err(Error::Numerical {
+                    op: "adaptive dpm-solver",
+                    reason: format!("non-finite error estimate at t = {}", s.t),
+                });
             }
             if e <= 1.0 {
                 x = x_high;
@@ -280,7 +314,10 @@ impl Solver for AdaptiveDpm {
             }
             h = (0.9 * h * e.powf(-1.0 / self.order as f64)).min(lam_end - s.lambda());
             if h < 1e-10 && (s.t - target.t).abs() > t_err {
-                return Err(Error::Numerical { op: "adaptive dpm-solver", reason: format!("step size underflow at t = {}", s.t) });
+                return Err(Error::Numerical {
+                    op: "adaptive dpm-solver",
+                    reason: format!("step size underflow at t = {}", s.t),
+                });
             }
         }
         if end.is_data() {
@@ -293,7 +330,14 @@ impl Solver for AdaptiveDpm {
 }
 
 /// The third-order update (r1 = ⅓, r2 = ⅔) reusing the model value at the first inner point.
-fn third_from_inner(run: &mut Run<'_>, x: &Tensor, s: &Point, t: &Point, m_s: &Tensor, m_s1: &Tensor) -> Result<Tensor> {
+fn third_from_inner(
+    run: &mut Run<'_>,
+    x: &Tensor,
+    s: &Point,
+    t: &Point,
+    m_s: &Tensor,
+    m_s1: &Tensor,
+) -> Result<Tensor> {
     let h = step_h(s, t);
     let (r1, r2) = (1.0 / 3.0, 2.0 / 3.0);
     let s2 = run.point_at_lambda(s.lambda() + r2 * h);
