@@ -14,7 +14,9 @@ use crate::exact::GaussianMixture;
 use crate::param::Parameterization;
 use crate::path::{NoisePath, PathSpec, Point};
 use crate::seed::SampleSeeds;
-use crate::solvers::{Budget, LowerOrderFinal, NoNoise, SolverOptions, Warmup, build_solver, plan_cost, sample};
+use crate::solvers::{
+    Budget, LowerOrderFinal, NoNoise, SeededNoise, SolverOptions, Warmup, build_solver, plan_cost, sample,
+};
 use crate::spacing::{End, GridSpec, Spacing};
 use crate::{Error, Result};
 
@@ -135,6 +137,14 @@ impl Problem {
         for name in &self.solvers {
             build_solver(name, &SolverOptions::default()).map_err(|e| Error::invalid("solvers", e.to_string()))?;
         }
+        if self.samples < 2
+            && self
+                .solvers
+                .iter()
+                .any(|n| build_solver(n, &SolverOptions::default()).is_ok_and(|s| s.info().stochastic))
+        {
+            return Err(Error::invalid("samples", "stochastic solvers are scored by MMD, which needs ≥ 2 samples"));
+        }
         if let Some(n) = self.nfe.iter().find(|n| **n == 0) {
             return Err(Error::invalid("nfe", format!("budgets must be ≥ 1, got {n}")));
         }
@@ -168,8 +178,10 @@ pub struct BenchRow {
     pub nfe: usize,
     /// Grid intervals.
     pub steps: usize,
-    /// RMS error per coordinate: `sqrt(mean over samples of ‖x − x_ref‖²/dim)`.
+    /// RMS error per coordinate: `sqrt(mean over samples of ‖x − x_ref‖²/dim)` (deterministic solvers).
     pub rms_error: Option<f64>,
+    /// Stochastic solvers: unbiased MMD² to exact samples of the target (Gaussian kernel, see [`mmd2`]).
+    pub mmd2: Option<f64>,
     /// `−Δlog(error)/Δlog(NFE)` against the previous row of the same solver.
     pub observed_order: Option<f64>,
     /// Wall time of the solve, milliseconds.
@@ -241,11 +253,46 @@ pub fn rms_error(x: &Tensor, reference: &Tensor) -> Result<f64> {
     Ok(f64::try_from(d.f_square()?.f_mean(Kind::Double)?.f_sqrt()?)?)
 }
 
+/// Unbiased estimate of the squared maximum mean discrepancy between samples `x` `[n, d]` and `y` `[m, d]` with the
+/// Gaussian kernel `k(a, b) = exp(−‖a − b‖²/(2ℓ²))`; `bandwidth` ℓ defaults to the median distance between the
+/// points of `y` (the median heuristic). 0 in expectation when both come from one distribution.
+pub fn mmd2(x: &Tensor, y: &Tensor, bandwidth: Option<f64>) -> Result<f64> {
+    let (x, y) = (x.f_to_kind(Kind::Double)?, y.f_to_kind(Kind::Double)?);
+    let (n, m) = (x.size()[0] as f64, y.size()[0] as f64);
+    if n < 2.0 || m < 2.0 {
+        return Err(Error::invalid("samples", "MMD needs at least 2 samples on each side"));
+    }
+    let dyy = Tensor::f_cdist(&y, &y, 2.0, None)?;
+    let ell = match bandwidth {
+        Some(l) => l,
+        None => f64::try_from(dyy.f_flatten(0, -1)?.f_median()?)?.max(1e-12),
+    };
+    let k = |d: Tensor| -> Result<Tensor> { Ok(d.f_square()?.f_div_scalar(-2.0 * ell * ell)?.f_exp()?) };
+    let sum_off_diag = |kk: Tensor, count: f64| -> Result<f64> {
+        let total = f64::try_from(kk.f_sum(Kind::Double)?)?;
+        Ok((total - count) / (count * (count - 1.0)))
+    };
+    let kxx = sum_off_diag(k(Tensor::f_cdist(&x, &x, 2.0, None)?)?, n)?;
+    let kyy = sum_off_diag(k(dyy)?, m)?;
+    let kxy = f64::try_from(k(Tensor::f_cdist(&x, &y, 2.0, None)?)?.f_mean(Kind::Double)?)?;
+    Ok(kxx + kyy - 2.0 * kxy)
+}
+
 /// Runs a problem; `progress` is told (solver, budget) before each run.
 pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Result<BenchReport> {
     problem.validate()?;
     let setup = Setup::new(problem)?;
     let reference = setup.reference(problem.reference_rtol)?;
+    // Exact samples of the target, independent of the starting points (another seed stream).
+    let target = {
+        let seeds = SampleSeeds::new(problem.seed ^ 0x5EED_7A26_E7, 0, problem.samples);
+        let x0 = setup.model.sample_data(&seeds);
+        if setup.end.is_data() {
+            x0
+        } else {
+            setup.model.sample_marginal(&setup.end, &seeds, setup.cond.anchor.as_ref())?
+        }
+    };
     let grid = problem.grid();
     let to_data = problem.end == End::Zero;
     let mut rows = Vec::new();
@@ -262,6 +309,7 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                 atol: if adaptive { budget * 0.1 } else { 1e-4 },
                 lower_order_final: problem.lower_order_final,
                 warmup: problem.warmup,
+                ..SolverOptions::default()
             };
             let solver = build_solver(name, &opts)?;
             let b = if adaptive { Budget::Steps(1) } else { Budget::Nfe(budget as usize) };
@@ -271,6 +319,9 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                 }
                 Budget::Steps(_) => Some((0, 0)),
             };
+            let stochastic = solver.info().stochastic;
+            let mut seeded = SeededNoise::new(SampleSeeds::new(problem.seed ^ 0xD1FF_05E5, 0, problem.samples));
+            let noise: &mut dyn crate::solvers::NoiseSource = if stochastic { &mut seeded } else { &mut NoNoise };
             let clock = Instant::now();
             let result = sample(
                 solver.as_ref(),
@@ -280,11 +331,22 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                 &setup.x_start,
                 &grid,
                 b,
-                &mut NoNoise,
+                noise,
                 &mut (),
             );
             let wall_ms = clock.elapsed().as_secs_f64() * 1e3;
             let row = match result {
+                Ok(s) if stochastic => BenchRow {
+                    solver: name.clone(),
+                    budget,
+                    nfe: s.nfe,
+                    steps: s.grid.len() - 1,
+                    rms_error: None,
+                    mmd2: Some(mmd2(&s.x, &target, None)?),
+                    observed_order: None,
+                    wall_ms,
+                    error: None,
+                },
                 Ok(s) => {
                     let err = rms_error(&s.x, &reference)?;
                     let observed = prev.and_then(|(n0, e0)| {
@@ -298,6 +360,7 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                         nfe: s.nfe,
                         steps: if adaptive { 0 } else { s.grid.len() - 1 },
                         rms_error: Some(err),
+                        mmd2: None,
                         observed_order: observed,
                         wall_ms,
                         error: None,
@@ -309,6 +372,7 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                     nfe: steps.map_or(0, |s| s.1),
                     steps: steps.map_or(0, |s| s.0),
                     rms_error: None,
+                    mmd2: None,
                     observed_order: None,
                     wall_ms,
                     error: Some(e.to_string()),

@@ -20,16 +20,20 @@
 
 pub mod common;
 pub mod multistep;
+pub mod noise;
 pub mod rk;
 pub mod run;
 pub mod singlestep;
+pub mod stochastic;
 
 use tch::Tensor;
 
 pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, UniVariant, Warmup};
+pub use noise::{BrownianTree, FixedNoise};
 pub use rk::{Dopri5, RungeKutta, Variable};
 pub use run::{NoNoise, NoiseSource, Observer, Run, SeededNoise, StepInfo};
 pub use singlestep::{AdaptiveDpm, Form, Singlestep};
+pub use stochastic::{DdimEta, EdmChurn, EulerMaruyama, PcCorrector, PcPredictor, PredictorCorrector, SdeDpmPlusPlus};
 
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::path::{NoisePath, Point};
@@ -115,20 +119,160 @@ pub struct SolverOptions {
     pub lower_order_final: LowerOrderFinal,
     /// How multistep solvers start.
     pub warmup: Warmup,
+    /// η of `ddim-eta` when the name gives none.
+    pub eta: f64,
+    /// Corrector signal-to-noise ratio of `pc` when the name gives none.
+    pub snr: f64,
+    /// Corrector steps of `pc` when the name gives none.
+    pub corrector_steps: usize,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        SolverOptions { rtol: 1e-3, atol: 1e-4, lower_order_final: LowerOrderFinal::Auto, warmup: Warmup::LowerOrder }
+        SolverOptions {
+            rtol: 1e-3,
+            atol: 1e-4,
+            lower_order_final: LowerOrderFinal::Auto,
+            warmup: Warmup::LowerOrder,
+            eta: 1.0,
+            snr: 0.5,
+            corrector_steps: 1,
+        }
     }
 }
 
-/// The deterministic solvers by name, with one-line descriptions (`diffuse solvers list`).
+/// Every solver by name, with one-line descriptions (`diffuse solvers list`).
 pub fn solver_names() -> Vec<(String, String)> {
     DETERMINISTIC
         .iter()
+        .chain(STOCHASTIC)
         .filter_map(|n| build_solver(n, &SolverOptions::default()).ok().map(|s| (n.to_string(), s.info().description)))
         .collect()
+}
+
+const STOCHASTIC: &[&str] = &["ddpm", "ddim-eta", "euler-maruyama", "pc", "sde-dpm++2m", "sde-dpm++3m", "edm-churn"];
+
+/// `name:key=value,…` → (name, parameters).
+fn split_params(spec: &str) -> Result<(&str, Vec<(String, String)>)> {
+    let Some((name, rest)) = spec.split_once(':') else { return Ok((spec, Vec::new())) };
+    let mut params = Vec::new();
+    for item in rest.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| Error::invalid("solver", format!("'{item}' in '{spec}': parameters are key=value")))?;
+        params.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok((name, params))
+}
+
+/// Reads the parameters of a stochastic solver, rejecting unknown keys.
+struct Params<'a> {
+    spec: &'a str,
+    items: Vec<(String, String)>,
+}
+
+impl Params<'_> {
+    fn check_keys(&self, allowed: &[&str]) -> Result<()> {
+        match self.items.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            Some((k, _)) => Err(Error::invalid(
+                "solver",
+                format!("unknown parameter '{k}' in '{}'; valid: {}", self.spec, allowed.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
+    fn num(&self, key: &str, default: f64) -> Result<f64> {
+        match self.items.iter().find(|(k, _)| k == key) {
+            None => Ok(default),
+            Some((_, v)) => {
+                v.parse().map_err(|_| Error::invalid(key, format!("'{v}' is not a number (in '{}')", self.spec)))
+            }
+        }
+    }
+    fn text(&self, key: &str, default: &str) -> String {
+        self.items.iter().find(|(k, _)| k == key).map_or(default.to_string(), |(_, v)| v.clone())
+    }
+}
+
+fn build_stochastic(name: &str, params: &Params<'_>, opts: &SolverOptions) -> Result<Option<Box<dyn Solver>>> {
+    let eta_of = |default: f64| -> Result<f64> {
+        let eta = params.num("eta", default)?;
+        if !(eta >= 0.0 && eta.is_finite()) {
+            return Err(Error::invalid("eta", format!("must be ≥ 0, got {eta}")));
+        }
+        Ok(eta)
+    };
+    Ok(Some(match name {
+        "ddpm" => {
+            params.check_keys(&[])?;
+            Box::new(DdimEta { eta: 1.0 })
+        }
+        "ddim-eta" => {
+            params.check_keys(&["eta"])?;
+            Box::new(DdimEta { eta: eta_of(opts.eta)? })
+        }
+        "euler-maruyama" => {
+            params.check_keys(&[])?;
+            Box::new(EulerMaruyama)
+        }
+        "sde-dpm++2m" | "sde-dpm++3m" => {
+            params.check_keys(&["eta"])?;
+            Box::new(SdeDpmPlusPlus { order: if name.contains('3') { 3 } else { 2 }, eta: eta_of(1.0)? })
+        }
+        "pc" => {
+            params.check_keys(&["predictor", "corrector", "snr", "steps"])?;
+            let predictor = match params.text("predictor", "reverse_diffusion").as_str() {
+                "euler_maruyama" | "em" => PcPredictor::EulerMaruyama,
+                "reverse_diffusion" | "rd" => PcPredictor::ReverseDiffusion { kernel: false },
+                "reverse_diffusion_kernel" => PcPredictor::ReverseDiffusion { kernel: true },
+                "ancestral" => PcPredictor::Ancestral,
+                "none" => PcPredictor::None,
+                other => {
+                    return Err(Error::unknown(
+                        "predictor",
+                        other,
+                        &["euler_maruyama", "reverse_diffusion", "reverse_diffusion_kernel", "ancestral", "none"],
+                    ));
+                }
+            };
+            let corrector = match params.text("corrector", "ald").as_str() {
+                "langevin" => PcCorrector::Langevin,
+                "ald" | "annealed_langevin" => PcCorrector::Ald,
+                "none" => PcCorrector::None,
+                other => return Err(Error::unknown("corrector", other, &["langevin", "ald", "none"])),
+            };
+            let steps = params.num("steps", opts.corrector_steps as f64)?;
+            if !(steps >= 0.0 && steps.fract() == 0.0) {
+                return Err(Error::invalid(
+                    "steps",
+                    format!("corrector steps must be a whole number ≥ 0, got {steps}"),
+                ));
+            }
+            let pc = PredictorCorrector {
+                predictor,
+                corrector,
+                snr: params.num("snr", opts.snr)?,
+                corrector_steps: steps as usize,
+            };
+            pc.plan_steps(1, false)?; // validates snr and steps
+            Box::new(pc)
+        }
+        "edm-churn" => {
+            params.check_keys(&["churn", "tmin", "tmax", "noise"])?;
+            let d = EdmChurn::default();
+            let churn = EdmChurn {
+                churn: params.num("churn", d.churn)?,
+                s_min: params.num("tmin", d.s_min)?,
+                s_max: params.num("tmax", d.s_max)?,
+                s_noise: params.num("noise", d.s_noise)?,
+            };
+            if churn.churn < 0.0 || churn.s_noise < 0.0 {
+                return Err(Error::invalid("edm-churn", "churn and noise must be ≥ 0"));
+            }
+            Box::new(churn)
+        }
+        _ => return Ok(None),
+    }))
 }
 
 const DETERMINISTIC: &[&str] = &[
@@ -161,8 +305,17 @@ const DETERMINISTIC: &[&str] = &[
     "dpm-solver-23",
 ];
 
-/// Builds a solver from its registry name (`unipc-bh2-4` and similar name any UniPC order).
-pub fn build_solver(name: &str, opts: &SolverOptions) -> Result<Box<dyn Solver>> {
+/// Builds a solver from its registry name (`unipc-bh2-4` and similar name any UniPC order; stochastic solvers take
+/// parameters as `name:key=value,…`, e.g. `pc:corrector=langevin,snr=0.16`, `ddim-eta:eta=0.3`).
+pub fn build_solver(spec: &str, opts: &SolverOptions) -> Result<Box<dyn Solver>> {
+    let (name, items) = split_params(spec)?;
+    let params = Params { spec, items };
+    if let Some(s) = build_stochastic(name, &params, opts)? {
+        return Ok(s);
+    }
+    if !params.items.is_empty() {
+        return Err(Error::invalid("solver", format!("'{name}' takes no parameters")));
+    }
     let (lof, warm) = (opts.lower_order_final, opts.warmup);
     let unipc = |rest: &str, v: UniVariant| -> Option<Box<dyn Solver>> {
         let order =
@@ -203,7 +356,7 @@ pub fn build_solver(name: &str, opts: &SolverOptions) -> Result<Box<dyn Solver>>
             }
         }
     };
-    solver.ok_or_else(|| Error::unknown("solver", name, DETERMINISTIC))
+    solver.ok_or_else(|| Error::unknown("solver", name, &[DETERMINISTIC, STOCHASTIC].concat()))
 }
 
 /// How much work a run may do.

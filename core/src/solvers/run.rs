@@ -202,6 +202,18 @@ impl<'a> Run<'a> {
         pred.into_both(&self.at(p, &x))
     }
 
+    /// The model's score `∇ₓ log p_t = −ε̂/σ` at (x̃, p).
+    pub fn score(&mut self, x_tilde: &Tensor, p: &Point) -> Result<Tensor> {
+        let (pred, x) = self.predict(x_tilde, p)?;
+        if let Prediction::Score(s) = pred {
+            return Ok(s);
+        }
+        if !(p.sigma > 0.0) {
+            return Err(Error::invalid("time", "the score is undefined where σ = 0"));
+        }
+        Ok(pred.into_eps(&self.at(p, &x))?.f_mul_scalar(-1.0 / p.sigma)?)
+    }
+
     /// Noise for draw `draw`, shaped like `like`.
     pub fn noise(&mut self, draw: u64, like: &Tensor) -> Result<Tensor> {
         self.noise.normal(draw, like)
