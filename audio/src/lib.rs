@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod resample;
+pub mod sampling;
 pub mod stft;
 pub mod transform;
 pub mod wav;

@@ -126,7 +126,7 @@ impl std::fmt::Debug for Stft {
 impl Stft {
     /// Plans the transforms; `n_fft` must be even and at least 2, `1 ≤ hop ≤ n_fft`.
     pub fn new(n_fft: usize, hop: usize, window: Window) -> Result<Self> {
-        if n_fft < 2 || n_fft % 2 != 0 {
+        if n_fft < 2 || !n_fft.is_multiple_of(2) {
             return Err(Error::invalid(
                 "n_fft",
                 format!("{n_fft}: must be even and at least 2"),

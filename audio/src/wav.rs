@@ -56,6 +56,17 @@ impl Audio {
     }
 }
 
+/// Frames, sample rate and channel count from a WAV header (for planning; [`read_wav`] checks the data).
+pub fn probe(path: &Path) -> Result<(usize, u32, usize)> {
+    let reader = hound::WavReader::open(path).map_err(|e| header_error(path, e))?;
+    let spec = reader.spec();
+    Ok((
+        reader.duration() as usize,
+        spec.sample_rate,
+        usize::from(spec.channels),
+    ))
+}
+
 /// What [`write_wav`] had to change to fit the samples into the file's format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteReport {

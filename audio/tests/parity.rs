@@ -296,8 +296,52 @@ fn probability_flow_drift_matches_the_reference() {
         loose_vs_tight > 0.0 && loose_vs_tight < 1e-2,
         "{loose_vs_tight}"
     );
-    // TODO(core): integrate the PF-ODE from x_T (t = 1 → t_eps = 0.03) with core's ODE solver and compare with
-    // result_rtol1e-8 (and with the 26-NFE RK45 result_rtol1e-5) within 1e-4.
+}
+
+/// Core's solvers on core's OUVE path with the model as a core denoiser reproduce the reference's
+/// probability-flow ODE solution from the same x_T.
+#[test]
+fn core_ode_solvers_reproduce_the_reference_ode_sampler() {
+    use diffuse_audio::sampling::{SgmseDenoiser, ouve_path};
+    use diffuse_core::solvers::{self, Budget, NoNoise, SolverOptions};
+    use diffuse_core::spacing::{End, GridSpec, Spacing};
+    let f = load("ode_sampler.safetensors");
+    let model = tiny_model();
+    let path = ouve_path(model.config()).unwrap();
+    let denoiser = SgmseDenoiser::new(&model);
+    let cond = diffuse_core::Conditioning::with_anchor(f["y"].shallow_clone());
+    let grid = GridSpec::new(Spacing::UniformT, End::Time(0.03));
+    let opts = SolverOptions {
+        rtol: 1e-7,
+        atol: 1e-7,
+        ..SolverOptions::default()
+    };
+    let run = |name: &str, budget: Budget| {
+        let solver = solvers::build_solver(name, &opts).unwrap();
+        solvers::sample(
+            solver.as_ref(),
+            &path,
+            &denoiser,
+            &cond,
+            &f["x_T"],
+            &grid,
+            budget,
+            &mut NoNoise,
+            &mut (),
+        )
+        .unwrap()
+    };
+    let tight = &f["result_rtol1e-8"];
+    let adaptive = run("dopri5", Budget::Steps(1));
+    let err = rel_err_t(&adaptive.x, tight);
+    assert!(
+        err < 1e-4,
+        "dopri5 (rtol 1e-7, {} NFE) vs reference RK45 (rtol 1e-8): {err}",
+        adaptive.nfe
+    );
+    let fixed = run("dpm++2m", Budget::Steps(200));
+    let err = rel_err_t(&fixed.x, tight);
+    assert!(err < 1e-3, "dpm++2m, 200 steps: {err}");
 }
 
 #[test]

@@ -5,7 +5,13 @@ use diffuse_core::DeviceSpec;
 
 /// Diffusion models for signals, robotics and language, on libtorch.
 #[derive(Debug, Parser)]
-#[command(name = "diffuse", version, about, propagate_version = true, max_term_width = 110)]
+#[command(
+    name = "diffuse",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 110
+)]
 pub struct Cli {
     /// Options every subcommand honours.
     #[command(flatten)]
@@ -44,6 +50,9 @@ fn parse_device(s: &str) -> Result<DeviceSpec, String> {
 pub enum Command {
     /// Check the installation: versions, libtorch, CUDA, threads, model folders.
     Doctor(DoctorArgs),
+    /// Speech enhancement with score-based models (SGMSE+).
+    #[command(subcommand)]
+    Audio(crate::commands::audio::AudioCommand),
 }
 
 /// Arguments of `diffuse doctor`.
@@ -60,7 +69,9 @@ mod tests {
 
     #[test]
     fn global_flags_work_after_the_subcommand() {
-        let cli = Cli::try_parse_from(["diffuse", "doctor", "--device", "cpu", "--seed", "5", "-vv"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["diffuse", "doctor", "--device", "cpu", "--seed", "5", "-vv"])
+                .unwrap();
         assert_eq!(cli.global.device, DeviceSpec::Cpu);
         assert_eq!(cli.global.seed, 5);
         assert_eq!(cli.global.verbose, 2);
@@ -68,7 +79,9 @@ mod tests {
 
     #[test]
     fn bad_device_is_rejected_at_parse_time() {
-        let err = Cli::try_parse_from(["diffuse", "--device", "tpu", "doctor"]).unwrap_err().to_string();
+        let err = Cli::try_parse_from(["diffuse", "--device", "tpu", "doctor"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("expected auto, cpu, cuda or cuda:N"), "{err}");
     }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes one function taking validated arguments and the shared context.
 
+pub mod audio;
 mod doctor;
 
 use std::process::ExitCode;
@@ -23,7 +24,11 @@ impl Context {
     #[allow(dead_code)] // used by the model-running subcommands
     pub fn device(&self) -> anyhow::Result<Device> {
         let device = self.global.device.resolve().context("--device")?;
-        self.printer.verbose(format!("device: {} (asked: {})", diffuse_core::device::device_name(device), self.global.device));
+        self.printer.verbose(format!(
+            "device: {} (asked: {})",
+            diffuse_core::device::device_name(device),
+            self.global.device
+        ));
         Ok(device)
     }
 }
@@ -35,8 +40,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(n >= 1, "--threads must be at least 1");
         diffuse_core::device::set_threads(n);
     }
-    let ctx = Context { printer, global: cli.global };
+    let ctx = Context {
+        printer,
+        global: cli.global,
+    };
     match cli.command {
         Command::Doctor(args) => doctor::doctor(&ctx, &args),
+        Command::Audio(cmd) => audio::run(&ctx, &cmd),
     }
 }
