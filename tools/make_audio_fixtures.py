@@ -31,6 +31,9 @@ from sgmse.util.other import pad_spec  # noqa: E402
 # The published ncsnpp backbone (nf 128, ch_mult 1,1,2,2,2,2,2, 2 res blocks, attention at 16) at reduced width
 # and depth: nf 8, three levels (1, 2, 2), one res block per level, attention where the frequency axis is 64.
 TINY_NCSNPP = dict(nf=8, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(64,))
+# For the long-file (chunking) test: five levels so that attention runs where the frequency axis is 16, as in the
+# published network (attention over every position at a finer level would not fit a 30 s file in memory).
+SEAM_NCSNPP = dict(nf=4, ch_mult=(1, 1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(16,))
 OUVE = dict(theta=1.5, sigma_min=0.05, sigma_max=0.5)
 
 
@@ -58,10 +61,10 @@ def randomise(module, seed):
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
 
 
-def tiny_model(seed=1234):
+def tiny_model(seed=1234, config=TINY_NCSNPP):
     torch.manual_seed(seed)
     model = ScoreModel(backbone="ncsnpp", sde="ouve", data_module_cls=SpecsDataModule, base_dir="(unused)",
-                       N=30, t_eps=0.03, **OUVE, **TINY_NCSNPP)
+                       N=30, t_eps=0.03, **OUVE, **config)
     randomise(model.dnn, seed + 1)
     # sgmse's eval() copies the EMA weights over the network (as it does for a checkpoint); the EMA, taken at
     # construction, is rebuilt from the randomised weights so that they are the ones evaluated.
@@ -215,12 +218,19 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(2)
-    stft_fixtures(args.out)
-    transform_fixtures(args.out)
+    only_seam = os.environ.get("ONLY_SEAM") == "1"  # regenerate only the seam model
+    if not only_seam:
+        stft_fixtures(args.out)
+        transform_fixtures(args.out)
     model = tiny_model()
-    model_fixtures(args.out, model)
-    pc_fixtures(args.out, model)
-    ode_fixtures(args.out, model)
+    if not only_seam:
+        model_fixtures(args.out, model)
+        pc_fixtures(args.out, model)
+        ode_fixtures(args.out, model)
+    seam = tiny_model(4321, SEAM_NCSNPP)
+    sidecar = export_sgmse.sidecar_from_model(seam, {"checkpoint": "(random, tools/make_audio_fixtures.py)",
+                                                     "config": {k: list(v) for k, v in SEAM_NCSNPP.items() if isinstance(v, tuple)} | {"nf": 4, "num_res_blocks": 1}})
+    export_sgmse.export(seam, sidecar, os.path.join(args.out, "seam_ncsnpp.pt"), frames=64, check_frames=(128, 320))
     for f in sorted(os.listdir(args.out)):
         print(f"{os.path.getsize(os.path.join(args.out, f)):>9}  {f}")
 

@@ -23,6 +23,30 @@ use crate::transform::{crop_frames, norm_factor, pad_frames};
 use crate::wav::{Audio, SampleFormat, WriteReport, read_wav, write_wav};
 use crate::{Error, Result};
 
+/// The random source of one sampler call: frame `t` of a chunk starting at `first_frame` draws from the stream of
+/// its absolute frame index, so a chunk sees exactly the noise the whole file would see at those frames (chunking
+/// changes only the network's context, not the random draws).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameNoise {
+    /// Seed of the file and channel.
+    pub seed: u64,
+    /// Absolute index of the chunk's first frame.
+    pub first_frame: usize,
+}
+
+impl FrameNoise {
+    /// Standard normal noise `[1, 2, bins, frames]` (draw number `draw` of every frame's stream), float32.
+    pub fn normal(&self, draw: u64, bins: i64, frames: i64, device: tch::Device) -> Result<Tensor> {
+        let seeds = diffuse_core::SampleSeeds::new(
+            self.seed,
+            self.first_frame as u64,
+            frames.max(0) as usize,
+        );
+        let z = seeds.normal(draw, &[2, bins], Kind::Float, device);
+        Ok(z.f_permute([1, 2, 0])?.f_unsqueeze(0)?.f_contiguous()?)
+    }
+}
+
 /// Turns a noisy spectrogram into a clean estimate by running a sampler with the model.
 pub trait SpectrogramSampler {
     /// Short name for messages.
@@ -30,13 +54,13 @@ pub trait SpectrogramSampler {
     /// Network evaluations per call (progress is reported once per evaluation).
     fn nfe(&self) -> usize;
     /// `y` is the transformed, padded noisy spectrogram `[1, 2, F, T]` on the model's device; returns the clean
-    /// estimate of the same shape. `seed` determines all random draws; `step` is called after each network
+    /// estimate of the same shape. `noise` determines all random draws; `step` is called after each network
     /// evaluation.
     fn sample(
         &self,
         model: &ScoreModel,
         y: &Tensor,
-        seed: u64,
+        noise: FrameNoise,
         step: &mut dyn FnMut(),
     ) -> Result<Tensor>;
 }
@@ -57,14 +81,14 @@ impl SpectrogramSampler for Passthrough {
         &self,
         _model: &ScoreModel,
         y: &Tensor,
-        _seed: u64,
+        _noise: FrameNoise,
         _step: &mut dyn FnMut(),
     ) -> Result<Tensor> {
         Ok(y.shallow_clone())
     }
 }
 
-/// A sampler given as a closure `(model, y, seed, step) -> x0` (how diffuse-core's solvers are plugged in).
+/// A sampler given as a closure `(model, y, noise, step) -> x0` (how diffuse-core's solvers are plugged in).
 pub struct FnSampler<F> {
     name: String,
     nfe: usize,
@@ -73,7 +97,7 @@ pub struct FnSampler<F> {
 
 impl<F> FnSampler<F>
 where
-    F: Fn(&ScoreModel, &Tensor, u64, &mut dyn FnMut()) -> Result<Tensor>,
+    F: Fn(&ScoreModel, &Tensor, FrameNoise, &mut dyn FnMut()) -> Result<Tensor>,
 {
     /// Wraps `f`, which makes `nfe` network evaluations per call.
     pub fn new(name: impl Into<String>, nfe: usize, f: F) -> Self {
@@ -87,7 +111,7 @@ where
 
 impl<F> SpectrogramSampler for FnSampler<F>
 where
-    F: Fn(&ScoreModel, &Tensor, u64, &mut dyn FnMut()) -> Result<Tensor>,
+    F: Fn(&ScoreModel, &Tensor, FrameNoise, &mut dyn FnMut()) -> Result<Tensor>,
 {
     fn name(&self) -> String {
         self.name.clone()
@@ -99,10 +123,10 @@ where
         &self,
         model: &ScoreModel,
         y: &Tensor,
-        seed: u64,
+        noise: FrameNoise,
         step: &mut dyn FnMut(),
     ) -> Result<Tensor> {
-        (self.f)(model, y, seed, step)
+        (self.f)(model, y, noise, step)
     }
 }
 
@@ -322,12 +346,14 @@ impl<'a> Enhancer<'a> {
                 .to_tensor()
                 .f_unsqueeze(0)?
                 .f_to_device(self.model.device())?;
-            let seed =
-                diffuse_core::seed::sample_seed(self.seed, ((channel as u64) << 32) | k as u64);
+            let noise = FrameNoise {
+                seed: diffuse_core::seed::sample_seed(self.seed, channel as u64),
+                first_frame: range.start,
+            };
             times.stft += t0.elapsed();
 
             let t1 = Instant::now();
-            let x = self.sampler.sample(self.model, &y_t, seed, step)?;
+            let x = self.sampler.sample(self.model, &y_t, noise, step)?;
             if x.size() != y_t.size() {
                 return Err(Error::Shape {
                     op: "sampler output",

@@ -6,7 +6,6 @@
 //! σ(t) (σ(1) = 0.388983). Deterministic solvers only need `σ·ε` and are exact in this convention; the prior
 //! draw scales core's standard normal noise by `1/√2`.
 
-use diffuse_core::SampleSeeds;
 use diffuse_core::denoiser::{Conditioning, Denoiser};
 use diffuse_core::param::{Parameterization, Prediction};
 use diffuse_core::path::{NoisePath, Ouve};
@@ -16,7 +15,7 @@ use tch::{Kind, Tensor};
 
 use crate::config::{ModelConfig, OutputKind, SdeConfig};
 use crate::model::ScoreModel;
-use crate::pipeline::{Passthrough, SpectrogramSampler};
+use crate::pipeline::{FrameNoise, Passthrough, SpectrogramSampler};
 use crate::{Error, Result};
 
 /// An SGMSE model seen as a diffuse-core denoiser: input `x_t`, anchor `y` (the conditioning), output the score
@@ -129,11 +128,11 @@ impl CoreSampler {
         })
     }
 
-    /// The prior `x_T = y + σ(T)·z`, z complex standard normal (variance ½ per part), drawn from `seed`.
-    pub fn prior(&self, y: &Tensor, seed: u64) -> Result<Tensor> {
+    /// The prior `x_T = y + σ(T)·z`, z complex standard normal (variance ½ per part), `y` of shape
+    /// `[1, 2, F, T]`.
+    pub fn prior(&self, y: &Tensor, noise: FrameNoise) -> Result<Tensor> {
         let size = y.size();
-        let seeds = SampleSeeds::new(seed, 0, size[0] as usize);
-        let z = seeds.normal(0, &size[1..], Kind::Float, y.device());
+        let z = noise.normal(0, size[2], size[3], y.device())?;
         let sigma_t = self.path.sigma(self.path.t_range().1);
         Ok(y.f_add(&z.f_mul_scalar(sigma_t * std::f64::consts::FRAC_1_SQRT_2)?)?)
     }
@@ -150,10 +149,10 @@ impl SpectrogramSampler for CoreSampler {
         &self,
         model: &ScoreModel,
         y: &Tensor,
-        seed: u64,
+        noise: FrameNoise,
         step: &mut dyn FnMut(),
     ) -> Result<Tensor> {
-        let x_t = self.prior(y, seed)?;
+        let x_t = self.prior(y, noise)?;
         let denoiser = SgmseDenoiser::new(model);
         let cond = Conditioning::with_anchor(y.shallow_clone());
         let mut reported = 0usize;
