@@ -47,6 +47,9 @@ pub enum Command {
     /// Diffusion ODE/SDE solvers: list them, benchmark them on exact problems.
     #[command(subcommand)]
     Solvers(crate::commands::solvers::SolversCommand),
+    /// Speech enhancement with score-based models (SGMSE+).
+    #[command(subcommand)]
+    Audio(crate::commands::audio::AudioCommand),
 }
 
 /// Arguments of `diffuse doctor`.

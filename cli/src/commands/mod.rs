@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes one function taking validated arguments and the shared context.
 
+pub mod audio;
 mod doctor;
 pub mod solvers;
 
@@ -44,5 +45,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Doctor(args) => doctor::doctor(&ctx, &args),
         Command::Solvers(cmd) => solvers::run(&ctx, &cmd),
+        Command::Audio(cmd) => audio::run(&ctx, &cmd),
     }
 }
