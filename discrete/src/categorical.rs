@@ -28,7 +28,10 @@ impl FromStr for Precision {
         match s {
             "f64" => Ok(Precision::F64),
             "f32" => Ok(Precision::F32),
-            _ => Err(Error::invalid("precision", format!("'{s}'; valid: f64, f32"))),
+            _ => Err(Error::invalid(
+                "precision",
+                format!("'{s}'; valid: f64, f32"),
+            )),
         }
     }
 }
@@ -49,7 +52,9 @@ pub fn exp_noise_f32(bits: u32) -> f32 {
 /// A single non-zero weight is returned without drawing; all-zero weights give index 0.
 pub fn sample(weights: &[f64], rng: &mut dyn RngCore, precision: Precision) -> usize {
     let mut nonzero = weights.iter().enumerate().filter(|(_, w)| **w > 0.0);
-    let Some((first, _)) = nonzero.next() else { return 0 };
+    let Some((first, _)) = nonzero.next() else {
+        return 0;
+    };
     if nonzero.next().is_none() {
         return first;
     }
@@ -96,7 +101,10 @@ pub fn argmax(weights: &[f64]) -> usize {
 
 /// Shannon entropy in nats of a probability vector.
 pub fn entropy(p: &[f64]) -> f64 {
-    -p.iter().filter(|&&v| v > 0.0).map(|&v| v * v.ln()).sum::<f64>()
+    -p.iter()
+        .filter(|&&v| v > 0.0)
+        .map(|&v| v * v.ln())
+        .sum::<f64>()
 }
 
 /// Divides by the sum (no-op on an all-zero vector).
@@ -134,7 +142,11 @@ pub struct Truncation {
 
 impl Default for Truncation {
     fn default() -> Self {
-        Truncation { temperature: 1.0, top_k: None, top_p: None }
+        Truncation {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        }
     }
 }
 
@@ -142,7 +154,10 @@ impl Truncation {
     /// Checks the ranges (temperature > 0, k ≥ 1, p ∈ (0, 1]).
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(Error::invalid("temperature", format!("{} must be > 0", self.temperature)));
+            return Err(Error::invalid(
+                "temperature",
+                format!("{} must be > 0", self.temperature),
+            ));
         }
         if self.top_k == Some(0) {
             return Err(Error::invalid("top_k", "must be at least 1"));
@@ -211,7 +226,10 @@ mod tests {
             for v in 0..4 {
                 let f = counts[v] as f64 / n as f64;
                 // 5 standard errors.
-                assert!((f - w[v]).abs() < 5.0 * (w[v] * (1.0 - w[v]) / n as f64).sqrt() + 1e-12, "{precision:?} {v}: {f}");
+                assert!(
+                    (f - w[v]).abs() < 5.0 * (w[v] * (1.0 - w[v]) / n as f64).sqrt() + 1e-12,
+                    "{precision:?} {v}: {f}"
+                );
             }
         }
     }
@@ -222,7 +240,9 @@ mod tests {
         let floor = exp_noise_f32(0x00FF_FFFF);
         assert!(floor > 5e-8 && floor < 7e-8, "{floor}");
         let mut max_bits = ChaCha8Rng::seed_from_u64(0);
-        let min64 = (0..100_000).map(|_| exp_noise_f64(&mut max_bits)).fold(f64::INFINITY, f64::min);
+        let min64 = (0..100_000)
+            .map(|_| exp_noise_f64(&mut max_bits))
+            .fold(f64::INFINITY, f64::min);
         assert!(min64 > 0.0);
         // A token at odds 1e-12 against the leader can never win the 32-bit race: it would need E < 1e-12·E_0 ≤ 2.4e-11.
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -231,16 +251,42 @@ mod tests {
 
     #[test]
     fn truncation_keeps_the_head() {
-        let t = Truncation { temperature: 1.0, top_k: Some(2), top_p: None };
+        let t = Truncation {
+            temperature: 1.0,
+            top_k: Some(2),
+            top_p: None,
+        };
         let mut p = vec![0.1, 0.4, 0.3, 0.2];
         t.truncate(&mut p);
         assert_eq!(p, vec![0.0, 0.4 / 0.7, 0.3 / 0.7, 0.0]);
-        let t = Truncation { temperature: 1.0, top_k: None, top_p: Some(0.65) };
+        let t = Truncation {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.65),
+        };
         let mut p = vec![0.1, 0.4, 0.3, 0.2];
         t.truncate(&mut p);
         assert!((p[1] - 0.4 / 0.7).abs() < 1e-12 && p[0] == 0.0 && p[3] == 0.0);
-        assert!(Truncation { temperature: 0.0, ..Default::default() }.validate().unwrap_err().to_string().contains("temperature"));
-        assert!(Truncation { top_p: Some(1.5), ..Default::default() }.validate().unwrap_err().to_string().contains("top_p"));
+        assert!(
+            Truncation {
+                temperature: 0.0,
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("temperature")
+        );
+        assert!(
+            Truncation {
+                top_p: Some(1.5),
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("top_p")
+        );
     }
 
     #[test]

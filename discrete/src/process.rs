@@ -45,7 +45,10 @@ impl FromStr for ProcessKind {
         match s {
             "masked" | "absorbing" | "mask" => Ok(ProcessKind::Masked),
             "uniform" => Ok(ProcessKind::Uniform),
-            _ => Err(Error::invalid("process", format!("'{s}'; valid: masked, uniform"))),
+            _ => Err(Error::invalid(
+                "process",
+                format!("'{s}'; valid: masked, uniform"),
+            )),
         }
     }
 }
@@ -109,7 +112,10 @@ impl Process {
     /// Checks that the vocabulary is usable (K ≥ 2).
     pub fn validate(&self) -> Result<()> {
         if self.vocab() < 2 {
-            return Err(Error::invalid("vocab", format!("{} tokens; need at least 2", self.vocab())));
+            return Err(Error::invalid(
+                "vocab",
+                format!("{} tokens; need at least 2", self.vocab()),
+            ));
         }
         Ok(())
     }
@@ -133,7 +139,9 @@ impl Process {
             Process::Masked { vocab } => out[vocab] = (1.0 - alpha) * x0[..k].iter().sum::<f64>(),
             Process::Uniform { vocab } => {
                 let mass: f64 = x0[..k].iter().sum();
-                out[..k].iter_mut().for_each(|o| *o += (1.0 - alpha) * mass / vocab as f64);
+                out[..k]
+                    .iter_mut()
+                    .for_each(|o| *o += (1.0 - alpha) * mass / vocab as f64);
             }
         }
     }
@@ -175,7 +183,14 @@ impl Process {
     /// Uniform (DUO `_posterior_from_x0`): `[α_t K π⊙e_{x_t} + (α_t/α_s − α_t)e_{x_t} + (α_s − α_t)π +
     /// (1 − α_t/α_s)(1 − α_s)/K] / [α_t K π(x_t) + 1 − α_t]`. Masked: the mask carries no information, so it is
     /// the same as [`Process::bridge_posterior`].
-    pub fn bridge_prior(&self, x_t: usize, pi: &[f64], alpha_s: f64, alpha_t: f64, out: &mut [f64]) {
+    pub fn bridge_prior(
+        &self,
+        x_t: usize,
+        pi: &[f64],
+        alpha_s: f64,
+        alpha_t: f64,
+        out: &mut [f64],
+    ) {
         match *self {
             Process::Masked { .. } => self.bridge_posterior(x_t, pi, alpha_s, alpha_t, out),
             Process::Uniform { vocab } => {
@@ -197,7 +212,14 @@ impl Process {
     /// Bridge for x0 drawn from a posterior `post` that has seen x_t: `Σ_x0 post(x0)·q(x_s | x_t, x0)`.
     ///
     /// Masked: `(α_s − α_t)/(1 − α_t)·post + (1 − α_s)/(1 − α_t)·e_mask` at a masked token, `e_{x_t}` otherwise.
-    pub fn bridge_posterior(&self, x_t: usize, post: &[f64], alpha_s: f64, alpha_t: f64, out: &mut [f64]) {
+    pub fn bridge_posterior(
+        &self,
+        x_t: usize,
+        post: &[f64],
+        alpha_s: f64,
+        alpha_t: f64,
+        out: &mut [f64],
+    ) {
         out.iter_mut().for_each(|o| *o = 0.0);
         match *self {
             Process::Masked { vocab } => {
@@ -244,24 +266,32 @@ mod tests {
                 for x0 in 0..4 {
                     let mut e = [0.0; 4];
                     e[x0] = 1.0;
-                    let (mut q_t, mut q_s, mut acc, mut b) = (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; w]);
+                    let (mut q_t, mut q_s, mut acc, mut b) =
+                        (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; w]);
                     process.forward(&e, a_t, &mut q_t);
                     process.forward(&e, a_s, &mut q_s);
                     for x_t in 0..w {
                         process.bridge_hard(x_t, x0, a_s, a_t, &mut b);
                         acc.iter_mut().zip(&b).for_each(|(a, b)| *a += q_t[x_t] * b);
                     }
-                    assert!(close(&acc, &q_s, 1e-12), "{process:?} hard {acc:?} vs {q_s:?}");
+                    assert!(
+                        close(&acc, &q_s, 1e-12),
+                        "{process:?} hard {acc:?} vs {q_s:?}"
+                    );
                 }
                 // Soft x0 as a prior: the marginal of x_t under π, then the prior bridge.
-                let (mut q_t, mut q_s, mut acc, mut b) = (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; w]);
+                let (mut q_t, mut q_s, mut acc, mut b) =
+                    (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; w]);
                 process.forward(&pi, a_t, &mut q_t);
                 process.forward(&pi, a_s, &mut q_s);
                 for x_t in 0..w {
                     process.bridge_prior(x_t, &pi, a_s, a_t, &mut b);
                     acc.iter_mut().zip(&b).for_each(|(a, b)| *a += q_t[x_t] * b);
                 }
-                assert!(close(&acc, &q_s, 1e-12), "{process:?} soft {acc:?} vs {q_s:?}");
+                assert!(
+                    close(&acc, &q_s, 1e-12),
+                    "{process:?} soft {acc:?} vs {q_s:?}"
+                );
             }
         }
     }

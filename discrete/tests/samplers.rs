@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use diffuse_core::SampleSeeds;
 use diffuse_discrete::exact::{ExactDenoiser, Target, empirical, tv, tv_sampling_bound};
-use diffuse_discrete::sampler::{self, Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection};
+use diffuse_discrete::sampler::{
+    self, Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection,
+};
 use diffuse_discrete::schedule::{Cosine, LogLinear, Schedule};
 use diffuse_discrete::{Output, Process};
 use tch::Device;
@@ -27,13 +29,28 @@ struct Report {
     bound: f64,
 }
 
-fn run(target: &Arc<Target>, den_target: &Arc<Target>, process: Process, output: Output, cfg: SamplerConfig, schedule: Arc<dyn Schedule>) -> Report {
+fn run(
+    target: &Arc<Target>,
+    den_target: &Arc<Target>,
+    process: Process,
+    output: Output,
+    cfg: SamplerConfig,
+    schedule: Arc<dyn Schedule>,
+) -> Report {
     let den = ExactDenoiser::new(den_target.clone(), process, output, schedule.clone()).unwrap();
     let law = sampler::exact_law(&den, schedule.as_ref(), &cfg, target.len(), 10_000).unwrap();
     let mass: f64 = law.values().sum();
     assert!((mass - 1.0).abs() < 1e-9, "exact law has mass {mass}");
     let seeds = SampleSeeds::new(11, 0, SAMPLES);
-    let out = sampler::sample(&den, schedule.as_ref(), &cfg, target.len(), &seeds, Device::Cpu).unwrap();
+    let out = sampler::sample(
+        &den,
+        schedule.as_ref(),
+        &cfg,
+        target.len(),
+        &seeds,
+        Device::Cpu,
+    )
+    .unwrap();
     let emp = empirical(&out.tokens, target.len());
     let support = law.values().filter(|&&p| p > 0.0).count().max(1);
     let r = Report {
@@ -50,7 +67,12 @@ fn run(target: &Arc<Target>, den_target: &Arc<Target>, process: Process, output:
 }
 
 fn markov() -> Arc<Target> {
-    let t = vec![vec![0.7, 0.1, 0.1, 0.1], vec![0.05, 0.05, 0.8, 0.1], vec![0.3, 0.3, 0.2, 0.2], vec![0.1, 0.6, 0.1, 0.2]];
+    let t = vec![
+        vec![0.7, 0.1, 0.1, 0.1],
+        vec![0.05, 0.05, 0.8, 0.1],
+        vec![0.3, 0.3, 0.2, 0.2],
+        vec![0.1, 0.6, 0.1, 0.2],
+    ];
     Arc::new(Target::markov(4, 3, &[0.4, 0.3, 0.2, 0.1], &t).unwrap())
 }
 
@@ -61,9 +83,24 @@ fn table() -> Arc<Target> {
 /// The sampler's exact law is within `c/steps` of the target, its samples within the sampling bound of its law
 /// and of the target.
 fn assert_within(r: &Report, c: f64, steps: usize) {
-    assert!(r.disc <= c / steps as f64, "discretisation error {} exceeds {c}/{steps}", r.disc);
-    assert!(r.noise <= r.bound, "sampling noise {} exceeds the bound {}", r.noise, r.bound);
-    assert!(r.total <= r.disc + r.bound, "TV to target {} exceeds {} + {}", r.total, r.disc, r.bound);
+    assert!(
+        r.disc <= c / steps as f64,
+        "discretisation error {} exceeds {c}/{steps}",
+        r.disc
+    );
+    assert!(
+        r.noise <= r.bound,
+        "sampling noise {} exceeds the bound {}",
+        r.noise,
+        r.bound
+    );
+    assert!(
+        r.total <= r.disc + r.bound,
+        "TV to target {} exceeds {} + {}",
+        r.total,
+        r.disc,
+        r.bound
+    );
 }
 
 /// Discretisation constant: the exact law of every exact-denoiser sampler here is within C/steps of the target.
@@ -77,7 +114,14 @@ fn ll() -> Arc<dyn Schedule> {
 fn masked_ancestral_with_every_parameterization() {
     for target in [markov(), table()] {
         for output in [Output::Clean, Output::LogScore] {
-            let r = run(&target, &target, Process::Masked { vocab: 4 }, output, SamplerConfig::new(SamplerKind::Ancestral, 32), ll());
+            let r = run(
+                &target,
+                &target,
+                Process::Masked { vocab: 4 },
+                output,
+                SamplerConfig::new(SamplerKind::Ancestral, 32),
+                ll(),
+            );
             assert_within(&r, C, 32);
         }
     }
@@ -87,13 +131,46 @@ fn masked_ancestral_with_every_parameterization() {
 fn wrong_denoiser_and_too_few_steps_break_the_bound() {
     let target = markov();
     let wrong = table();
-    let r = run(&target, &wrong, Process::Masked { vocab: 4 }, Output::Clean, SamplerConfig::new(SamplerKind::Ancestral, 32), ll());
-    assert!(r.total > C / 32.0 + r.bound, "a wrong denoiser passed: {}", r.total);
-    let r = run(&target, &wrong, Process::Uniform { vocab: 4 }, Output::LeaveOneOut, SamplerConfig::new(SamplerKind::Ancestral, 32), ll());
-    assert!(r.total > C / 32.0 + r.bound, "a wrong uniform denoiser passed: {}", r.total);
+    let r = run(
+        &target,
+        &wrong,
+        Process::Masked { vocab: 4 },
+        Output::Clean,
+        SamplerConfig::new(SamplerKind::Ancestral, 32),
+        ll(),
+    );
+    assert!(
+        r.total > C / 32.0 + r.bound,
+        "a wrong denoiser passed: {}",
+        r.total
+    );
+    let r = run(
+        &target,
+        &wrong,
+        Process::Uniform { vocab: 4 },
+        Output::LeaveOneOut,
+        SamplerConfig::new(SamplerKind::Ancestral, 32),
+        ll(),
+    );
+    assert!(
+        r.total > C / 32.0 + r.bound,
+        "a wrong uniform denoiser passed: {}",
+        r.total
+    );
     // One step draws every token independently from its marginal: far from a correlated target.
-    let r = run(&target, &target, Process::Masked { vocab: 4 }, Output::Clean, SamplerConfig::new(SamplerKind::Ancestral, 1), ll());
-    assert!(r.disc > 0.1 && r.total > C / 32.0 + r.bound, "one step passed: {}", r.total);
+    let r = run(
+        &target,
+        &target,
+        Process::Masked { vocab: 4 },
+        Output::Clean,
+        SamplerConfig::new(SamplerKind::Ancestral, 1),
+        ll(),
+    );
+    assert!(
+        r.disc > 0.1 && r.total > C / 32.0 + r.bound,
+        "one step passed: {}",
+        r.total
+    );
 }
 
 #[test]
@@ -101,7 +178,13 @@ fn masked_cache_is_exact_and_saves_calls() {
     let target = markov();
     let mut cfg = SamplerConfig::new(SamplerKind::Ancestral, 64);
     let sched = ll();
-    let den = ExactDenoiser::new(target.clone(), Process::Masked { vocab: 4 }, Output::Clean, sched.clone()).unwrap();
+    let den = ExactDenoiser::new(
+        target.clone(),
+        Process::Masked { vocab: 4 },
+        Output::Clean,
+        sched.clone(),
+    )
+    .unwrap();
     let seeds = SampleSeeds::new(3, 0, 500);
     let plain = sampler::sample(&den, sched.as_ref(), &cfg, 3, &seeds, Device::Cpu).unwrap();
     cfg.cache = true;
@@ -116,7 +199,14 @@ fn masked_cache_is_exact_and_saves_calls() {
 fn uniform_ancestral_with_every_parameterization() {
     for target in [markov(), table()] {
         for output in [Output::LeaveOneOut, Output::Clean, Output::LogScore] {
-            let r = run(&target, &target, Process::Uniform { vocab: 4 }, output, SamplerConfig::new(SamplerKind::Ancestral, 32), ll());
+            let r = run(
+                &target,
+                &target,
+                Process::Uniform { vocab: 4 },
+                output,
+                SamplerConfig::new(SamplerKind::Ancestral, 32),
+                ll(),
+            );
             assert_within(&r, C, 32);
         }
     }
@@ -127,7 +217,14 @@ fn score_samplers() {
     for target in [markov(), table()] {
         for process in [Process::Masked { vocab: 4 }, Process::Uniform { vocab: 4 }] {
             for kind in [SamplerKind::TauLeaping, SamplerKind::Tweedie] {
-                let r = run(&target, &target, process, Output::LogScore, SamplerConfig::new(kind, 32), ll());
+                let r = run(
+                    &target,
+                    &target,
+                    process,
+                    Output::LogScore,
+                    SamplerConfig::new(kind, 32),
+                    ll(),
+                );
                 assert_within(&r, C, 32);
             }
         }
@@ -138,24 +235,66 @@ fn score_samplers() {
 fn predictor_corrector_gibbs() {
     let target = markov();
     let mut cfg = SamplerConfig::new(SamplerKind::PredictorCorrector, 16);
-    cfg.corrector = Corrector { sweeps: 2, positions: 1, selection: Selection::Random };
-    let exact_gibbs = run(&target, &target, Process::Uniform { vocab: 4 }, Output::LeaveOneOut, cfg, ll());
+    cfg.corrector = Corrector {
+        sweeps: 2,
+        positions: 1,
+        selection: Selection::Random,
+    };
+    let exact_gibbs = run(
+        &target,
+        &target,
+        Process::Uniform { vocab: 4 },
+        Output::LeaveOneOut,
+        cfg,
+        ll(),
+    );
     assert_within(&exact_gibbs, C, 16);
     // Exact Gibbs sweeps keep p_s invariant and remove part of the predictor's error.
-    let predictor_only = run(&target, &target, Process::Uniform { vocab: 4 }, Output::LeaveOneOut, SamplerConfig::new(SamplerKind::Ancestral, 16), ll());
-    assert!(exact_gibbs.disc < predictor_only.disc, "{} vs {}", exact_gibbs.disc, predictor_only.disc);
+    let predictor_only = run(
+        &target,
+        &target,
+        Process::Uniform { vocab: 4 },
+        Output::LeaveOneOut,
+        SamplerConfig::new(SamplerKind::Ancestral, 16),
+        ll(),
+    );
+    assert!(
+        exact_gibbs.disc < predictor_only.disc,
+        "{} vs {}",
+        exact_gibbs.disc,
+        predictor_only.disc
+    );
     // Informed selection (least confident first) and parallel resampling are not Gibbs steps: the position
     // choice depends on the current tokens, and several positions move at once. Both are biased towards likely
     // sequences on this correlated chain (docs/discrete.md); their draws still follow their exact law.
     for corrector in [
-        Corrector { sweeps: 2, positions: 1, selection: Selection::LeastConfident { tau: 1.0 } },
-        Corrector { sweeps: 1, positions: 2, selection: Selection::Random },
+        Corrector {
+            sweeps: 2,
+            positions: 1,
+            selection: Selection::LeastConfident { tau: 1.0 },
+        },
+        Corrector {
+            sweeps: 1,
+            positions: 2,
+            selection: Selection::Random,
+        },
     ] {
         let mut cfg = SamplerConfig::new(SamplerKind::PredictorCorrector, 16);
         cfg.corrector = corrector;
-        let r = run(&target, &target, Process::Uniform { vocab: 4 }, Output::LeaveOneOut, cfg, ll());
+        let r = run(
+            &target,
+            &target,
+            Process::Uniform { vocab: 4 },
+            Output::LeaveOneOut,
+            cfg,
+            ll(),
+        );
         assert!(r.noise <= r.bound, "{} > {}", r.noise, r.bound);
-        assert!(r.disc > 2.0 * exact_gibbs.disc, "{corrector:?} unexpectedly exact: {}", r.disc);
+        assert!(
+            r.disc > 2.0 * exact_gibbs.disc,
+            "{corrector:?} unexpectedly exact: {}",
+            r.disc
+        );
     }
 }
 
@@ -164,18 +303,42 @@ fn predictor_corrector_gibbs() {
 fn discretisation_error_is_first_order() {
     let target = markov();
     for (process, output, kind) in [
-        (Process::Masked { vocab: 4 }, Output::Clean, SamplerKind::Ancestral),
-        (Process::Uniform { vocab: 4 }, Output::LeaveOneOut, SamplerKind::Ancestral),
-        (Process::Uniform { vocab: 4 }, Output::LogScore, SamplerKind::TauLeaping),
+        (
+            Process::Masked { vocab: 4 },
+            Output::Clean,
+            SamplerKind::Ancestral,
+        ),
+        (
+            Process::Uniform { vocab: 4 },
+            Output::LeaveOneOut,
+            SamplerKind::Ancestral,
+        ),
+        (
+            Process::Uniform { vocab: 4 },
+            Output::LogScore,
+            SamplerKind::TauLeaping,
+        ),
     ] {
         let den = ExactDenoiser::new(target.clone(), process, output, ll()).unwrap();
         let errs: Vec<f64> = [8, 16, 32, 64]
             .iter()
-            .map(|&n| target.tv(&sampler::exact_law(&den, ll().as_ref(), &SamplerConfig::new(kind, n), 3, 10_000).unwrap()))
+            .map(|&n| {
+                target.tv(&sampler::exact_law(
+                    &den,
+                    ll().as_ref(),
+                    &SamplerConfig::new(kind, n),
+                    3,
+                    10_000,
+                )
+                .unwrap())
+            })
             .collect();
         let slope = (errs[3] / errs[0]).log2() / 3.0;
         eprintln!("{kind:?} {process:?}: errors {errs:?}, slope {slope:.2}");
-        assert!((slope + 1.0).abs() < 0.3, "{kind:?} {process:?}: slope {slope} (errors {errs:?})");
+        assert!(
+            (slope + 1.0).abs() < 0.3,
+            "{kind:?} {process:?}: slope {slope} (errors {errs:?})"
+        );
     }
 }
 
@@ -184,19 +347,67 @@ fn discretisation_error_is_first_order() {
 fn batch_independent_and_deterministic() {
     let target = markov();
     for (process, output, kind) in [
-        (Process::Masked { vocab: 4 }, Output::Clean, SamplerKind::Remdm),
-        (Process::Uniform { vocab: 4 }, Output::LeaveOneOut, SamplerKind::PredictorCorrector),
-        (Process::Uniform { vocab: 4 }, Output::AudmClean, SamplerKind::Audm),
-        (Process::Uniform { vocab: 4 }, Output::Clean, SamplerKind::Consistency),
+        (
+            Process::Masked { vocab: 4 },
+            Output::Clean,
+            SamplerKind::Remdm,
+        ),
+        (
+            Process::Uniform { vocab: 4 },
+            Output::LeaveOneOut,
+            SamplerKind::PredictorCorrector,
+        ),
+        (
+            Process::Uniform { vocab: 4 },
+            Output::AudmClean,
+            SamplerKind::Audm,
+        ),
+        (
+            Process::Uniform { vocab: 4 },
+            Output::Clean,
+            SamplerKind::Consistency,
+        ),
     ] {
         let den = ExactDenoiser::new(target.clone(), process, output, ll()).unwrap();
         let cfg = SamplerConfig::new(kind, 8);
-        let all = sampler::sample(&den, ll().as_ref(), &cfg, 3, &SampleSeeds::new(9, 0, 40), Device::Cpu).unwrap();
-        let again = sampler::sample(&den, ll().as_ref(), &cfg, 3, &SampleSeeds::new(9, 0, 40), Device::Cpu).unwrap();
+        let all = sampler::sample(
+            &den,
+            ll().as_ref(),
+            &cfg,
+            3,
+            &SampleSeeds::new(9, 0, 40),
+            Device::Cpu,
+        )
+        .unwrap();
+        let again = sampler::sample(
+            &den,
+            ll().as_ref(),
+            &cfg,
+            3,
+            &SampleSeeds::new(9, 0, 40),
+            Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(all.tokens, again.tokens);
-        let one = sampler::sample(&den, ll().as_ref(), &cfg, 3, &SampleSeeds::new(9, 17, 1), Device::Cpu).unwrap();
+        let one = sampler::sample(
+            &den,
+            ll().as_ref(),
+            &cfg,
+            3,
+            &SampleSeeds::new(9, 17, 1),
+            Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(&all.tokens[17 * 3..18 * 3], &one.tokens[..], "{kind:?}");
-        let other = sampler::sample(&den, ll().as_ref(), &cfg, 3, &SampleSeeds::new(10, 0, 40), Device::Cpu).unwrap();
+        let other = sampler::sample(
+            &den,
+            ll().as_ref(),
+            &cfg,
+            3,
+            &SampleSeeds::new(10, 0, 40),
+            Device::Cpu,
+        )
+        .unwrap();
         assert_ne!(all.tokens, other.tokens);
     }
 }
@@ -204,10 +415,21 @@ fn batch_independent_and_deterministic() {
 #[test]
 fn remdm_schedules() {
     let target = table();
-    for (rule, t_switch) in [(Remask::Cap(0.05), None), (Remask::Rescale(0.5), None), (Remask::Rescale(1.0), Some(0.5))] {
+    for (rule, t_switch) in [
+        (Remask::Cap(0.05), None),
+        (Remask::Rescale(0.5), None),
+        (Remask::Rescale(1.0), Some(0.5)),
+    ] {
         let mut cfg = SamplerConfig::new(SamplerKind::Remdm, 32);
         cfg.remask = RemaskSchedule { rule, t_switch };
-        let r = run(&target, &target, Process::Masked { vocab: 4 }, Output::Clean, cfg, ll());
+        let r = run(
+            &target,
+            &target,
+            Process::Masked { vocab: 4 },
+            Output::Clean,
+            cfg,
+            ll(),
+        );
         assert_within(&r, C, 32);
     }
 }
@@ -215,15 +437,32 @@ fn remdm_schedules() {
 #[test]
 fn audm_absorbing_reformulation() {
     let target = markov();
-    let r = run(&target, &target, Process::Uniform { vocab: 4 }, Output::AudmClean, SamplerConfig::new(SamplerKind::Audm, 32), ll());
+    let r = run(
+        &target,
+        &target,
+        Process::Uniform { vocab: 4 },
+        Output::AudmClean,
+        SamplerConfig::new(SamplerKind::Audm, 32),
+        ll(),
+    );
     assert_within(&r, C, 32);
 }
 
 #[test]
 fn consistency_through_the_bridge() {
     for target in [markov(), table()] {
-        for (process, output) in [(Process::Masked { vocab: 4 }, Output::Clean), (Process::Uniform { vocab: 4 }, Output::Clean)] {
-            let r = run(&target, &target, process, output, SamplerConfig::new(SamplerKind::Consistency, 32), ll());
+        for (process, output) in [
+            (Process::Masked { vocab: 4 }, Output::Clean),
+            (Process::Uniform { vocab: 4 }, Output::Clean),
+        ] {
+            let r = run(
+                &target,
+                &target,
+                process,
+                output,
+                SamplerConfig::new(SamplerKind::Consistency, 32),
+                ll(),
+            );
             assert_within(&r, C, 32);
         }
     }
@@ -234,13 +473,30 @@ fn greedy_final_step_and_other_schedules() {
     let target = markov();
     let mut cfg = SamplerConfig::new(SamplerKind::Ancestral, 64);
     cfg.greedy_final = true;
-    for process in [Process::Masked { vocab: 4 }] {
-        let r = run(&target, &target, process, Output::Clean, cfg, ll());
+    for (process, output) in [
+        (Process::Masked { vocab: 4 }, Output::Clean),
+        (Process::Uniform { vocab: 4 }, Output::LeaveOneOut),
+    ] {
+        let r = run(&target, &target, process, output, cfg, ll());
         assert_within(&r, C, 64);
     }
     let cosine: Arc<dyn Schedule> = Arc::new(Cosine::default());
-    let r = run(&target, &target, Process::Masked { vocab: 4 }, Output::Clean, SamplerConfig::new(SamplerKind::Ancestral, 32), cosine.clone());
+    let r = run(
+        &target,
+        &target,
+        Process::Masked { vocab: 4 },
+        Output::Clean,
+        SamplerConfig::new(SamplerKind::Ancestral, 32),
+        cosine.clone(),
+    );
     assert_within(&r, C, 32);
-    let r = run(&target, &target, Process::Uniform { vocab: 4 }, Output::LeaveOneOut, SamplerConfig::new(SamplerKind::Ancestral, 32), cosine);
+    let r = run(
+        &target,
+        &target,
+        Process::Uniform { vocab: 4 },
+        Output::LeaveOneOut,
+        SamplerConfig::new(SamplerKind::Ancestral, 32),
+        cosine,
+    );
     assert_within(&r, C, 32);
 }
