@@ -44,6 +44,9 @@ fn parse_device(s: &str) -> Result<DeviceSpec, String> {
 pub enum Command {
     /// Check the installation: versions, libtorch, CUDA, threads, model folders.
     Doctor(DoctorArgs),
+    /// Discrete diffusion on token sequences (masked and uniform): exact sampler checks.
+    #[command(subcommand)]
+    Text(crate::commands::text::TextCommand),
 }
 
 /// Arguments of `diffuse doctor`.

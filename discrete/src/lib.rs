@@ -8,11 +8,13 @@
 //! - [`sampler`]: ancestral (with caching), τ-leaping, Tweedie, predictor–corrector, ReMDM, AUDM, consistency,
 //!   and [`sampler::exact_law`], the exact output distribution of any of them on small problems;
 //! - [`categorical`]: f64 exponential-race sampling, temperature, top-k, top-p;
-//! - [`exact`]: known target distributions and their exact denoisers by enumeration.
+//! - [`exact`]: known target distributions and their exact denoisers by enumeration;
+//! - [`check`]: the sampler check behind `diffuse text check`.
 //!
 //! Sampling math runs in f64 on the CPU whatever the model's dtype; models stay in tch. See docs/discrete.md.
 
 pub mod categorical;
+pub mod check;
 pub mod denoiser;
 pub mod error;
 pub mod exact;

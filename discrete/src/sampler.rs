@@ -253,6 +253,20 @@ impl SamplerConfig {
         }
     }
 
+    /// Fails when the sampler does not apply to the process.
+    pub fn applies_to(&self, process: ProcessKind) -> Result<()> {
+        if !self.kind.processes().contains(&process) {
+            return Err(Error::not_applicable(
+                format!("sampler '{}'", self.kind),
+                format!(
+                    "it applies to the {} process only, not {process}",
+                    self.kind.processes()[0]
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the configuration against the denoiser; errors name the field or the sampler.
     pub fn validate(&self, den: &dyn Denoiser, len: usize) -> Result<()> {
         let process = den.process();
@@ -263,16 +277,7 @@ impl SamplerConfig {
         if len < 1 {
             return Err(Error::invalid("length", "must be at least 1"));
         }
-        if !self.kind.processes().contains(&process.kind()) {
-            return Err(Error::not_applicable(
-                format!("sampler '{}'", self.kind),
-                format!(
-                    "it applies to the {} process only, not {}",
-                    self.kind.processes()[0],
-                    process.kind()
-                ),
-            ));
-        }
+        self.applies_to(process.kind())?;
         self.truncation.validate()?;
         let output = den.output();
         if (self.kind == SamplerKind::Audm) != (output == Output::AudmClean) {

@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes one function taking validated arguments and the shared context.
 
 mod doctor;
+pub mod text;
 
 use std::process::ExitCode;
 
@@ -38,5 +39,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Context { printer, global: cli.global };
     match cli.command {
         Command::Doctor(args) => doctor::doctor(&ctx, &args),
+        Command::Text(cmd) => text::text(&ctx, &cmd),
     }
 }
