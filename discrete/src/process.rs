@@ -13,6 +13,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use diffuse_core::SampleSeeds;
+use rand::Rng;
+
 use crate::{Error, Result};
 
 /// A forward corruption process over a vocabulary of `vocab` clean tokens.
@@ -248,6 +251,78 @@ impl Process {
     }
 }
 
+/// Sequences drawn from the forward process (see [`Process::corrupt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupted {
+    /// x_t, `[n·len]`.
+    pub x_t: Vec<i64>,
+    /// AUDM's noise tokens u `[n·len]` (x_t = u where a token was corrupted), when asked for.
+    pub noise: Option<Vec<i64>>,
+}
+
+impl Process {
+    /// Draws `x_t ~ q(x_t | x0)` for `n` sequences `x0` `[n·len]`, with one α per sequence, each sequence from
+    /// its own stream (`seeds.rng(i, draw)`). With `audm`, also the noise tokens u of the absorbing
+    /// reformulation: u is uniform at every position and x_t = u where the token was corrupted (uniform process).
+    pub fn corrupt(
+        &self,
+        x0: &[i64],
+        len: usize,
+        alpha: &[f64],
+        seeds: &SampleSeeds,
+        draw: u64,
+        audm: bool,
+    ) -> Result<Corrupted> {
+        let n = seeds.len();
+        if len == 0 || x0.len() != n * len {
+            return Err(Error::invalid(
+                "x0",
+                format!("{} tokens for {n} sequences of length {len}", x0.len()),
+            ));
+        }
+        if alpha.len() != n {
+            return Err(Error::invalid(
+                "alpha",
+                format!("{} values for {n} sequences", alpha.len()),
+            ));
+        }
+        if let Some(a) = alpha.iter().find(|a| !(0.0..=1.0).contains(*a)) {
+            return Err(Error::invalid("alpha", format!("{a} must lie in [0, 1]")));
+        }
+        let k = self.vocab();
+        if let Some(x) = x0.iter().find(|&&x| x < 0 || x as usize >= k) {
+            return Err(Error::invalid(
+                "x0",
+                format!("token {x} is outside the vocabulary of {k}"),
+            ));
+        }
+        if audm && self.kind() != ProcessKind::Uniform {
+            return Err(Error::not_applicable(
+                "AUDM noise tokens",
+                "they belong to the uniform process",
+            ));
+        }
+        let mut x_t = Vec::with_capacity(x0.len());
+        let mut noise = audm.then(|| Vec::with_capacity(x0.len()));
+        for i in 0..n {
+            let mut rng = seeds.rng(i, draw);
+            for &x in &x0[i * len..(i + 1) * len] {
+                let corrupted = rng.random::<f64>() < 1.0 - alpha[i];
+                let u = rng.random_range(0..k) as i64;
+                if let Some(noise) = noise.as_mut() {
+                    noise.push(u);
+                }
+                x_t.push(match (corrupted, self) {
+                    (false, _) => x,
+                    (true, Process::Masked { vocab }) => *vocab as i64,
+                    (true, Process::Uniform { .. }) => u,
+                });
+            }
+        }
+        Ok(Corrupted { x_t, noise })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +387,40 @@ mod tests {
             assert!(close(&a, &b, 1e-12), "{a:?} {b:?}");
             assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn corrupted_tokens_follow_the_forward_kernel() {
+        let n = 20_000;
+        let seeds = SampleSeeds::new(4, 0, n);
+        for (p, audm) in [
+            (Process::Masked { vocab: 3 }, false),
+            (Process::Uniform { vocab: 3 }, true),
+        ] {
+            let c = p
+                .corrupt(&vec![1; n], 1, &vec![0.3; n], &seeds, 0, audm)
+                .unwrap();
+            let mut q = vec![0.0; p.width()];
+            p.forward(&[0.0, 1.0, 0.0], 0.3, &mut q);
+            for (v, &qv) in q.iter().enumerate() {
+                let f = c.x_t.iter().filter(|&&x| x == v as i64).count() as f64 / n as f64;
+                assert!(
+                    (f - qv).abs() < 5.0 * (qv * (1.0 - qv) / n as f64).sqrt() + 1e-12,
+                    "{p:?} {v}: {f} vs {qv}"
+                );
+            }
+            if let Some(u) = c.noise {
+                // Where x_t differs from x0 it is the noise token.
+                assert!(c.x_t.iter().zip(&u).all(|(&x, &u)| x == 1 || x == u));
+            }
+        }
+        let e = Process::Masked { vocab: 3 }
+            .corrupt(&[5], 1, &[0.5], &SampleSeeds::new(0, 0, 1), 0, false)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("x0") && e.to_string().contains("token 5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use diffuse_core::SampleSeeds;
+use diffuse_discrete::categorical::Truncation;
 use diffuse_discrete::exact::{ExactDenoiser, Target, empirical, tv, tv_sampling_bound};
 use diffuse_discrete::sampler::{
     self, Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection,
@@ -499,4 +500,38 @@ fn greedy_final_step_and_other_schedules() {
         cosine,
     );
     assert_within(&r, C, 32);
+}
+
+/// Temperature, top-k and top-p change the distribution (no longer the target) but the draws follow the
+/// sampler's exact law with the truncated posteriors.
+#[test]
+fn truncated_sampling_follows_its_exact_law() {
+    let target = table();
+    for (process, output) in [
+        (Process::Masked { vocab: 4 }, Output::Clean),
+        (Process::Uniform { vocab: 4 }, Output::LeaveOneOut),
+    ] {
+        let plain = run(
+            &target,
+            &target,
+            process,
+            output,
+            SamplerConfig::new(SamplerKind::Ancestral, 16),
+            ll(),
+        );
+        let mut cfg = SamplerConfig::new(SamplerKind::Ancestral, 16);
+        cfg.truncation = Truncation {
+            temperature: 0.7,
+            top_k: Some(3),
+            top_p: Some(0.9),
+        };
+        let r = run(&target, &target, process, output, cfg, ll());
+        assert!(r.noise <= r.bound, "{} > {}", r.noise, r.bound);
+        assert!(
+            r.disc > plain.disc + 0.02,
+            "truncation changed nothing: {} vs {}",
+            r.disc,
+            plain.disc
+        );
+    }
 }
