@@ -37,7 +37,7 @@ impl FromStr for Precision {
 }
 
 /// Exp(1) noise from a 53-bit uniform in (0, 1].
-pub fn exp_noise_f64(rng: &mut dyn RngCore) -> f64 {
+pub fn exp_noise_f64<R: RngCore + ?Sized>(rng: &mut R) -> f64 {
     let u = ((rng.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
     -u.ln()
 }
@@ -50,7 +50,7 @@ pub fn exp_noise_f32(bits: u32) -> f32 {
 
 /// Draws an index with probability proportional to the non-negative `weights` by exponential race.
 /// A single non-zero weight is returned without drawing; all-zero weights give index 0.
-pub fn sample(weights: &[f64], rng: &mut dyn RngCore, precision: Precision) -> usize {
+pub fn sample<R: RngCore + ?Sized>(weights: &[f64], rng: &mut R, precision: Precision) -> usize {
     let mut nonzero = weights.iter().enumerate().filter(|(_, w)| **w > 0.0);
     let Some((first, _)) = nonzero.next() else {
         return 0;

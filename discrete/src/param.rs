@@ -14,7 +14,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::categorical::{normalize, softmax};
+use crate::categorical::normalize;
 use crate::process::Process;
 use crate::{Error, Result};
 
@@ -155,15 +155,21 @@ impl Converter {
         out[x_t] = 1.0;
     }
 
+    /// Softmax of `row/T` over the K clean tokens into `out` (entries ≥ K, i.e. the mask, get 0), in place.
     fn tempered_softmax(&self, row: &[f64], out: &mut [f64]) {
-        let t = self.temperature;
+        let inv_t = 1.0 / self.temperature;
         let k = self.process.vocab();
-        let scaled: Vec<f64> = row
-            .iter()
-            .enumerate()
-            .map(|(v, &l)| if v < k { l / t } else { f64::NEG_INFINITY })
-            .collect();
-        softmax(&scaled, out);
+        let m = row[..k].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        out.iter_mut().for_each(|o| *o = 0.0);
+        if m == f64::NEG_INFINITY || m.is_nan() {
+            return;
+        }
+        let mut z = 0.0;
+        for (o, &l) in out[..k].iter_mut().zip(&row[..k]) {
+            *o = ((l - m) * inv_t).exp();
+            z += *o;
+        }
+        out[..k].iter_mut().for_each(|o| *o /= z);
     }
 
     /// Clean posterior over the [`Process::width`] states (the mask entry is 0) at time with `alpha`.
@@ -258,6 +264,7 @@ pub fn subs_logits(logits: &tch::Tensor, x_t: &tch::Tensor, mask: i64) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::categorical::softmax;
     use proptest::prelude::*;
 
     fn dist(k: usize) -> impl Strategy<Value = Vec<f64>> {

@@ -685,7 +685,7 @@ fn subsets_plackett_luce(logw: &[f64], k: usize) -> Vec<(f64, Vec<usize>)> {
 }
 
 /// Draws k positions without replacement with weights e^{logw} (exponential race: the k smallest E_i/w_i).
-fn draw_positions(logw: &[f64], k: usize, rng: &mut dyn RngCore) -> Vec<usize> {
+fn draw_positions<R: RngCore>(logw: &[f64], k: usize, rng: &mut R) -> Vec<usize> {
     let m = logw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let mut keys: Vec<(f64, usize)> = logw
         .iter()
@@ -696,11 +696,11 @@ fn draw_positions(logw: &[f64], k: usize, rng: &mut dyn RngCore) -> Vec<usize> {
     keys.into_iter().take(k).map(|(_, i)| i).collect()
 }
 
-fn draw_sequence(
+fn draw_sequence<R: RngCore>(
     law: &[f64],
     width: usize,
     out: &mut [i64],
-    rng: &mut dyn RngCore,
+    rng: &mut R,
     precision: Precision,
 ) {
     for (i, o) in out.iter_mut().enumerate() {
