@@ -36,10 +36,14 @@ impl FromStr for Precision {
     }
 }
 
-/// Exp(1) noise from a 53-bit uniform in (0, 1].
+/// A 53-bit uniform in (0, 1].
+fn uniform_open0<R: RngCore + ?Sized>(rng: &mut R) -> f64 {
+    ((rng.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Exp(1) noise `−ln U` from a 53-bit uniform U in (0, 1].
 pub fn exp_noise_f64<R: RngCore + ?Sized>(rng: &mut R) -> f64 {
-    let u = ((rng.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-    -u.ln()
+    -uniform_open0(rng).ln()
 }
 
 /// The 32-bit race noise for the 24 random bits `bits` (U = bits·2⁻²⁴): `1e-10 − ln(U + 1e-10)` in f32.
@@ -63,7 +67,13 @@ pub fn sample<R: RngCore + ?Sized>(weights: &[f64], rng: &mut R, precision: Prec
             let (mut best, mut key) = (first, f64::INFINITY);
             for (v, &w) in weights.iter().enumerate() {
                 if w > 0.0 {
-                    let k = exp_noise_f64(rng) / w;
+                    let u = uniform_open0(rng);
+                    // −ln U ≥ 1 − U: when 1 − U already reaches key·w (with a margin far above rounding), this
+                    // entry cannot win and its logarithm is not needed. Same result, most logarithms skipped.
+                    if 1.0 - u >= key * w * (1.0 + 1e-12) {
+                        continue;
+                    }
+                    let k = -u.ln() / w;
                     if k < key {
                         key = k;
                         best = v;
@@ -209,7 +219,7 @@ impl Truncation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     #[test]
@@ -231,6 +241,40 @@ mod tests {
                     "{precision:?} {v}: {f}"
                 );
             }
+        }
+    }
+
+    /// The logarithm shortcut changes nothing: same draws as a plain race on the same stream.
+    #[test]
+    fn shortcut_race_equals_plain_race() {
+        let mut g = ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..2000 {
+            let w: Vec<f64> = (0..50)
+                .map(|_| {
+                    if g.random::<f64>() < 0.3 {
+                        0.0
+                    } else {
+                        g.random::<f64>().powi(6)
+                    }
+                })
+                .collect();
+            let seed = g.next_u64();
+            let fast = sample(&w, &mut ChaCha8Rng::seed_from_u64(seed), Precision::F64);
+            let mut r = ChaCha8Rng::seed_from_u64(seed);
+            let mut plain = (0, f64::INFINITY);
+            if w.iter().filter(|&&x| x > 0.0).count() > 1 {
+                for (v, &x) in w.iter().enumerate() {
+                    if x > 0.0 {
+                        let k = exp_noise_f64(&mut r) / x;
+                        if k < plain.1 {
+                            plain = (v, k);
+                        }
+                    }
+                }
+            } else {
+                plain.0 = w.iter().position(|&x| x > 0.0).unwrap_or(0);
+            }
+            assert_eq!(fast, plain.0);
         }
     }
 

@@ -321,6 +321,78 @@ impl Process {
         }
         Ok(Corrupted { x_t, noise })
     }
+
+    /// Draws `x_s ~ q(x_s | x_t, x0)` from the exact hard bridge for `n` sequences `[n·len]`, with one (α_s, α_t)
+    /// pair per sequence (α_s ≥ α_t), each sequence from its own stream: the CDLM training pair (x_t, x_s).
+    pub fn bridge_sample(
+        &self,
+        x0: &[i64],
+        x_t: &[i64],
+        len: usize,
+        alpha_s: &[f64],
+        alpha_t: &[f64],
+        seeds: &SampleSeeds,
+        draw: u64,
+    ) -> Result<Vec<i64>> {
+        let n = seeds.len();
+        if len == 0 || x0.len() != n * len || x_t.len() != n * len {
+            return Err(Error::invalid(
+                "x0/x_t",
+                format!(
+                    "{} and {} tokens for {n} sequences of length {len}",
+                    x0.len(),
+                    x_t.len()
+                ),
+            ));
+        }
+        if alpha_s.len() != n || alpha_t.len() != n {
+            return Err(Error::invalid(
+                "alpha",
+                format!("need {n} values of alpha_s and alpha_t"),
+            ));
+        }
+        for (a_s, a_t) in alpha_s.iter().zip(alpha_t) {
+            if !(0.0..=1.0).contains(a_t) || !(*a_t..=1.0).contains(a_s) {
+                return Err(Error::invalid(
+                    "alpha",
+                    format!("need 0 <= alpha_t <= alpha_s <= 1, got {a_t}, {a_s}"),
+                ));
+            }
+        }
+        let (k, w) = (self.vocab(), self.width());
+        if let Some(x) = x0.iter().find(|&&x| x < 0 || x as usize >= k) {
+            return Err(Error::invalid(
+                "x0",
+                format!("token {x} is outside the vocabulary of {k}"),
+            ));
+        }
+        if let Some(x) = x_t.iter().find(|&&x| x < 0 || x as usize >= w) {
+            return Err(Error::invalid(
+                "x_t",
+                format!("token {x} is outside the {w} states"),
+            ));
+        }
+        let mut out = Vec::with_capacity(x0.len());
+        let mut law = vec![0.0; w];
+        for i in 0..n {
+            let mut rng = seeds.rng(i, draw);
+            for j in i * len..(i + 1) * len {
+                self.bridge_hard(
+                    x_t[j] as usize,
+                    x0[j] as usize,
+                    alpha_s[i],
+                    alpha_t[i],
+                    &mut law,
+                );
+                out.push(crate::categorical::sample(
+                    &law,
+                    &mut rng,
+                    crate::categorical::Precision::F64,
+                ) as i64);
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +493,29 @@ mod tests {
             e.to_string().contains("x0") && e.to_string().contains("token 5"),
             "{e}"
         );
+    }
+
+    /// x_t from the forward process, then x_s from the bridge: x_s follows the forward process at α_s.
+    #[test]
+    fn bridge_samples_marginalise_to_the_forward_process() {
+        let n = 20_000;
+        let seeds = SampleSeeds::new(6, 0, n);
+        for p in [Process::Masked { vocab: 3 }, Process::Uniform { vocab: 3 }] {
+            let x0 = vec![2; n];
+            let c = p.corrupt(&x0, 1, &vec![0.2; n], &seeds, 0, false).unwrap();
+            let xs = p
+                .bridge_sample(&x0, &c.x_t, 1, &vec![0.7; n], &vec![0.2; n], &seeds, 1)
+                .unwrap();
+            let mut q = vec![0.0; p.width()];
+            p.forward(&[0.0, 0.0, 1.0], 0.7, &mut q);
+            for (v, &qv) in q.iter().enumerate() {
+                let f = xs.iter().filter(|&&x| x == v as i64).count() as f64 / n as f64;
+                assert!(
+                    (f - qv).abs() < 5.0 * (qv * (1.0 - qv) / n as f64).sqrt() + 1e-12,
+                    "{p:?} {v}: {f} vs {qv}"
+                );
+            }
+        }
     }
 
     #[test]
