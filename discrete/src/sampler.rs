@@ -130,6 +130,19 @@ pub enum Remask {
     Cap(f64),
     /// σ_t = η·σ_max with η ∈ [0, 1] ("rescale").
     Rescale(f64),
+    /// ReMDM-loop: α follows the schedule rescaled to reach `alpha_on` at `t_on`, stays at `alpha_on` on the
+    /// plateau `t_off < t ≤ t_on` while tokens are remasked with σ = min(η, σ_max) and unmasked again (a
+    /// corrector at fixed α), then rises linearly to 1 at t = 0. σ = 0 off the plateau.
+    Loop {
+        /// Start of the plateau (0 < t_off < t_on ≤ 1).
+        t_on: f64,
+        /// End of the plateau.
+        t_off: f64,
+        /// α on the plateau, in (0, 1).
+        alpha_on: f64,
+        /// Remasking probability on the plateau.
+        eta: f64,
+    },
 }
 
 /// ReMDM schedule: the rule and an optional switch time (σ_t = 0 while t > t_switch).
@@ -164,21 +177,77 @@ impl RemaskSchedule {
         match self.rule {
             Remask::Cap(eta) => eta.min(max),
             Remask::Rescale(eta) => eta * max,
+            Remask::Loop {
+                t_on, t_off, eta, ..
+            } => {
+                if t > t_off && t <= t_on {
+                    eta.min(max)
+                } else {
+                    0.0
+                }
+            }
         }
     }
 
+    /// (α_t, α_s) of a step from t to s: the schedule's, except under [`Remask::Loop`] (rev_udm `loop_alphas`).
+    fn alphas(&self, t: f64, s: f64, schedule: (f64, f64)) -> (f64, f64) {
+        let Remask::Loop {
+            t_on,
+            t_off,
+            alpha_on,
+            ..
+        } = self.rule
+        else {
+            return schedule;
+        };
+        let a = |t: f64| {
+            if t > t_on {
+                (1.0 - t) * alpha_on / (1.0 - t_on)
+            } else if t <= t_off {
+                1.0 - t * (1.0 - alpha_on) / t_off
+            } else {
+                alpha_on
+            }
+        };
+        (a(t), a(s))
+    }
+
     fn validate(&self) -> Result<()> {
-        match self.rule {
-            Remask::Cap(e) | Remask::Rescale(e) if !(0.0..=1.0).contains(&e) => Err(
-                Error::invalid("remask.eta", format!("{e} must lie in [0, 1]")),
-            ),
-            _ => match self.t_switch {
-                Some(ts) if !(0.0..=1.0).contains(&ts) => Err(Error::invalid(
-                    "remask.t_switch",
-                    format!("{ts} must lie in [0, 1]"),
-                )),
-                _ => Ok(()),
-            },
+        let eta = match self.rule {
+            Remask::Cap(e) | Remask::Rescale(e) => e,
+            Remask::Loop {
+                t_on,
+                t_off,
+                alpha_on,
+                eta,
+            } => {
+                if !(0.0 < t_off && t_off < t_on && t_on <= 1.0) {
+                    return Err(Error::invalid(
+                        "remask.t_on/t_off",
+                        format!("need 0 < t_off < t_on <= 1, got t_off {t_off}, t_on {t_on}"),
+                    ));
+                }
+                if !(alpha_on > 0.0 && alpha_on < 1.0) {
+                    return Err(Error::invalid(
+                        "remask.alpha_on",
+                        format!("{alpha_on} must lie in (0, 1)"),
+                    ));
+                }
+                eta
+            }
+        };
+        if !(0.0..=1.0).contains(&eta) {
+            return Err(Error::invalid(
+                "remask.eta",
+                format!("{eta} must lie in [0, 1]"),
+            ));
+        }
+        match self.t_switch {
+            Some(ts) if !(0.0..=1.0).contains(&ts) => Err(Error::invalid(
+                "remask.t_switch",
+                format!("{ts} must lie in [0, 1]"),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -448,7 +517,11 @@ impl<'a> Engine<'a> {
         last: bool,
     ) -> Vec<f64> {
         let (l, w, k) = (self.len, self.width, self.process.vocab());
-        let (a_t, a_s) = (self.alpha(t), self.alpha(s));
+        let (a_t, a_s) = if self.cfg.kind == SamplerKind::Remdm {
+            self.cfg.remask.alphas(t, s, (self.alpha(t), self.alpha(s)))
+        } else {
+            (self.alpha(t), self.alpha(s))
+        };
         let mut law = vec![0.0; l * w];
         let mut buf = vec![0.0; w];
         for i in 0..l {

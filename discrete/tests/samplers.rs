@@ -420,6 +420,15 @@ fn remdm_schedules() {
         (Remask::Cap(0.05), None),
         (Remask::Rescale(0.5), None),
         (Remask::Rescale(1.0), Some(0.5)),
+        (
+            Remask::Loop {
+                t_on: 0.55,
+                t_off: 0.05,
+                alpha_on: 0.9,
+                eta: 0.1,
+            },
+            None,
+        ),
     ] {
         let mut cfg = SamplerConfig::new(SamplerKind::Remdm, 32);
         cfg.remask = RemaskSchedule { rule, t_switch };

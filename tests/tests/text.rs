@@ -124,7 +124,10 @@ fn same_seed_same_result_any_batch() {
     );
     // Same samples; the sums may differ in the last bit (hash-map order).
     for field in ["tv", "sample_entropy"] {
-        let (x, y) = (a["report"][field].as_f64().unwrap(), b["report"][field].as_f64().unwrap());
+        let (x, y) = (
+            a["report"][field].as_f64().unwrap(),
+            b["report"][field].as_f64().unwrap(),
+        );
         assert!((x - y).abs() < 1e-12, "{field}: {x} vs {y}");
     }
     assert_eq!(a["report"]["evaluations"], b["report"]["evaluations"]);

@@ -67,7 +67,7 @@ pub struct CheckArgs {
     /// Precision of the categorical race: f64, or f32 only to measure its effect.
     #[arg(long, default_value = "f64", value_parser = parse::<Precision>)]
     pub precision: Precision,
-    /// ReMDM remasking: cap:ETA or rescale:ETA.
+    /// ReMDM remasking: cap:ETA, rescale:ETA or loop:T_ON:T_OFF:ALPHA_ON:ETA.
     #[arg(long, default_value = "cap:0.02", value_parser = parse_remask)]
     pub remask: Remask,
     /// ReMDM: remask only once t ≤ this.
@@ -105,16 +105,23 @@ fn parse<T: std::str::FromStr<Err = diffuse_discrete::Error>>(s: &str) -> Result
 }
 
 fn parse_remask(s: &str) -> Result<Remask, String> {
-    let (rule, eta) = s
-        .split_once(':')
-        .ok_or_else(|| format!("'{s}': expected cap:ETA or rescale:ETA"))?;
-    let eta: f64 = eta
-        .parse()
-        .map_err(|_| format!("'{eta}' is not a number"))?;
-    match rule {
-        "cap" => Ok(Remask::Cap(eta)),
-        "rescale" => Ok(Remask::Rescale(eta)),
-        _ => Err(format!("'{rule}': expected cap or rescale")),
+    let parts: Vec<&str> = s.split(':').collect();
+    let num = |x: &str| {
+        x.parse::<f64>()
+            .map_err(|_| format!("'{x}' is not a number"))
+    };
+    match parts.as_slice() {
+        ["cap", eta] => Ok(Remask::Cap(num(eta)?)),
+        ["rescale", eta] => Ok(Remask::Rescale(num(eta)?)),
+        ["loop", t_on, t_off, alpha_on, eta] => Ok(Remask::Loop {
+            t_on: num(t_on)?,
+            t_off: num(t_off)?,
+            alpha_on: num(alpha_on)?,
+            eta: num(eta)?,
+        }),
+        _ => Err(format!(
+            "'{s}': expected cap:ETA, rescale:ETA or loop:T_ON:T_OFF:ALPHA_ON:ETA"
+        )),
     }
 }
 
@@ -290,14 +297,22 @@ mod tests {
             "--steps",
             "8",
             "--remask",
-            "rescale:0.5",
+            "loop:0.55:0.05:0.9:0.1",
         ])
         .unwrap();
         let crate::cli::Command::Text(TextCommand::Check(a)) = cli.command else {
             panic!("not text check")
         };
         assert_eq!(a.sampler, SamplerKind::PredictorCorrector);
-        assert_eq!(a.remask, Remask::Rescale(0.5));
+        assert_eq!(
+            a.remask,
+            Remask::Loop {
+                t_on: 0.55,
+                t_off: 0.05,
+                alpha_on: 0.9,
+                eta: 0.1
+            }
+        );
     }
 
     #[test]
