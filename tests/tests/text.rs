@@ -221,6 +221,50 @@ fn bad_input_names_the_field() {
         err.contains("audm") && err.contains("uniform process only"),
         "{err}"
     );
+    let err = error_of(&check(
+        &good,
+        &[
+            "--process",
+            "uniform",
+            "--sampler",
+            "audm",
+            "--output",
+            "clean",
+            "--steps",
+            "4",
+        ],
+    ));
+    assert!(
+        err.contains("audm") && err.contains("AUDM denoiser"),
+        "{err}"
+    );
+    let err = error_of(&check(
+        &good,
+        &[
+            "--process",
+            "masked",
+            "--sampler",
+            "ancestral",
+            "--temperature",
+            "0",
+            "--steps",
+            "4",
+        ],
+    ));
+    assert!(err.contains("temperature"), "{err}");
+    let err = error_of(&check(
+        &good,
+        &[
+            "--process",
+            "uniform",
+            "--sampler",
+            "ancestral",
+            "--cache",
+            "--steps",
+            "4",
+        ],
+    ));
+    assert!(err.contains("cache"), "{err}");
     let err = error_of(&check(&dir.path().join("missing.json"), &base));
     assert!(err.contains("missing.json"), "{err}");
 }
