@@ -474,6 +474,16 @@ fn consistency_through_the_bridge() {
                 ll(),
             );
             assert_within(&r, C, 32);
+            // Few steps: far from the target, but the two-stage draws still follow the exact law.
+            let few = run(
+                &target,
+                &target,
+                process,
+                output,
+                SamplerConfig::new(SamplerKind::Consistency, 3),
+                ll(),
+            );
+            assert!(few.noise <= few.bound, "{} > {}", few.noise, few.bound);
         }
     }
 }
@@ -543,4 +553,51 @@ fn truncated_sampling_follows_its_exact_law() {
             plain.disc
         );
     }
+}
+
+/// A model whose output is f32: the sampling math still runs in f64 and the draws follow the exact law.
+struct F32Model(ExactDenoiser);
+
+impl diffuse_discrete::Denoiser for F32Model {
+    fn process(&self) -> Process {
+        self.0.process()
+    }
+    fn output(&self) -> Output {
+        self.0.output()
+    }
+    fn forward(
+        &self,
+        x_t: &tch::Tensor,
+        t: f64,
+        noise: Option<&tch::Tensor>,
+    ) -> diffuse_discrete::Result<tch::Tensor> {
+        Ok(self.0.forward(x_t, t, noise)?.to_kind(tch::Kind::Float))
+    }
+}
+
+#[test]
+fn f32_model_output_and_the_largest_exact_problem() {
+    // Length 4, vocabulary 6 (1 296 sequences, 2 401 masked states).
+    let target = Arc::new(Target::random(6, 4, 0.5, 21).unwrap());
+    let process = Process::Masked { vocab: 6 };
+    let den = F32Model(ExactDenoiser::new(target.clone(), process, Output::Clean, ll()).unwrap());
+    let cfg = SamplerConfig::new(SamplerKind::Ancestral, 16);
+    let law = sampler::exact_law(&den, ll().as_ref(), &cfg, 4, 10_000).unwrap();
+    let out = sampler::sample(
+        &den,
+        ll().as_ref(),
+        &cfg,
+        4,
+        &SampleSeeds::new(2, 0, SAMPLES),
+        Device::Cpu,
+    )
+    .unwrap();
+    let emp = empirical(&out.tokens, 4);
+    let support = law.values().filter(|&&p| p > 0.0).count();
+    let (disc, noise) = (target.tv(&law), tv(&emp, &law));
+    let bound = tv_sampling_bound(support, SAMPLES, DELTA);
+    eprintln!("L 4, K 6: disc {disc:.4}, noise {noise:.4} (bound {bound:.4}, support {support})");
+    assert!(disc <= C / 16.0, "{disc}");
+    assert!(noise <= bound, "{noise} > {bound}");
+    assert!(target.tv(&emp) <= disc + bound);
 }
