@@ -192,7 +192,7 @@ impl Converter {
             (Output::LogScore, Process::Uniform { .. }) => {
                 let mut loo = vec![0.0; out.len()];
                 self.loo(pos, alpha, &mut loo);
-                clean_from_loo(&loo.clone(), pos.x_t, alpha, out);
+                clean_from_loo(&loo, pos.x_t, alpha, out);
             }
         }
     }
