@@ -44,6 +44,9 @@ fn parse_device(s: &str) -> Result<DeviceSpec, String> {
 pub enum Command {
     /// Check the installation: versions, libtorch, CUDA, threads, model folders.
     Doctor(DoctorArgs),
+    /// Diffusion ODE/SDE solvers: list them, benchmark them on exact problems.
+    #[command(subcommand)]
+    Solvers(crate::commands::solvers::SolversCommand),
     /// Discrete diffusion on token sequences (masked and uniform): exact sampler checks.
     #[command(subcommand)]
     Text(crate::commands::text::TextCommand),
@@ -55,6 +58,9 @@ pub struct DoctorArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also time a few tensor operations on the CPU and on the selected device.
+    #[arg(long)]
+    pub bench: bool,
 }
 
 #[cfg(test)]

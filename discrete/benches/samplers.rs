@@ -35,19 +35,9 @@ impl Toy {
         let vs = nn::VarStore::new(device);
         let w = process.width() as i64;
         let emb = nn::embedding(vs.root() / "emb", w, d, Default::default());
-        let hidden = (0..layers)
-            .map(|i| nn::linear(vs.root() / format!("h{i}"), d, d, Default::default()))
-            .collect();
+        let hidden = (0..layers).map(|i| nn::linear(vs.root() / format!("h{i}"), d, d, Default::default())).collect();
         let out = nn::linear(vs.root() / "out", d, w, Default::default());
-        Toy {
-            process,
-            output,
-            emb,
-            hidden,
-            out,
-            schedule: LogLinear::default(),
-            _vs: vs,
-        }
+        Toy { process, output, emb, hidden, out, schedule: LogLinear::default(), _vs: vs }
     }
 }
 
@@ -61,12 +51,7 @@ impl Denoiser for Toy {
     fn time_independent(&self) -> bool {
         self.output != Output::LogScore
     }
-    fn forward(
-        &self,
-        x_t: &Tensor,
-        t: f64,
-        _noise: Option<&Tensor>,
-    ) -> diffuse_discrete::Result<Tensor> {
+    fn forward(&self, x_t: &Tensor, t: f64, _noise: Option<&Tensor>) -> diffuse_discrete::Result<Tensor> {
         Ok(tch::no_grad(|| {
             let mut h = self.emb.forward(x_t).relu();
             for l in &self.hidden {
@@ -81,8 +66,7 @@ impl Denoiser for Toy {
             match self.process {
                 Process::Masked { .. } => {
                     // ln s_v = ln(α/(1 − α)) + ln p(v) at masked positions; ln s_mask = 0.
-                    let lp =
-                        logits.narrow(-1, 0, k).log_softmax(-1, Kind::Float) + (a / (1.0 - a)).ln();
+                    let lp = logits.narrow(-1, 0, k).log_softmax(-1, Kind::Float) + (a / (1.0 - a)).ln();
                     Tensor::cat(&[lp, logits.narrow(-1, k, 1).zeros_like()], -1)
                 }
                 Process::Uniform { .. } => {
@@ -102,21 +86,14 @@ fn fastest(v: Vec<f64>) -> f64 {
 }
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
     let (k, len) = (1000usize, 256usize);
     let batch = env("BENCH_BATCH", 4);
     let steps = env("BENCH_STEPS", 16);
-    let device = if std::env::var("BENCH_DEVICE").as_deref() == Ok("cuda") {
-        Device::Cuda(0)
-    } else {
-        Device::Cpu
-    };
+    let device = if std::env::var("BENCH_DEVICE").as_deref() == Ok("cuda") { Device::Cuda(0) } else { Device::Cpu };
     let schedule = LogLinear::default();
     println!(
         "vocab {k}, length {len}, batch {batch}, steps {steps}, device {device:?}, torch threads {}",
@@ -125,11 +102,7 @@ fn main() {
 
     // One model call on a batch of noisy tokens: the tiny stand-in, and an LM-sized one (width 768, 6 hidden
     // layers, ≈ 10 GFLOP per call at batch 4, the order of a small transformer's).
-    let x = Tensor::randint(
-        k as i64 + 1,
-        [batch as i64, len as i64],
-        (Kind::Int64, device),
-    );
+    let x = Tensor::randint(k as i64 + 1, [batch as i64, len as i64], (Kind::Int64, device));
     let time_call = |den: &Toy| -> f64 {
         let _ = den.forward(&x, 0.5, None).unwrap();
         fastest(
@@ -144,129 +117,27 @@ fn main() {
                 .collect(),
         )
     };
-    let call = time_call(&Toy::new(
-        Process::Masked { vocab: k },
-        Output::Clean,
-        64,
-        0,
-        device,
-    ));
-    let lm_call = time_call(&Toy::new(
-        Process::Masked { vocab: k },
-        Output::Clean,
-        768,
-        6,
-        device,
-    ));
-    println!(
-        "model call: stand-in {:.2} ms, LM-sized {:.1} ms",
-        call * 1e3,
-        lm_call * 1e3
-    );
-    println!(
-        "| sampler | process | output | ms/step | overhead/step | ÷ stand-in call | ÷ LM-sized call | tokens/s |"
-    );
+    let call = time_call(&Toy::new(Process::Masked { vocab: k }, Output::Clean, 64, 0, device));
+    let lm_call = time_call(&Toy::new(Process::Masked { vocab: k }, Output::Clean, 768, 6, device));
+    println!("model call: stand-in {:.2} ms, LM-sized {:.1} ms", call * 1e3, lm_call * 1e3);
+    println!("| sampler | process | output | ms/step | overhead/step | ÷ stand-in call | ÷ LM-sized call | tokens/s |");
     println!("|---|---|---|---|---|---|---|---|");
 
     let cases: Vec<(SamplerKind, Process, Output, bool, Precision)> = vec![
-        (
-            SamplerKind::Ancestral,
-            Process::Masked { vocab: k },
-            Output::Clean,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Ancestral,
-            Process::Masked { vocab: k },
-            Output::Clean,
-            false,
-            Precision::F32,
-        ),
-        (
-            SamplerKind::Ancestral,
-            Process::Masked { vocab: k },
-            Output::Clean,
-            true,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Remdm,
-            Process::Masked { vocab: k },
-            Output::Clean,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Consistency,
-            Process::Masked { vocab: k },
-            Output::Clean,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::TauLeaping,
-            Process::Masked { vocab: k },
-            Output::LogScore,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Tweedie,
-            Process::Masked { vocab: k },
-            Output::LogScore,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Ancestral,
-            Process::Uniform { vocab: k },
-            Output::LeaveOneOut,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Ancestral,
-            Process::Uniform { vocab: k },
-            Output::Clean,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::PredictorCorrector,
-            Process::Uniform { vocab: k },
-            Output::LeaveOneOut,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::TauLeaping,
-            Process::Uniform { vocab: k },
-            Output::LogScore,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Tweedie,
-            Process::Uniform { vocab: k },
-            Output::LogScore,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Audm,
-            Process::Uniform { vocab: k },
-            Output::AudmClean,
-            false,
-            Precision::F64,
-        ),
-        (
-            SamplerKind::Consistency,
-            Process::Uniform { vocab: k },
-            Output::Clean,
-            false,
-            Precision::F64,
-        ),
+        (SamplerKind::Ancestral, Process::Masked { vocab: k }, Output::Clean, false, Precision::F64),
+        (SamplerKind::Ancestral, Process::Masked { vocab: k }, Output::Clean, false, Precision::F32),
+        (SamplerKind::Ancestral, Process::Masked { vocab: k }, Output::Clean, true, Precision::F64),
+        (SamplerKind::Remdm, Process::Masked { vocab: k }, Output::Clean, false, Precision::F64),
+        (SamplerKind::Consistency, Process::Masked { vocab: k }, Output::Clean, false, Precision::F64),
+        (SamplerKind::TauLeaping, Process::Masked { vocab: k }, Output::LogScore, false, Precision::F64),
+        (SamplerKind::Tweedie, Process::Masked { vocab: k }, Output::LogScore, false, Precision::F64),
+        (SamplerKind::Ancestral, Process::Uniform { vocab: k }, Output::LeaveOneOut, false, Precision::F64),
+        (SamplerKind::Ancestral, Process::Uniform { vocab: k }, Output::Clean, false, Precision::F64),
+        (SamplerKind::PredictorCorrector, Process::Uniform { vocab: k }, Output::LeaveOneOut, false, Precision::F64),
+        (SamplerKind::TauLeaping, Process::Uniform { vocab: k }, Output::LogScore, false, Precision::F64),
+        (SamplerKind::Tweedie, Process::Uniform { vocab: k }, Output::LogScore, false, Precision::F64),
+        (SamplerKind::Audm, Process::Uniform { vocab: k }, Output::AudmClean, false, Precision::F64),
+        (SamplerKind::Consistency, Process::Uniform { vocab: k }, Output::Clean, false, Precision::F64),
     ];
     for (kind, process, output, cache, precision) in cases {
         let den = Toy::new(process, output, 64, 0, device);
@@ -289,11 +160,7 @@ fn main() {
         let name = format!(
             "{kind}{}{}",
             if cache { " (cache)" } else { "" },
-            if precision == Precision::F32 {
-                " (f32 race)"
-            } else {
-                ""
-            }
+            if precision == Precision::F32 { " (f32 race)" } else { "" }
         );
         println!(
             "| {name} | {} | {output} | {:.1} | {:.1} ms | {:.1} | {:.3} | {:.0} |",

@@ -28,10 +28,7 @@ impl FromStr for Precision {
         match s {
             "f64" => Ok(Precision::F64),
             "f32" => Ok(Precision::F32),
-            _ => Err(Error::invalid(
-                "precision",
-                format!("'{s}'; valid: f64, f32"),
-            )),
+            _ => Err(Error::invalid("precision", format!("'{s}'; valid: f64, f32"))),
         }
     }
 }
@@ -111,10 +108,7 @@ pub fn argmax(weights: &[f64]) -> usize {
 
 /// Shannon entropy in nats of a probability vector.
 pub fn entropy(p: &[f64]) -> f64 {
-    -p.iter()
-        .filter(|&&v| v > 0.0)
-        .map(|&v| v * v.ln())
-        .sum::<f64>()
+    -p.iter().filter(|&&v| v > 0.0).map(|&v| v * v.ln()).sum::<f64>()
 }
 
 /// Divides by the sum (no-op on an all-zero vector).
@@ -152,11 +146,7 @@ pub struct Truncation {
 
 impl Default for Truncation {
     fn default() -> Self {
-        Truncation {
-            temperature: 1.0,
-            top_k: None,
-            top_p: None,
-        }
+        Truncation { temperature: 1.0, top_k: None, top_p: None }
     }
 }
 
@@ -164,10 +154,7 @@ impl Truncation {
     /// Checks the ranges (temperature > 0, k ≥ 1, p ∈ (0, 1]).
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(Error::invalid(
-                "temperature",
-                format!("{} must be > 0", self.temperature),
-            ));
+            return Err(Error::invalid("temperature", format!("{} must be > 0", self.temperature)));
         }
         if self.top_k == Some(0) {
             return Err(Error::invalid("top_k", "must be at least 1"));
@@ -249,15 +236,8 @@ mod tests {
     fn shortcut_race_equals_plain_race() {
         let mut g = ChaCha8Rng::seed_from_u64(9);
         for _ in 0..2000 {
-            let w: Vec<f64> = (0..50)
-                .map(|_| {
-                    if g.random::<f64>() < 0.3 {
-                        0.0
-                    } else {
-                        g.random::<f64>().powi(6)
-                    }
-                })
-                .collect();
+            let w: Vec<f64> =
+                (0..50).map(|_| if g.random::<f64>() < 0.3 { 0.0 } else { g.random::<f64>().powi(6) }).collect();
             let seed = g.next_u64();
             let fast = sample(&w, &mut ChaCha8Rng::seed_from_u64(seed), Precision::F64);
             let mut r = ChaCha8Rng::seed_from_u64(seed);
@@ -284,9 +264,7 @@ mod tests {
         let floor = exp_noise_f32(0x00FF_FFFF);
         assert!(floor > 5e-8 && floor < 7e-8, "{floor}");
         let mut max_bits = ChaCha8Rng::seed_from_u64(0);
-        let min64 = (0..100_000)
-            .map(|_| exp_noise_f64(&mut max_bits))
-            .fold(f64::INFINITY, f64::min);
+        let min64 = (0..100_000).map(|_| exp_noise_f64(&mut max_bits)).fold(f64::INFINITY, f64::min);
         assert!(min64 > 0.0);
         // A token at odds 1e-12 against the leader can never win the 32-bit race: it would need E < 1e-12·E_0 ≤ 2.4e-11.
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -295,41 +273,23 @@ mod tests {
 
     #[test]
     fn truncation_keeps_the_head() {
-        let t = Truncation {
-            temperature: 1.0,
-            top_k: Some(2),
-            top_p: None,
-        };
+        let t = Truncation { temperature: 1.0, top_k: Some(2), top_p: None };
         let mut p = vec![0.1, 0.4, 0.3, 0.2];
         t.truncate(&mut p);
         assert_eq!(p, vec![0.0, 0.4 / 0.7, 0.3 / 0.7, 0.0]);
-        let t = Truncation {
-            temperature: 1.0,
-            top_k: None,
-            top_p: Some(0.65),
-        };
+        let t = Truncation { temperature: 1.0, top_k: None, top_p: Some(0.65) };
         let mut p = vec![0.1, 0.4, 0.3, 0.2];
         t.truncate(&mut p);
         assert!((p[1] - 0.4 / 0.7).abs() < 1e-12 && p[0] == 0.0 && p[3] == 0.0);
         assert!(
-            Truncation {
-                temperature: 0.0,
-                ..Default::default()
-            }
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("temperature")
+            Truncation { temperature: 0.0, ..Default::default() }
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("temperature")
         );
         assert!(
-            Truncation {
-                top_p: Some(1.5),
-                ..Default::default()
-            }
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("top_p")
+            Truncation { top_p: Some(1.5), ..Default::default() }.validate().unwrap_err().to_string().contains("top_p")
         );
     }
 

@@ -76,37 +76,19 @@ pub fn check(spec: &CheckSpec, progress: &mut dyn FnMut(usize)) -> Result<CheckR
         return Err(Error::invalid("batch", "must be at least 1"));
     }
     if !(spec.delta > 0.0 && spec.delta < 1.0) {
-        return Err(Error::invalid(
-            "delta",
-            format!("{} must lie in (0, 1)", spec.delta),
-        ));
+        return Err(Error::invalid("delta", format!("{} must lie in (0, 1)", spec.delta)));
     }
     if spec.process.vocab() != spec.target.vocab() {
         return Err(Error::invalid(
             "vocab",
-            format!(
-                "the target has {} tokens but the process {}",
-                spec.target.vocab(),
-                spec.process.vocab()
-            ),
+            format!("the target has {} tokens but the process {}", spec.target.vocab(), spec.process.vocab()),
         ));
     }
     spec.sampler.applies_to(spec.process.kind())?;
-    let den = ExactDenoiser::new(
-        spec.target.clone(),
-        spec.process,
-        spec.output,
-        spec.schedule.clone(),
-    )?;
+    let den = ExactDenoiser::new(spec.target.clone(), spec.process, spec.output, spec.schedule.clone())?;
     let len = spec.target.len();
     spec.sampler.validate(&den, len)?;
-    let law = match sampler::exact_law(
-        &den,
-        spec.schedule.as_ref(),
-        &spec.sampler,
-        len,
-        spec.max_states,
-    ) {
+    let law = match sampler::exact_law(&den, spec.schedule.as_ref(), &spec.sampler, len, spec.max_states) {
         Ok(l) => Some(l),
         Err(Error::TooLarge(_)) => None,
         Err(e) => return Err(e),
@@ -117,14 +99,7 @@ pub fn check(spec: &CheckSpec, progress: &mut dyn FnMut(usize)) -> Result<CheckR
     while first < spec.samples {
         let n = spec.batch.min(spec.samples - first);
         let seeds = SampleSeeds::new(spec.seed, first as u64, n);
-        let out = sampler::sample(
-            &den,
-            spec.schedule.as_ref(),
-            &spec.sampler,
-            len,
-            &seeds,
-            Device::Cpu,
-        )?;
+        let out = sampler::sample(&den, spec.schedule.as_ref(), &spec.sampler, len, &seeds, Device::Cpu)?;
         tokens.extend(out.tokens);
         calls += out.model_calls;
         evals += out.evaluations;
@@ -133,9 +108,7 @@ pub fn check(spec: &CheckSpec, progress: &mut dyn FnMut(usize)) -> Result<CheckR
     }
     let emp = empirical(&tokens, len);
     let all_sequences = spec.target.vocab().pow(len as u32);
-    let support = law.as_ref().map_or(all_sequences, |l| {
-        l.values().filter(|&&p| p > 0.0).count().max(1)
-    });
+    let support = law.as_ref().map_or(all_sequences, |l| l.values().filter(|&&p| p > 0.0).count().max(1));
     let sampling_bound = tv_sampling_bound(support, spec.samples, spec.delta);
     let discretisation = law.as_ref().map(|l| spec.target.tv(l));
     let tv_target = spec.target.tv(&emp);

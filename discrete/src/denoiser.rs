@@ -33,14 +33,8 @@ pub(crate) fn call_rows(
     device: Device,
 ) -> Result<Vec<f64>> {
     let width = den.process().width() as i64;
-    let x = Tensor::from_slice(tokens)
-        .view([n as i64, len as i64])
-        .to_device(device);
-    let u = noise.map(|u| {
-        Tensor::from_slice(u)
-            .view([n as i64, len as i64])
-            .to_device(device)
-    });
+    let x = Tensor::from_slice(tokens).view([n as i64, len as i64]).to_device(device);
+    let u = noise.map(|u| Tensor::from_slice(u).view([n as i64, len as i64]).to_device(device));
     let out = den.forward(&x, t, u.as_ref())?;
     let expected = [n as i64, len as i64, width];
     if out.size() != expected {
@@ -50,16 +44,9 @@ pub(crate) fn call_rows(
             got: format!("{:?}", out.size()),
         });
     }
-    let rows: Vec<f64> = Vec::try_from(
-        out.f_to_kind(Kind::Double)?
-            .f_to_device(Device::Cpu)?
-            .f_flatten(0, -1)?,
-    )?;
+    let rows: Vec<f64> = Vec::try_from(out.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
     if rows.iter().any(|v| v.is_nan() || *v == f64::INFINITY) {
-        return Err(Error::invalid(
-            "denoiser output",
-            format!("NaN or +inf at t = {t}"),
-        ));
+        return Err(Error::invalid("denoiser output", format!("NaN or +inf at t = {t}")));
     }
     Ok(rows)
 }

@@ -44,18 +44,12 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Error::Invalid { field: field.into(), reason: reason.into() }
     }
 
     /// Shorthand for [`Error::NotApplicable`].
     pub fn not_applicable(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::NotApplicable {
-            what: what.into(),
-            reason: reason.into(),
-        }
+        Error::NotApplicable { what: what.into(), reason: reason.into() }
     }
 }
 

@@ -71,18 +71,12 @@ enum TargetFile {
 fn check_distribution(field: &str, p: &[f64]) -> Result<()> {
     for (i, &v) in p.iter().enumerate() {
         if !(v >= 0.0 && v.is_finite()) {
-            return Err(Error::invalid(
-                format!("{field}[{i}]"),
-                format!("probability {v} is negative or not finite"),
-            ));
+            return Err(Error::invalid(format!("{field}[{i}]"), format!("probability {v} is negative or not finite")));
         }
     }
     let s: f64 = p.iter().sum();
     if (s - 1.0).abs() > SUM_TOLERANCE {
-        return Err(Error::invalid(
-            field,
-            format!("probabilities sum to {s}, must be 1 within {SUM_TOLERANCE}"),
-        ));
+        return Err(Error::invalid(field, format!("probabilities sum to {s}, must be 1 within {SUM_TOLERANCE}")));
     }
     Ok(())
 }
@@ -90,10 +84,7 @@ fn check_distribution(field: &str, p: &[f64]) -> Result<()> {
 impl Target {
     fn check_size(vocab: usize, len: usize) -> Result<usize> {
         if vocab < 2 {
-            return Err(Error::invalid(
-                "vocab",
-                format!("{vocab}; need at least 2 tokens"),
-            ));
+            return Err(Error::invalid("vocab", format!("{vocab}; need at least 2 tokens")));
         }
         if len < 1 {
             return Err(Error::invalid("length", "must be at least 1"));
@@ -103,26 +94,14 @@ impl Target {
             n = n.saturating_mul(vocab);
         }
         if n > MAX_SEQUENCES {
-            return Err(Error::TooLarge(format!(
-                "vocab^length = {vocab}^{len} exceeds {MAX_SEQUENCES} sequences"
-            )));
+            return Err(Error::TooLarge(format!("vocab^length = {vocab}^{len} exceeds {MAX_SEQUENCES} sequences")));
         }
         Ok(n)
     }
 
     fn from_dense(vocab: usize, len: usize, probs: Vec<f64>) -> Self {
-        let support = probs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| **p > 0.0)
-            .map(|(i, _)| i)
-            .collect();
-        Target {
-            vocab,
-            len,
-            probs,
-            support,
-        }
+        let support = probs.iter().enumerate().filter(|(_, p)| **p > 0.0).map(|(i, _)| i).collect();
+        Target { vocab, len, probs, support }
     }
 
     /// A table of (sequence, probability) entries; unlisted sequences have probability 0.
@@ -168,18 +147,10 @@ impl Target {
     }
 
     /// A Markov chain: `p(x) = initial[x_0]·Π transition[x_{i−1}][x_i]`.
-    pub fn markov(
-        vocab: usize,
-        len: usize,
-        initial: &[f64],
-        transition: &[Vec<f64>],
-    ) -> Result<Self> {
+    pub fn markov(vocab: usize, len: usize, initial: &[f64], transition: &[Vec<f64>]) -> Result<Self> {
         let n = Self::check_size(vocab, len)?;
         if initial.len() != vocab {
-            return Err(Error::invalid(
-                "markov.initial",
-                format!("{} entries, but vocab is {vocab}", initial.len()),
-            ));
+            return Err(Error::invalid("markov.initial", format!("{} entries, but vocab is {vocab}", initial.len())));
         }
         check_distribution("markov.initial", initial)?;
         if transition.len() != vocab {
@@ -201,11 +172,7 @@ impl Target {
         let mut seq = vec![0; len];
         for (idx, p) in probs.iter_mut().enumerate() {
             decode_into(idx, vocab, &mut seq);
-            *p = initial[seq[0]]
-                * seq
-                    .windows(2)
-                    .map(|w| transition[w[0]][w[1]])
-                    .product::<f64>();
+            *p = initial[seq[0]] * seq.windows(2).map(|w| transition[w[0]][w[1]]).product::<f64>();
         }
         Ok(Self::from_dense(vocab, len, probs))
     }
@@ -214,15 +181,8 @@ impl Target {
     pub fn random(vocab: usize, len: usize, zero: f64, seed: u64) -> Result<Self> {
         let n = Self::check_size(vocab, len)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut probs: Vec<f64> = (0..n)
-            .map(|_| {
-                if rng.random::<f64>() < zero {
-                    0.0
-                } else {
-                    rng.random::<f64>().powi(3) + 1e-3
-                }
-            })
-            .collect();
+        let mut probs: Vec<f64> =
+            (0..n).map(|_| if rng.random::<f64>() < zero { 0.0 } else { rng.random::<f64>().powi(3) + 1e-3 }).collect();
         let s: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= s);
         Ok(Self::from_dense(vocab, len, probs))
@@ -230,12 +190,10 @@ impl Target {
 
     /// Parses the JSON format of docs/discrete.md (`{"table": {…}}` or `{"markov": {…}}`).
     pub fn from_json(text: &str) -> Result<Self> {
-        let file: TargetFile =
-            serde_json::from_str(text).map_err(|e| Error::invalid("target", e.to_string()))?;
+        let file: TargetFile = serde_json::from_str(text).map_err(|e| Error::invalid("target", e.to_string()))?;
         match file {
             TargetFile::Table(t) => {
-                let entries: Vec<(Vec<usize>, f64)> =
-                    t.entries.into_iter().map(|e| (e.tokens, e.p)).collect();
+                let entries: Vec<(Vec<usize>, f64)> = t.entries.into_iter().map(|e| (e.tokens, e.p)).collect();
                 Self::from_table(t.vocab, t.length, &entries)
             }
             TargetFile::Markov(m) => Self::markov(m.vocab, m.length, &m.initial, &m.transition),
@@ -244,21 +202,16 @@ impl Target {
 
     /// Reads a target file; errors name the file.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
-        Self::from_json(&text)
-            .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+        Self::from_json(&text).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
     }
 
     /// The JSON table form of this target (entries with p > 0).
     pub fn to_json(&self) -> String {
-        let entries: Vec<serde_json::Value> = self
-            .support
-            .iter()
-            .map(|&i| serde_json::json!({"tokens": self.decode(i), "p": self.probs[i]}))
-            .collect();
-        serde_json::json!({"table": {"vocab": self.vocab, "length": self.len, "entries": entries}})
-            .to_string()
+        let entries: Vec<serde_json::Value> =
+            self.support.iter().map(|&i| serde_json::json!({"tokens": self.decode(i), "p": self.probs[i]})).collect();
+        serde_json::json!({"table": {"vocab": self.vocab, "length": self.len, "entries": entries}}).to_string()
     }
 
     /// Vocabulary size K.
@@ -298,10 +251,7 @@ impl Target {
 
     /// The distribution as a map from sequences to probabilities (support only).
     pub fn as_map(&self) -> HashMap<Vec<usize>, f64> {
-        self.support
-            .iter()
-            .map(|&i| (self.decode(i), self.probs[i]))
-            .collect()
+        self.support.iter().map(|&i| (self.decode(i), self.probs[i])).collect()
     }
 
     /// Entropy in nats.
@@ -329,11 +279,7 @@ impl Target {
             }
             total += p * prefix[l];
             for i in 0..l {
-                let w = if leave_one_out {
-                    p * prefix[i] * suffix[i + 1]
-                } else {
-                    p * prefix[l]
-                };
+                let w = if leave_one_out { p * prefix[i] * suffix[i + 1] } else { p * prefix[l] };
                 marg[i][seq[i]] += w;
             }
         }
@@ -342,53 +288,31 @@ impl Target {
 
     fn check_seq(&self, process: &Process, x_t: &[usize]) -> Result<()> {
         if x_t.len() != self.len {
-            return Err(Error::invalid(
-                "x_t",
-                format!(
-                    "length {} but the target has length {}",
-                    x_t.len(),
-                    self.len
-                ),
-            ));
+            return Err(Error::invalid("x_t", format!("length {} but the target has length {}", x_t.len(), self.len)));
         }
         if process.vocab() != self.vocab {
             return Err(Error::invalid(
                 "vocab",
-                format!(
-                    "process has {} tokens, target {}",
-                    process.vocab(),
-                    self.vocab
-                ),
+                format!("process has {} tokens, target {}", process.vocab(), self.vocab),
             ));
         }
         if let Some(&x) = x_t.iter().find(|&&x| x >= process.width()) {
             return Err(Error::invalid(
                 "x_t",
-                format!(
-                    "token {x} is outside the {} states of {process:?}",
-                    process.width()
-                ),
+                format!("token {x} is outside the {} states of {process:?}", process.width()),
             ));
         }
         Ok(())
     }
 
     fn likelihoods(&self, process: &Process, x_t: &[usize], alpha: f64) -> Vec<Vec<f64>> {
-        x_t.iter()
-            .map(|&x| {
-                (0..self.vocab)
-                    .map(|v| process.likelihood(x, v, alpha))
-                    .collect()
-            })
-            .collect()
+        x_t.iter().map(|&x| (0..self.vocab).map(|v| process.likelihood(x, v, alpha)).collect()).collect()
     }
 
     /// Marginal probability `p_t(x_t) = Σ_{x0} p(x0) q(x_t | x0)`.
     pub fn marginal(&self, process: &Process, x_t: &[usize], alpha: f64) -> Result<f64> {
         self.check_seq(process, x_t)?;
-        Ok(self
-            .weighted(&self.likelihoods(process, x_t, alpha), false)
-            .0)
+        Ok(self.weighted(&self.likelihoods(process, x_t, alpha), false).0)
     }
 
     fn normalized(marg: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
@@ -410,24 +334,13 @@ impl Target {
     /// Clean posterior marginals `p(x0^i | x_t)`, `[L][K]`.
     pub fn posterior(&self, process: &Process, x_t: &[usize], alpha: f64) -> Result<Vec<Vec<f64>>> {
         self.check_seq(process, x_t)?;
-        Ok(Self::normalized(
-            self.weighted(&self.likelihoods(process, x_t, alpha), false)
-                .1,
-        ))
+        Ok(Self::normalized(self.weighted(&self.likelihoods(process, x_t, alpha), false).1))
     }
 
     /// Leave-one-out posteriors `p(x0^i | x_t^{−i})`, `[L][K]`.
-    pub fn leave_one_out(
-        &self,
-        process: &Process,
-        x_t: &[usize],
-        alpha: f64,
-    ) -> Result<Vec<Vec<f64>>> {
+    pub fn leave_one_out(&self, process: &Process, x_t: &[usize], alpha: f64) -> Result<Vec<Vec<f64>>> {
         self.check_seq(process, x_t)?;
-        Ok(Self::normalized(
-            self.weighted(&self.likelihoods(process, x_t, alpha), true)
-                .1,
-        ))
+        Ok(Self::normalized(self.weighted(&self.likelihoods(process, x_t, alpha), true).1))
     }
 
     /// AUDM posteriors `p(x0^i | x_t, u)`: a position with x_t = u may be noise or clean, one with x_t ≠ u is clean.
@@ -439,13 +352,7 @@ impl Target {
             .zip(u)
             .map(|(&x, &n)| {
                 (0..self.vocab)
-                    .map(|v| {
-                        if x == n {
-                            alpha * f64::from(v == n) + (1.0 - alpha)
-                        } else {
-                            alpha * f64::from(v == x)
-                        }
-                    })
+                    .map(|v| if x == n { alpha * f64::from(v == n) + (1.0 - alpha) } else { alpha * f64::from(v == x) })
                     .collect()
             })
             .collect();
@@ -494,8 +401,7 @@ pub fn empirical(tokens: &[i64], len: usize) -> HashMap<Vec<usize>, f64> {
     let n = tokens.len() / len.max(1);
     let mut m: HashMap<Vec<usize>, f64> = HashMap::new();
     for seq in tokens.chunks(len) {
-        *m.entry(seq.iter().map(|&x| x as usize).collect())
-            .or_default() += 1.0 / n as f64;
+        *m.entry(seq.iter().map(|&x| x as usize).collect()).or_default() += 1.0 / n as f64;
     }
     m
 }
@@ -525,44 +431,22 @@ pub struct ExactDenoiser {
 
 impl ExactDenoiser {
     /// The exact denoiser; `schedule` turns t into α(t). AUDM output needs the uniform process.
-    pub fn new(
-        target: Arc<Target>,
-        process: Process,
-        output: Output,
-        schedule: Arc<dyn Schedule>,
-    ) -> Result<Self> {
+    pub fn new(target: Arc<Target>, process: Process, output: Output, schedule: Arc<dyn Schedule>) -> Result<Self> {
         if process.vocab() != target.vocab() {
             return Err(Error::invalid(
                 "vocab",
-                format!(
-                    "process has {} tokens, target {}",
-                    process.vocab(),
-                    target.vocab()
-                ),
+                format!("process has {} tokens, target {}", process.vocab(), target.vocab()),
             ));
         }
         if output == Output::AudmClean && process.kind() != crate::process::ProcessKind::Uniform {
-            return Err(Error::not_applicable(
-                "the AUDM output",
-                "it belongs to the uniform process",
-            ));
+            return Err(Error::not_applicable("the AUDM output", "it belongs to the uniform process"));
         }
-        Ok(ExactDenoiser {
-            target,
-            process,
-            output,
-            schedule,
-            cache: Mutex::new(HashMap::new()),
-        })
+        Ok(ExactDenoiser { target, process, output, schedule, cache: Mutex::new(HashMap::new()) })
     }
 
     /// Output rows `[L][W]` for one sequence.
     fn rows(&self, x: &[usize], u: Option<&[usize]>, alpha: f64) -> Result<Vec<f64>> {
-        let (l, k, w) = (
-            self.target.len(),
-            self.process.vocab(),
-            self.process.width(),
-        );
+        let (l, k, w) = (self.target.len(), self.process.vocab(), self.process.width());
         let ln = |p: f64| if p > 0.0 { p.ln() } else { f64::NEG_INFINITY };
         let mut out = vec![f64::NEG_INFINITY; l * w];
         match self.output {
@@ -579,9 +463,7 @@ impl ExactDenoiser {
                 }
             }
             Output::AudmClean => {
-                let u = u.ok_or_else(|| {
-                    Error::invalid("noise", "the AUDM denoiser needs the noise tokens u")
-                })?;
+                let u = u.ok_or_else(|| Error::invalid("noise", "the AUDM denoiser needs the noise tokens u"))?;
                 let m = self.target.audm_posterior(x, u, alpha)?;
                 for i in 0..l {
                     for v in 0..k {
@@ -646,23 +528,13 @@ impl Denoiser for ExactDenoiser {
         };
         let tokens: Vec<i64> = Vec::try_from(x_t.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?)?;
         let noise: Option<Vec<i64>> = match noise {
-            Some(u) => Some(Vec::try_from(
-                u.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?,
-            )?),
+            Some(u) => Some(Vec::try_from(u.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?)?),
             None => None,
         };
         // Masked posteriors do not depend on α; evaluating them at α = ½ keeps them defined where α(t) rounds to
         // 1 or 0 (the mask pattern would be impossible there) and makes the cache valid for every t.
-        let alpha = if self.time_independent() {
-            0.5
-        } else {
-            self.schedule.alpha(t)
-        };
-        let key_t = if self.time_independent() {
-            0
-        } else {
-            alpha.to_bits()
-        };
+        let alpha = if self.time_independent() { 0.5 } else { self.schedule.alpha(t) };
+        let key_t = if self.time_independent() { 0 } else { alpha.to_bits() };
         let w = self.process.width();
         let mut all = Vec::with_capacity(b * l * w);
         // The lock is never held across a panic in this crate, so poisoning cannot occur; recover anyway.
@@ -681,9 +553,6 @@ impl Denoiser for ExactDenoiser {
             all.extend_from_slice(&r);
             cache.insert(key, r);
         }
-        Ok(Tensor::from_slice(&all)
-            .view([b as i64, l as i64, w as i64])
-            .to_device(x_t.device())
-            .to_kind(Kind::Double))
+        Ok(Tensor::from_slice(&all).view([b as i64, l as i64, w as i64]).to_device(x_t.device()).to_kind(Kind::Double))
     }
 }

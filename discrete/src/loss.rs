@@ -22,8 +22,7 @@ fn check(op: &'static str, logits: &Tensor, x0: &Tensor, x_t: &Tensor, width: i6
 }
 
 fn gather(t: &Tensor, idx: &Tensor) -> Result<Tensor> {
-    Ok(t.f_gather(-1, &idx.f_unsqueeze(-1)?, false)?
-        .f_squeeze_dim(-1)?)
+    Ok(t.f_gather(-1, &idx.f_unsqueeze(-1)?, false)?.f_squeeze_dim(-1)?)
 }
 
 /// MDLM masked ELBO: `−α′/(1 − α)·(−ln p_θ(x0 | x_t))` at masked positions, 0 elsewhere (SUBS makes the
@@ -37,21 +36,13 @@ pub fn mdlm_elbo(
     process: Process,
 ) -> Result<Tensor> {
     let Process::Masked { vocab } = process else {
-        return Err(Error::not_applicable(
-            "the MDLM ELBO",
-            "it belongs to the masked process",
-        ));
+        return Err(Error::not_applicable("the MDLM ELBO", "it belongs to the masked process"));
     };
     check("mdlm_elbo", logits, x0, x_t, vocab as i64 + 1)?;
     let kind = logits.kind();
-    let clean = logits
-        .f_narrow(-1, 0, vocab as i64)?
-        .f_log_softmax(-1, kind)?;
+    let clean = logits.f_narrow(-1, 0, vocab as i64)?.f_log_softmax(-1, kind)?;
     let nll = gather(&clean, &x0.f_clamp_max(vocab as i64 - 1)?)?.f_neg()?;
-    let w = alpha_prime
-        .f_to_kind(kind)?
-        .f_neg()?
-        .f_div(&alpha.f_to_kind(kind)?.f_neg()?.f_add_scalar(1.0)?)?;
+    let w = alpha_prime.f_to_kind(kind)?.f_neg()?.f_div(&alpha.f_to_kind(kind)?.f_neg()?.f_add_scalar(1.0)?)?;
     let masked = x_t.f_eq(vocab as i64)?;
     // `where`, not a product: at α = 1 the weight is infinite and nothing is masked.
     let per_token = w.f_mul(&nll)?;
@@ -82,35 +73,24 @@ pub fn uniform_elbo(
     form: UniformElbo,
 ) -> Result<Tensor> {
     let Process::Uniform { vocab } = process else {
-        return Err(Error::not_applicable(
-            "the uniform ELBO",
-            "it belongs to the uniform process",
-        ));
+        return Err(Error::not_applicable("the uniform ELBO", "it belongs to the uniform process"));
     };
     check("uniform_elbo", logits, x0, x_t, vocab as i64)?;
     let kind = logits.kind();
     let k = vocab as f64;
     // The closed form has removable 0·∞ terms at α ∈ {0, 1}; keep α inside (0, 1) at the dtype's resolution.
     let eps = if kind == Kind::Double { 1e-12 } else { 1e-6 };
-    let a = alpha
-        .f_to_kind(kind)?
-        .f_clamp(eps, 1.0 - eps)?
-        .f_unsqueeze(-1)?; // [B, 1|L, 1]
+    let a = alpha.f_to_kind(kind)?.f_clamp(eps, 1.0 - eps)?.f_unsqueeze(-1)?; // [B, 1|L, 1]
     let a_prime = alpha_prime.f_to_kind(kind)?;
     let mut lg = logits.shallow_clone();
     if form == UniformElbo::LeaveOneOut {
         // shift = ln(1 + Kα/(1 − α)) at x_t.
-        let shift = a
-            .f_mul_scalar(k)?
-            .f_div(&a.f_neg()?.f_add_scalar(1.0)?)?
-            .f_log1p()?;
+        let shift = a.f_mul_scalar(k)?.f_div(&a.f_neg()?.f_add_scalar(1.0)?)?.f_log1p()?;
         let onehot = x_t.f_one_hot(vocab as i64)?.f_to_kind(kind)?;
         lg = lg.f_sub(&onehot.f_mul(&shift)?)?;
     }
     let x_theta = lg.f_softmax(-1, kind)?;
-    let xbar_theta = x_theta
-        .f_mul(&a.f_mul_scalar(k)?)?
-        .f_add(&a.f_neg()?.f_add_scalar(1.0)?)?;
+    let xbar_theta = x_theta.f_mul(&a.f_mul_scalar(k)?)?.f_add(&a.f_neg()?.f_add_scalar(1.0)?)?;
     let a2 = a.f_squeeze_dim(-1)?; // broadcastable to [B, L]
     let one_minus = a2.f_neg()?.f_add_scalar(1.0)?;
     let eq = x0.f_eq_tensor(x_t)?.f_to_kind(kind)?;
@@ -118,27 +98,14 @@ pub fn uniform_elbo(
     let xbar_xt = one_minus.f_add(&a2.f_mul_scalar(k)?.f_mul(&eq)?)?;
     let xbar_theta_xt = gather(&xbar_theta, x_t)?;
     let xbar_theta_x0 = gather(&xbar_theta, x0)?;
-    let term1 = xbar_xt
-        .f_reciprocal()?
-        .f_sub(&xbar_theta_xt.f_reciprocal()?)?
-        .f_mul_scalar(k)?;
+    let term1 = xbar_xt.f_reciprocal()?.f_sub(&xbar_theta_xt.f_reciprocal()?)?.f_mul_scalar(k)?;
     let c = one_minus.f_div(&a2.f_mul_scalar(k)?.f_add(&one_minus)?)?;
     let coefs = eq.f_mul(&c)?.f_add(&neq)?;
-    let offset = c
-        .f_mul_scalar(k - 1.0)?
-        .f_mul(&eq)?
-        .f_sub(&c.f_reciprocal()?.f_mul(&neq)?)?
-        .f_mul(&c.f_log()?)?;
+    let offset = c.f_mul_scalar(k - 1.0)?.f_mul(&eq)?.f_sub(&c.f_reciprocal()?.f_mul(&neq)?)?.f_mul(&c.f_log()?)?;
     let sum_log = xbar_theta.f_log()?.f_sum_dim_intlist(-1, false, kind)?;
-    let theta = coefs
-        .f_neg()?
-        .f_mul(&sum_log.f_sub(&xbar_theta_xt.f_log()?.f_mul_scalar(k)?)?)?;
+    let theta = coefs.f_neg()?.f_mul(&sum_log.f_sub(&xbar_theta_xt.f_log()?.f_mul_scalar(k)?)?)?;
     let ratio = a2.f_mul_scalar(k)?.f_div(&one_minus)?;
-    let theta = theta.f_sub(
-        &ratio
-            .f_mul(&xbar_theta_x0.f_log()?.f_sub(&xbar_theta_xt.f_log()?)?)?
-            .f_mul(&neq)?,
-    )?;
+    let theta = theta.f_sub(&ratio.f_mul(&xbar_theta_x0.f_log()?.f_sub(&xbar_theta_xt.f_log()?)?)?.f_mul(&neq)?)?;
     let term2 = theta.f_add(&offset)?;
     let coeff = a_prime.f_div(&a2.f_mul_scalar(k)?)?;
     Ok(coeff.f_mul(&term1.f_sub(&term2)?)?)
@@ -165,10 +132,7 @@ pub fn score_entropy(
     match process {
         Process::Masked { vocab } => {
             let r = a.f_div(&one_minus)?;
-            let pos = log_score
-                .f_narrow(-1, 0, vocab as i64)?
-                .f_exp()?
-                .f_sum_dim_intlist(-1, false, kind)?;
+            let pos = log_score.f_narrow(-1, 0, vocab as i64)?.f_exp()?.f_sum_dim_intlist(-1, false, kind)?;
             let neg = r.f_mul(&gather(log_score, &x0.f_clamp_max(vocab as i64 - 1)?)?)?;
             let cst = r.f_mul(&r.f_log()?.f_sub_scalar(1.0)?)?;
             let masked = x_t.f_eq(vocab as i64)?.f_to_kind(kind)?;
@@ -182,26 +146,15 @@ pub fn score_entropy(
             let ratio = esigm1.f_div(&esigm1.f_add_scalar(k)?)?;
             let eq = x0.f_eq_tensor(x_t)?;
             let ls_x = gather(log_score, x_t)?;
-            let neg_common = log_score
-                .f_mean_dim(-1, false, kind)?
-                .f_sub(&ls_x.f_div_scalar(k)?)?;
+            let neg_common = log_score.f_mean_dim(-1, false, kind)?.f_sub(&ls_x.f_div_scalar(k)?)?;
             let neg_move = gather(log_score, x0)?.f_div(&esigm1)?.f_add(&neg_common)?;
             let neg = ratio.f_mul(&neg_common)?.f_where_self(&eq, &neg_move)?;
-            let c_stay = ratio
-                .f_mul(&ratio.f_log()?.f_sub_scalar(1.0)?)?
-                .f_mul_scalar((k - 1.0) / k)?;
-            let c_move = ratio
-                .f_log()?
-                .f_neg()?
-                .f_sub_scalar(1.0)?
-                .f_div(&ratio)?
-                .f_sub_scalar(k - 2.0)?
-                .f_div_scalar(k)?;
+            let c_stay = ratio.f_mul(&ratio.f_log()?.f_sub_scalar(1.0)?)?.f_mul_scalar((k - 1.0) / k)?;
+            let c_move =
+                ratio.f_log()?.f_neg()?.f_sub_scalar(1.0)?.f_div(&ratio)?.f_sub_scalar(k - 2.0)?.f_div_scalar(k)?;
             let cst = c_stay.f_where_self(&eq, &c_move)?;
             let sexp = log_score.f_exp()?;
-            let pos = sexp
-                .f_mean_dim(-1, false, kind)?
-                .f_sub(&gather(&sexp, x_t)?.f_div_scalar(k)?)?;
+            let pos = sexp.f_mean_dim(-1, false, kind)?.f_sub(&gather(&sexp, x_t)?.f_div_scalar(k)?)?;
             Ok(rate.f_mul(&pos.f_sub(&neg)?.f_add(&cst)?)?)
         }
     }
@@ -221,17 +174,11 @@ pub fn consistency_loss(logits_t: &Tensor, target_logits_s: &Tensor) -> Result<T
         });
     }
     let kind = logits_t.kind();
-    let p = target_logits_s
-        .f_detach()?
-        .f_to_kind(kind)?
-        .f_softmax(-1, kind)?;
+    let p = target_logits_s.f_detach()?.f_to_kind(kind)?.f_softmax(-1, kind)?;
     let logq = logits_t.f_log_softmax(-1, kind)?;
     // 0·(−∞) = 0: positions the target rules out contribute nothing.
     let prod = p.f_mul(&logq)?;
     let zero = prod.f_zeros_like()?;
     let terms = zero.f_where_self(&p.f_eq(0.0)?, &prod)?;
-    Ok(terms
-        .f_sum_dim_intlist(-1, false, Kind::Double)?
-        .f_to_kind(kind)?
-        .f_neg()?)
+    Ok(terms.f_sum_dim_intlist(-1, false, Kind::Double)?.f_to_kind(kind)?.f_neg()?)
 }

@@ -44,10 +44,7 @@ impl FromStr for Output {
             "loo" | "leave-one-out" => Ok(Output::LeaveOneOut),
             "score" => Ok(Output::LogScore),
             "audm" => Ok(Output::AudmClean),
-            _ => Err(Error::invalid(
-                "output",
-                format!("'{s}'; valid: {}", Output::NAMES.join(", ")),
-            )),
+            _ => Err(Error::invalid("output", format!("'{s}'; valid: {}", Output::NAMES.join(", ")))),
         }
     }
 }
@@ -178,8 +175,9 @@ impl Converter {
             return self.carry_over(pos.x_t, out);
         }
         match (self.output, self.process) {
-            (Output::Clean | Output::AudmClean, _)
-            | (Output::LeaveOneOut, Process::Masked { .. }) => self.tempered_softmax(pos.row, out),
+            (Output::Clean | Output::AudmClean, _) | (Output::LeaveOneOut, Process::Masked { .. }) => {
+                self.tempered_softmax(pos.row, out)
+            }
             (Output::LeaveOneOut, Process::Uniform { .. }) => {
                 let mut loo = vec![0.0; out.len()];
                 self.tempered_softmax(pos.row, &mut loo);
@@ -254,9 +252,7 @@ pub fn subs_logits(logits: &tch::Tensor, x_t: &tch::Tensor, mask: i64) -> Result
     let width = logits.size().last().copied().unwrap_or(0);
     let mask_col = tch::Tensor::f_arange(width, (logits.kind(), logits.device()))?.f_eq(mask)?;
     let l = logits.f_masked_fill(&mask_col, neg)?;
-    let frozen = l
-        .f_full_like(neg)?
-        .f_scatter_value(-1, &x_t.f_unsqueeze(-1)?, 0.0)?;
+    let frozen = l.f_full_like(neg)?.f_scatter_value(-1, &x_t.f_unsqueeze(-1)?, 0.0)?;
     let unmasked = x_t.f_ne(mask)?.f_unsqueeze(-1)?;
     Ok(frozen.f_where_self(&unmasked, &l)?)
 }

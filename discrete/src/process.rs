@@ -48,10 +48,7 @@ impl FromStr for ProcessKind {
         match s {
             "masked" | "absorbing" | "mask" => Ok(ProcessKind::Masked),
             "uniform" => Ok(ProcessKind::Uniform),
-            _ => Err(Error::invalid(
-                "process",
-                format!("'{s}'; valid: masked, uniform"),
-            )),
+            _ => Err(Error::invalid("process", format!("'{s}'; valid: masked, uniform"))),
         }
     }
 }
@@ -115,10 +112,7 @@ impl Process {
     /// Checks that the vocabulary is usable (K ≥ 2).
     pub fn validate(&self) -> Result<()> {
         if self.vocab() < 2 {
-            return Err(Error::invalid(
-                "vocab",
-                format!("{} tokens; need at least 2", self.vocab()),
-            ));
+            return Err(Error::invalid("vocab", format!("{} tokens; need at least 2", self.vocab())));
         }
         Ok(())
     }
@@ -142,9 +136,7 @@ impl Process {
             Process::Masked { vocab } => out[vocab] = (1.0 - alpha) * x0[..k].iter().sum::<f64>(),
             Process::Uniform { vocab } => {
                 let mass: f64 = x0[..k].iter().sum();
-                out[..k]
-                    .iter_mut()
-                    .for_each(|o| *o += (1.0 - alpha) * mass / vocab as f64);
+                out[..k].iter_mut().for_each(|o| *o += (1.0 - alpha) * mass / vocab as f64);
             }
         }
     }
@@ -186,14 +178,7 @@ impl Process {
     /// Uniform (DUO `_posterior_from_x0`): `[α_t K π⊙e_{x_t} + (α_t/α_s − α_t)e_{x_t} + (α_s − α_t)π +
     /// (1 − α_t/α_s)(1 − α_s)/K] / [α_t K π(x_t) + 1 − α_t]`. Masked: the mask carries no information, so it is
     /// the same as [`Process::bridge_posterior`].
-    pub fn bridge_prior(
-        &self,
-        x_t: usize,
-        pi: &[f64],
-        alpha_s: f64,
-        alpha_t: f64,
-        out: &mut [f64],
-    ) {
+    pub fn bridge_prior(&self, x_t: usize, pi: &[f64], alpha_s: f64, alpha_t: f64, out: &mut [f64]) {
         match *self {
             Process::Masked { .. } => self.bridge_posterior(x_t, pi, alpha_s, alpha_t, out),
             Process::Uniform { vocab } => {
@@ -215,14 +200,7 @@ impl Process {
     /// Bridge for x0 drawn from a posterior `post` that has seen x_t: `Σ_x0 post(x0)·q(x_s | x_t, x0)`.
     ///
     /// Masked: `(α_s − α_t)/(1 − α_t)·post + (1 − α_s)/(1 − α_t)·e_mask` at a masked token, `e_{x_t}` otherwise.
-    pub fn bridge_posterior(
-        &self,
-        x_t: usize,
-        post: &[f64],
-        alpha_s: f64,
-        alpha_t: f64,
-        out: &mut [f64],
-    ) {
+    pub fn bridge_posterior(&self, x_t: usize, post: &[f64], alpha_s: f64, alpha_t: f64, out: &mut [f64]) {
         out.iter_mut().for_each(|o| *o = 0.0);
         match *self {
             Process::Masked { vocab } => {
@@ -275,32 +253,20 @@ impl Process {
     ) -> Result<Corrupted> {
         let n = seeds.len();
         if len == 0 || x0.len() != n * len {
-            return Err(Error::invalid(
-                "x0",
-                format!("{} tokens for {n} sequences of length {len}", x0.len()),
-            ));
+            return Err(Error::invalid("x0", format!("{} tokens for {n} sequences of length {len}", x0.len())));
         }
         if alpha.len() != n {
-            return Err(Error::invalid(
-                "alpha",
-                format!("{} values for {n} sequences", alpha.len()),
-            ));
+            return Err(Error::invalid("alpha", format!("{} values for {n} sequences", alpha.len())));
         }
         if let Some(a) = alpha.iter().find(|a| !(0.0..=1.0).contains(*a)) {
             return Err(Error::invalid("alpha", format!("{a} must lie in [0, 1]")));
         }
         let k = self.vocab();
         if let Some(x) = x0.iter().find(|&&x| x < 0 || x as usize >= k) {
-            return Err(Error::invalid(
-                "x0",
-                format!("token {x} is outside the vocabulary of {k}"),
-            ));
+            return Err(Error::invalid("x0", format!("token {x} is outside the vocabulary of {k}")));
         }
         if audm && self.kind() != ProcessKind::Uniform {
-            return Err(Error::not_applicable(
-                "AUDM noise tokens",
-                "they belong to the uniform process",
-            ));
+            return Err(Error::not_applicable("AUDM noise tokens", "they belong to the uniform process"));
         }
         let mut x_t = Vec::with_capacity(x0.len());
         let mut noise = audm.then(|| Vec::with_capacity(x0.len()));
@@ -338,57 +304,31 @@ impl Process {
         if len == 0 || x0.len() != n * len || x_t.len() != n * len {
             return Err(Error::invalid(
                 "x0/x_t",
-                format!(
-                    "{} and {} tokens for {n} sequences of length {len}",
-                    x0.len(),
-                    x_t.len()
-                ),
+                format!("{} and {} tokens for {n} sequences of length {len}", x0.len(), x_t.len()),
             ));
         }
         if alpha_s.len() != n || alpha_t.len() != n {
-            return Err(Error::invalid(
-                "alpha",
-                format!("need {n} values of alpha_s and alpha_t"),
-            ));
+            return Err(Error::invalid("alpha", format!("need {n} values of alpha_s and alpha_t")));
         }
         for (a_s, a_t) in alpha_s.iter().zip(alpha_t) {
             if !(0.0..=1.0).contains(a_t) || !(*a_t..=1.0).contains(a_s) {
-                return Err(Error::invalid(
-                    "alpha",
-                    format!("need 0 <= alpha_t <= alpha_s <= 1, got {a_t}, {a_s}"),
-                ));
+                return Err(Error::invalid("alpha", format!("need 0 <= alpha_t <= alpha_s <= 1, got {a_t}, {a_s}")));
             }
         }
         let (k, w) = (self.vocab(), self.width());
         if let Some(x) = x0.iter().find(|&&x| x < 0 || x as usize >= k) {
-            return Err(Error::invalid(
-                "x0",
-                format!("token {x} is outside the vocabulary of {k}"),
-            ));
+            return Err(Error::invalid("x0", format!("token {x} is outside the vocabulary of {k}")));
         }
         if let Some(x) = x_t.iter().find(|&&x| x < 0 || x as usize >= w) {
-            return Err(Error::invalid(
-                "x_t",
-                format!("token {x} is outside the {w} states"),
-            ));
+            return Err(Error::invalid("x_t", format!("token {x} is outside the {w} states")));
         }
         let mut out = Vec::with_capacity(x0.len());
         let mut law = vec![0.0; w];
         for i in 0..n {
             let mut rng = seeds.rng(i, draw);
             for j in i * len..(i + 1) * len {
-                self.bridge_hard(
-                    x_t[j] as usize,
-                    x0[j] as usize,
-                    alpha_s[i],
-                    alpha_t[i],
-                    &mut law,
-                );
-                out.push(crate::categorical::sample(
-                    &law,
-                    &mut rng,
-                    crate::categorical::Precision::F64,
-                ) as i64);
+                self.bridge_hard(x_t[j] as usize, x0[j] as usize, alpha_s[i], alpha_t[i], &mut law);
+                out.push(crate::categorical::sample(&law, &mut rng, crate::categorical::Precision::F64) as i64);
             }
         }
         Ok(out)
@@ -413,32 +353,24 @@ mod tests {
                 for x0 in 0..4 {
                     let mut e = [0.0; 4];
                     e[x0] = 1.0;
-                    let (mut q_t, mut q_s, mut acc, mut b) =
-                        (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; w]);
+                    let (mut q_t, mut q_s, mut acc, mut b) = (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; w]);
                     process.forward(&e, a_t, &mut q_t);
                     process.forward(&e, a_s, &mut q_s);
                     for x_t in 0..w {
                         process.bridge_hard(x_t, x0, a_s, a_t, &mut b);
                         acc.iter_mut().zip(&b).for_each(|(a, b)| *a += q_t[x_t] * b);
                     }
-                    assert!(
-                        close(&acc, &q_s, 1e-12),
-                        "{process:?} hard {acc:?} vs {q_s:?}"
-                    );
+                    assert!(close(&acc, &q_s, 1e-12), "{process:?} hard {acc:?} vs {q_s:?}");
                 }
                 // Soft x0 as a prior: the marginal of x_t under π, then the prior bridge.
-                let (mut q_t, mut q_s, mut acc, mut b) =
-                    (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; w]);
+                let (mut q_t, mut q_s, mut acc, mut b) = (vec![0.0; w], vec![0.0; w], vec![0.0; w], vec![0.0; w]);
                 process.forward(&pi, a_t, &mut q_t);
                 process.forward(&pi, a_s, &mut q_s);
                 for x_t in 0..w {
                     process.bridge_prior(x_t, &pi, a_s, a_t, &mut b);
                     acc.iter_mut().zip(&b).for_each(|(a, b)| *a += q_t[x_t] * b);
                 }
-                assert!(
-                    close(&acc, &q_s, 1e-12),
-                    "{process:?} soft {acc:?} vs {q_s:?}"
-                );
+                assert!(close(&acc, &q_s, 1e-12), "{process:?} soft {acc:?} vs {q_s:?}");
             }
         }
     }
@@ -465,34 +397,22 @@ mod tests {
     fn corrupted_tokens_follow_the_forward_kernel() {
         let n = 20_000;
         let seeds = SampleSeeds::new(4, 0, n);
-        for (p, audm) in [
-            (Process::Masked { vocab: 3 }, false),
-            (Process::Uniform { vocab: 3 }, true),
-        ] {
-            let c = p
-                .corrupt(&vec![1; n], 1, &vec![0.3; n], &seeds, 0, audm)
-                .unwrap();
+        for (p, audm) in [(Process::Masked { vocab: 3 }, false), (Process::Uniform { vocab: 3 }, true)] {
+            let c = p.corrupt(&vec![1; n], 1, &vec![0.3; n], &seeds, 0, audm).unwrap();
             let mut q = vec![0.0; p.width()];
             p.forward(&[0.0, 1.0, 0.0], 0.3, &mut q);
             for (v, &qv) in q.iter().enumerate() {
                 let f = c.x_t.iter().filter(|&&x| x == v as i64).count() as f64 / n as f64;
-                assert!(
-                    (f - qv).abs() < 5.0 * (qv * (1.0 - qv) / n as f64).sqrt() + 1e-12,
-                    "{p:?} {v}: {f} vs {qv}"
-                );
+                assert!((f - qv).abs() < 5.0 * (qv * (1.0 - qv) / n as f64).sqrt() + 1e-12, "{p:?} {v}: {f} vs {qv}");
             }
             if let Some(u) = c.noise {
                 // Where x_t differs from x0 it is the noise token.
                 assert!(c.x_t.iter().zip(&u).all(|(&x, &u)| x == 1 || x == u));
             }
         }
-        let e = Process::Masked { vocab: 3 }
-            .corrupt(&[5], 1, &[0.5], &SampleSeeds::new(0, 0, 1), 0, false)
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("x0") && e.to_string().contains("token 5"),
-            "{e}"
-        );
+        let e =
+            Process::Masked { vocab: 3 }.corrupt(&[5], 1, &[0.5], &SampleSeeds::new(0, 0, 1), 0, false).unwrap_err();
+        assert!(e.to_string().contains("x0") && e.to_string().contains("token 5"), "{e}");
     }
 
     /// x_t from the forward process, then x_s from the bridge: x_s follows the forward process at α_s.
@@ -503,17 +423,12 @@ mod tests {
         for p in [Process::Masked { vocab: 3 }, Process::Uniform { vocab: 3 }] {
             let x0 = vec![2; n];
             let c = p.corrupt(&x0, 1, &vec![0.2; n], &seeds, 0, false).unwrap();
-            let xs = p
-                .bridge_sample(&x0, &c.x_t, 1, &vec![0.7; n], &vec![0.2; n], &seeds, 1)
-                .unwrap();
+            let xs = p.bridge_sample(&x0, &c.x_t, 1, &vec![0.7; n], &vec![0.2; n], &seeds, 1).unwrap();
             let mut q = vec![0.0; p.width()];
             p.forward(&[0.0, 0.0, 1.0], 0.7, &mut q);
             for (v, &qv) in q.iter().enumerate() {
                 let f = xs.iter().filter(|&&x| x == v as i64).count() as f64 / n as f64;
-                assert!(
-                    (f - qv).abs() < 5.0 * (qv * (1.0 - qv) / n as f64).sqrt() + 1e-12,
-                    "{p:?} {v}: {f} vs {qv}"
-                );
+                assert!((f - qv).abs() < 5.0 * (qv * (1.0 - qv) / n as f64).sqrt() + 1e-12, "{p:?} {v}: {f} vs {qv}");
             }
         }
     }

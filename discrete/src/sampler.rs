@@ -55,15 +55,7 @@ pub enum SamplerKind {
 
 impl SamplerKind {
     /// The accepted names.
-    pub const NAMES: [&'static str; 7] = [
-        "ancestral",
-        "tau-leaping",
-        "tweedie",
-        "pc",
-        "remdm",
-        "audm",
-        "consistency",
-    ];
+    pub const NAMES: [&'static str; 7] = ["ancestral", "tau-leaping", "tweedie", "pc", "remdm", "audm", "consistency"];
 
     /// The processes it applies to.
     pub fn processes(&self) -> &'static [ProcessKind] {
@@ -79,9 +71,7 @@ impl SamplerKind {
         match (self, process) {
             (SamplerKind::TauLeaping | SamplerKind::Tweedie, _) => Output::LogScore,
             (SamplerKind::Audm, _) => Output::AudmClean,
-            (SamplerKind::Ancestral | SamplerKind::PredictorCorrector, ProcessKind::Uniform) => {
-                Output::LeaveOneOut
-            }
+            (SamplerKind::Ancestral | SamplerKind::PredictorCorrector, ProcessKind::Uniform) => Output::LeaveOneOut,
             _ => Output::Clean,
         }
     }
@@ -99,10 +89,7 @@ impl FromStr for SamplerKind {
             "audm" => SamplerKind::Audm,
             "consistency" | "cdlm" => SamplerKind::Consistency,
             _ => {
-                return Err(Error::invalid(
-                    "sampler",
-                    format!("'{s}'; valid: {}", Self::NAMES.join(", ")),
-                ));
+                return Err(Error::invalid("sampler", format!("'{s}'; valid: {}", Self::NAMES.join(", "))));
             }
         })
     }
@@ -156,10 +143,7 @@ pub struct RemaskSchedule {
 
 impl Default for RemaskSchedule {
     fn default() -> Self {
-        RemaskSchedule {
-            rule: Remask::Cap(0.02),
-            t_switch: None,
-        }
+        RemaskSchedule { rule: Remask::Cap(0.02), t_switch: None }
     }
 }
 
@@ -169,17 +153,11 @@ impl RemaskSchedule {
         if self.t_switch.is_some_and(|ts| t > ts) {
             return 0.0;
         }
-        let max = if alpha_t > 0.0 {
-            ((1.0 - alpha_s) / alpha_t).min(1.0)
-        } else {
-            1.0
-        };
+        let max = if alpha_t > 0.0 { ((1.0 - alpha_s) / alpha_t).min(1.0) } else { 1.0 };
         match self.rule {
             Remask::Cap(eta) => eta.min(max),
             Remask::Rescale(eta) => eta * max,
-            Remask::Loop {
-                t_on, t_off, eta, ..
-            } => {
+            Remask::Loop { t_on, t_off, eta, .. } => {
                 if t > t_off && t <= t_on {
                     eta.min(max)
                 } else {
@@ -191,13 +169,7 @@ impl RemaskSchedule {
 
     /// (α_t, α_s) of a step from t to s: the schedule's, except under [`Remask::Loop`] (rev_udm `loop_alphas`).
     fn alphas(&self, t: f64, s: f64, schedule: (f64, f64)) -> (f64, f64) {
-        let Remask::Loop {
-            t_on,
-            t_off,
-            alpha_on,
-            ..
-        } = self.rule
-        else {
+        let Remask::Loop { t_on, t_off, alpha_on, .. } = self.rule else {
             return schedule;
         };
         let a = |t: f64| {
@@ -215,12 +187,7 @@ impl RemaskSchedule {
     fn validate(&self) -> Result<()> {
         let eta = match self.rule {
             Remask::Cap(e) | Remask::Rescale(e) => e,
-            Remask::Loop {
-                t_on,
-                t_off,
-                alpha_on,
-                eta,
-            } => {
+            Remask::Loop { t_on, t_off, alpha_on, eta } => {
                 if !(0.0 < t_off && t_off < t_on && t_on <= 1.0) {
                     return Err(Error::invalid(
                         "remask.t_on/t_off",
@@ -228,25 +195,18 @@ impl RemaskSchedule {
                     ));
                 }
                 if !(alpha_on > 0.0 && alpha_on < 1.0) {
-                    return Err(Error::invalid(
-                        "remask.alpha_on",
-                        format!("{alpha_on} must lie in (0, 1)"),
-                    ));
+                    return Err(Error::invalid("remask.alpha_on", format!("{alpha_on} must lie in (0, 1)")));
                 }
                 eta
             }
         };
         if !(0.0..=1.0).contains(&eta) {
-            return Err(Error::invalid(
-                "remask.eta",
-                format!("{eta} must lie in [0, 1]"),
-            ));
+            return Err(Error::invalid("remask.eta", format!("{eta} must lie in [0, 1]")));
         }
         match self.t_switch {
-            Some(ts) if !(0.0..=1.0).contains(&ts) => Err(Error::invalid(
-                "remask.t_switch",
-                format!("{ts} must lie in [0, 1]"),
-            )),
+            Some(ts) if !(0.0..=1.0).contains(&ts) => {
+                Err(Error::invalid("remask.t_switch", format!("{ts} must lie in [0, 1]")))
+            }
             _ => Ok(()),
         }
     }
@@ -278,11 +238,7 @@ pub struct Corrector {
 
 impl Default for Corrector {
     fn default() -> Self {
-        Corrector {
-            sweeps: 1,
-            positions: 1,
-            selection: Selection::LeastConfident { tau: 1.0 },
-        }
+        Corrector { sweeps: 1, positions: 1, selection: Selection::LeastConfident { tau: 1.0 } }
     }
 }
 
@@ -327,10 +283,7 @@ impl SamplerConfig {
         if !self.kind.processes().contains(&process) {
             return Err(Error::not_applicable(
                 format!("sampler '{}'", self.kind),
-                format!(
-                    "it applies to the {} process only, not {process}",
-                    self.kind.processes()[0]
-                ),
+                format!("it applies to the {} process only, not {process}", self.kind.processes()[0]),
             ));
         }
         Ok(())
@@ -356,26 +309,18 @@ impl SamplerConfig {
             ));
         }
         if output == Output::LogScore && self.truncation.temperature != 1.0 {
-            return Err(Error::not_applicable(
-                "temperature",
-                "it acts on logits; this denoiser outputs log scores",
-            ));
+            return Err(Error::not_applicable("temperature", "it acts on logits; this denoiser outputs log scores"));
         }
         if matches!(self.kind, SamplerKind::TauLeaping | SamplerKind::Tweedie)
             && (self.truncation.top_k.is_some() || self.truncation.top_p.is_some())
         {
             return Err(Error::not_applicable(
                 "top_k/top_p",
-                format!(
-                    "sampler '{}' works on scores, not a clean distribution",
-                    self.kind
-                ),
+                format!("sampler '{}' works on scores, not a clean distribution", self.kind),
             ));
         }
         if self.cache
-            && !(self.kind == SamplerKind::Ancestral
-                && process.kind() == ProcessKind::Masked
-                && den.time_independent())
+            && !(self.kind == SamplerKind::Ancestral && process.kind() == ProcessKind::Masked && den.time_independent())
         {
             return Err(Error::not_applicable(
                 "cache",
@@ -388,18 +333,12 @@ impl SamplerConfig {
         if self.kind == SamplerKind::PredictorCorrector {
             let c = self.corrector;
             if c.positions < 1 || c.positions > len {
-                return Err(Error::invalid(
-                    "corrector.positions",
-                    format!("{} must lie in 1..={len}", c.positions),
-                ));
+                return Err(Error::invalid("corrector.positions", format!("{} must lie in 1..={len}", c.positions)));
             }
             if let Selection::LeastConfident { tau } = c.selection
                 && !(tau > 0.0 && tau.is_finite())
             {
-                return Err(Error::invalid(
-                    "corrector.tau",
-                    format!("{tau} must be > 0"),
-                ));
+                return Err(Error::invalid("corrector.tau", format!("{tau} must be > 0")));
             }
         }
         Ok(())
@@ -430,11 +369,7 @@ fn substeps(cfg: &SamplerConfig) -> Vec<Sub> {
     let mut subs = Vec::new();
     for k in 0..cfg.steps {
         let (t, s) = (grid[k], grid[k + 1]);
-        subs.push(Sub::Predict {
-            t,
-            s,
-            last: k + 1 == cfg.steps,
-        });
+        subs.push(Sub::Predict { t, s, last: k + 1 == cfg.steps });
         if cfg.kind == SamplerKind::PredictorCorrector && s > 0.0 {
             subs.extend((0..cfg.corrector.sweeps).map(|_| Sub::Correct { s }));
         }
@@ -458,36 +393,16 @@ struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    fn new(
-        den: &'a dyn Denoiser,
-        schedule: &'a dyn Schedule,
-        cfg: &SamplerConfig,
-        len: usize,
-    ) -> Result<Self> {
+    fn new(den: &'a dyn Denoiser, schedule: &'a dyn Schedule, cfg: &SamplerConfig, len: usize) -> Result<Self> {
         cfg.validate(den, len)?;
         let process = den.process();
-        let conv = Converter {
-            process,
-            output: den.output(),
-            temperature: cfg.truncation.temperature,
-        };
-        Ok(Engine {
-            schedule,
-            cfg: *cfg,
-            process,
-            conv,
-            len,
-            width: process.width(),
-        })
+        let conv = Converter { process, output: den.output(), temperature: cfg.truncation.temperature };
+        Ok(Engine { schedule, cfg: *cfg, process, conv, len, width: process.width() })
     }
 
     fn alpha(&self, t: f64) -> f64 {
         // The last step removes all noise whatever α(0) the schedule has.
-        if t <= 0.0 {
-            1.0
-        } else {
-            self.schedule.alpha(t)
-        }
+        if t <= 0.0 { 1.0 } else { self.schedule.alpha(t) }
     }
 
     fn known(&self, x: usize, u: Option<usize>) -> bool {
@@ -507,15 +422,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Per-position laws `[L·W]` of a predictor step for one sequence.
-    fn predict_law(
-        &self,
-        rows: &[f64],
-        x: &[i64],
-        u: Option<&[i64]>,
-        t: f64,
-        s: f64,
-        last: bool,
-    ) -> Vec<f64> {
+    fn predict_law(&self, rows: &[f64], x: &[i64], u: Option<&[i64]>, t: f64, s: f64, last: bool) -> Vec<f64> {
         let (l, w, k) = (self.len, self.width, self.process.vocab());
         let (a_t, a_s) = if self.cfg.kind == SamplerKind::Remdm {
             self.cfg.remask.alphas(t, s, (self.alpha(t), self.alpha(s)))
@@ -527,11 +434,7 @@ impl<'a> Engine<'a> {
         for i in 0..l {
             let xi = x[i] as usize;
             let known = self.known(xi, u.map(|u| u[i] as usize));
-            let pos = Position {
-                row: &rows[i * w..(i + 1) * w],
-                x_t: xi,
-                known,
-            };
+            let pos = Position { row: &rows[i * w..(i + 1) * w], x_t: xi, known };
             let out = &mut law[i * w..(i + 1) * w];
             if known && self.cfg.kind != SamplerKind::Remdm {
                 out[xi] = 1.0;
@@ -543,10 +446,7 @@ impl<'a> Engine<'a> {
                 continue;
             }
             match (self.cfg.kind, self.process) {
-                (
-                    SamplerKind::Ancestral | SamplerKind::PredictorCorrector,
-                    Process::Uniform { .. },
-                ) => {
+                (SamplerKind::Ancestral | SamplerKind::PredictorCorrector, Process::Uniform { .. }) => {
                     self.conv.loo(pos, a_t, &mut buf);
                     self.cfg.truncation.truncate(&mut buf);
                     self.process.bridge_prior(xi, &buf, a_s, a_t, out);
@@ -558,11 +458,7 @@ impl<'a> Engine<'a> {
                 (SamplerKind::Audm, _) => {
                     // x = u plays the mask: stay on u with (1 − α_s)/(1 − α_t), else take x0 (possibly u itself).
                     self.clean(pos, a_t, &mut buf);
-                    let a = if a_t < 1.0 {
-                        (a_s - a_t) / (1.0 - a_t)
-                    } else {
-                        1.0
-                    };
+                    let a = if a_t < 1.0 { (a_s - a_t) / (1.0 - a_t) } else { 1.0 };
                     for v in 0..k {
                         out[v] = a * buf[v];
                     }
@@ -575,11 +471,8 @@ impl<'a> Engine<'a> {
                         out[k] += sigma;
                     } else {
                         self.clean(pos, a_t, &mut buf);
-                        let stay = if a_t < 1.0 {
-                            ((1.0 - a_s - sigma * a_t) / (1.0 - a_t)).clamp(0.0, 1.0)
-                        } else {
-                            0.0
-                        };
+                        let stay =
+                            if a_t < 1.0 { ((1.0 - a_s - sigma * a_t) / (1.0 - a_t)).clamp(0.0, 1.0) } else { 0.0 };
                         for v in 0..k {
                             out[v] = (1.0 - stay) * buf[v];
                         }
@@ -604,11 +497,7 @@ impl<'a> Engine<'a> {
                         }
                         Process::Uniform { vocab } => {
                             for v in 0..vocab {
-                                out[v] = if v == xi {
-                                    0.0
-                                } else {
-                                    rate / vocab as f64 * buf[v]
-                                };
+                                out[v] = if v == xi { 0.0 } else { rate / vocab as f64 * buf[v] };
                             }
                             out[xi] = (1.0 - out.iter().sum::<f64>()).max(0.0);
                         }
@@ -652,15 +541,10 @@ impl<'a> Engine<'a> {
         let mut logw = vec![0.0; l];
         for i in 0..l {
             let xi = x[i] as usize;
-            let pos = Position {
-                row: &rows[i * w..(i + 1) * w],
-                x_t: xi,
-                known: false,
-            };
+            let pos = Position { row: &rows[i * w..(i + 1) * w], x_t: xi, known: false };
             let out = &mut cond[i * w..(i + 1) * w];
             self.conv.loo(pos, a, out);
-            out.iter_mut()
-                .for_each(|p| *p = a * *p + (1.0 - a) / w as f64);
+            out.iter_mut().for_each(|p| *p = a * *p + (1.0 - a) / w as f64);
             normalize(out);
             logw[i] = match self.cfg.corrector.selection {
                 Selection::Random => 0.0,
@@ -670,28 +554,16 @@ impl<'a> Engine<'a> {
         (cond, logw)
     }
 
-    fn laws(
-        &self,
-        sub: Sub,
-        rows: &[f64],
-        tokens: &[i64],
-        noise: Option<&[i64]>,
-        n: usize,
-    ) -> Vec<SeqLaw> {
+    fn laws(&self, sub: Sub, rows: &[f64], tokens: &[i64], noise: Option<&[i64]>, n: usize) -> Vec<SeqLaw> {
         let (l, w) = (self.len, self.width);
         (0..n)
             .map(|b| {
                 let x = &tokens[b * l..(b + 1) * l];
                 let r = &rows[b * l * w..(b + 1) * l * w];
                 match sub {
-                    Sub::Predict { t, s, last } => SeqLaw::Product(self.predict_law(
-                        r,
-                        x,
-                        noise.map(|u| &u[b * l..(b + 1) * l]),
-                        t,
-                        s,
-                        last,
-                    )),
+                    Sub::Predict { t, s, last } => {
+                        SeqLaw::Product(self.predict_law(r, x, noise.map(|u| &u[b * l..(b + 1) * l]), t, s, last))
+                    }
                     Sub::Correct { s } => {
                         let (cond, logw) = self.corrector_parts(r, x, s);
                         let mut comps = Vec::new();
@@ -699,8 +571,7 @@ impl<'a> Engine<'a> {
                             let mut law = vec![0.0; l * w];
                             for i in 0..l {
                                 if set.contains(&i) {
-                                    law[i * w..(i + 1) * w]
-                                        .copy_from_slice(&cond[i * w..(i + 1) * w]);
+                                    law[i * w..(i + 1) * w].copy_from_slice(&cond[i * w..(i + 1) * w]);
                                 } else {
                                     law[i * w + x[i] as usize] = 1.0;
                                 }
@@ -728,23 +599,14 @@ fn subsets_plackett_luce(logw: &[f64], k: usize) -> Vec<(f64, Vec<usize>)> {
     let m = logw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let w: Vec<f64> = logw.iter().map(|v| (v - m).exp()).collect();
     let mut acc: HashMap<Vec<usize>, f64> = HashMap::new();
-    fn rec(
-        w: &[f64],
-        k: usize,
-        chosen: &mut Vec<usize>,
-        p: f64,
-        acc: &mut HashMap<Vec<usize>, f64>,
-    ) {
+    fn rec(w: &[f64], k: usize, chosen: &mut Vec<usize>, p: f64, acc: &mut HashMap<Vec<usize>, f64>) {
         if chosen.len() == k {
             let mut s = chosen.clone();
             s.sort_unstable();
             *acc.entry(s).or_default() += p;
             return;
         }
-        let rest: f64 = (0..w.len())
-            .filter(|i| !chosen.contains(i))
-            .map(|i| w[i])
-            .sum();
+        let rest: f64 = (0..w.len()).filter(|i| !chosen.contains(i)).map(|i| w[i]).sum();
         for i in 0..w.len() {
             if !chosen.contains(&i) && w[i] > 0.0 {
                 chosen.push(i);
@@ -760,22 +622,13 @@ fn subsets_plackett_luce(logw: &[f64], k: usize) -> Vec<(f64, Vec<usize>)> {
 /// Draws k positions without replacement with weights e^{logw} (exponential race: the k smallest E_i/w_i).
 fn draw_positions<R: RngCore>(logw: &[f64], k: usize, rng: &mut R) -> Vec<usize> {
     let m = logw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let mut keys: Vec<(f64, usize)> = logw
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (exp_noise_f64(rng) / (v - m).exp(), i))
-        .collect();
+    let mut keys: Vec<(f64, usize)> =
+        logw.iter().enumerate().map(|(i, v)| (exp_noise_f64(rng) / (v - m).exp(), i)).collect();
     keys.sort_by(|a, b| a.0.total_cmp(&b.0));
     keys.into_iter().take(k).map(|(_, i)| i).collect()
 }
 
-fn draw_sequence<R: RngCore>(
-    law: &[f64],
-    width: usize,
-    out: &mut [i64],
-    rng: &mut R,
-    precision: Precision,
-) {
+fn draw_sequence<R: RngCore>(law: &[f64], width: usize, out: &mut [i64], rng: &mut R, precision: Precision) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = categorical::sample(&law[i * width..(i + 1) * width], rng, precision) as i64;
     }
@@ -791,9 +644,7 @@ fn prior_tokens(
         Process::Masked { vocab } => (vec![vocab as i64; len], None),
         Process::Uniform { vocab } => {
             let uniform = vec![1.0; vocab];
-            let x: Vec<i64> = (0..len)
-                .map(|_| categorical::sample(&uniform, rng, Precision::F64) as i64)
-                .collect();
+            let x: Vec<i64> = (0..len).map(|_| categorical::sample(&uniform, rng, Precision::F64) as i64).collect();
             let u = (kind == SamplerKind::Audm).then(|| x.clone());
             (x, u)
         }
@@ -840,31 +691,13 @@ pub fn sample_with(
     let mut rows_for: Vec<Option<Vec<i64>>> = vec![None; n];
     for (k, &sub) in subs.iter().enumerate() {
         let t_eval = Engine::sub_time(sub);
-        let stale: Vec<usize> = (0..n)
-            .filter(|&b| {
-                !(cfg.cache && rows_for[b].as_deref() == Some(&tokens[b * l..(b + 1) * l]))
-            })
-            .collect();
+        let stale: Vec<usize> =
+            (0..n).filter(|&b| !(cfg.cache && rows_for[b].as_deref() == Some(&tokens[b * l..(b + 1) * l]))).collect();
         if !stale.is_empty() {
-            let sub_tokens: Vec<i64> = stale
-                .iter()
-                .flat_map(|&b| tokens[b * l..(b + 1) * l].iter().copied())
-                .collect();
-            let sub_noise: Option<Vec<i64>> = noise.as_ref().map(|u| {
-                stale
-                    .iter()
-                    .flat_map(|&b| u[b * l..(b + 1) * l].iter().copied())
-                    .collect()
-            });
-            let r = call_rows(
-                den,
-                &sub_tokens,
-                sub_noise.as_deref(),
-                stale.len(),
-                l,
-                t_eval,
-                device,
-            )?;
+            let sub_tokens: Vec<i64> = stale.iter().flat_map(|&b| tokens[b * l..(b + 1) * l].iter().copied()).collect();
+            let sub_noise: Option<Vec<i64>> =
+                noise.as_ref().map(|u| stale.iter().flat_map(|&b| u[b * l..(b + 1) * l].iter().copied()).collect());
+            let r = call_rows(den, &sub_tokens, sub_noise.as_deref(), stale.len(), l, t_eval, device)?;
             for (j, &b) in stale.iter().enumerate() {
                 rows[b * l * w..(b + 1) * l * w].copy_from_slice(&r[j * l * w..(j + 1) * l * w]);
                 rows_for[b] = Some(tokens[b * l..(b + 1) * l].to_vec());
@@ -879,20 +712,14 @@ pub fn sample_with(
             let u = noise.as_ref().map(|u| &u[b * l..(b + 1) * l]);
             let out = &mut tokens[b * l..(b + 1) * l];
             match sub {
-                Sub::Predict { t, s, last }
-                    if cfg.kind == SamplerKind::Consistency && !(last && cfg.greedy_final) =>
-                {
+                Sub::Predict { t, s, last } if cfg.kind == SamplerKind::Consistency && !(last && cfg.greedy_final) => {
                     // Two stages, as CDLM samples: a whole x̂0 from the model, then x_s from the hard bridge.
                     let (a_t, a_s) = (eng.alpha(t), eng.alpha(s));
                     let mut p = vec![0.0; w];
                     let mut bridge = vec![0.0; w];
                     for i in 0..l {
                         let xi = x[i] as usize;
-                        let pos = Position {
-                            row: &r[i * w..(i + 1) * w],
-                            x_t: xi,
-                            known: eng.known(xi, None),
-                        };
+                        let pos = Position { row: &r[i * w..(i + 1) * w], x_t: xi, known: eng.known(xi, None) };
                         eng.clean(pos, a_t, &mut p);
                         let x0 = categorical::sample(&p, &mut rng, cfg.precision);
                         eng.process.bridge_hard(xi, x0, a_s, a_t, &mut bridge);
@@ -906,21 +733,14 @@ pub fn sample_with(
                 Sub::Correct { s } => {
                     let (cond, logw) = eng.corrector_parts(r, &x, s);
                     for i in draw_positions(&logw, cfg.corrector.positions, &mut rng) {
-                        out[i] =
-                            categorical::sample(&cond[i * w..(i + 1) * w], &mut rng, cfg.precision)
-                                as i64;
+                        out[i] = categorical::sample(&cond[i * w..(i + 1) * w], &mut rng, cfg.precision) as i64;
                     }
                 }
             }
         }
         observer(k + 1, subs.len());
     }
-    Ok(Sampled {
-        tokens,
-        len,
-        model_calls: calls,
-        evaluations: evals,
-    })
+    Ok(Sampled { tokens, len, model_calls: calls, evaluations: evals })
 }
 
 /// The exact output distribution of sampler `cfg` with denoiser `den`, by propagating the law of the sampler's
@@ -943,9 +763,7 @@ pub fn exact_law(
         Process::Uniform { vocab } => {
             let total = (vocab as f64).powi(l as i32);
             if total > max_states as f64 {
-                return Err(Error::TooLarge(format!(
-                    "{vocab}^{l} prior states exceed {max_states}"
-                )));
+                return Err(Error::TooLarge(format!("{vocab}^{l} prior states exceed {max_states}")));
             }
             let mut x = vec![0i64; l];
             for idx in 0..total as usize {
@@ -954,36 +772,21 @@ pub fn exact_law(
                     *v = (r % vocab) as i64;
                     r /= vocab;
                 }
-                let u = if cfg.kind == SamplerKind::Audm {
-                    x.clone()
-                } else {
-                    Vec::new()
-                };
+                let u = if cfg.kind == SamplerKind::Audm { x.clone() } else { Vec::new() };
                 states.insert((x.clone(), u), 1.0 / total);
             }
         }
     }
     for sub in substeps(cfg) {
         if states.len() > max_states {
-            return Err(Error::TooLarge(format!(
-                "{} sampler states exceed {max_states}",
-                states.len()
-            )));
+            return Err(Error::TooLarge(format!("{} sampler states exceed {max_states}", states.len())));
         }
         let keys: Vec<&(Vec<i64>, Vec<i64>)> = states.keys().collect();
         let n = keys.len();
         let tokens: Vec<i64> = keys.iter().flat_map(|k| k.0.iter().copied()).collect();
-        let noise: Option<Vec<i64>> = (cfg.kind == SamplerKind::Audm)
-            .then(|| keys.iter().flat_map(|k| k.1.iter().copied()).collect());
-        let rows = call_rows(
-            den,
-            &tokens,
-            noise.as_deref(),
-            n,
-            l,
-            Engine::sub_time(sub),
-            Device::Cpu,
-        )?;
+        let noise: Option<Vec<i64>> =
+            (cfg.kind == SamplerKind::Audm).then(|| keys.iter().flat_map(|k| k.1.iter().copied()).collect());
+        let rows = call_rows(den, &tokens, noise.as_deref(), n, l, Engine::sub_time(sub), Device::Cpu)?;
         let laws = eng.laws(sub, &rows, &tokens, noise.as_deref(), n);
         let mut next: HashMap<(Vec<i64>, Vec<i64>), f64> = HashMap::new();
         for (key, law) in keys.iter().zip(laws) {
@@ -1000,30 +803,18 @@ pub fn exact_law(
     }
     let mut out: HashMap<Vec<usize>, f64> = HashMap::new();
     for ((x, _), p) in states {
-        *out.entry(x.iter().map(|&v| v as usize).collect())
-            .or_default() += p;
+        *out.entry(x.iter().map(|&v| v as usize).collect()).or_default() += p;
     }
     Ok(out)
 }
 
 /// Adds `mass` times the product law `p` `[L·W]` to `next`.
-fn expand(
-    p: &[f64],
-    l: usize,
-    w: usize,
-    mass: f64,
-    noise: &[i64],
-    next: &mut HashMap<(Vec<i64>, Vec<i64>), f64>,
-) {
+fn expand(p: &[f64], l: usize, w: usize, mass: f64, noise: &[i64], next: &mut HashMap<(Vec<i64>, Vec<i64>), f64>) {
     let support: Vec<Vec<(i64, f64)>> = (0..l)
         .map(|i| {
             let row = &p[i * w..(i + 1) * w];
             let z: f64 = row.iter().sum();
-            row.iter()
-                .enumerate()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(v, &q)| (v as i64, q / z))
-                .collect()
+            row.iter().enumerate().filter(|(_, v)| **v > 0.0).map(|(v, &q)| (v as i64, q / z)).collect()
         })
         .collect();
     let mut seq = vec![0i64; l];

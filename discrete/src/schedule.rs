@@ -95,10 +95,7 @@ pub struct Linear {
 
 impl Default for Linear {
     fn default() -> Self {
-        Linear {
-            sigma_min: 0.0,
-            sigma_max: 10.0,
-        }
+        Linear { sigma_min: 0.0, sigma_max: 10.0 }
     }
 }
 
@@ -134,16 +131,10 @@ impl ScheduleKind {
         match self {
             ScheduleKind::LogLinear(LogLinear { eps }) | ScheduleKind::Cosine(Cosine { eps }) => {
                 if !(0.0..1.0).contains(eps) {
-                    return Err(Error::invalid(
-                        "schedule.eps",
-                        format!("{eps} must lie in [0, 1)"),
-                    ));
+                    return Err(Error::invalid("schedule.eps", format!("{eps} must lie in [0, 1)")));
                 }
             }
-            ScheduleKind::Linear(Linear {
-                sigma_min,
-                sigma_max,
-            }) => {
+            ScheduleKind::Linear(Linear { sigma_min, sigma_max }) => {
                 if !(*sigma_min >= 0.0 && sigma_max > sigma_min && sigma_max.is_finite()) {
                     return Err(Error::invalid(
                         "schedule.sigma",
@@ -174,10 +165,7 @@ impl FromStr for ScheduleKind {
             "log-linear" | "loglinear" => Ok(ScheduleKind::LogLinear(LogLinear::default())),
             "cosine" => Ok(ScheduleKind::Cosine(Cosine::default())),
             "linear" => Ok(ScheduleKind::Linear(Linear::default())),
-            _ => Err(Error::invalid(
-                "schedule",
-                format!("'{s}'; valid: {}", Self::NAMES.join(", ")),
-            )),
+            _ => Err(Error::invalid("schedule", format!("'{s}'; valid: {}", Self::NAMES.join(", ")))),
         }
     }
 }
@@ -197,12 +185,7 @@ mod tests {
             let t = i as f64 / 20.0;
             let h = 1e-6;
             let fd = (s.alpha(t + h) - s.alpha(t - h)) / (2.0 * h);
-            assert!(
-                (fd - s.alpha_prime(t)).abs() < 1e-6,
-                "{}: α′({t}) {} vs {fd}",
-                s.describe(),
-                s.alpha_prime(t)
-            );
+            assert!((fd - s.alpha_prime(t)).abs() < 1e-6, "{}: α′({t}) {} vs {fd}", s.describe(), s.alpha_prime(t));
         }
     }
 
@@ -220,11 +203,7 @@ mod tests {
             assert!(s.alpha(1.0) < 2e-3 && s.alpha(1.0) > 0.0);
             for i in 0..100 {
                 let t = i as f64 / 100.0;
-                assert!(
-                    s.alpha(t + 0.01) < s.alpha(t),
-                    "{} not decreasing",
-                    s.describe()
-                );
+                assert!(s.alpha(t + 0.01) < s.alpha(t), "{} not decreasing", s.describe());
             }
         }
         assert!((LogLinear::default().alpha(1.0) - 1e-3).abs() < 1e-15);
@@ -240,10 +219,7 @@ mod tests {
 
     #[test]
     fn bad_parameters_name_the_field() {
-        let e = ScheduleKind::LogLinear(LogLinear { eps: 1.5 })
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = ScheduleKind::LogLinear(LogLinear { eps: 1.5 }).validate().unwrap_err().to_string();
         assert!(e.contains("schedule.eps"), "{e}");
         let e = "quadratic".parse::<ScheduleKind>().unwrap_err().to_string();
         assert!(e.contains("schedule") && e.contains("log-linear"), "{e}");

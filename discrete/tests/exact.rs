@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use diffuse_discrete::categorical::{entropy, exp_noise_f32};
 use diffuse_discrete::exact::{ExactDenoiser, Target};
-use diffuse_discrete::loss::{
-    UniformElbo, consistency_loss, mdlm_elbo, score_entropy, uniform_elbo,
-};
+use diffuse_discrete::loss::{UniformElbo, consistency_loss, mdlm_elbo, score_entropy, uniform_elbo};
 use diffuse_discrete::param::{Converter, Position};
 use diffuse_discrete::schedule::{Cosine, LogLinear, Schedule};
 use diffuse_discrete::{Denoiser, Output, Process};
@@ -55,16 +53,8 @@ fn every_parameterization_converts_to_the_exact_marginal_ratios() {
             let per_output: Vec<(Converter, Vec<f64>)> = outputs
                 .iter()
                 .map(|&o| {
-                    let den =
-                        ExactDenoiser::new(target.clone(), process, o, sched.clone()).unwrap();
-                    (
-                        Converter {
-                            process,
-                            output: o,
-                            temperature: 1.0,
-                        },
-                        rows(&den, &states, t),
-                    )
+                    let den = ExactDenoiser::new(target.clone(), process, o, sched.clone()).unwrap();
+                    (Converter { process, output: o, temperature: 1.0 }, rows(&den, &states, t))
                 })
                 .collect();
             let mut checked = 0;
@@ -77,11 +67,7 @@ fn every_parameterization_converts_to_the_exact_marginal_ratios() {
                     let known = process.mask().is_some_and(|m| x[i] != m);
                     let mut first_clean: Option<Vec<f64>> = None;
                     for (conv, r) in &per_output {
-                        let pos = Position {
-                            row: &r[(n * 3 + i) * w..(n * 3 + i + 1) * w],
-                            x_t: x[i],
-                            known,
-                        };
+                        let pos = Position { row: &r[(n * 3 + i) * w..(n * 3 + i + 1) * w], x_t: x[i], known };
                         let (mut clean, mut score) = (vec![0.0; w], vec![0.0; w]);
                         conv.clean(pos, alpha, &mut clean);
                         if let Some(c) = &first_clean {
@@ -162,24 +148,11 @@ fn integrate(
         let t = tau.powi(3) * (10.0 - 15.0 * tau + 6.0 * tau * tau);
         let wt = w_tau * 30.0 * tau * tau * (1.0 - tau) * (1.0 - tau);
         let a = sched.alpha(t);
-        let q: Vec<f64> = states
-            .iter()
-            .map(|s| {
-                s.iter()
-                    .zip(x0)
-                    .map(|(&y, &c)| process.likelihood(y, c, a))
-                    .product()
-            })
-            .collect();
+        let q: Vec<f64> =
+            states.iter().map(|s| s.iter().zip(x0).map(|(&y, &c)| process.likelihood(y, c, a)).product()).collect();
         let per_token = loss(&x0t, &xt, t);
-        let per_seq: Vec<f64> =
-            Vec::try_from(per_token.sum_dim_intlist(-1, false, Kind::Double)).unwrap();
-        let e: f64 = q
-            .iter()
-            .zip(&per_seq)
-            .filter(|(q, _)| **q > 0.0)
-            .map(|(q, l)| q * l)
-            .sum();
+        let per_seq: Vec<f64> = Vec::try_from(per_token.sum_dim_intlist(-1, false, Kind::Double)).unwrap();
+        let e: f64 = q.iter().zip(&per_seq).filter(|(q, _)| **q > 0.0).map(|(q, l)| q * l).sum();
         total += wt * e;
     }
     total
@@ -188,11 +161,7 @@ fn integrate(
 fn time_tensors(sched: &dyn Schedule, t: f64, b: i64) -> (Tensor, Tensor) {
     (
         Tensor::full([b, 1], sched.alpha(t), (Kind::Double, tch::Device::Cpu)),
-        Tensor::full(
-            [b, 1],
-            sched.alpha_prime(t),
-            (Kind::Double, tch::Device::Cpu),
-        ),
+        Tensor::full([b, 1], sched.alpha_prime(t), (Kind::Double, tch::Device::Cpu)),
     )
 }
 
@@ -200,57 +169,30 @@ fn time_tensors(sched: &dyn Schedule, t: f64, b: i64) -> (Tensor, Tensor) {
 #[test]
 fn elbos_equal_the_exact_negative_log_likelihood() {
     let target = Arc::new(
-        Target::markov(
-            3,
-            3,
-            &[0.5, 0.3, 0.2],
-            &[
-                vec![0.6, 0.3, 0.1],
-                vec![0.2, 0.2, 0.6],
-                vec![0.3, 0.4, 0.3],
-            ],
-        )
-        .unwrap(),
+        Target::markov(3, 3, &[0.5, 0.3, 0.2], &[vec![0.6, 0.3, 0.1], vec![0.2, 0.2, 0.6], vec![0.3, 0.4, 0.3]])
+            .unwrap(),
     );
-    let schedules: Vec<Arc<dyn Schedule>> = vec![
-        Arc::new(LogLinear { eps: 0.0 }),
-        Arc::new(Cosine { eps: 0.0 }),
-    ];
+    let schedules: Vec<Arc<dyn Schedule>> = vec![Arc::new(LogLinear { eps: 0.0 }), Arc::new(Cosine { eps: 0.0 })];
     for sched in &schedules {
         let masked = Process::Masked { vocab: 3 };
         let uniform = Process::Uniform { vocab: 3 };
         let den = |p, o| ExactDenoiser::new(target.clone(), p, o, sched.clone()).unwrap();
         let (m_clean, m_score) = (den(masked, Output::Clean), den(masked, Output::LogScore));
-        let (u_clean, u_loo, u_score) = (
-            den(uniform, Output::Clean),
-            den(uniform, Output::LeaveOneOut),
-            den(uniform, Output::LogScore),
-        );
+        let (u_clean, u_loo, u_score) =
+            (den(uniform, Output::Clean), den(uniform, Output::LeaveOneOut), den(uniform, Output::LogScore));
         let s = sched.as_ref();
         let mut plug_in_clean_excess = 0.0;
         for x0 in [[0, 0, 0], [1, 2, 1], [2, 1, 0], [0, 1, 2]] {
             let nll = -target.prob(&x0).ln();
             let check = |name: &str, value: f64, tol: f64| {
-                assert!(
-                    (value - nll).abs() < tol,
-                    "{} {name} for {x0:?}: {value} vs −ln p = {nll}",
-                    s.describe()
-                );
+                assert!((value - nll).abs() < tol, "{} {name} for {x0:?}: {value} vs −ln p = {nll}", s.describe());
             };
             let b = |xt: &Tensor| xt.size()[0];
             check(
                 "MDLM ELBO",
                 integrate(masked, s, &x0, 48, &|x0t, xt, t| {
                     let (a, ap) = time_tensors(s, t, b(xt));
-                    mdlm_elbo(
-                        &m_clean.forward(xt, t, None).unwrap(),
-                        x0t,
-                        xt,
-                        &a,
-                        &ap,
-                        masked,
-                    )
-                    .unwrap()
+                    mdlm_elbo(&m_clean.forward(xt, t, None).unwrap(), x0t, xt, &a, &ap, masked).unwrap()
                 }),
                 1e-8,
             );
@@ -258,15 +200,7 @@ fn elbos_equal_the_exact_negative_log_likelihood() {
                 "masked score entropy",
                 integrate(masked, s, &x0, 48, &|x0t, xt, t| {
                     let (a, ap) = time_tensors(s, t, b(xt));
-                    score_entropy(
-                        &m_score.forward(xt, t, None).unwrap(),
-                        x0t,
-                        xt,
-                        &a,
-                        &ap,
-                        masked,
-                    )
-                    .unwrap()
+                    score_entropy(&m_score.forward(xt, t, None).unwrap(), x0t, xt, &a, &ap, masked).unwrap()
                 }),
                 1e-8,
             );
@@ -274,16 +208,8 @@ fn elbos_equal_the_exact_negative_log_likelihood() {
                 "uniform ELBO, plug-in of the LOO denoiser",
                 integrate(uniform, s, &x0, 32, &|x0t, xt, t| {
                     let (a, ap) = time_tensors(s, t, b(xt));
-                    uniform_elbo(
-                        &u_loo.forward(xt, t, None).unwrap(),
-                        x0t,
-                        xt,
-                        &a,
-                        &ap,
-                        uniform,
-                        UniformElbo::PlugIn,
-                    )
-                    .unwrap()
+                    uniform_elbo(&u_loo.forward(xt, t, None).unwrap(), x0t, xt, &a, &ap, uniform, UniformElbo::PlugIn)
+                        .unwrap()
                 }),
                 1e-4,
             );
@@ -308,31 +234,15 @@ fn elbos_equal_the_exact_negative_log_likelihood() {
                 "uniform score entropy",
                 integrate(uniform, s, &x0, 32, &|x0t, xt, t| {
                     let (a, ap) = time_tensors(s, t, b(xt));
-                    score_entropy(
-                        &u_score.forward(xt, t, None).unwrap(),
-                        x0t,
-                        xt,
-                        &a,
-                        &ap,
-                        uniform,
-                    )
-                    .unwrap()
+                    score_entropy(&u_score.forward(xt, t, None).unwrap(), x0t, xt, &a, &ap, uniform).unwrap()
                 }),
                 1e-4,
             );
             // Plugging the clean posterior in directly is the wrong quantity: the bound is loose.
             let wrong = integrate(uniform, s, &x0, 32, &|x0t, xt, t| {
                 let (a, ap) = time_tensors(s, t, b(xt));
-                uniform_elbo(
-                    &u_clean.forward(xt, t, None).unwrap(),
-                    x0t,
-                    xt,
-                    &a,
-                    &ap,
-                    uniform,
-                    UniformElbo::PlugIn,
-                )
-                .unwrap()
+                uniform_elbo(&u_clean.forward(xt, t, None).unwrap(), x0t, xt, &a, &ap, uniform, UniformElbo::PlugIn)
+                    .unwrap()
             });
             plug_in_clean_excess += target.prob(&x0) * (wrong - nll);
         }
@@ -351,8 +261,7 @@ fn exact_denoiser_is_the_consistency_fixed_point() {
     let sched: Arc<dyn Schedule> = Arc::new(LogLinear::default());
     for process in [Process::Masked { vocab: 3 }, Process::Uniform { vocab: 3 }] {
         let w = process.width();
-        let den =
-            ExactDenoiser::new(target.clone(), process, Output::Clean, sched.clone()).unwrap();
+        let den = ExactDenoiser::new(target.clone(), process, Output::Clean, sched.clone()).unwrap();
         let (t, s) = (0.8, 0.35);
         let (a_t, a_s) = (sched.alpha(t), sched.alpha(s));
         let x_t = match process {
@@ -363,13 +272,7 @@ fn exact_denoiser_is_the_consistency_fixed_point() {
         let cleans = all_sequences(3, 3);
         let post: Vec<f64> = cleans
             .iter()
-            .map(|c| {
-                target.prob(c)
-                    * c.iter()
-                        .zip(&x_t)
-                        .map(|(&v, &y)| process.likelihood(y, v, a_t))
-                        .product::<f64>()
-            })
+            .map(|c| target.prob(c) * c.iter().zip(&x_t).map(|(&v, &y)| process.likelihood(y, v, a_t)).product::<f64>())
             .collect();
         let z: f64 = post.iter().sum();
         let states = all_sequences(w, 3);
@@ -419,31 +322,19 @@ fn exact_denoiser_is_the_consistency_fixed_point() {
         let targets = den.forward(&tokens(&states), s, None).unwrap();
         let weights = Tensor::from_slice(&law);
         let expected = |logits_t: &Tensor| -> f64 {
-            let l = consistency_loss(
-                &logits_t.expand([states.len() as i64, 3, w as i64], false),
-                &targets,
-            )
-            .unwrap();
+            let l = consistency_loss(&logits_t.expand([states.len() as i64, 3, w as i64], false), &targets).unwrap();
             // Rows of x_s with zero probability may hold −∞ targets; weight 0 removes them.
-            let per_seq = l
-                .sum_dim_intlist(-1, false, Kind::Double)
-                .nan_to_num(0.0, 0.0, 0.0);
+            let per_seq = l.sum_dim_intlist(-1, false, Kind::Double).nan_to_num(0.0, 0.0, 0.0);
             f64::try_from((per_seq * &weights).sum(Kind::Double)).unwrap()
         };
-        let exact = den
-            .forward(&tokens(std::slice::from_ref(&x_t)), t, None)
-            .unwrap();
+        let exact = den.forward(&tokens(std::slice::from_ref(&x_t)), t, None).unwrap();
         let best = expected(&exact);
         let entropy_sum: f64 = at_t.iter().map(|m| entropy(m)).sum();
         assert!((best - entropy_sum).abs() < 1e-9, "{best} vs {entropy_sum}");
         for seed in 0..3 {
             tch::manual_seed(seed);
-            let noisy =
-                &exact + Tensor::randn([1, 3, w as i64], (Kind::Double, tch::Device::Cpu)) * 0.3;
-            assert!(
-                expected(&noisy) > best + 1e-4,
-                "{process:?}: perturbed model is not worse"
-            );
+            let noisy = &exact + Tensor::randn([1, 3, w as i64], (Kind::Double, tch::Device::Cpu)) * 0.3;
+            assert!(expected(&noisy) > best + 1e-4, "{process:?}: perturbed model is not worse");
         }
     }
 }
@@ -461,9 +352,7 @@ fn f32_race_loses_entropy_on_a_long_tail() {
     let p: Vec<f64> = zipf.iter().map(|v| v / z).collect();
     let delta = 1e-3;
     // Smallest f32 noise values, ascending: bits 2²⁴ − 1, 2²⁴ − 2, …
-    let small: Vec<f64> = (1..=1u32 << 20)
-        .map(|j| exp_noise_f32((1 << 24) - j) as f64)
-        .collect();
+    let small: Vec<f64> = (1..=1u32 << 20).map(|j| exp_noise_f32((1 << 24) - j) as f64).collect();
     assert!(small.windows(2).all(|w| w[0] <= w[1]));
     // E_{E_mask}[F(r·E_mask)] with E_mask ~ Exp(1), exactly: F32 is a step function with jumps 2⁻²⁴ at the
     // noise values, so the expectation is 2⁻²⁴·Σ_j P(E_mask ≥ e_j / r) = 2⁻²⁴·Σ_j e^{−e_j/r}; for the f64 noise
@@ -481,10 +370,7 @@ fn f32_race_loses_entropy_on_a_long_tail() {
     };
     let win64 = |r: f64| r / (1.0 + r);
     let law = |win: &dyn Fn(f64) -> f64| -> Vec<f64> {
-        let mut q: Vec<f64> = p
-            .iter()
-            .map(|&pv| win(delta * pv / (1.0 - delta)))
-            .collect();
+        let mut q: Vec<f64> = p.iter().map(|&pv| win(delta * pv / (1.0 - delta))).collect();
         let s: f64 = q.iter().sum();
         q.iter_mut().for_each(|v| *v /= s);
         q
@@ -498,9 +384,6 @@ fn f32_race_loses_entropy_on_a_long_tail() {
     );
     // Neglecting competition between tokens is accurate to O(δ·max p) ≈ 1e-4 in the entropy.
     assert!((h64 - h_true).abs() < 1e-3, "{h64} vs {h_true}");
-    assert!(
-        h32 < h_true - 0.05,
-        "f32 race kept the entropy: {h32} vs {h_true}"
-    );
+    assert!(h32 < h_true - 0.05, "f32 race kept the entropy: {h32} vs {h_true}");
     assert!(tail32 < 0.95 * tail, "{tail32} vs {tail}");
 }

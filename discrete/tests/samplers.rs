@@ -8,9 +8,7 @@ use std::sync::Arc;
 use diffuse_core::SampleSeeds;
 use diffuse_discrete::categorical::Truncation;
 use diffuse_discrete::exact::{ExactDenoiser, Target, empirical, tv, tv_sampling_bound};
-use diffuse_discrete::sampler::{
-    self, Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection,
-};
+use diffuse_discrete::sampler::{self, Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection};
 use diffuse_discrete::schedule::{Cosine, LogLinear, Schedule};
 use diffuse_discrete::{Output, Process};
 use tch::Device;
@@ -43,15 +41,7 @@ fn run(
     let mass: f64 = law.values().sum();
     assert!((mass - 1.0).abs() < 1e-9, "exact law has mass {mass}");
     let seeds = SampleSeeds::new(11, 0, SAMPLES);
-    let out = sampler::sample(
-        &den,
-        schedule.as_ref(),
-        &cfg,
-        target.len(),
-        &seeds,
-        Device::Cpu,
-    )
-    .unwrap();
+    let out = sampler::sample(&den, schedule.as_ref(), &cfg, target.len(), &seeds, Device::Cpu).unwrap();
     let emp = empirical(&out.tokens, target.len());
     let support = law.values().filter(|&&p| p > 0.0).count().max(1);
     let r = Report {
@@ -68,12 +58,8 @@ fn run(
 }
 
 fn markov() -> Arc<Target> {
-    let t = vec![
-        vec![0.7, 0.1, 0.1, 0.1],
-        vec![0.05, 0.05, 0.8, 0.1],
-        vec![0.3, 0.3, 0.2, 0.2],
-        vec![0.1, 0.6, 0.1, 0.2],
-    ];
+    let t =
+        vec![vec![0.7, 0.1, 0.1, 0.1], vec![0.05, 0.05, 0.8, 0.1], vec![0.3, 0.3, 0.2, 0.2], vec![0.1, 0.6, 0.1, 0.2]];
     Arc::new(Target::markov(4, 3, &[0.4, 0.3, 0.2, 0.1], &t).unwrap())
 }
 
@@ -84,24 +70,9 @@ fn table() -> Arc<Target> {
 /// The sampler's exact law is within `c/steps` of the target, its samples within the sampling bound of its law
 /// and of the target.
 fn assert_within(r: &Report, c: f64, steps: usize) {
-    assert!(
-        r.disc <= c / steps as f64,
-        "discretisation error {} exceeds {c}/{steps}",
-        r.disc
-    );
-    assert!(
-        r.noise <= r.bound,
-        "sampling noise {} exceeds the bound {}",
-        r.noise,
-        r.bound
-    );
-    assert!(
-        r.total <= r.disc + r.bound,
-        "TV to target {} exceeds {} + {}",
-        r.total,
-        r.disc,
-        r.bound
-    );
+    assert!(r.disc <= c / steps as f64, "discretisation error {} exceeds {c}/{steps}", r.disc);
+    assert!(r.noise <= r.bound, "sampling noise {} exceeds the bound {}", r.noise, r.bound);
+    assert!(r.total <= r.disc + r.bound, "TV to target {} exceeds {} + {}", r.total, r.disc, r.bound);
 }
 
 /// Discretisation constant: the exact law of every exact-denoiser sampler here is within C/steps of the target.
@@ -140,11 +111,7 @@ fn wrong_denoiser_and_too_few_steps_break_the_bound() {
         SamplerConfig::new(SamplerKind::Ancestral, 32),
         ll(),
     );
-    assert!(
-        r.total > C / 32.0 + r.bound,
-        "a wrong denoiser passed: {}",
-        r.total
-    );
+    assert!(r.total > C / 32.0 + r.bound, "a wrong denoiser passed: {}", r.total);
     let r = run(
         &target,
         &wrong,
@@ -153,11 +120,7 @@ fn wrong_denoiser_and_too_few_steps_break_the_bound() {
         SamplerConfig::new(SamplerKind::Ancestral, 32),
         ll(),
     );
-    assert!(
-        r.total > C / 32.0 + r.bound,
-        "a wrong uniform denoiser passed: {}",
-        r.total
-    );
+    assert!(r.total > C / 32.0 + r.bound, "a wrong uniform denoiser passed: {}", r.total);
     // One step draws every token independently from its marginal: far from a correlated target.
     let r = run(
         &target,
@@ -167,11 +130,7 @@ fn wrong_denoiser_and_too_few_steps_break_the_bound() {
         SamplerConfig::new(SamplerKind::Ancestral, 1),
         ll(),
     );
-    assert!(
-        r.disc > 0.1 && r.total > C / 32.0 + r.bound,
-        "one step passed: {}",
-        r.total
-    );
+    assert!(r.disc > 0.1 && r.total > C / 32.0 + r.bound, "one step passed: {}", r.total);
 }
 
 #[test]
@@ -179,13 +138,7 @@ fn masked_cache_is_exact_and_saves_calls() {
     let target = markov();
     let mut cfg = SamplerConfig::new(SamplerKind::Ancestral, 64);
     let sched = ll();
-    let den = ExactDenoiser::new(
-        target.clone(),
-        Process::Masked { vocab: 4 },
-        Output::Clean,
-        sched.clone(),
-    )
-    .unwrap();
+    let den = ExactDenoiser::new(target.clone(), Process::Masked { vocab: 4 }, Output::Clean, sched.clone()).unwrap();
     let seeds = SampleSeeds::new(3, 0, 500);
     let plain = sampler::sample(&den, sched.as_ref(), &cfg, 3, &seeds, Device::Cpu).unwrap();
     cfg.cache = true;
@@ -218,14 +171,7 @@ fn score_samplers() {
     for target in [markov(), table()] {
         for process in [Process::Masked { vocab: 4 }, Process::Uniform { vocab: 4 }] {
             for kind in [SamplerKind::TauLeaping, SamplerKind::Tweedie] {
-                let r = run(
-                    &target,
-                    &target,
-                    process,
-                    Output::LogScore,
-                    SamplerConfig::new(kind, 32),
-                    ll(),
-                );
+                let r = run(&target, &target, process, Output::LogScore, SamplerConfig::new(kind, 32), ll());
                 assert_within(&r, C, 32);
             }
         }
@@ -236,19 +182,8 @@ fn score_samplers() {
 fn predictor_corrector_gibbs() {
     let target = markov();
     let mut cfg = SamplerConfig::new(SamplerKind::PredictorCorrector, 16);
-    cfg.corrector = Corrector {
-        sweeps: 2,
-        positions: 1,
-        selection: Selection::Random,
-    };
-    let exact_gibbs = run(
-        &target,
-        &target,
-        Process::Uniform { vocab: 4 },
-        Output::LeaveOneOut,
-        cfg,
-        ll(),
-    );
+    cfg.corrector = Corrector { sweeps: 2, positions: 1, selection: Selection::Random };
+    let exact_gibbs = run(&target, &target, Process::Uniform { vocab: 4 }, Output::LeaveOneOut, cfg, ll());
     assert_within(&exact_gibbs, C, 16);
     // Exact Gibbs sweeps keep p_s invariant and remove part of the predictor's error.
     let predictor_only = run(
@@ -259,43 +194,19 @@ fn predictor_corrector_gibbs() {
         SamplerConfig::new(SamplerKind::Ancestral, 16),
         ll(),
     );
-    assert!(
-        exact_gibbs.disc < predictor_only.disc,
-        "{} vs {}",
-        exact_gibbs.disc,
-        predictor_only.disc
-    );
+    assert!(exact_gibbs.disc < predictor_only.disc, "{} vs {}", exact_gibbs.disc, predictor_only.disc);
     // Informed selection (least confident first) and parallel resampling are not Gibbs steps: the position
     // choice depends on the current tokens, and several positions move at once. Both are biased towards likely
     // sequences on this correlated chain (docs/discrete.md); their draws still follow their exact law.
     for corrector in [
-        Corrector {
-            sweeps: 2,
-            positions: 1,
-            selection: Selection::LeastConfident { tau: 1.0 },
-        },
-        Corrector {
-            sweeps: 1,
-            positions: 2,
-            selection: Selection::Random,
-        },
+        Corrector { sweeps: 2, positions: 1, selection: Selection::LeastConfident { tau: 1.0 } },
+        Corrector { sweeps: 1, positions: 2, selection: Selection::Random },
     ] {
         let mut cfg = SamplerConfig::new(SamplerKind::PredictorCorrector, 16);
         cfg.corrector = corrector;
-        let r = run(
-            &target,
-            &target,
-            Process::Uniform { vocab: 4 },
-            Output::LeaveOneOut,
-            cfg,
-            ll(),
-        );
+        let r = run(&target, &target, Process::Uniform { vocab: 4 }, Output::LeaveOneOut, cfg, ll());
         assert!(r.noise <= r.bound, "{} > {}", r.noise, r.bound);
-        assert!(
-            r.disc > 2.0 * exact_gibbs.disc,
-            "{corrector:?} unexpectedly exact: {}",
-            r.disc
-        );
+        assert!(r.disc > 2.0 * exact_gibbs.disc, "{corrector:?} unexpectedly exact: {}", r.disc);
     }
 }
 
@@ -304,42 +215,20 @@ fn predictor_corrector_gibbs() {
 fn discretisation_error_is_first_order() {
     let target = markov();
     for (process, output, kind) in [
-        (
-            Process::Masked { vocab: 4 },
-            Output::Clean,
-            SamplerKind::Ancestral,
-        ),
-        (
-            Process::Uniform { vocab: 4 },
-            Output::LeaveOneOut,
-            SamplerKind::Ancestral,
-        ),
-        (
-            Process::Uniform { vocab: 4 },
-            Output::LogScore,
-            SamplerKind::TauLeaping,
-        ),
+        (Process::Masked { vocab: 4 }, Output::Clean, SamplerKind::Ancestral),
+        (Process::Uniform { vocab: 4 }, Output::LeaveOneOut, SamplerKind::Ancestral),
+        (Process::Uniform { vocab: 4 }, Output::LogScore, SamplerKind::TauLeaping),
     ] {
         let den = ExactDenoiser::new(target.clone(), process, output, ll()).unwrap();
         let errs: Vec<f64> = [8, 16, 32, 64]
             .iter()
             .map(|&n| {
-                target.tv(&sampler::exact_law(
-                    &den,
-                    ll().as_ref(),
-                    &SamplerConfig::new(kind, n),
-                    3,
-                    10_000,
-                )
-                .unwrap())
+                target.tv(&sampler::exact_law(&den, ll().as_ref(), &SamplerConfig::new(kind, n), 3, 10_000).unwrap())
             })
             .collect();
         let slope = (errs[3] / errs[0]).log2() / 3.0;
         eprintln!("{kind:?} {process:?}: errors {errs:?}, slope {slope:.2}");
-        assert!(
-            (slope + 1.0).abs() < 0.3,
-            "{kind:?} {process:?}: slope {slope} (errors {errs:?})"
-        );
+        assert!((slope + 1.0).abs() < 0.3, "{kind:?} {process:?}: slope {slope} (errors {errs:?})");
     }
 }
 
@@ -348,67 +237,19 @@ fn discretisation_error_is_first_order() {
 fn batch_independent_and_deterministic() {
     let target = markov();
     for (process, output, kind) in [
-        (
-            Process::Masked { vocab: 4 },
-            Output::Clean,
-            SamplerKind::Remdm,
-        ),
-        (
-            Process::Uniform { vocab: 4 },
-            Output::LeaveOneOut,
-            SamplerKind::PredictorCorrector,
-        ),
-        (
-            Process::Uniform { vocab: 4 },
-            Output::AudmClean,
-            SamplerKind::Audm,
-        ),
-        (
-            Process::Uniform { vocab: 4 },
-            Output::Clean,
-            SamplerKind::Consistency,
-        ),
+        (Process::Masked { vocab: 4 }, Output::Clean, SamplerKind::Remdm),
+        (Process::Uniform { vocab: 4 }, Output::LeaveOneOut, SamplerKind::PredictorCorrector),
+        (Process::Uniform { vocab: 4 }, Output::AudmClean, SamplerKind::Audm),
+        (Process::Uniform { vocab: 4 }, Output::Clean, SamplerKind::Consistency),
     ] {
         let den = ExactDenoiser::new(target.clone(), process, output, ll()).unwrap();
         let cfg = SamplerConfig::new(kind, 8);
-        let all = sampler::sample(
-            &den,
-            ll().as_ref(),
-            &cfg,
-            3,
-            &SampleSeeds::new(9, 0, 40),
-            Device::Cpu,
-        )
-        .unwrap();
-        let again = sampler::sample(
-            &den,
-            ll().as_ref(),
-            &cfg,
-            3,
-            &SampleSeeds::new(9, 0, 40),
-            Device::Cpu,
-        )
-        .unwrap();
+        let all = sampler::sample(&den, ll().as_ref(), &cfg, 3, &SampleSeeds::new(9, 0, 40), Device::Cpu).unwrap();
+        let again = sampler::sample(&den, ll().as_ref(), &cfg, 3, &SampleSeeds::new(9, 0, 40), Device::Cpu).unwrap();
         assert_eq!(all.tokens, again.tokens);
-        let one = sampler::sample(
-            &den,
-            ll().as_ref(),
-            &cfg,
-            3,
-            &SampleSeeds::new(9, 17, 1),
-            Device::Cpu,
-        )
-        .unwrap();
+        let one = sampler::sample(&den, ll().as_ref(), &cfg, 3, &SampleSeeds::new(9, 17, 1), Device::Cpu).unwrap();
         assert_eq!(&all.tokens[17 * 3..18 * 3], &one.tokens[..], "{kind:?}");
-        let other = sampler::sample(
-            &den,
-            ll().as_ref(),
-            &cfg,
-            3,
-            &SampleSeeds::new(10, 0, 40),
-            Device::Cpu,
-        )
-        .unwrap();
+        let other = sampler::sample(&den, ll().as_ref(), &cfg, 3, &SampleSeeds::new(10, 0, 40), Device::Cpu).unwrap();
         assert_ne!(all.tokens, other.tokens);
     }
 }
@@ -420,26 +261,11 @@ fn remdm_schedules() {
         (Remask::Cap(0.05), None),
         (Remask::Rescale(0.5), None),
         (Remask::Rescale(1.0), Some(0.5)),
-        (
-            Remask::Loop {
-                t_on: 0.55,
-                t_off: 0.05,
-                alpha_on: 0.9,
-                eta: 0.1,
-            },
-            None,
-        ),
+        (Remask::Loop { t_on: 0.55, t_off: 0.05, alpha_on: 0.9, eta: 0.1 }, None),
     ] {
         let mut cfg = SamplerConfig::new(SamplerKind::Remdm, 32);
         cfg.remask = RemaskSchedule { rule, t_switch };
-        let r = run(
-            &target,
-            &target,
-            Process::Masked { vocab: 4 },
-            Output::Clean,
-            cfg,
-            ll(),
-        );
+        let r = run(&target, &target, Process::Masked { vocab: 4 }, Output::Clean, cfg, ll());
         assert_within(&r, C, 32);
     }
 }
@@ -461,28 +287,13 @@ fn audm_absorbing_reformulation() {
 #[test]
 fn consistency_through_the_bridge() {
     for target in [markov(), table()] {
-        for (process, output) in [
-            (Process::Masked { vocab: 4 }, Output::Clean),
-            (Process::Uniform { vocab: 4 }, Output::Clean),
-        ] {
-            let r = run(
-                &target,
-                &target,
-                process,
-                output,
-                SamplerConfig::new(SamplerKind::Consistency, 32),
-                ll(),
-            );
+        for (process, output) in
+            [(Process::Masked { vocab: 4 }, Output::Clean), (Process::Uniform { vocab: 4 }, Output::Clean)]
+        {
+            let r = run(&target, &target, process, output, SamplerConfig::new(SamplerKind::Consistency, 32), ll());
             assert_within(&r, C, 32);
             // Few steps: far from the target, but the two-stage draws still follow the exact law.
-            let few = run(
-                &target,
-                &target,
-                process,
-                output,
-                SamplerConfig::new(SamplerKind::Consistency, 3),
-                ll(),
-            );
+            let few = run(&target, &target, process, output, SamplerConfig::new(SamplerKind::Consistency, 3), ll());
             assert!(few.noise <= few.bound, "{} > {}", few.noise, few.bound);
         }
     }
@@ -493,10 +304,9 @@ fn greedy_final_step_and_other_schedules() {
     let target = markov();
     let mut cfg = SamplerConfig::new(SamplerKind::Ancestral, 64);
     cfg.greedy_final = true;
-    for (process, output) in [
-        (Process::Masked { vocab: 4 }, Output::Clean),
-        (Process::Uniform { vocab: 4 }, Output::LeaveOneOut),
-    ] {
+    for (process, output) in
+        [(Process::Masked { vocab: 4 }, Output::Clean), (Process::Uniform { vocab: 4 }, Output::LeaveOneOut)]
+    {
         let r = run(&target, &target, process, output, cfg, ll());
         assert_within(&r, C, 64);
     }
@@ -526,32 +336,15 @@ fn greedy_final_step_and_other_schedules() {
 #[test]
 fn truncated_sampling_follows_its_exact_law() {
     let target = table();
-    for (process, output) in [
-        (Process::Masked { vocab: 4 }, Output::Clean),
-        (Process::Uniform { vocab: 4 }, Output::LeaveOneOut),
-    ] {
-        let plain = run(
-            &target,
-            &target,
-            process,
-            output,
-            SamplerConfig::new(SamplerKind::Ancestral, 16),
-            ll(),
-        );
+    for (process, output) in
+        [(Process::Masked { vocab: 4 }, Output::Clean), (Process::Uniform { vocab: 4 }, Output::LeaveOneOut)]
+    {
+        let plain = run(&target, &target, process, output, SamplerConfig::new(SamplerKind::Ancestral, 16), ll());
         let mut cfg = SamplerConfig::new(SamplerKind::Ancestral, 16);
-        cfg.truncation = Truncation {
-            temperature: 0.7,
-            top_k: Some(3),
-            top_p: Some(0.9),
-        };
+        cfg.truncation = Truncation { temperature: 0.7, top_k: Some(3), top_p: Some(0.9) };
         let r = run(&target, &target, process, output, cfg, ll());
         assert!(r.noise <= r.bound, "{} > {}", r.noise, r.bound);
-        assert!(
-            r.disc > plain.disc + 0.02,
-            "truncation changed nothing: {} vs {}",
-            r.disc,
-            plain.disc
-        );
+        assert!(r.disc > plain.disc + 0.02, "truncation changed nothing: {} vs {}", r.disc, plain.disc);
     }
 }
 
@@ -565,12 +358,7 @@ impl diffuse_discrete::Denoiser for F32Model {
     fn output(&self) -> Output {
         self.0.output()
     }
-    fn forward(
-        &self,
-        x_t: &tch::Tensor,
-        t: f64,
-        noise: Option<&tch::Tensor>,
-    ) -> diffuse_discrete::Result<tch::Tensor> {
+    fn forward(&self, x_t: &tch::Tensor, t: f64, noise: Option<&tch::Tensor>) -> diffuse_discrete::Result<tch::Tensor> {
         Ok(self.0.forward(x_t, t, noise)?.to_kind(tch::Kind::Float))
     }
 }
@@ -583,15 +371,7 @@ fn f32_model_output_and_the_largest_exact_problem() {
     let den = F32Model(ExactDenoiser::new(target.clone(), process, Output::Clean, ll()).unwrap());
     let cfg = SamplerConfig::new(SamplerKind::Ancestral, 16);
     let law = sampler::exact_law(&den, ll().as_ref(), &cfg, 4, 10_000).unwrap();
-    let out = sampler::sample(
-        &den,
-        ll().as_ref(),
-        &cfg,
-        4,
-        &SampleSeeds::new(2, 0, SAMPLES),
-        Device::Cpu,
-    )
-    .unwrap();
+    let out = sampler::sample(&den, ll().as_ref(), &cfg, 4, &SampleSeeds::new(2, 0, SAMPLES), Device::Cpu).unwrap();
     let emp = empirical(&out.tokens, 4);
     let support = law.values().filter(|&&p| p > 0.0).count();
     let (disc, noise) = (target.tv(&law), tv(&emp, &law));

@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes one function taking validated arguments and the shared context.
 
 mod doctor;
+pub mod solvers;
 pub mod text;
 
 use std::process::ExitCode;
@@ -24,7 +25,11 @@ impl Context {
     #[allow(dead_code)] // used by the model-running subcommands
     pub fn device(&self) -> anyhow::Result<Device> {
         let device = self.global.device.resolve().context("--device")?;
-        self.printer.verbose(format!("device: {} (asked: {})", diffuse_core::device::device_name(device), self.global.device));
+        self.printer.verbose(format!(
+            "device: {} (asked: {})",
+            diffuse_core::device::device_name(device),
+            self.global.device
+        ));
         Ok(device)
     }
 }
@@ -39,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Context { printer, global: cli.global };
     match cli.command {
         Command::Doctor(args) => doctor::doctor(&ctx, &args),
+        Command::Solvers(cmd) => solvers::run(&ctx, &cmd),
         Command::Text(cmd) => text::text(&ctx, &cmd),
     }
 }

@@ -10,9 +10,7 @@ use clap::{Args, Subcommand};
 use diffuse_discrete::categorical::{Precision, Truncation};
 use diffuse_discrete::check::{CheckSpec, check};
 use diffuse_discrete::exact::Target;
-use diffuse_discrete::sampler::{
-    Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection,
-};
+use diffuse_discrete::sampler::{Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection};
 use diffuse_discrete::schedule::ScheduleKind;
 use diffuse_discrete::{Output, ProcessKind};
 
@@ -100,28 +98,19 @@ pub struct CheckArgs {
 }
 
 fn parse<T: std::str::FromStr<Err = diffuse_discrete::Error>>(s: &str) -> Result<T, String> {
-    s.parse()
-        .map_err(|e: diffuse_discrete::Error| e.to_string())
+    s.parse().map_err(|e: diffuse_discrete::Error| e.to_string())
 }
 
 fn parse_remask(s: &str) -> Result<Remask, String> {
     let parts: Vec<&str> = s.split(':').collect();
-    let num = |x: &str| {
-        x.parse::<f64>()
-            .map_err(|_| format!("'{x}' is not a number"))
-    };
+    let num = |x: &str| x.parse::<f64>().map_err(|_| format!("'{x}' is not a number"));
     match parts.as_slice() {
         ["cap", eta] => Ok(Remask::Cap(num(eta)?)),
         ["rescale", eta] => Ok(Remask::Rescale(num(eta)?)),
-        ["loop", t_on, t_off, alpha_on, eta] => Ok(Remask::Loop {
-            t_on: num(t_on)?,
-            t_off: num(t_off)?,
-            alpha_on: num(alpha_on)?,
-            eta: num(eta)?,
-        }),
-        _ => Err(format!(
-            "'{s}': expected cap:ETA, rescale:ETA or loop:T_ON:T_OFF:ALPHA_ON:ETA"
-        )),
+        ["loop", t_on, t_off, alpha_on, eta] => {
+            Ok(Remask::Loop { t_on: num(t_on)?, t_off: num(t_off)?, alpha_on: num(alpha_on)?, eta: num(eta)? })
+        }
+        _ => Err(format!("'{s}': expected cap:ETA, rescale:ETA or loop:T_ON:T_OFF:ALPHA_ON:ETA")),
     }
 }
 
@@ -133,10 +122,8 @@ pub fn text(ctx: &Context, cmd: &TextCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(ctx: &Context, a: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let target = Arc::new(
-        Target::from_json_file(&a.target)
-            .with_context(|| format!("--target {}", a.target.display()))?,
-    );
+    let target =
+        Arc::new(Target::from_json_file(&a.target).with_context(|| format!("--target {}", a.target.display()))?);
     a.schedule.validate().context("--schedule")?;
     let selection = match a.selection.as_str() {
         "random" => Selection::Random,
@@ -145,26 +132,13 @@ fn run_check(ctx: &Context, a: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let mut sampler = SamplerConfig::new(a.sampler, a.steps);
     sampler.cache = a.cache;
-    sampler.truncation = Truncation {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-    };
+    sampler.truncation = Truncation { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p };
     sampler.greedy_final = a.greedy_final;
     sampler.precision = a.precision;
-    sampler.remask = RemaskSchedule {
-        rule: a.remask,
-        t_switch: a.t_switch,
-    };
-    sampler.corrector = Corrector {
-        sweeps: a.corrector_sweeps,
-        positions: a.corrector_positions,
-        selection,
-    };
+    sampler.remask = RemaskSchedule { rule: a.remask, t_switch: a.t_switch };
+    sampler.corrector = Corrector { sweeps: a.corrector_sweeps, positions: a.corrector_positions, selection };
     let process = a.process.with_vocab(target.vocab());
-    let output = a
-        .output
-        .unwrap_or_else(|| a.sampler.natural_output(a.process));
+    let output = a.output.unwrap_or_else(|| a.sampler.natural_output(a.process));
     let schedule: Arc<dyn diffuse_discrete::Schedule> = match a.schedule {
         ScheduleKind::LogLinear(s) => Arc::new(s),
         ScheduleKind::Cosine(s) => Arc::new(s),
@@ -236,10 +210,7 @@ fn run_check(ctx: &Context, a: &CheckArgs) -> anyhow::Result<ExitCode> {
             Some(d) => {
                 println!("TV(exact law, target)   {d:.4}  discretisation error, by enumeration")
             }
-            None => println!(
-                "TV(exact law, target)   not computed (more than {} sampler states)",
-                a.max_states
-            ),
+            None => println!("TV(exact law, target)   not computed (more than {} sampler states)", a.max_states),
         }
         if let Some(n) = report.sampling_noise {
             println!("TV(samples, exact law)  {n:.4}");
@@ -248,32 +219,15 @@ fn run_check(ctx: &Context, a: &CheckArgs) -> anyhow::Result<ExitCode> {
             "sampling bound          {:.4}  sqrt(S/4n) + sqrt(ln(1/delta)/2n), S = {}, delta = {}",
             report.sampling_bound, report.support, a.delta
         );
-        println!(
-            "bound                   {:.4}  discretisation + sampling",
-            report.bound
-        );
+        println!("bound                   {:.4}  discretisation + sampling", report.bound);
         println!(
             "entropy                 target {:.4}, samples {:.4} nats",
             report.target_entropy, report.sample_entropy
         );
-        println!(
-            "model calls             {} ({} sequence evaluations)",
-            report.model_calls, report.evaluations
-        );
-        println!(
-            "result                  {}",
-            if report.pass {
-                "PASS (TV <= bound)"
-            } else {
-                "FAIL (TV > bound)"
-            }
-        );
+        println!("model calls             {} ({} sequence evaluations)", report.model_calls, report.evaluations);
+        println!("result                  {}", if report.pass { "PASS (TV <= bound)" } else { "FAIL (TV > bound)" });
     }
-    Ok(if report.pass {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if report.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[cfg(test)]
@@ -300,19 +254,9 @@ mod tests {
             "loop:0.55:0.05:0.9:0.1",
         ])
         .unwrap();
-        let crate::cli::Command::Text(TextCommand::Check(a)) = cli.command else {
-            panic!("not text check")
-        };
+        let crate::cli::Command::Text(TextCommand::Check(a)) = cli.command else { panic!("not text check") };
         assert_eq!(a.sampler, SamplerKind::PredictorCorrector);
-        assert_eq!(
-            a.remask,
-            Remask::Loop {
-                t_on: 0.55,
-                t_off: 0.05,
-                alpha_on: 0.9,
-                eta: 0.1
-            }
-        );
+        assert_eq!(a.remask, Remask::Loop { t_on: 0.55, t_off: 0.05, alpha_on: 0.9, eta: 0.1 });
     }
 
     #[test]
@@ -332,9 +276,6 @@ mod tests {
         ])
         .unwrap_err()
         .to_string();
-        assert!(
-            err.contains("sampler") && err.contains("ancestral"),
-            "{err}"
-        );
+        assert!(err.contains("sampler") && err.contains("ancestral"), "{err}");
     }
 }
