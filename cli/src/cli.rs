@@ -50,6 +50,9 @@ pub enum Command {
     /// Speech enhancement with score-based models (SGMSE+).
     #[command(subcommand)]
     Audio(crate::commands::audio::AudioCommand),
+    /// Discrete diffusion on token sequences (masked and uniform): exact sampler checks.
+    #[command(subcommand)]
+    Text(crate::commands::text::TextCommand),
 }
 
 /// Arguments of `diffuse doctor`.

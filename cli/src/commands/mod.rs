@@ -3,6 +3,7 @@
 pub mod audio;
 mod doctor;
 pub mod solvers;
+pub mod text;
 
 use std::process::ExitCode;
 
@@ -46,5 +47,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::doctor(&ctx, &args),
         Command::Solvers(cmd) => solvers::run(&ctx, &cmd),
         Command::Audio(cmd) => audio::run(&ctx, &cmd),
+        Command::Text(cmd) => text::text(&ctx, &cmd),
     }
 }
