@@ -362,7 +362,8 @@ impl Denoiser for TorchScriptDenoiser {
             AnchorInput::Concat => vec![IValue::Tensor(Tensor::f_cat(&[x_in, anchor()?], 1)?), IValue::Tensor(t_in)],
             AnchorInput::Argument => vec![IValue::Tensor(x_in), IValue::Tensor(t_in), IValue::Tensor(anchor()?)],
         };
-        let out = tch::no_grad(|| self.module.method_is("forward", &inputs))?;
+        // Gradients flow when the caller enables them (likelihood); samplers run under no_grad (`solvers::sample`).
+        let out = self.module.method_is("forward", &inputs)?;
         let back = |v: Tensor| -> Result<Tensor> { Ok(v.f_to_device(x.device())?.f_to_kind(in_kind)?) };
         match out {
             IValue::Tensor(y) => wrap_output(self.sidecar.parameterization, back(y)?, None),

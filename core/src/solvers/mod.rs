@@ -404,7 +404,8 @@ pub fn sample(
     };
     let points = grid.build(path, orders.len())?;
     let mut run = Run::new(path, model, cond, noise, observer);
-    let out = solver.solve(&mut run, x, &points, &orders)?;
+    // Sampling never needs gradients: no autograd graph is built, whatever the model.
+    let out = tch::no_grad(|| solver.solve(&mut run, x, &points, &orders))?;
     let nfe = run.nfe();
     if bool::try_from(out.f_isfinite()?.f_all()?.f_logical_not()?)? {
         return Err(Error::Numerical { op: "sample", reason: format!("{} produced NaN/Inf", solver.info().name) });
