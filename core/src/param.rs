@@ -119,15 +119,21 @@ pub fn tilde(x: &Tensor, gamma: f64, anchor: Option<&Tensor>) -> Result<Tensor> 
     }
 }
 
-/// `a·x + b·y` with f64 coefficients (skipping zero terms).
+/// `a·x + b·y` with f64 coefficients: one fused pass (`lerp`) when `a + b = 1`, otherwise a scaled copy and one
+/// fused multiply-add (solver steps are memory-bound, so passes over the data are what costs).
 pub(crate) fn lin2(a: f64, x: &Tensor, b: f64, y: &Tensor) -> Result<Tensor> {
-    Ok(if b == 0.0 {
-        x.f_mul_scalar(a)?
-    } else if a == 0.0 {
-        y.f_mul_scalar(b)?
-    } else {
-        x.f_mul_scalar(a)?.f_add_(&y.f_mul_scalar(b)?)?
-    })
+    if b == 0.0 {
+        return Ok(x.f_mul_scalar(a)?);
+    }
+    if a == 0.0 {
+        return Ok(y.f_mul_scalar(b)?);
+    }
+    if (a + b - 1.0).abs() < 1e-15 && x.kind() == y.kind() && x.size() == y.size() {
+        return Ok(x.f_lerp(y, b)?);
+    }
+    let mut out = x.f_mul_scalar(a)?;
+    let _ = out.f_addcmul_(y, &Tensor::f_scalar_tensor(b, (y.kind(), y.device()))?)?;
+    Ok(out)
 }
 
 impl Prediction {

@@ -70,21 +70,24 @@ pub fn solve_linear(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>> {
     Ok(x)
 }
 
-/// `Σ c_k·v_k` over tensors (skipping zero weights).
+/// `Σ c_k·v_k` over tensors (skipping zero weights) in one scaled copy plus one fused multiply-add per further
+/// term: solvers collect their coefficients first and combine the tensors once.
 pub fn weighted_sum(terms: &[(f64, &Tensor)]) -> Result<Tensor> {
-    let mut acc: Option<Tensor> = None;
-    for (c, v) in terms {
-        if *c == 0.0 {
-            continue;
+    let live: Vec<&(f64, &Tensor)> = terms.iter().filter(|(c, _)| *c != 0.0).collect();
+    match live.as_slice() {
+        [] => Ok(match terms.first() {
+            Some((_, v)) => v.f_zeros_like()?,
+            None => Tensor::from(0.0),
+        }),
+        [(c, v)] => Ok(v.f_mul_scalar(*c)?),
+        [(a, x), (b, y)] => lin2(*a, x, *b, y),
+        [(c0, v0), rest @ ..] => {
+            let mut out = v0.f_mul_scalar(*c0)?;
+            for (c, v) in rest {
+                let _ = out.f_addcmul_(v, &Tensor::f_scalar_tensor(*c, (v.kind(), v.device()))?)?;
+            }
+            Ok(out)
         }
-        acc = Some(match acc {
-            None => v.f_mul_scalar(*c)?,
-            Some(a) => lin2(1.0, &a, *c, v)?,
-        });
-    }
-    match acc {
-        Some(a) => Ok(a),
-        None => Ok(terms.first().map(|(_, v)| v.f_zeros_like()).transpose()?.unwrap_or_else(|| Tensor::from(0.0))),
     }
 }
 

@@ -108,6 +108,7 @@ impl Solver for EulerMaruyama {
     }
     fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
         check_plan(grid, orders)?;
+        needs_sde_form(run, &grid[0], "euler-maruyama")?;
         let n = orders.len();
         let path = run.path();
         let mut xt = run.to_tilde(x, &grid[0])?;
@@ -126,6 +127,22 @@ impl Solver for EulerMaruyama {
             run.observe(i + 1, n, *t, &xt)?;
         }
         run.from_tilde(&xt, &grid[n])
+    }
+}
+
+/// The SDE form (drift f = d ln α/dt, g²) is infinite where α = 0: SDE integrators must start below that.
+fn needs_sde_form(run: &Run<'_>, start: &Point, name: &str) -> Result<()> {
+    let path = run.path();
+    if start.alpha > 0.0 && path.drift(start.t).is_finite() && path.diffusion2(start.t).is_finite() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "solver",
+            format!(
+                "{name} needs the SDE form, which is singular at t = {} (α = {}); start lower (t_start) or use ddpm / sde-dpm++2m",
+                start.t, start.alpha
+            ),
+        ))
     }
 }
 
@@ -248,6 +265,7 @@ impl Solver for PredictorCorrector {
     fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
         check_plan(grid, orders)?;
         self.validate()?;
+        needs_sde_form(run, &grid[0], "pc")?;
         let n = orders.len();
         let path = run.path();
         let mu = run.cond().anchor.as_ref().map(Tensor::shallow_clone);
