@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 use crate::path::{NoisePath, Point};
 use crate::{Error, Result};
 
+/// `points` evenly spaced values from `start` to `end` inclusive (`[start]` for one point); shared by every time
+/// grid here and by the discrete-time samplers.
+pub fn linspace(start: f64, end: f64, points: usize) -> Vec<f64> {
+    match points {
+        0 => Vec::new(),
+        1 => vec![start],
+        n => (0..n).map(|i| if i + 1 == n { end } else { start + (end - start) * i as f64 / (n - 1) as f64 }).collect(),
+    }
+}
+
 /// How the grid's times are spread between its ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -147,12 +157,7 @@ impl GridSpec {
     }
 
     fn times(&self, path: &dyn NoisePath, hi: f64, lo: f64, count: usize) -> Result<Vec<f64>> {
-        let lin = |a: f64, b: f64| -> Vec<f64> {
-            if count == 1 {
-                return vec![a];
-            }
-            (0..count).map(|i| a + (b - a) * i as f64 / (count - 1) as f64).collect()
-        };
+        let lin = |a: f64, b: f64| linspace(a, b, count);
         Ok(match &self.spacing {
             Spacing::UniformT => lin(hi, lo),
             Spacing::TimeQuadratic => lin(hi.sqrt(), lo.sqrt()).into_iter().map(|s| s * s).collect(),

@@ -171,9 +171,8 @@ impl FromStr for ScheduleKind {
 }
 
 /// Time grid `1 = t_0 > t_1 > … > t_steps = 0`, evenly spaced.
-// TODO(core): spacing — replace with diffuse_core::spacing once it lands.
 pub fn time_grid(steps: usize) -> Vec<f64> {
-    (0..=steps).map(|i| 1.0 - i as f64 / steps as f64).collect()
+    diffuse_core::spacing::linspace(1.0, 0.0, steps + 1)
 }
 
 #[cfg(test)]
