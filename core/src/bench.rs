@@ -285,7 +285,7 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
     let reference = setup.reference(problem.reference_rtol)?;
     // Exact samples of the target, independent of the starting points (another seed stream).
     let target = {
-        let seeds = SampleSeeds::new(problem.seed ^ 0x5EED_7A26_E7, 0, problem.samples);
+        let seeds = SampleSeeds::new(problem.seed ^ 0x005E_ED7A_26E7, 0, problem.samples);
         let x0 = setup.model.sample_data(&seeds);
         if setup.end.is_data() {
             x0

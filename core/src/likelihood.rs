@@ -139,14 +139,14 @@ pub fn log_likelihood(
     let shape = x.size();
     let b = shape[0];
     let d: i64 = shape[1..].iter().product();
-    if let Some(mu) = &cond.anchor {
-        if mu.size() != shape {
-            return Err(Error::Shape {
-                op: "likelihood anchor",
-                expected: format!("{shape:?}"),
-                got: format!("{:?}", mu.size()),
-            });
-        }
+    if let Some(mu) = &cond.anchor
+        && mu.size() != shape
+    {
+        return Err(Error::Shape {
+            op: "likelihood anchor",
+            expected: format!("{shape:?}"),
+            got: format!("{:?}", mu.size()),
+        });
     }
     let x64 = x.f_to_kind(Kind::Double)?.f_reshape([b, d])?;
     // Fixed probes per sample: [K, B, D].
