@@ -14,6 +14,12 @@ installed_version() {
     sed -n "s/^__version__ = '\([^']*\)'.*/\1/p" "$1/torch/version.py" 2>/dev/null || true
 }
 
+# torch-sys compiles a small C++ wrapper around libtorch.
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
+    echo "setup-libtorch: no C++ compiler found; install one (Debian: apt-get install g++)" >&2
+    exit 1
+fi
+
 have=$(installed_version "$cache")
 if [[ "${have%%+*}" != "$TORCH_VERSION" || ! -f "$cache/torch/lib/libtorch_cpu.so" ]]; then
     command -v "$python" >/dev/null || { echo "setup-libtorch: $python not found; install Python 3 with pip" >&2; exit 1; }

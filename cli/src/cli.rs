@@ -47,6 +47,15 @@ pub enum Command {
     /// Object pose from point clouds: SE(3) diffusion registration and its benchmark.
     #[command(subcommand)]
     Pose(crate::commands::pose::PoseCommand),
+    /// Diffusion ODE/SDE solvers: list them, benchmark them on exact problems.
+    #[command(subcommand)]
+    Solvers(crate::commands::solvers::SolversCommand),
+    /// Speech enhancement with score-based models (SGMSE+).
+    #[command(subcommand)]
+    Audio(crate::commands::audio::AudioCommand),
+    /// Discrete diffusion on token sequences (masked and uniform): exact sampler checks.
+    #[command(subcommand)]
+    Text(crate::commands::text::TextCommand),
 }
 
 /// Arguments of `diffuse doctor`.
@@ -55,6 +64,9 @@ pub struct DoctorArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also time a few tensor operations on the CPU and on the selected device.
+    #[arg(long)]
+    pub bench: bool,
 }
 
 #[cfg(test)]

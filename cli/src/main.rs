@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod output;
+mod plot;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,6 @@ fn main() -> ExitCode {
 
 /// `diffuse … | head` closing the pipe is not an error.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    err.chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }

@@ -30,6 +30,7 @@ impl Printer {
     }
 
     /// A warning on stderr, always shown.
+    #[allow(dead_code)] // used by the domain subcommands
     pub fn warn(&self, msg: impl AsRef<str>) {
         eprintln!("warning: {}", msg.as_ref());
     }

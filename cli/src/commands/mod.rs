@@ -1,7 +1,10 @@
 //! One module per subcommand; each exposes one function taking validated arguments and the shared context.
 
+pub mod audio;
 mod doctor;
 pub mod pose;
+pub mod solvers;
+pub mod text;
 
 use std::process::ExitCode;
 
@@ -24,7 +27,11 @@ impl Context {
     #[allow(dead_code)] // used by the model-running subcommands
     pub fn device(&self) -> anyhow::Result<Device> {
         let device = self.global.device.resolve().context("--device")?;
-        self.printer.verbose(format!("device: {} (asked: {})", diffuse_core::device::device_name(device), self.global.device));
+        self.printer.verbose(format!(
+            "device: {} (asked: {})",
+            diffuse_core::device::device_name(device),
+            self.global.device
+        ));
         Ok(device)
     }
 }
@@ -40,5 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Doctor(args) => doctor::doctor(&ctx, &args),
         Command::Pose(cmd) => pose::run(&ctx, &cmd),
+        Command::Solvers(cmd) => solvers::run(&ctx, &cmd),
+        Command::Audio(cmd) => audio::run(&ctx, &cmd),
+        Command::Text(cmd) => text::text(&ctx, &cmd),
     }
 }

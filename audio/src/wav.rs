@@ -1,0 +1,395 @@
+//! WAV input and output (hound): 8/16/24/32-bit integer and 32-bit float PCM, any channel count and rate.
+//!
+//! Samples are held as `f32` in `[-1, 1)` per channel. Reading checks everything a user can get wrong (not a
+//! WAV, truncated header or data, no samples, NaN/Inf, unsupported formats) and names the file in the error.
+//! Writing goes to a temporary file in the target folder that is renamed into place only when complete.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// How samples are stored in a WAV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleFormat {
+    /// Signed integer PCM with this many bits (8, 16, 24 or 32; 8-bit is stored unsigned in the file).
+    Int(u16),
+    /// IEEE 32-bit float PCM.
+    Float32,
+}
+
+impl std::fmt::Display for SampleFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SampleFormat::Int(bits) => write!(f, "{bits}-bit integer"),
+            SampleFormat::Float32 => write!(f, "32-bit float"),
+        }
+    }
+}
+
+/// Multi-channel audio in memory: one `Vec<f32>` per channel, all of the same length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio {
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// The channels' samples, full scale `[-1, 1)`.
+    pub channels: Vec<Vec<f32>>,
+    /// The format the audio was read from (and is written back in by default).
+    pub format: SampleFormat,
+}
+
+impl Audio {
+    /// Samples per channel.
+    pub fn len(&self) -> usize {
+        self.channels.first().map_or(0, Vec::len)
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Length in seconds.
+    pub fn duration_s(&self) -> f64 {
+        self.len() as f64 / f64::from(self.sample_rate.max(1))
+    }
+}
+
+/// Frames, sample rate and channel count from a WAV header (for planning; [`read_wav`] checks the data).
+pub fn probe(path: &Path) -> Result<(usize, u32, usize)> {
+    let reader = hound::WavReader::open(path).map_err(|e| header_error(path, e))?;
+    let spec = reader.spec();
+    Ok((reader.duration() as usize, spec.sample_rate, usize::from(spec.channels)))
+}
+
+/// What [`write_wav`] had to change to fit the samples into the file's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Samples outside the integer format's range that were clipped (always 0 for float output).
+    pub clipped: usize,
+}
+
+/// Reads a WAV file; every way it can be unusable is an [`Error::BadAudio`] naming the file.
+pub fn read_wav(path: &Path) -> Result<Audio> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = hound::WavReader::new(BufReader::new(file)).map_err(|e| header_error(path, e))?;
+    let spec = reader.spec();
+    let format = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => SampleFormat::Int(bits),
+        (hound::SampleFormat::Float, 32) => SampleFormat::Float32,
+        (kind, bits) => {
+            let kind = if kind == hound::SampleFormat::Float { "float" } else { "integer" };
+            return Err(Error::bad_audio(
+                path,
+                format!(
+                    "unsupported sample format: {bits}-bit {kind} (supported: 8/16/24/32-bit integer, 32-bit float)"
+                ),
+            ));
+        }
+    };
+    if spec.channels == 0 {
+        return Err(Error::bad_audio(path, "the header declares 0 channels"));
+    }
+    if spec.sample_rate == 0 {
+        return Err(Error::bad_audio(path, "the header declares a sample rate of 0 Hz"));
+    }
+    let n_channels = usize::from(spec.channels);
+    let declared = reader.len() as usize;
+    if declared == 0 {
+        return Err(Error::bad_audio(path, "the file contains no audio samples"));
+    }
+    let mut interleaved = Vec::with_capacity(declared);
+    let data_error = |e: hound::Error, read: usize| -> Error {
+        match e {
+            hound::Error::IoError(_) => Error::bad_audio(
+                path,
+                format!("truncated: the header declares {declared} samples but the data ends after {read}"),
+            ),
+            other => Error::bad_audio(path, format!("corrupt sample data after {read} samples: {other}")),
+        }
+    };
+    match format {
+        SampleFormat::Float32 => {
+            let mut reader = reader;
+            for (i, s) in reader.samples::<f32>().enumerate() {
+                let s = s.map_err(|e| data_error(e, i))?;
+                if !s.is_finite() {
+                    return Err(Error::bad_audio(
+                        path,
+                        format!(
+                            "sample {} of channel {} is {s}; audio must be finite",
+                            i / n_channels,
+                            i % n_channels + 1
+                        ),
+                    ));
+                }
+                interleaved.push(s);
+            }
+        }
+        SampleFormat::Int(bits) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f64;
+            let mut reader = reader;
+            for (i, s) in reader.samples::<i32>().enumerate() {
+                let s = s.map_err(|e| data_error(e, i))?;
+                interleaved.push((f64::from(s) * scale) as f32);
+            }
+        }
+    }
+    if interleaved.len() < declared {
+        return Err(Error::bad_audio(
+            path,
+            format!("truncated: the header declares {declared} samples but the data ends after {}", interleaved.len()),
+        ));
+    }
+    let frames = interleaved.len() / n_channels;
+    let mut channels = vec![Vec::with_capacity(frames); n_channels];
+    for frame in interleaved.chunks_exact(n_channels) {
+        for (c, &s) in frame.iter().enumerate() {
+            channels[c].push(s);
+        }
+    }
+    Ok(Audio { sample_rate: spec.sample_rate, channels, format })
+}
+
+fn header_error(path: &Path, e: hound::Error) -> Error {
+    let reason = match e {
+        // The file is already open: a read error here is the header running out (hound reports it as "Other").
+        hound::Error::IoError(io)
+            if !matches!(io.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Interrupted) =>
+        {
+            "not a WAV file or truncated header (the file ends before the header is complete)".to_string()
+        }
+        hound::Error::IoError(io) => return Error::io(path, io),
+        hound::Error::FormatError(msg) => format!("not a valid WAV file ({msg})"),
+        hound::Error::Unsupported => "unsupported WAV encoding (only PCM integer and IEEE float)".to_string(),
+        hound::Error::TooWide => "sample width too large (more than 32 bits)".to_string(),
+        hound::Error::InvalidSampleFormat => "invalid sample format in the header".to_string(),
+        other => format!("cannot read the WAV header: {other}"),
+    };
+    Error::bad_audio(path, reason)
+}
+
+/// Writes `audio` as a WAV file in `format`, atomically: nothing appears at `path` unless the whole file was
+/// written. Integer formats clip samples outside `[-1, 1)`; the report counts them.
+pub fn write_wav(path: &Path, audio: &Audio, format: SampleFormat) -> Result<WriteReport> {
+    let n_channels = audio.channels.len();
+    if n_channels == 0 || n_channels > usize::from(u16::MAX) {
+        return Err(Error::invalid("audio", format!("cannot write {n_channels} channels")));
+    }
+    let frames = audio.len();
+    if audio.channels.iter().any(|c| c.len() != frames) {
+        return Err(Error::invalid("audio", "channels of different lengths"));
+    }
+    let (bits, sample_format) = match format {
+        SampleFormat::Int(b @ (8 | 16 | 24 | 32)) => (b, hound::SampleFormat::Int),
+        SampleFormat::Int(b) => {
+            return Err(Error::invalid("format", format!("{b}-bit integer is not supported")));
+        }
+        SampleFormat::Float32 => (32, hound::SampleFormat::Float),
+    };
+    let spec = hound::WavSpec {
+        channels: n_channels as u16,
+        sample_rate: audio.sample_rate,
+        bits_per_sample: bits,
+        sample_format,
+    };
+    let mut report = WriteReport::default();
+    atomic_write(path, |file| {
+        let mut writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(|e| hound_io(path, e))?;
+        for i in 0..frames {
+            for ch in &audio.channels {
+                let s = ch[i];
+                match format {
+                    SampleFormat::Float32 => writer.write_sample(s).map_err(|e| hound_io(path, e))?,
+                    SampleFormat::Int(bits) => {
+                        let max = ((1i64 << (bits - 1)) - 1) as f64;
+                        let min = -((1i64 << (bits - 1)) as f64);
+                        let v = (f64::from(s) * (max + 1.0)).round();
+                        if v > max || v < min {
+                            report.clipped += 1;
+                        }
+                        writer.write_sample(v.clamp(min, max) as i32).map_err(|e| hound_io(path, e))?;
+                    }
+                }
+            }
+        }
+        writer.finalize().map_err(|e| hound_io(path, e))
+    })?;
+    Ok(report)
+}
+
+fn hound_io(path: &Path, e: hound::Error) -> Error {
+    match e {
+        hound::Error::IoError(io) => Error::io(path, io),
+        other => Error::invalid("wav output", format!("{}: {other}", path.display())),
+    }
+}
+
+/// Runs `write` on a fresh temporary file beside `path` and renames it to `path` when `write` succeeds (after
+/// flushing it to disk); on failure the temporary file is removed and `path` is untouched.
+pub fn atomic_write(path: &Path, write: impl FnOnce(File) -> Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid("output", format!("{}: not a file name", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let mut tmp = None;
+    for attempt in 0..1000u32 {
+        let candidate = dir.join(format!(".{name}.partial-{}-{attempt}", std::process::id()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
+            Ok(file) => {
+                tmp = Some((candidate, file));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&candidate, e)),
+        }
+    }
+    let (tmp_path, file) = tmp
+        .ok_or_else(|| Error::io(path, std::io::Error::other("could not create a temporary file beside the output")))?;
+    let sync_handle = file.try_clone().map_err(|e| Error::io(&tmp_path, e));
+    let result = sync_handle.and_then(|handle| {
+        write(file)?;
+        (&handle).flush().and_then(|_| handle.sync_all()).map_err(|e| Error::io(&tmp_path, e))?;
+        std::fs::rename(&tmp_path, path).map_err(|e| Error::io(path, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp_path);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(n: usize, rate: u32, f: f64, amp: f64) -> Vec<f32> {
+        (0..n).map(|i| (amp * (2.0 * std::f64::consts::PI * f * i as f64 / f64::from(rate)).sin()) as f32).collect()
+    }
+
+    #[test]
+    fn every_format_round_trips_within_its_quantisation_step() {
+        let dir = tempfile::tempdir().unwrap();
+        for (format, step) in [
+            (SampleFormat::Int(8), 1.0 / 128.0),
+            (SampleFormat::Int(16), 1.0 / 32768.0),
+            (SampleFormat::Int(24), 1.0 / 8_388_608.0),
+            (SampleFormat::Int(32), 1.0 / 2_147_483_648.0),
+            (SampleFormat::Float32, 0.0),
+        ] {
+            let audio = Audio {
+                sample_rate: 22050,
+                channels: vec![sine(1000, 22050, 440.0, 0.9), sine(1000, 22050, 1000.0, 0.5), vec![0.25; 1000]],
+                format,
+            };
+            let path = dir.path().join(format!("{format}.wav"));
+            let report = write_wav(&path, &audio, format).unwrap();
+            assert_eq!(report.clipped, 0);
+            let back = read_wav(&path).unwrap();
+            assert_eq!(back.format, format);
+            assert_eq!(back.sample_rate, 22050);
+            assert_eq!(back.channels.len(), 3);
+            for (a, b) in audio.channels.iter().zip(&back.channels) {
+                assert_eq!(a.len(), b.len());
+                let err = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+                assert!(err <= step * 0.5 + 1e-9, "{format}: error {err} above half a step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn integer_output_clips_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let audio =
+            Audio { sample_rate: 8000, channels: vec![vec![1.5, -2.0, 0.5, 1.0]], format: SampleFormat::Int(16) };
+        let path = dir.path().join("clip.wav");
+        let report = write_wav(&path, &audio, SampleFormat::Int(16)).unwrap();
+        assert_eq!(report.clipped, 3, "1.5, -2.0 and exactly 1.0 exceed the 16-bit range");
+        let back = read_wav(&path).unwrap();
+        assert_eq!(back.channels[0][1], -1.0);
+        assert!((back.channels[0][0] - 32767.0 / 32768.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bad_files_give_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.wav");
+        let audio =
+            Audio { sample_rate: 16000, channels: vec![sine(4000, 16000, 300.0, 0.5)], format: SampleFormat::Int(16) };
+        write_wav(&good, &audio, SampleFormat::Int(16)).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+
+        let check = |name: &str, data: &[u8], expect: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            let err = read_wav(&p).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: error does not name the file: {err}");
+            assert!(err.contains(expect), "{name}: expected '{expect}' in: {err}");
+        };
+        check("text.wav", b"this is not audio at all, just some text that is long enough", "not a valid WAV");
+        check("header.wav", &bytes[..20], "truncated header");
+        check("data.wav", &bytes[..bytes.len() / 2], "truncated");
+        check("empty.wav", &[], "truncated header");
+
+        let zero = dir.path().join("zero.wav");
+        write_wav(
+            &zero,
+            &Audio { sample_rate: 16000, channels: vec![vec![]], format: SampleFormat::Int(16) },
+            SampleFormat::Int(16),
+        )
+        .unwrap();
+        let err = read_wav(&zero).unwrap_err().to_string();
+        assert!(err.contains("zero.wav") && err.contains("no audio samples"), "{err}");
+
+        let nan = dir.path().join("nan.wav");
+        let bad = Audio { sample_rate: 16000, channels: vec![vec![0.1, f32::NAN, 0.2]], format: SampleFormat::Float32 };
+        write_wav(&nan, &bad, SampleFormat::Float32).unwrap();
+        let err = read_wav(&nan).unwrap_err().to_string();
+        assert!(err.contains("nan.wav") && err.contains("sample 1 of channel 1 is NaN"), "{err}");
+
+        let inf = dir.path().join("inf.wav");
+        let bad = Audio {
+            sample_rate: 16000,
+            channels: vec![vec![0.1, 0.3], vec![0.0, f32::INFINITY]],
+            format: SampleFormat::Float32,
+        };
+        write_wav(&inf, &bad, SampleFormat::Float32).unwrap();
+        let err = read_wav(&inf).unwrap_err().to_string();
+        assert!(err.contains("inf.wav") && err.contains("channel 2 is inf"), "{err}");
+
+        // A 12-bit file: hound can write it, we refuse it by name.
+        let odd = dir.path().join("twelve.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 12,
+            sample_format: hound::SampleFormat::Int,
+        };
+        if let Ok(mut w) = hound::WavWriter::create(&odd, spec) {
+            for i in 0..100 {
+                let _ = w.write_sample(i as i16);
+            }
+            let _ = w.finalize();
+            let err = read_wav(&odd).unwrap_err().to_string();
+            assert!(err.contains("twelve.wav"), "{err}");
+        }
+        let missing = dir.path().join("missing.wav");
+        assert!(read_wav(&missing).unwrap_err().to_string().contains("missing.wav"));
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.wav");
+        std::fs::write(&target, b"previous").unwrap();
+        let err = atomic_write(&target, |_| Err(Error::invalid("test", "fail on purpose"))).unwrap_err();
+        assert!(err.to_string().contains("fail on purpose"));
+        assert_eq!(std::fs::read(&target).unwrap(), b"previous");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
+    }
+}

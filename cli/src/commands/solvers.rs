@@ -1,0 +1,237 @@
+//! `diffuse solvers list|bench`: the solver registry and benchmarks on exact problems.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use diffuse_core::bench::{BenchReport, Problem, run_problem};
+use diffuse_core::io::write_bytes_atomic;
+use diffuse_core::solvers::{SolverOptions, build_solver, solver_names};
+
+use super::Context;
+use crate::plot::{Plot, Series};
+
+/// Solver subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SolversCommand {
+    /// List every solver with its order and a one-line description.
+    List,
+    /// Run solvers on an exact problem file: error to the exact solution (deterministic solvers) or MMD² to exact
+    /// samples (stochastic solvers) vs NFE, observed order, time.
+    Bench(BenchArgs),
+    /// PF-ODE log-likelihood of exact samples of a problem's data, next to the exact log-density.
+    Likelihood(LikelihoodArgs),
+}
+
+/// Arguments of `diffuse solvers likelihood`.
+#[derive(Debug, Args)]
+pub struct LikelihoodArgs {
+    /// Problem file (its path and mixture; solvers and NFE are ignored).
+    #[arg(long, value_name = "FILE")]
+    pub problem: PathBuf,
+    /// Divergence estimator: exact, rademacher or gaussian (Hutchinson).
+    #[arg(long, default_value = "rademacher")]
+    pub estimator: String,
+    /// Hutchinson probes per sample (their spread gives the standard error).
+    #[arg(long, default_value_t = 8)]
+    pub probes: usize,
+    /// Number of data samples (default: the problem's, at most 64).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Relative and absolute tolerance of the ODE integration.
+    #[arg(long, default_value_t = 1e-5)]
+    pub rtol: f64,
+}
+
+/// Arguments of `diffuse solvers bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Problem file (JSON; see docs/solvers.md).
+    #[arg(long, value_name = "FILE")]
+    pub problem: PathBuf,
+    /// Also write the full results as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also draw error vs NFE (log–log) as SVG.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs a solvers subcommand.
+pub fn run(ctx: &Context, cmd: &SolversCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SolversCommand::List => list(),
+        SolversCommand::Bench(args) => bench(ctx, args),
+        SolversCommand::Likelihood(args) => likelihood(ctx, args),
+    }
+}
+
+fn list() -> anyhow::Result<ExitCode> {
+    println!("{:<16} {:>5}  description", "solver", "order");
+    for (name, description) in solver_names() {
+        let order = build_solver(&name, &SolverOptions::default())?.info().order;
+        println!("{name:<16} {order:>5}  {description}");
+    }
+    println!("\nunipc-bh1-P / unipc-bh2-P select UniPC with predictor order P (order P + 1).");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let mut problem = Problem::load(&args.problem)?;
+    if ctx.global.seed != 0 {
+        problem.seed = ctx.global.seed;
+    }
+    for out in [&args.json, &args.plot].into_iter().flatten() {
+        anyhow::ensure!(args.force || !out.exists(), "{}: already exists (use --force to overwrite)", out.display());
+    }
+    let fixed = problem
+        .solvers
+        .iter()
+        .filter(|s| !build_solver(s, &SolverOptions::default()).map(|b| b.info().adaptive).unwrap_or(false))
+        .count();
+    let runs = fixed * problem.nfe.len() + (problem.solvers.len() - fixed) * problem.tolerances.len();
+    let bar = ctx.printer.progress(runs as u64, "solving");
+    let report = run_problem(&problem, |name, budget| {
+        bar.set_message(format!("{name} @ {budget}"));
+        bar.inc(1);
+    })
+    .with_context(|| format!("running {}", args.problem.display()))?;
+    bar.finish_and_clear();
+    print_table(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)? + "\n";
+        write_bytes_atomic(path, args.force, text.as_bytes())?;
+        ctx.printer.info(format!("wrote {}", path.display()));
+    }
+    if let Some(path) = &args.plot {
+        write_bytes_atomic(path, args.force, error_plot(&report).to_svg().as_bytes())?;
+        ctx.printer.info(format!("wrote {}", path.display()));
+    }
+    Ok(if report.rows.iter().any(|r| r.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn print_table(report: &BenchReport) {
+    println!("path: {}   samples: {}   dim: {}", report.path, report.samples, report.dim);
+    println!(
+        "{:<16} {:>9} {:>6} {:>6} {:>12} {:>7} {:>9}",
+        "solver", "budget", "nfe", "steps", "rms error", "order", "ms"
+    );
+    for r in &report.rows {
+        let budget = if r.budget.fract() == 0.0 { format!("{}", r.budget) } else { format!("{:.0e}", r.budget) };
+        match (&r.error, r.rms_error) {
+            (Some(e), _) => println!("{:<16} {:>9} {:>6} {:>6}  failed: {e}", r.solver, budget, r.nfe, r.steps),
+            (None, None) if r.mmd2.is_some() => println!(
+                "{:<16} {:>9} {:>6} {:>6} {:>12.3e} {:>7} {:>9.1}",
+                r.solver,
+                budget,
+                r.nfe,
+                r.steps,
+                r.mmd2.unwrap_or(f64::NAN),
+                "mmd²",
+                r.wall_ms
+            ),
+            (None, Some(err)) => println!(
+                "{:<16} {:>9} {:>6} {:>6} {:>12.3e} {:>7} {:>9.1}",
+                r.solver,
+                budget,
+                r.nfe,
+                r.steps,
+                err,
+                r.observed_order.map_or("-".to_string(), |o| format!("{o:.2}")),
+                r.wall_ms
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn error_plot(report: &BenchReport) -> Plot {
+    let mut series: Vec<Series> = Vec::new();
+    for r in &report.rows {
+        let Some(err) = r.rms_error else { continue };
+        match series.last_mut() {
+            Some(s) if s.name == r.solver => s.points.push((r.nfe as f64, err)),
+            _ => series.push(Series { name: r.solver.clone(), points: vec![(r.nfe as f64, err)] }),
+        }
+    }
+    Plot {
+        title: format!("error vs NFE — {}", report.path),
+        x_label: "model evaluations (NFE)".into(),
+        y_label: "RMS error per coordinate".into(),
+        x_log: true,
+        y_log: true,
+        series,
+    }
+}
+
+fn likelihood(ctx: &Context, args: &LikelihoodArgs) -> anyhow::Result<ExitCode> {
+    use diffuse_core::denoiser::Conditioning;
+    use diffuse_core::likelihood::{LikelihoodConfig, TraceEstimator, log_likelihood};
+    use diffuse_core::seed::SampleSeeds;
+    use tch::{Kind, Tensor};
+
+    let problem = Problem::load(&args.problem)?;
+    anyhow::ensure!(args.probes >= 1, "--probes must be at least 1");
+    let estimator = match args.estimator.as_str() {
+        "exact" => TraceEstimator::Exact,
+        "rademacher" => TraceEstimator::Rademacher { probes: args.probes },
+        "gaussian" => TraceEstimator::Gaussian { probes: args.probes },
+        other => anyhow::bail!("--estimator '{other}': expected exact, rademacher or gaussian"),
+    };
+    let n = args.samples.unwrap_or(problem.samples.min(64));
+    anyhow::ensure!(n >= 1, "--samples must be at least 1");
+    let path = problem.path.build()?;
+    let m = &problem.mixture;
+    let model =
+        diffuse_core::exact::GaussianMixture::new(m.weights.clone(), m.means.clone(), m.stds.clone(), path.clone())?;
+    let (t0, t1) = path.t_range();
+    // Stop before α reaches 0 (rectified flow, RDDM, Resfusion): the velocity needs α > 0.
+    let t1 = if path.alpha(t1) > 0.0 { t1 } else { path.t_of_lambda(path.lambda(t0).min(-6.0)) };
+    let anchor = problem.anchor.clone().unwrap_or_else(|| vec![0.0; problem.dim]);
+    let mu = Tensor::from_slice(&anchor)
+        .view([1, problem.dim as i64])
+        .expand([n as i64, problem.dim as i64], false)
+        .contiguous();
+    let x = model.sample_marginal(&path.point(t0), &SampleSeeds::new(problem.seed, 0, n), Some(&mu))?;
+    let exact = model.log_prob_marginal(&x, &path.point(t0), Some(&mu))?;
+    let end = path.point(t1);
+    let prior = |xt: &Tensor| model.log_prob_marginal(xt, &end, Some(&mu));
+    let cfg = LikelihoodConfig {
+        estimator,
+        rtol: args.rtol,
+        atol: args.rtol,
+        t_start: Some(t0),
+        t_end: Some(t1),
+        seed: ctx.global.seed,
+        ..Default::default()
+    };
+    ctx.printer.info(format!("integrating the PF-ODE of {} from t = {t0} to {t1} for {n} samples…", path.name()));
+    let out = log_likelihood(path.as_ref(), &model, &Conditioning::with_anchor(mu.shallow_clone()), &x, &prior, &cfg)?;
+    let d = problem.dim as f64;
+    let mean = |t: &Tensor| f64::try_from(t.mean(Kind::Double)).unwrap_or(f64::NAN);
+    let (exact_m, est_m) = (mean(&exact), mean(&out.log_prob));
+    println!(
+        "path {}   samples {n}   dim {}   estimator {}   model evaluations {}",
+        path.name(),
+        problem.dim,
+        args.estimator,
+        out.nfe
+    );
+    println!("{:<28} {:>14} {:>12}", "", "nats/sample", "bits/dim");
+    println!("{:<28} {:>14.5} {:>12.5}", "exact log p(x)", exact_m, -exact_m / (d * std::f64::consts::LN_2));
+    println!("{:<28} {:>14.5} {:>12.5}", "PF-ODE estimate", est_m, mean(&out.bits_per_dim));
+    if let Some(se) = &out.std_err {
+        let se_mean = f64::try_from(se.square().mean(Kind::Double).sqrt()).unwrap_or(f64::NAN) / (n as f64).sqrt();
+        println!("{:<28} {:>14.5}", "standard error of the mean", se_mean);
+    }
+    println!(
+        "{:<28} {:>14.2e}",
+        "max |estimate − exact|",
+        f64::try_from((&out.log_prob - &exact).abs().max()).unwrap_or(f64::NAN)
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,385 @@
+//! Solver benchmarks on exact problems: every listed solver at every NFE from the same seeded starting points,
+//! error to the exact solution, observed order between consecutive NFEs, and wall time. Backs
+//! `diffuse solvers bench --problem problem.json` and the convergence-order tests.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::denoiser::Conditioning;
+use crate::exact::GaussianMixture;
+use crate::param::Parameterization;
+use crate::path::{NoisePath, PathSpec, Point};
+use crate::seed::SampleSeeds;
+use crate::solvers::{
+    Budget, LowerOrderFinal, NoNoise, SeededNoise, SolverOptions, Warmup, build_solver, plan_cost, sample,
+};
+use crate::spacing::{End, GridSpec, Spacing};
+use crate::{Error, Result};
+
+/// The data distribution of a problem file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixtureSpec {
+    /// Component weights (sum to 1).
+    pub weights: Vec<f64>,
+    /// Component means, each of `dim` values.
+    pub means: Vec<Vec<f64>>,
+    /// Component standard deviations.
+    pub stds: Vec<f64>,
+}
+
+/// A benchmark problem (`problem.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    /// Data dimension.
+    pub dim: usize,
+    /// The data: an isotropic Gaussian mixture.
+    pub mixture: MixtureSpec,
+    /// The noise path.
+    pub path: PathSpec,
+    /// Time spacing.
+    #[serde(default = "default_spacing")]
+    pub spacing: Spacing,
+    /// "zero" (to the data) or the time at which solutions are compared.
+    #[serde(default = "default_end")]
+    pub end: End,
+    /// Solver names (`diffuse solvers list`).
+    pub solvers: Vec<String>,
+    /// Model-evaluation budgets for fixed-step solvers.
+    pub nfe: Vec<usize>,
+    /// Tolerances (rtol; atol = rtol/10) for adaptive solvers.
+    #[serde(default = "default_tolerances")]
+    pub tolerances: Vec<f64>,
+    /// Number of samples (trajectories).
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    /// Seed of the starting points.
+    #[serde(default)]
+    pub seed: u64,
+    /// Start time (default: the path's t_max).
+    #[serde(default)]
+    pub t_start: Option<f64>,
+    /// Clip the start to λ ≥ this.
+    #[serde(default)]
+    pub lambda_min: Option<f64>,
+    /// Anchor μ (one value per coordinate) for paths with γ ≠ 0; default all zeros.
+    #[serde(default)]
+    pub anchor: Option<Vec<f64>>,
+    /// How the exact model presents its output (to exercise conversions); default x0.
+    #[serde(default = "default_param")]
+    pub parameterization: Parameterization,
+    /// Relative tolerance of the reference integrator for mixtures.
+    #[serde(default = "default_reference_rtol")]
+    pub reference_rtol: f64,
+    /// How multistep solvers start (`lower_order` as the references, or `singlestep`).
+    #[serde(default)]
+    pub warmup: Warmup,
+    /// Lower-order final steps of multistep solvers (`auto`: below 15 steps).
+    #[serde(default)]
+    pub lower_order_final: LowerOrderFinal,
+}
+
+fn default_spacing() -> Spacing {
+    Spacing::UniformLambda
+}
+fn default_end() -> End {
+    End::Zero
+}
+fn default_tolerances() -> Vec<f64> {
+    vec![1e-2, 1e-3, 1e-4, 1e-5]
+}
+fn default_samples() -> usize {
+    256
+}
+fn default_param() -> Parameterization {
+    Parameterization::Data
+}
+fn default_reference_rtol() -> f64 {
+    1e-11
+}
+
+impl Problem {
+    /// Reads and validates a problem file (errors name the file and the field).
+    pub fn load(path: &FsPath) -> Result<Problem> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let p: Problem = serde_json::from_str(&text).map_err(|e| Error::file(path, e))?;
+        p.validate().map_err(|e| Error::file(path, e))?;
+        Ok(p)
+    }
+
+    /// Checks dimensions, names and ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return Err(Error::invalid("dim", "must be ≥ 1"));
+        }
+        if let Some(i) = self.mixture.means.iter().position(|m| m.len() != self.dim) {
+            return Err(Error::invalid(
+                "mixture.means",
+                format!("mean {i} has {} values, dim is {}", self.mixture.means[i].len(), self.dim),
+            ));
+        }
+        if let Some(a) = &self.anchor
+            && a.len() != self.dim
+        {
+            return Err(Error::invalid("anchor", format!("{} values, dim is {}", a.len(), self.dim)));
+        }
+        if self.samples == 0 {
+            return Err(Error::invalid("samples", "must be ≥ 1"));
+        }
+        if self.solvers.is_empty() {
+            return Err(Error::invalid("solvers", "list at least one solver"));
+        }
+        for name in &self.solvers {
+            build_solver(name, &SolverOptions::default()).map_err(|e| Error::invalid("solvers", e.to_string()))?;
+        }
+        if self.samples < 2
+            && self
+                .solvers
+                .iter()
+                .any(|n| build_solver(n, &SolverOptions::default()).is_ok_and(|s| s.info().stochastic))
+        {
+            return Err(Error::invalid("samples", "stochastic solvers are scored by MMD, which needs ≥ 2 samples"));
+        }
+        if let Some(n) = self.nfe.iter().find(|n| **n == 0) {
+            return Err(Error::invalid("nfe", format!("budgets must be ≥ 1, got {n}")));
+        }
+        if let Some(t) = self.tolerances.iter().find(|t| !(**t > 0.0 && **t < 1.0)) {
+            return Err(Error::invalid("tolerances", format!("must be in (0, 1), got {t}")));
+        }
+        let path = self.path.build().map_err(|e| Error::invalid("path", e.to_string()))?;
+        self.mixture(path).map(|_| ())
+    }
+
+    fn mixture(&self, path: Arc<dyn NoisePath>) -> Result<GaussianMixture> {
+        let m = &self.mixture;
+        Ok(GaussianMixture::new(m.weights.clone(), m.means.clone(), m.stds.clone(), path)?
+            .with_output(self.parameterization))
+    }
+
+    /// The grid spec of the problem.
+    pub fn grid(&self) -> GridSpec {
+        GridSpec { spacing: self.spacing.clone(), end: self.end, t_start: self.t_start, lambda_min: self.lambda_min }
+    }
+}
+
+/// One row of a benchmark: a solver at one budget.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchRow {
+    /// Solver name.
+    pub solver: String,
+    /// Requested NFE (fixed-step) or rtol (adaptive).
+    pub budget: f64,
+    /// Model evaluations actually spent per sample batch.
+    pub nfe: usize,
+    /// Grid intervals.
+    pub steps: usize,
+    /// RMS error per coordinate: `sqrt(mean over samples of ‖x − x_ref‖²/dim)` (deterministic solvers).
+    pub rms_error: Option<f64>,
+    /// Stochastic solvers: unbiased MMD² to exact samples of the target (Gaussian kernel, see [`mmd2`]).
+    pub mmd2: Option<f64>,
+    /// `−Δlog(error)/Δlog(NFE)` against the previous row of the same solver.
+    pub observed_order: Option<f64>,
+    /// Wall time of the solve, milliseconds.
+    pub wall_ms: f64,
+    /// Error message when the run failed.
+    pub error: Option<String>,
+}
+
+/// Everything a benchmark produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The path's description.
+    pub path: String,
+    /// Number of samples.
+    pub samples: usize,
+    /// Data dimension.
+    pub dim: usize,
+    /// The rows, grouped by solver in input order.
+    pub rows: Vec<BenchRow>,
+}
+
+/// The exact setup of a problem: model, starting points, anchor and the end point of the reference.
+pub struct Setup {
+    /// The exact denoiser.
+    pub model: GaussianMixture,
+    /// The path.
+    pub path: Arc<dyn NoisePath>,
+    /// The conditioning (anchor).
+    pub cond: Conditioning,
+    /// Starting points at `start`.
+    pub x_start: Tensor,
+    /// Start point.
+    pub start: Point,
+    /// End point (the data for `end: zero`).
+    pub end: Point,
+}
+
+impl Setup {
+    /// Builds the model, draws the starting points from the exact marginal at the grid's start.
+    pub fn new(problem: &Problem) -> Result<Setup> {
+        let path = problem.path.build()?;
+        let model = problem.mixture(path.clone())?;
+        let grid = problem.grid().build(path.as_ref(), 1)?;
+        let start = grid[0];
+        let end = match problem.end {
+            End::Zero => Point::DATA,
+            End::Time(t) => path.point(t),
+        };
+        let n = problem.samples as i64;
+        let anchor = problem.anchor.clone().unwrap_or_else(|| vec![0.0; problem.dim]);
+        let mu = Tensor::from_slice(&anchor)
+            .view([1, problem.dim as i64])
+            .f_expand([n, problem.dim as i64], false)?
+            .f_contiguous()?;
+        let seeds = SampleSeeds::new(problem.seed, 0, problem.samples);
+        let x_start = model.sample_marginal(&start, &seeds, Some(&mu))?;
+        Ok(Setup { model, path, cond: Conditioning::with_anchor(mu), x_start, start, end })
+    }
+
+    /// The exact solution at the end point for every starting point.
+    pub fn reference(&self, rtol: f64) -> Result<Tensor> {
+        self.model.flow(&self.x_start, &self.start, &self.end, self.cond.anchor.as_ref(), rtol)
+    }
+}
+
+/// RMS error per coordinate between two `[B, dim]` tensors.
+pub fn rms_error(x: &Tensor, reference: &Tensor) -> Result<f64> {
+    let d = x.f_to_kind(Kind::Double)?.f_sub(&reference.f_to_kind(Kind::Double)?)?;
+    Ok(f64::try_from(d.f_square()?.f_mean(Kind::Double)?.f_sqrt()?)?)
+}
+
+/// Unbiased estimate of the squared maximum mean discrepancy between samples `x` `[n, d]` and `y` `[m, d]` with the
+/// Gaussian kernel `k(a, b) = exp(−‖a − b‖²/(2ℓ²))`; `bandwidth` ℓ defaults to the median distance between the
+/// points of `y` (the median heuristic). 0 in expectation when both come from one distribution.
+pub fn mmd2(x: &Tensor, y: &Tensor, bandwidth: Option<f64>) -> Result<f64> {
+    let (x, y) = (x.f_to_kind(Kind::Double)?, y.f_to_kind(Kind::Double)?);
+    let (n, m) = (x.size()[0] as f64, y.size()[0] as f64);
+    if n < 2.0 || m < 2.0 {
+        return Err(Error::invalid("samples", "MMD needs at least 2 samples on each side"));
+    }
+    let dyy = Tensor::f_cdist(&y, &y, 2.0, None)?;
+    let ell = match bandwidth {
+        Some(l) => l,
+        None => f64::try_from(dyy.f_flatten(0, -1)?.f_median()?)?.max(1e-12),
+    };
+    let k = |d: Tensor| -> Result<Tensor> { Ok(d.f_square()?.f_div_scalar(-2.0 * ell * ell)?.f_exp()?) };
+    let sum_off_diag = |kk: Tensor, count: f64| -> Result<f64> {
+        let total = f64::try_from(kk.f_sum(Kind::Double)?)?;
+        Ok((total - count) / (count * (count - 1.0)))
+    };
+    let kxx = sum_off_diag(k(Tensor::f_cdist(&x, &x, 2.0, None)?)?, n)?;
+    let kyy = sum_off_diag(k(dyy)?, m)?;
+    let kxy = f64::try_from(k(Tensor::f_cdist(&x, &y, 2.0, None)?)?.f_mean(Kind::Double)?)?;
+    Ok(kxx + kyy - 2.0 * kxy)
+}
+
+/// Runs a problem; `progress` is told (solver, budget) before each run.
+pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Result<BenchReport> {
+    problem.validate()?;
+    let setup = Setup::new(problem)?;
+    let reference = setup.reference(problem.reference_rtol)?;
+    // Exact samples of the target, independent of the starting points (another seed stream).
+    let target = {
+        let seeds = SampleSeeds::new(problem.seed ^ 0x005E_ED7A_26E7, 0, problem.samples);
+        let x0 = setup.model.sample_data(&seeds);
+        if setup.end.is_data() {
+            x0
+        } else {
+            setup.model.sample_marginal(&setup.end, &seeds, setup.cond.anchor.as_ref())?
+        }
+    };
+    let grid = problem.grid();
+    let to_data = problem.end == End::Zero;
+    let mut rows = Vec::new();
+    for name in &problem.solvers {
+        let probe = build_solver(name, &SolverOptions::default())?;
+        let adaptive = probe.info().adaptive;
+        let budgets: Vec<f64> =
+            if adaptive { problem.tolerances.clone() } else { problem.nfe.iter().map(|&n| n as f64).collect() };
+        let mut prev: Option<(usize, f64)> = None;
+        for budget in budgets {
+            progress(name, budget);
+            let opts = SolverOptions {
+                rtol: if adaptive { budget } else { 1e-3 },
+                atol: if adaptive { budget * 0.1 } else { 1e-4 },
+                lower_order_final: problem.lower_order_final,
+                warmup: problem.warmup,
+                ..SolverOptions::default()
+            };
+            let solver = build_solver(name, &opts)?;
+            let b = if adaptive { Budget::Steps(1) } else { Budget::Nfe(budget as usize) };
+            let steps = match b {
+                Budget::Nfe(n) => {
+                    solver.plan_nfe(n, to_data).map(|p| (p.len(), plan_cost(solver.as_ref(), &p, to_data))).ok()
+                }
+                Budget::Steps(_) => Some((0, 0)),
+            };
+            let stochastic = solver.info().stochastic;
+            let mut seeded = SeededNoise::new(SampleSeeds::new(problem.seed ^ 0xD1FF_05E5, 0, problem.samples));
+            let noise: &mut dyn crate::solvers::NoiseSource = if stochastic { &mut seeded } else { &mut NoNoise };
+            let clock = Instant::now();
+            let result = sample(
+                solver.as_ref(),
+                setup.path.as_ref(),
+                &setup.model,
+                &setup.cond,
+                &setup.x_start,
+                &grid,
+                b,
+                noise,
+                &mut (),
+            );
+            let wall_ms = clock.elapsed().as_secs_f64() * 1e3;
+            let row = match result {
+                Ok(s) if stochastic => BenchRow {
+                    solver: name.clone(),
+                    budget,
+                    nfe: s.nfe,
+                    steps: s.grid.len() - 1,
+                    rms_error: None,
+                    mmd2: Some(mmd2(&s.x, &target, None)?),
+                    observed_order: None,
+                    wall_ms,
+                    error: None,
+                },
+                Ok(s) => {
+                    let err = rms_error(&s.x, &reference)?;
+                    let observed = prev.and_then(|(n0, e0)| {
+                        (s.nfe != n0 && e0 > 0.0 && err > 0.0)
+                            .then(|| -(err / e0).ln() / (s.nfe as f64 / n0 as f64).ln())
+                    });
+                    prev = Some((s.nfe, err));
+                    BenchRow {
+                        solver: name.clone(),
+                        budget,
+                        nfe: s.nfe,
+                        steps: if adaptive { 0 } else { s.grid.len() - 1 },
+                        rms_error: Some(err),
+                        mmd2: None,
+                        observed_order: observed,
+                        wall_ms,
+                        error: None,
+                    }
+                }
+                Err(e) => BenchRow {
+                    solver: name.clone(),
+                    budget,
+                    nfe: steps.map_or(0, |s| s.1),
+                    steps: steps.map_or(0, |s| s.0),
+                    rms_error: None,
+                    mmd2: None,
+                    observed_order: None,
+                    wall_ms,
+                    error: Some(e.to_string()),
+                },
+            };
+            rows.push(row);
+        }
+    }
+    Ok(BenchReport { path: setup.path.name(), samples: problem.samples, dim: problem.dim, rows })
+}

@@ -1,0 +1,389 @@
+//! Runge–Kutta solvers of the probability-flow ODE: Euler, Heun (EDM), RK4 and adaptive Dormand–Prince 5(4),
+//! in the scaled variable `x̄ = x̃/α` against `σ̄ = σ/α` (`dx̄/dσ̄ = ε̂`, the k-diffusion/EDM convention; on EDM
+//! paths σ̄ = σ = t) or directly in t (`dx̃/dt = α′·x̂0 + σ′·ε̂`, the flow-matching convention). Butcher tableaux
+//! are constants checked by one test.
+
+use tch::Tensor;
+
+use super::common::{data_step, weighted_sum};
+use super::multistep::check_plan;
+use super::run::Run;
+use super::{Solver, SolverInfo};
+use crate::param::lin2;
+use crate::path::Point;
+use crate::{Error, Result};
+
+/// An explicit Runge–Kutta method: `c`, lower-triangular `a`, weights `b`, optional embedded weights.
+#[derive(Debug, Clone, Copy)]
+pub struct Tableau {
+    /// Name for messages.
+    pub name: &'static str,
+    /// Stage times.
+    pub c: &'static [f64],
+    /// Stage coefficients (row i has i entries).
+    pub a: &'static [&'static [f64]],
+    /// Solution weights.
+    pub b: &'static [f64],
+    /// Embedded lower-order weights (for error estimates), if any.
+    pub b_low: Option<&'static [f64]>,
+    /// Order of `b`.
+    pub order: u32,
+}
+
+/// Forward Euler: order 1, one stage.
+pub const EULER: Tableau = Tableau { name: "euler", c: &[0.0], a: &[&[]], b: &[1.0], b_low: None, order: 1 };
+/// Heun's method (trapezoidal predictor–corrector): order 2, two stages, embedded Euler.
+pub const HEUN: Tableau =
+    Tableau { name: "heun", c: &[0.0, 1.0], a: &[&[], &[1.0]], b: &[0.5, 0.5], b_low: Some(&[1.0, 0.0]), order: 2 };
+/// The classical fourth-order Runge–Kutta method.
+pub const RK4: Tableau = Tableau {
+    name: "rk4",
+    c: &[0.0, 0.5, 0.5, 1.0],
+    a: &[&[], &[0.5], &[0.0, 0.5], &[0.0, 0.0, 1.0]],
+    b: &[1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0],
+    b_low: None,
+    order: 4,
+};
+/// Dormand–Prince 5(4): order 5, embedded order 4, seven stages with the last one reused (FSAL).
+pub const DOPRI5: Tableau = Tableau {
+    name: "dopri5",
+    c: &[0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0],
+    a: &[
+        &[],
+        &[1.0 / 5.0],
+        &[3.0 / 40.0, 9.0 / 40.0],
+        &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
+        &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
+        &[9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
+        &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
+    ],
+    b: &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0, 0.0],
+    b_low: Some(&[
+        5179.0 / 57600.0,
+        0.0,
+        7571.0 / 16695.0,
+        393.0 / 640.0,
+        -92097.0 / 339200.0,
+        187.0 / 2100.0,
+        1.0 / 40.0,
+    ]),
+    order: 5,
+};
+
+/// All tableaux (for the consistency test).
+pub const TABLEAUX: [Tableau; 4] = [EULER, HEUN, RK4, DOPRI5];
+
+/// One explicit RK step of size h from (s, y) with `f(s, y)` given as `k0`; returns (y_new, y_low, stages).
+pub fn rk_step(
+    tab: &Tableau,
+    f: &mut dyn FnMut(f64, &Tensor) -> Result<Tensor>,
+    s: f64,
+    y: &Tensor,
+    h: f64,
+    k0: Tensor,
+) -> Result<(Tensor, Option<Tensor>, Vec<Tensor>)> {
+    let mut ks: Vec<Tensor> = vec![k0];
+    for i in 1..tab.c.len() {
+        let mut terms: Vec<(f64, &Tensor)> = vec![(1.0, y)];
+        for (j, aij) in tab.a[i].iter().enumerate() {
+            terms.push((h * aij, &ks[j]));
+        }
+        let yi = weighted_sum(&terms)?;
+        let k = f(s + tab.c[i] * h, &yi)?;
+        ks.push(k);
+    }
+    let combine = |w: &[f64]| -> Result<Tensor> {
+        let mut terms: Vec<(f64, &Tensor)> = vec![(1.0, y)];
+        for (wi, k) in w.iter().zip(&ks) {
+            terms.push((h * wi, k));
+        }
+        weighted_sum(&terms)
+    };
+    let y_new = combine(tab.b)?;
+    let y_low = tab.b_low.map(combine).transpose()?;
+    Ok((y_new, y_low, ks))
+}
+
+/// Statistics of an adaptive integration.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AdaptiveStats {
+    /// Accepted steps.
+    pub accepted: usize,
+    /// Rejected steps.
+    pub rejected: usize,
+    /// Right-hand-side evaluations.
+    pub evaluations: usize,
+}
+
+/// Integrates `dy/ds = f(s, y)` from s0 to s1 (either direction) with Dormand–Prince 5(4), FSAL, and the
+/// standard error control `‖err/(atol + rtol·max(|y|, |y_new|))‖_RMS ≤ 1` (Hairer, Nørsett & Wanner II.4).
+pub fn integrate_adaptive(
+    f: &mut dyn FnMut(f64, &Tensor) -> Result<Tensor>,
+    s0: f64,
+    s1: f64,
+    y0: &Tensor,
+    rtol: f64,
+    atol: f64,
+    mut on_step: impl FnMut(f64, &Tensor) -> Result<()>,
+) -> Result<(Tensor, AdaptiveStats)> {
+    if !(rtol > 0.0 && atol >= 0.0) {
+        return Err(Error::invalid("tolerance", format!("need rtol > 0 and atol ≥ 0, got {rtol}, {atol}")));
+    }
+    let tab = DOPRI5;
+    let dir = (s1 - s0).signum();
+    let span = (s1 - s0).abs();
+    let mut stats = AdaptiveStats::default();
+    let mut s = s0;
+    let mut y = y0.shallow_clone();
+    let mut k0 = f(s, &y)?;
+    stats.evaluations += 1;
+    let mut h = span * rtol.powf(0.2).min(0.1);
+    let max_steps = 100_000;
+    while (s1 - s) * dir > 1e-15 * span.max(1.0) {
+        if stats.accepted + stats.rejected > max_steps {
+            return Err(Error::Numerical { op: "dopri5", reason: format!("more than {max_steps} steps") });
+        }
+        h = h.min((s1 - s).abs());
+        let (y_new, y_low, ks) = rk_step(&tab, f, s, &y, dir * h, k0.shallow_clone())?;
+        stats.evaluations += tab.c.len() - 1;
+        let y_low = y_low.ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no embedded weights".into() })?;
+        let scale = y.f_abs()?.f_maximum(&y_new.f_abs()?)?.f_mul_scalar(rtol)?.f_add_scalar(atol)?;
+        let err = f64::try_from(y_new.f_sub(&y_low)?.f_div(&scale)?.f_square()?.f_mean(tch::Kind::Double)?.f_sqrt()?)?;
+        if !err.is_finite() {
+            return Err(Error::Numerical { op: "dopri5", reason: format!("non-finite error estimate at s = {s}") });
+        }
+        if err <= 1.0 {
+            s = if (s1 - (s + dir * h)) * dir <= 1e-15 * span.max(1.0) { s1 } else { s + dir * h };
+            y = y_new;
+            // FSAL: the last stage was evaluated at (s + h, y_new).
+            k0 = ks.into_iter().last().ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no stages".into() })?;
+            stats.accepted += 1;
+            on_step(s, &y)?;
+        } else {
+            stats.rejected += 1;
+        }
+        let factor = if err == 0.0 { 5.0 } else { (0.9 * err.powf(-0.2)).clamp(0.2, 5.0) };
+        h *= factor;
+        if h < 1e-14 * s.abs().max(s1.abs()).max(1e-300) {
+            return Err(Error::Numerical { op: "dopri5", reason: format!("step size underflow at s = {s}") });
+        }
+    }
+    Ok((y, stats))
+}
+
+/// The variable an RK solver integrates in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variable {
+    /// `x̄ = x̃/α` against `σ̄ = σ/α` (needs α > 0 at the start).
+    SigmaBar,
+    /// `x̃` against the path's t.
+    Time,
+}
+
+/// A fixed-step Runge–Kutta solver of the probability-flow ODE.
+#[derive(Debug, Clone)]
+pub struct RungeKutta {
+    tableau: Tableau,
+    variable: Variable,
+}
+
+impl RungeKutta {
+    /// The solver of `tableau` in `variable`.
+    pub fn new(tableau: Tableau, variable: Variable) -> Self {
+        RungeKutta { tableau, variable }
+    }
+}
+
+/// The ODE right-hand side in the chosen variable, evaluating the model through `run`.
+fn rhs<'r, 'a>(run: &'r mut Run<'a>, variable: Variable) -> impl FnMut(f64, &Tensor) -> Result<Tensor> + 'r {
+    move |s: f64, y: &Tensor| -> Result<Tensor> {
+        match variable {
+            Variable::SigmaBar => {
+                let p = run.point_at_lambda(-s.ln());
+                let xt = y.f_mul_scalar(p.alpha)?;
+                run.eps(&xt, &p)
+            }
+            Variable::Time => {
+                let p = run.point(s);
+                let path = run.path();
+                let (da, ds) = (path.d_alpha(s), path.d_sigma(s));
+                if !(da.is_finite() && ds.is_finite()) {
+                    return Err(Error::invalid(
+                        "solver",
+                        format!(
+                            "integrating in t needs finite dα/dt and dσ/dt, but they are singular at t = {s} on {}; use a solver in λ or σ/α (ddim, dpm++2m, unipc)",
+                            path.name()
+                        ),
+                    ));
+                }
+                let (x0, eps) = run.both(y, &p)?;
+                lin2(da, &x0, ds, &eps)
+            }
+        }
+    }
+}
+
+fn coordinate(variable: Variable, p: &Point) -> f64 {
+    match variable {
+        Variable::SigmaBar => p.sigma_bar(),
+        Variable::Time => p.t,
+    }
+}
+
+impl Solver for RungeKutta {
+    fn info(&self) -> SolverInfo {
+        let suffix = if self.variable == Variable::Time { "-t" } else { "" };
+        let description = match (self.tableau.name, self.variable) {
+            ("euler", Variable::SigmaBar) => "Euler on the PF-ODE in σ̄ = σ/α (k-diffusion's euler; equals DDIM)",
+            ("heun", Variable::SigmaBar) => {
+                "Heun on the PF-ODE in σ̄ (EDM's deterministic sampler: Euler on the final step, NFE 2N − 1)"
+            }
+            ("rk4", Variable::SigmaBar) => "classical RK4 on the PF-ODE in σ̄",
+            ("euler", Variable::Time) => {
+                "Euler on the PF-ODE in the path's t (flow-matching convention; works from α = 0)"
+            }
+            ("heun", Variable::Time) => "Heun on the PF-ODE in the path's t",
+            _ => "classical RK4 on the PF-ODE in the path's t",
+        };
+        SolverInfo::deterministic(&format!("{}{suffix}", self.tableau.name), description, self.tableau.order)
+    }
+
+    fn plan_steps(&self, steps: usize, to_data: bool) -> Result<Vec<u32>> {
+        let mut orders = vec![self.tableau.order; steps];
+        if to_data {
+            orders[steps - 1] = 1;
+        }
+        Ok(orders)
+    }
+
+    fn cost(&self, _index: usize, order: u32, to_data: bool) -> usize {
+        if to_data || order == 1 { 1 } else { self.tableau.c.len() }
+    }
+
+    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
+        check_plan(grid, orders)?;
+        if self.variable == Variable::SigmaBar && !(grid[0].alpha > 0.0) {
+            return Err(Error::invalid(
+                "solver",
+                format!(
+                    "{} integrates in σ/α and needs α > 0 at the start; use {}-t or start lower (t_start)",
+                    self.tableau.name, self.tableau.name
+                ),
+            ));
+        }
+        let n = orders.len();
+        let mut xt = run.to_tilde(x, &grid[0])?;
+        for i in 0..n {
+            let (s, t) = (&grid[i], &grid[i + 1]);
+            xt = if t.is_data() {
+                let x0 = run.data(&xt, s)?;
+                data_step(&xt, &x0, s, t)?
+            } else {
+                let tab = if orders[i] == 1 { EULER } else { self.tableau };
+                let (c0, c1) = (coordinate(self.variable, s), coordinate(self.variable, t));
+                let y = match self.variable {
+                    Variable::SigmaBar => xt.f_div_scalar(s.alpha)?,
+                    Variable::Time => xt.shallow_clone(),
+                };
+                let mut f = rhs(run, self.variable);
+                let k0 = f(c0, &y)?;
+                let (y_new, _, _) = rk_step(&tab, &mut f, c0, &y, c1 - c0, k0)?;
+                match self.variable {
+                    Variable::SigmaBar => y_new.f_mul_scalar(t.alpha)?,
+                    Variable::Time => y_new,
+                }
+            };
+            run.observe(i + 1, n, *t, &xt)?;
+        }
+        run.from_tilde(&xt, &grid[n])
+    }
+}
+
+/// Adaptive Dormand–Prince 5(4) on the PF-ODE in σ̄ (ending with a first-order jump when the grid ends at the data).
+#[derive(Debug, Clone)]
+pub struct Dopri5 {
+    /// Relative tolerance.
+    pub rtol: f64,
+    /// Absolute tolerance.
+    pub atol: f64,
+}
+
+impl Solver for Dopri5 {
+    fn info(&self) -> SolverInfo {
+        let mut info = SolverInfo::deterministic(
+            "dopri5",
+            "adaptive Dormand–Prince 5(4) on the PF-ODE in σ̄, rtol/atol error control",
+            5,
+        );
+        info.adaptive = true;
+        info
+    }
+
+    fn plan_steps(&self, _steps: usize, to_data: bool) -> Result<Vec<u32>> {
+        Ok(if to_data { vec![5, 1] } else { vec![5] })
+    }
+
+    fn plan_nfe(&self, _nfe: usize, to_data: bool) -> Result<Vec<u32>> {
+        self.plan_steps(1, to_data)
+    }
+
+    fn cost(&self, _index: usize, _order: u32, to_data: bool) -> usize {
+        if to_data { 1 } else { 6 }
+    }
+
+    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
+        check_plan(grid, orders)?;
+        let start = grid[0];
+        let end = *grid.last().unwrap_or(&start);
+        let target = if end.is_data() { grid[grid.len() - 2] } else { end };
+        if !(start.alpha > 0.0) {
+            return Err(Error::invalid("solver", "dopri5 integrates in σ/α and needs α > 0 at the start"));
+        }
+        let xt = run.to_tilde(x, &start)?;
+        let y0 = xt.f_div_scalar(start.alpha)?;
+        let (y, _) = {
+            let mut f = rhs(run, Variable::SigmaBar);
+            integrate_adaptive(&mut f, start.sigma_bar(), target.sigma_bar(), &y0, self.rtol, self.atol, |_, _| Ok(()))?
+        };
+        let mut xt = y.f_mul_scalar(target.alpha)?;
+        run.observe(1, 0, target, &xt)?;
+        if end.is_data() {
+            let x0 = run.data(&xt, &target)?;
+            xt = data_step(&xt, &x0, &target, &end)?;
+            run.observe(2, 0, end, &xt)?;
+        }
+        run.from_tilde(&xt, &end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tableaux_are_consistent() {
+        for tab in TABLEAUX {
+            let sum: f64 = tab.b.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-14, "{}: Σb = {sum}", tab.name);
+            if let Some(bl) = tab.b_low {
+                assert!((bl.iter().sum::<f64>() - 1.0).abs() < 1e-14, "{}: Σb_low", tab.name);
+            }
+            for (i, row) in tab.a.iter().enumerate() {
+                assert_eq!(row.len(), i, "{}: row {i}", tab.name);
+                let rs: f64 = row.iter().sum();
+                assert!((rs - tab.c[i]).abs() < 1e-14, "{}: row {i} sums to {rs}, c = {}", tab.name, tab.c[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn dopri5_solves_exponential_decay() {
+        let y0 = Tensor::from_slice(&[1.0f64, 2.0]);
+        let mut f = |_s: f64, y: &Tensor| -> Result<Tensor> { Ok(y.f_neg()?) };
+        let (y, stats) = integrate_adaptive(&mut f, 0.0, 3.0, &y0, 1e-10, 1e-12, |_, _| Ok(())).unwrap();
+        let want = (-3.0f64).exp();
+        let got: Vec<f64> = Vec::try_from(y).unwrap();
+        assert!((got[0] - want).abs() < 1e-9 && (got[1] - 2.0 * want).abs() < 1e-9, "{got:?}");
+        assert!(stats.accepted > 5 && stats.evaluations == 1 + 6 * (stats.accepted + stats.rejected));
+    }
+}

@@ -1,0 +1,106 @@
+//! End-to-end tests of `diffuse doctor` and `diffuse solvers` (issues 2 and 3).
+
+use std::process::Command;
+
+use diffuse_tests::{diffuse_bin, repo_root, run_in, text};
+
+/// The release-style promise: the binary starts from any folder with a clean environment (rpath, no
+/// LD_LIBRARY_PATH) and reports libtorch 2.11.
+#[test]
+fn doctor_runs_from_anywhere_with_a_clean_environment() {
+    let out = Command::new("env")
+        .args(["-i", "PATH=/usr/bin:/bin"])
+        .arg(diffuse_bin())
+        .arg("doctor")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("libtorch     2.11.0"), "{stdout}");
+    assert!(stdout.contains("threads") && stdout.contains("models"), "{stdout}");
+}
+
+#[test]
+fn doctor_json_and_missing_cuda() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["doctor", "--json"]);
+    let (stdout, _) = text(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["runtime"]["libtorch_version"].as_str().unwrap().starts_with("2.11.0"));
+    if v["runtime"]["cuda_devices"].as_u64() == Some(0) {
+        let out = run_in(dir.path(), &["doctor", "--device", "cuda"]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success());
+        assert!(stderr.contains("no CUDA device was found"), "{stderr}");
+        let out = run_in(dir.path(), &["--device", "cuda:1", "solvers", "list"]);
+        assert!(out.status.success(), "listing needs no device");
+    }
+    let out = run_in(dir.path(), &["doctor", "--device", "tpu"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("expected auto, cpu, cuda or cuda:N"));
+}
+
+#[test]
+fn solvers_list_names_every_solver() {
+    let out = run_in(&repo_root(), &["solvers", "list"]);
+    let (stdout, _) = text(&out);
+    for name in ["ddim", "dpm++2m", "dpm++3m", "unipc-bh2", "deis-3", "dpm-solver-3", "heun", "dopri5", "dpm-solver-23"]
+    {
+        assert!(stdout.lines().any(|l| l.starts_with(&format!("{name} "))), "{name} missing:\n{stdout}");
+    }
+}
+
+fn small_problem(solvers: &str) -> String {
+    format!(
+        r#"{{"dim": 2, "mixture": {{"weights": [0.5, 0.5], "means": [[1, 0], [-1, 0.5]], "stds": [0.2, 0.3]}},
+            "path": {{"kind": "vp_linear"}}, "spacing": {{"kind": "uniform_lambda"}}, "end": "zero",
+            "solvers": {solvers}, "nfe": [5, 10, 20], "samples": 32, "seed": 1, "tolerances": [1e-3]}}"#
+    )
+}
+
+#[test]
+fn solvers_bench_writes_results_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.json"), small_problem(r#"["ddim", "dpm++2m", "dopri5"]"#)).unwrap();
+    let out = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--json", "r.json", "--plot", "r.svg"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("dpm++2m") && stdout.contains("rms error"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 7);
+    let dpm: Vec<f64> =
+        rows.iter().filter(|r| r["solver"] == "dpm++2m").map(|r| r["rms_error"].as_f64().unwrap()).collect();
+    assert!(dpm[2] < dpm[0], "{dpm:?}");
+    assert!(std::fs::read_to_string(dir.path().join("r.svg")).unwrap().contains("<svg"));
+    let again = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--plot", "r.svg"]);
+    assert!(!again.status.success());
+    assert!(text(&again).1.contains("--force"));
+    let forced = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--plot", "r.svg", "--force", "-q"]);
+    assert!(forced.status.success());
+}
+
+#[test]
+fn bad_problem_files_name_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (small_problem(r#"["ddim", "dpm+2m"]"#), "dpm+2m"),
+        (small_problem(r#"["ddim"]"#).replace(r#""dim": 2"#, r#""dim": 3"#), "mixture.means"),
+        (small_problem(r#"["ddim"]"#).replace("vp_linear", "vp_linaer"), "vp_linear"),
+        (small_problem(r#"["ddim"]"#).replace("\"seed\"", "\"sede\""), "sede"),
+        (small_problem(r#"["ddim"]"#).replace("[0.5, 0.5]", "[0.5, 0.6]"), "sum to 1"),
+        ("{not json".to_string(), "p.json"),
+    ];
+    for (text_in, needle) in cases {
+        std::fs::write(dir.path().join("p.json"), &text_in).unwrap();
+        let out = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json"]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{needle}");
+        assert!(stderr.contains("p.json") && stderr.contains(needle), "expected '{needle}' in: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = run_in(dir.path(), &["solvers", "bench", "--problem", "missing.json"]);
+    assert!(text(&out).1.contains("missing.json"));
+}
