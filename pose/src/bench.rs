@@ -66,19 +66,9 @@ impl Default for BenchConfig {
             rotation_threshold_deg: 5.0,
             translation_threshold: 0.02,
             seed: 0,
-            camera: Camera {
-                width: 640,
-                height: 480,
-                fx: 600.0,
-                fy: 600.0,
-                cx: 320.0,
-                cy: 240.0,
-            },
+            camera: Camera { width: 640, height: 480, fx: 600.0, fy: 600.0, cx: 320.0, cy: 240.0 },
             // The scans are in the camera frame: the sensor sits at the origin.
-            estimate: EstimateConfig {
-                viewpoint: Some(Point3::origin()),
-                ..EstimateConfig::default()
-            },
+            estimate: EstimateConfig { viewpoint: Some(Point3::origin()), ..EstimateConfig::default() },
             baseline: true,
         }
     }
@@ -106,12 +96,7 @@ pub struct BenchCase {
 pub const FEATURE_VISIBLE: f64 = 0.02;
 
 /// Renders case `index` of `object` (whose diameter is `diameter`).
-pub fn make_case(
-    object: &ObjectModel,
-    diameter: f64,
-    index: usize,
-    cfg: &BenchConfig,
-) -> Result<BenchCase> {
+pub fn make_case(object: &ObjectModel, diameter: f64, index: usize, cfg: &BenchConfig) -> Result<BenchCase> {
     if !(cfg.noise >= 0.0 && cfg.outliers >= 0.0 && cfg.outliers < 1.0 && cfg.scan_points >= 10) {
         return Err(Error::invalid(
             "benchmark",
@@ -136,12 +121,9 @@ pub fn make_case(
             context: String::new(),
         });
     }
-    let feature_fraction = object.feature.map(|(a, b)| {
-        tris.iter()
-            .filter(|&&t| (a..b).contains(&(t as usize)))
-            .count() as f64
-            / tris.len() as f64
-    });
+    let feature_fraction = object
+        .feature
+        .map(|(a, b)| tris.iter().filter(|&&t| (a..b).contains(&(t as usize))).count() as f64 / tris.len() as f64);
     let feature_visible = feature_fraction.map(|f| f >= FEATURE_VISIBLE);
     let n_out = (cfg.outliers * cfg.scan_points as f64).round() as usize;
     let n_in = cfg.scan_points - n_out;
@@ -160,9 +142,7 @@ pub fn make_case(
     let pad = Vector3::repeat(0.1 * diameter);
     let (lo, hi) = (lo - pad, hi + pad);
     for _ in 0..n_out {
-        scan.push(Point3::from(
-            lo.coords + (hi - lo).component_mul(&Vector3::from_fn(|_, _| rng.random::<f64>())),
-        ));
+        scan.push(Point3::from(lo.coords + (hi - lo).component_mul(&Vector3::from_fn(|_, _| rng.random::<f64>()))));
     }
     scan.shuffle(&mut rng);
     Ok(BenchCase {
@@ -249,11 +229,7 @@ pub fn summarize(results: &[&CaseResult], method: Method, object: &str) -> Summa
     let mut times: Vec<f64> = results.iter().map(|r| r.time_ms).collect();
     times.sort_by(f64::total_cmp);
     let pick = |v: &[f64], q: f64| {
-        if v.is_empty() {
-            0.0
-        } else {
-            v[((v.len() - 1) as f64 * q).round() as usize]
-        }
+        if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * q).round() as usize] }
     };
     Summary {
         method,
@@ -293,8 +269,7 @@ pub fn run(
     for (oi, name) in cfg.objects.iter().enumerate() {
         let object = shapes::builtin(name)?;
         let diameter = object.diameter();
-        let model =
-            object.model_cloud(cfg.model_points, sample_seed(cfg.seed ^ 0x0B1E, oi as u64))?;
+        let model = object.model_cloud(cfg.model_points, sample_seed(cfg.seed ^ 0x0B1E, oi as u64))?;
         let eval_points: Vec<Point3<f64>> = model.points.iter().step_by(4).copied().collect();
         for c in 0..cfg.cases_per_object {
             let index = oi * cfg.cases_per_object + c;
@@ -304,21 +279,11 @@ pub fn run(
                 est_cfg.seed = sample_seed(cfg.seed, index as u64);
                 let t = Instant::now();
                 let est = match method {
-                    Method::Diffusion => {
-                        registration::estimate_pose(&model, &case.scene, &est_cfg, surrogate)?
-                    }
-                    Method::IcpFromIdentity => {
-                        registration::icp_from_identity(&model, &case.scene, &est_cfg)?
-                    }
+                    Method::Diffusion => registration::estimate_pose(&model, &case.scene, &est_cfg, surrogate)?,
+                    Method::IcpFromIdentity => registration::icp_from_identity(&model, &case.scene, &est_cfg)?,
                 };
                 let time_ms = t.elapsed().as_secs_f64() * 1e3;
-                let errors = metrics::pose_errors(
-                    &est.pose,
-                    &case.truth,
-                    &eval_points,
-                    &object.symmetry,
-                    diameter,
-                )?;
+                let errors = metrics::pose_errors(&est.pose, &case.truth, &eval_points, &object.symmetry, diameter)?;
                 let result = CaseResult {
                     object: name.clone(),
                     index,
@@ -337,10 +302,7 @@ pub fn run(
     let mut summaries = Vec::new();
     for &m in &methods {
         for name in &cfg.objects {
-            let rs: Vec<&CaseResult> = results
-                .iter()
-                .filter(|r| r.method == m && &r.object == name)
-                .collect();
+            let rs: Vec<&CaseResult> = results.iter().filter(|r| r.method == m && &r.object == name).collect();
             summaries.push(summarize(&rs, m, name));
         }
         let rs: Vec<&CaseResult> = results.iter().filter(|r| r.method == m).collect();
@@ -365,12 +327,7 @@ mod tests {
         // Inliers lie near the true surface (noise 1 % of the diameter), outliers mostly do not.
         let model = o.model_cloud(20000, 0).unwrap().transformed(&a.truth);
         let tree = crate::kdtree::KdTree::new(&model.points).unwrap();
-        let near = a
-            .scene
-            .points
-            .iter()
-            .filter(|p| tree.nearest(p).dist2.sqrt() < 0.04 * d)
-            .count();
+        let near = a.scene.points.iter().filter(|p| tree.nearest(p).dist2.sqrt() < 0.04 * d).count();
         assert!((1880..1990).contains(&near), "{near}");
         // A partial view: the visible half faces the camera.
         let c = make_case(&o, d, 4, &cfg).unwrap();
@@ -382,9 +339,7 @@ mod tests {
         let cfg = BenchConfig::default();
         let o = shapes::mug();
         let d = o.diameter();
-        let seen: Vec<bool> = (0..12)
-            .map(|i| make_case(&o, d, i, &cfg).unwrap().feature_visible.unwrap())
-            .collect();
+        let seen: Vec<bool> = (0..12).map(|i| make_case(&o, d, i, &cfg).unwrap().feature_visible.unwrap()).collect();
         assert!(seen.iter().any(|&v| v));
     }
 }

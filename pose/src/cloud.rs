@@ -81,11 +81,7 @@ pub fn spread(points: &[Point3<f64>]) -> Spread {
 impl PointCloud {
     /// A cloud of bare points.
     pub fn new(points: Vec<Point3<f64>>) -> Self {
-        PointCloud {
-            points,
-            normals: None,
-            colors: None,
-        }
+        PointCloud { points, normals: None, colors: None }
     }
 
     /// Number of points.
@@ -138,16 +134,12 @@ impl PointCloud {
         let extent = s.values[2].sqrt();
         let centre = self.centroid().coords.norm();
         if extent <= 1e-12 * (1.0 + centre) {
-            return Err(Error::Degenerate {
-                what: what.into(),
-                reason: "all points are identical".into(),
-            });
+            return Err(Error::Degenerate { what: what.into(), reason: "all points are identical".into() });
         }
         if s.values[1].sqrt() <= 1e-6 * extent {
             return Err(Error::Degenerate {
                 what: what.into(),
-                reason: "all points lie on one line, so a rotation about it cannot be determined"
-                    .into(),
+                reason: "all points lie on one line, so a rotation about it cannot be determined".into(),
             });
         }
         Ok(())
@@ -158,12 +150,7 @@ impl PointCloud {
         if self.points.is_empty() {
             return Point3::origin();
         }
-        Point3::from(
-            self.points
-                .iter()
-                .fold(Vector3::zeros(), |a, p| a + p.coords)
-                / self.points.len() as f64,
-        )
+        Point3::from(self.points.iter().fold(Vector3::zeros(), |a, p| a + p.coords) / self.points.len() as f64)
     }
 
     /// The axis-aligned bounding box `(min, max)` (origin twice for an empty cloud).
@@ -192,28 +179,19 @@ impl PointCloud {
     /// The normalisation that centres the cloud on its centroid and scales its diameter to 1.
     pub fn unit_normalization(&self) -> Normalization {
         let d = self.diameter();
-        Normalization {
-            centre: self.centroid(),
-            scale: if d > 0.0 { 1.0 / d } else { 1.0 },
-        }
+        Normalization { centre: self.centroid(), scale: if d > 0.0 { 1.0 / d } else { 1.0 } }
     }
 
     /// The cloud mapped by a normalisation (normals unchanged: the scaling is isotropic).
     pub fn normalized(&self, n: &Normalization) -> PointCloud {
-        PointCloud {
-            points: self.points.iter().map(|p| n.apply(p)).collect(),
-            ..self.clone()
-        }
+        PointCloud { points: self.points.iter().map(|p| n.apply(p)).collect(), ..self.clone() }
     }
 
     /// The cloud moved by a rigid transformation (normals rotated).
     pub fn transformed(&self, g: &Pose) -> PointCloud {
         PointCloud {
             points: self.points.iter().map(|p| g * p).collect(),
-            normals: self
-                .normals
-                .as_ref()
-                .map(|ns| ns.iter().map(|n| g.rotation * n).collect()),
+            normals: self.normals.as_ref().map(|ns| ns.iter().map(|n| g.rotation * n).collect()),
             colors: self.colors.clone(),
         }
     }
@@ -222,14 +200,8 @@ impl PointCloud {
     pub fn select(&self, indices: &[usize]) -> PointCloud {
         PointCloud {
             points: indices.iter().map(|&i| self.points[i]).collect(),
-            normals: self
-                .normals
-                .as_ref()
-                .map(|ns| indices.iter().map(|&i| ns[i]).collect()),
-            colors: self
-                .colors
-                .as_ref()
-                .map(|cs| indices.iter().map(|&i| cs[i]).collect()),
+            normals: self.normals.as_ref().map(|ns| indices.iter().map(|&i| ns[i]).collect()),
+            colors: self.colors.as_ref().map(|cs| indices.iter().map(|&i| cs[i]).collect()),
         }
     }
 
@@ -237,21 +209,14 @@ impl PointCloud {
     /// of their first point, so the result is deterministic.
     pub fn voxel_downsample(&self, voxel: f64) -> Result<PointCloud> {
         if !(voxel.is_finite() && voxel > 0.0) {
-            return Err(Error::invalid(
-                "voxel size",
-                format!("{voxel} must be positive and finite"),
-            ));
+            return Err(Error::invalid("voxel size", format!("{voxel} must be positive and finite")));
         }
         let mut slots: HashMap<[i64; 3], usize> = HashMap::with_capacity(self.points.len() / 4 + 1);
         // Per voxel: sum of points, of (sign-aligned) normals, of colours, and the count.
         type VoxelSum = (Vector3<f64>, Vector3<f64>, [u32; 3], u32);
         let mut sums: Vec<VoxelSum> = Vec::new();
         for (i, p) in self.points.iter().enumerate() {
-            let key = [
-                (p.x / voxel).floor() as i64,
-                (p.y / voxel).floor() as i64,
-                (p.z / voxel).floor() as i64,
-            ];
+            let key = [(p.x / voxel).floor() as i64, (p.y / voxel).floor() as i64, (p.z / voxel).floor() as i64];
             let slot = *slots.entry(key).or_insert_with(|| {
                 sums.push((Vector3::zeros(), Vector3::zeros(), [0; 3], 0));
                 sums.len() - 1
@@ -271,30 +236,21 @@ impl PointCloud {
             s.3 += 1;
         }
         Ok(PointCloud {
-            points: sums
-                .iter()
-                .map(|s| Point3::from(s.0 / s.3 as f64))
-                .collect(),
-            normals: self.normals.as_ref().map(|_| {
-                sums.iter()
-                    .map(|s| s.1.try_normalize(1e-12).unwrap_or_else(Vector3::z))
-                    .collect()
-            }),
-            colors: self.colors.as_ref().map(|_| {
-                sums.iter()
-                    .map(|s| s.2.map(|c| (c as f64 / s.3 as f64).round() as u8))
-                    .collect()
-            }),
+            points: sums.iter().map(|s| Point3::from(s.0 / s.3 as f64)).collect(),
+            normals: self
+                .normals
+                .as_ref()
+                .map(|_| sums.iter().map(|s| s.1.try_normalize(1e-12).unwrap_or_else(Vector3::z)).collect()),
+            colors: self
+                .colors
+                .as_ref()
+                .map(|_| sums.iter().map(|s| s.2.map(|c| (c as f64 / s.3 as f64).round() as u8)).collect()),
         })
     }
 
     /// A copy with normals estimated by PCA of each point's `k` nearest neighbours (itself included), oriented
     /// as asked. Needs at least 3 points.
-    pub fn with_estimated_normals(
-        &self,
-        k: usize,
-        orientation: NormalOrientation,
-    ) -> Result<PointCloud> {
+    pub fn with_estimated_normals(&self, k: usize, orientation: NormalOrientation) -> Result<PointCloud> {
         if self.points.len() < 3 {
             return Err(Error::TooFewPoints {
                 what: "cloud".into(),
@@ -310,11 +266,7 @@ impl PointCloud {
             .points
             .iter()
             .map(|p| {
-                let nb: Vec<Point3<f64>> = tree
-                    .knn(p, k)
-                    .iter()
-                    .map(|n| self.points[n.index])
-                    .collect();
+                let nb: Vec<Point3<f64>> = tree.knn(p, k).iter().map(|n| self.points[n.index]).collect();
                 let mut n = spread(&nb).vectors[0];
                 let flip = match orientation {
                     NormalOrientation::None => false,
@@ -327,19 +279,12 @@ impl PointCloud {
                 n
             })
             .collect();
-        Ok(PointCloud {
-            normals: Some(normals),
-            ..self.clone()
-        })
+        Ok(PointCloud { normals: Some(normals), ..self.clone() })
     }
 
     /// Removes points whose mean distance to their `k` nearest neighbours exceeds the mean of that statistic
     /// by more than `std_ratio` standard deviations. Returns the kept cloud and the kept indices.
-    pub fn remove_statistical_outliers(
-        &self,
-        k: usize,
-        std_ratio: f64,
-    ) -> Result<(PointCloud, Vec<usize>)> {
+    pub fn remove_statistical_outliers(&self, k: usize, std_ratio: f64) -> Result<(PointCloud, Vec<usize>)> {
         if k == 0 || !(std_ratio.is_finite() && std_ratio > 0.0) {
             return Err(Error::invalid(
                 "outlier removal",
@@ -363,9 +308,7 @@ impl PointCloud {
         let mu = mean_d.iter().sum::<f64>() / n;
         let sd = (mean_d.iter().map(|d| (d - mu) * (d - mu)).sum::<f64>() / n).sqrt();
         let limit = mu + std_ratio * sd;
-        let keep: Vec<usize> = (0..self.points.len())
-            .filter(|&i| mean_d[i] <= limit)
-            .collect();
+        let keep: Vec<usize> = (0..self.points.len()).filter(|&i| mean_d[i] <= limit).collect();
         Ok((self.select(&keep), keep))
     }
 
@@ -379,11 +322,7 @@ impl PointCloud {
             .map(|p| {
                 let d = tree.nearest(p).dist2.sqrt();
                 let u = ((d - near) / (2.0 * near)).clamp(0.0, 1.0);
-                let (r, g) = if u < 0.5 {
-                    (2.0 * u, 1.0)
-                } else {
-                    (1.0, 2.0 * (1.0 - u))
-                };
+                let (r, g) = if u < 0.5 { (2.0 * u, 1.0) } else { (1.0, 2.0 * (1.0 - u)) };
                 [(r * 255.0).round() as u8, (g * 200.0).round() as u8, 40]
             })
             .collect())
@@ -421,11 +360,8 @@ mod tests {
         PointCloud::new(
             (0..n)
                 .map(|_| {
-                    let v = Vector3::new(
-                        rng.random::<f64>() - 0.5,
-                        rng.random::<f64>() - 0.5,
-                        rng.random::<f64>() - 0.5,
-                    );
+                    let v =
+                        Vector3::new(rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5);
                     Point3::from(v.normalize() * 2.0)
                 })
                 .collect(),
@@ -435,62 +371,26 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         let empty = PointCloud::default();
-        assert!(matches!(
-            empty.validate("scene", 3),
-            Err(Error::EmptyCloud { .. })
-        ));
+        assert!(matches!(empty.validate("scene", 3), Err(Error::EmptyCloud { .. })));
         let mut c = sphere(10, 0);
-        assert!(matches!(
-            c.validate("scene", 20),
-            Err(Error::TooFewPoints {
-                have: 10,
-                need: 20,
-                ..
-            })
-        ));
+        assert!(matches!(c.validate("scene", 20), Err(Error::TooFewPoints { have: 10, need: 20, .. })));
         c.points[4].y = f64::NAN;
         let e = c.validate("scene", 3).unwrap_err().to_string();
         assert!(e.contains("point 4") && e.contains("NaN"), "{e}");
         c.points[4].y = f64::INFINITY;
-        assert!(
-            c.validate("scene", 3)
-                .unwrap_err()
-                .to_string()
-                .contains("inf")
-        );
+        assert!(c.validate("scene", 3).unwrap_err().to_string().contains("inf"));
         let same = PointCloud::new(vec![Point3::new(1.0, 2.0, 3.0); 50]);
-        assert!(
-            same.validate("object", 3)
-                .unwrap_err()
-                .to_string()
-                .contains("identical")
-        );
-        let line = PointCloud::new(
-            (0..50)
-                .map(|i| Point3::new(i as f64, 2.0 * i as f64, 1.0))
-                .collect(),
-        );
-        assert!(
-            line.validate("object", 3)
-                .unwrap_err()
-                .to_string()
-                .contains("line")
-        );
-        let plane = PointCloud::new(
-            (0..50)
-                .map(|i| Point3::new((i % 7) as f64, (i / 7) as f64, 0.0))
-                .collect(),
-        );
+        assert!(same.validate("object", 3).unwrap_err().to_string().contains("identical"));
+        let line = PointCloud::new((0..50).map(|i| Point3::new(i as f64, 2.0 * i as f64, 1.0)).collect());
+        assert!(line.validate("object", 3).unwrap_err().to_string().contains("line"));
+        let plane = PointCloud::new((0..50).map(|i| Point3::new((i % 7) as f64, (i / 7) as f64, 0.0)).collect());
         plane.validate("object", 3).unwrap();
     }
 
     #[test]
     fn diameter_centroid_and_normalization() {
-        let c = PointCloud::new(vec![
-            Point3::new(0.0, 0.0, 0.0),
-            Point3::new(3.0, 4.0, 0.0),
-            Point3::new(1.0, 1.0, 0.0),
-        ]);
+        let c =
+            PointCloud::new(vec![Point3::new(0.0, 0.0, 0.0), Point3::new(3.0, 4.0, 0.0), Point3::new(1.0, 1.0, 0.0)]);
         assert_relative_eq!(c.diameter(), 5.0);
         let n = c.unit_normalization();
         let u = c.normalized(&n);
@@ -502,11 +402,7 @@ mod tests {
     #[test]
     fn voxel_downsampling_averages_per_voxel() {
         let c = PointCloud {
-            points: vec![
-                Point3::new(0.1, 0.1, 0.1),
-                Point3::new(0.3, 0.3, 0.3),
-                Point3::new(1.5, 0.2, 0.2),
-            ],
+            points: vec![Point3::new(0.1, 0.1, 0.1), Point3::new(0.3, 0.3, 0.3), Point3::new(1.5, 0.2, 0.2)],
             normals: Some(vec![Vector3::z(), -Vector3::z(), Vector3::x()]),
             colors: Some(vec![[0, 0, 0], [255, 255, 255], [10, 20, 30]]),
         };
@@ -524,9 +420,7 @@ mod tests {
 
     #[test]
     fn normals_of_a_sphere_point_outwards() {
-        let s = sphere(3000, 2)
-            .with_estimated_normals(12, NormalOrientation::AwayFromCentroid)
-            .unwrap();
+        let s = sphere(3000, 2).with_estimated_normals(12, NormalOrientation::AwayFromCentroid).unwrap();
         let worst = s
             .points
             .iter()
@@ -534,9 +428,7 @@ mod tests {
             .map(|(p, n)| n.dot(&p.coords.normalize()))
             .fold(1.0, f64::min);
         assert!(worst > 0.95, "{worst}");
-        let towards = s
-            .with_estimated_normals(12, NormalOrientation::Towards(Point3::new(0.0, 0.0, 10.0)))
-            .unwrap();
+        let towards = s.with_estimated_normals(12, NormalOrientation::Towards(Point3::new(0.0, 0.0, 10.0))).unwrap();
         let ok = towards
             .points
             .iter()
@@ -550,11 +442,7 @@ mod tests {
         let mut c = sphere(2000, 3);
         let mut rng = ChaCha8Rng::seed_from_u64(4);
         for _ in 0..40 {
-            c.points.push(Point3::new(
-                rng.random::<f64>() * 20.0 - 10.0,
-                rng.random::<f64>() * 20.0 - 10.0,
-                8.0,
-            ));
+            c.points.push(Point3::new(rng.random::<f64>() * 20.0 - 10.0, rng.random::<f64>() * 20.0 - 10.0, 8.0));
         }
         let (kept, idx) = c.remove_statistical_outliers(16, 2.0).unwrap();
         let outliers_kept = idx.iter().filter(|&&i| i >= 2000).count();
@@ -566,11 +454,8 @@ mod tests {
 
     #[test]
     fn support_colours_go_from_green_to_red() {
-        let c = PointCloud::new(vec![
-            Point3::new(0.0, 0.0, 0.0),
-            Point3::new(0.2, 0.0, 0.0),
-            Point3::new(5.0, 0.0, 0.0),
-        ]);
+        let c =
+            PointCloud::new(vec![Point3::new(0.0, 0.0, 0.0), Point3::new(0.2, 0.0, 0.0), Point3::new(5.0, 0.0, 0.0)]);
         let r = PointCloud::new(vec![Point3::origin()]);
         let col = c.support_colours(&r, 0.1).unwrap();
         assert_eq!(col[0], [0, 200, 40]);
@@ -580,11 +465,8 @@ mod tests {
 
     #[test]
     fn transform_moves_points_and_rotates_normals() {
-        let c = PointCloud {
-            points: vec![Point3::new(1.0, 0.0, 0.0)],
-            normals: Some(vec![Vector3::x()]),
-            colors: None,
-        };
+        let c =
+            PointCloud { points: vec![Point3::new(1.0, 0.0, 0.0)], normals: Some(vec![Vector3::x()]), colors: None };
         let g = crate::se3::pose(
             crate::so3::exp(&Vector3::new(0.0, 0.0, std::f64::consts::FRAC_PI_2)),
             Vector3::new(0.0, 0.0, 5.0),

@@ -86,26 +86,17 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Error::Invalid { field: field.into(), reason: reason.into() }
     }
 
     /// Shorthand for [`Error::Ply`].
     pub fn ply(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Ply {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::Ply { path: path.into(), reason: reason.into() }
     }
 
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }
 

@@ -144,31 +144,17 @@ impl Target {
         };
         let tree = KdTree::new(&cloud.points)?;
         let stride = (cloud.len() / 500).max(1);
-        let mut gaps: Vec<f64> = cloud
-            .points
-            .iter()
-            .step_by(stride)
-            .filter_map(|p| tree.knn(p, 2).get(1).map(|n| n.dist2.sqrt()))
-            .collect();
+        let mut gaps: Vec<f64> =
+            cloud.points.iter().step_by(stride).filter_map(|p| tree.knn(p, 2).get(1).map(|n| n.dist2.sqrt())).collect();
         gaps.sort_by(f64::total_cmp);
         let spacing = gaps.get(gaps.len() / 2).copied().unwrap_or(0.0);
-        Ok(Target {
-            cloud,
-            tree,
-            spacing,
-            oriented,
-        })
+        Ok(Target { cloud, tree, spacing, oriented })
     }
 
     /// The nearest target point to `p` within squared distance `max2`. With a viewpoint (target frame) and
     /// oriented normals, points facing away from the viewpoint are skipped, since the sensor cannot have seen
     /// them: the nearest facing one among the 4 nearest is taken (the near side of a thin wall), or none.
-    pub fn correspondence(
-        &self,
-        p: &Point3<f64>,
-        max2: f64,
-        viewpoint: Option<&Point3<f64>>,
-    ) -> Option<usize> {
+    pub fn correspondence(&self, p: &Point3<f64>, max2: f64, viewpoint: Option<&Point3<f64>>) -> Option<usize> {
         let faces = |i: usize| match viewpoint {
             Some(v) if self.oriented => {
                 let to_view = v - self.cloud.points[i];
@@ -184,21 +170,12 @@ impl Target {
         if faces(nb.index) {
             return Some(nb.index);
         }
-        self.tree
-            .knn(p, 4)
-            .into_iter()
-            .skip(1)
-            .find(|nb| nb.dist2 <= max2 && faces(nb.index))
-            .map(|nb| nb.index)
+        self.tree.knn(p, 4).into_iter().skip(1).find(|nb| nb.dist2 <= max2 && faces(nb.index)).map(|nb| nb.index)
     }
 
     fn normal(&self, i: usize) -> Vector3<f64> {
         // Invariant: `new` guarantees normals are present.
-        self.cloud
-            .normals
-            .as_ref()
-            .map(|n| n[i])
-            .unwrap_or_else(Vector3::z)
+        self.cloud.normals.as_ref().map(|n| n[i]).unwrap_or_else(Vector3::z)
     }
 }
 
@@ -218,12 +195,7 @@ pub struct IcpResult {
 }
 
 /// Fitness and inlier RMSE of `pose` applied to `source` against `target`, at `max_distance`.
-pub fn evaluate(
-    source: &[Point3<f64>],
-    target: &Target,
-    pose: &Pose,
-    max_distance: f64,
-) -> (f64, f64) {
+pub fn evaluate(source: &[Point3<f64>], target: &Target, pose: &Pose, max_distance: f64) -> (f64, f64) {
     let max2 = max_distance * max_distance;
     let (mut n, mut sum) = (0usize, 0.0);
     for s in source {
@@ -236,33 +208,21 @@ pub fn evaluate(
     if n == 0 {
         return (0.0, 0.0);
     }
-    (
-        n as f64 / source.len().max(1) as f64,
-        (sum / n as f64).sqrt(),
-    )
+    (n as f64 / source.len().max(1) as f64, (sum / n as f64).sqrt())
 }
 
 /// A smooth alignment score in [0, 1]: the mean of `max(0, 1 − d²/τ²)` over source points, `d` the distance
 /// to the nearest target point. Unlike fitness it rewards tighter fits, so it separates near-ties.
 pub fn truncated_score(source: &[Point3<f64>], target: &Target, pose: &Pose, tau: f64) -> f64 {
     let t2 = tau * tau;
-    let s: f64 = source
-        .iter()
-        .map(|s| (1.0 - target.tree.nearest(&(pose * s)).dist2 / t2).max(0.0))
-        .sum();
+    let s: f64 = source.iter().map(|s| (1.0 - target.tree.nearest(&(pose * s)).dist2 / t2).max(0.0)).sum();
     s / source.len().max(1) as f64
 }
 
 /// Like [`truncated_score`] but with the residual `r² = (n·(T·s − q))² + max(0, |T·s − q| − spacing)²` to the
 /// nearest target point `q` (when it lies within `gate`): the sampling gaps of the target do not count as misfit,
 /// while points beyond the target's edges still do.
-pub fn plane_score(
-    source: &[Point3<f64>],
-    target: &Target,
-    pose: &Pose,
-    tau: f64,
-    gate: f64,
-) -> f64 {
+pub fn plane_score(source: &[Point3<f64>], target: &Target, pose: &Pose, tau: f64, gate: f64) -> f64 {
     let (t2, g2) = (tau * tau, gate * gate);
     let s: f64 = source
         .iter()
@@ -272,9 +232,7 @@ pub fn plane_score(
             if nb.dist2 > g2 {
                 return 0.0;
             }
-            let r = target
-                .normal(nb.index)
-                .dot(&(p - target.cloud.points[nb.index]));
+            let r = target.normal(nb.index).dot(&(p - target.cloud.points[nb.index]));
             let excess = (nb.dist2.sqrt() - target.spacing).max(0.0);
             (1.0 - (r * r + excess * excess) / t2).max(0.0)
         })
@@ -283,17 +241,10 @@ pub fn plane_score(
 }
 
 /// Runs ICP from `init`; returns the pose taking `source` onto `target`.
-pub fn icp(
-    source: &[Point3<f64>],
-    target: &Target,
-    init: &Pose,
-    cfg: &IcpConfig,
-) -> Result<IcpResult> {
+pub fn icp(source: &[Point3<f64>], target: &Target, init: &Pose, cfg: &IcpConfig) -> Result<IcpResult> {
     cfg.check()?;
     if source.is_empty() {
-        return Err(Error::EmptyCloud {
-            what: "ICP source".into(),
-        });
+        return Err(Error::EmptyCloud { what: "ICP source".into() });
     }
     let max2 = cfg.max_correspondence * cfg.max_correspondence;
     let mut pose = *init;
@@ -303,37 +254,21 @@ pub fn icp(
         iterations += 1;
         let view = cfg.viewpoint.map(|v| pose * v);
         let delta = match cfg.method {
-            IcpMethod::PointToPlane => plane_step(
-                source,
-                target,
-                &pose,
-                max2,
-                &cfg.kernel,
-                view.as_ref(),
-                cfg.point_weight,
-            ),
-            IcpMethod::PointToPoint => {
-                point_step(source, target, &pose, max2, &cfg.kernel, view.as_ref())
+            IcpMethod::PointToPlane => {
+                plane_step(source, target, &pose, max2, &cfg.kernel, view.as_ref(), cfg.point_weight)
             }
+            IcpMethod::PointToPoint => point_step(source, target, &pose, max2, &cfg.kernel, view.as_ref()),
         };
         let Some(delta) = delta else { break };
         pose = se3::exp(&delta) * pose;
-        if se3::omega(&delta).norm() < cfg.min_rotation_step
-            && se3::vel(&delta).norm() < cfg.min_translation_step
-        {
+        if se3::omega(&delta).norm() < cfg.min_rotation_step && se3::vel(&delta).norm() < cfg.min_translation_step {
             converged = true;
             break;
         }
     }
     se3::renormalize(&mut pose);
     let (fitness, inlier_rmse) = evaluate(source, target, &pose, cfg.max_correspondence);
-    Ok(IcpResult {
-        pose,
-        fitness,
-        inlier_rmse,
-        iterations,
-        converged,
-    })
+    Ok(IcpResult { pose, fitness, inlier_rmse, iterations, converged })
 }
 
 /// One damped Gauss–Newton step of point-to-plane ICP; `None` when too few correspondences constrain it.
@@ -368,10 +303,8 @@ fn plane_step(
         if point_weight > 0.0 {
             // e = p − q with ∂e/∂δ = [−p^, I].
             let mut je = nalgebra::Matrix3x6::zeros();
-            je.fixed_view_mut::<3, 3>(0, 0)
-                .copy_from(&-crate::so3::hat(&p.coords));
-            je.fixed_view_mut::<3, 3>(0, 3)
-                .copy_from(&Matrix3::identity());
+            je.fixed_view_mut::<3, 3>(0, 0).copy_from(&-crate::so3::hat(&p.coords));
+            je.fixed_view_mut::<3, 3>(0, 3).copy_from(&Matrix3::identity());
             let lw = point_weight * w;
             h += je.transpose() * je * lw;
             b += je.transpose() * (p - q) * lw;
@@ -413,17 +346,9 @@ fn point_step(
         return None;
     }
     let wsum: f64 = pairs.iter().map(|x| x.2).sum();
-    let pc = pairs
-        .iter()
-        .fold(Vector3::zeros(), |a, x| a + x.0.coords * x.2)
-        / wsum;
-    let qc = pairs
-        .iter()
-        .fold(Vector3::zeros(), |a, x| a + x.1.coords * x.2)
-        / wsum;
-    let cov = pairs.iter().fold(Matrix3::zeros(), |a, x| {
-        a + (x.0.coords - pc) * (x.1.coords - qc).transpose() * x.2
-    });
+    let pc = pairs.iter().fold(Vector3::zeros(), |a, x| a + x.0.coords * x.2) / wsum;
+    let qc = pairs.iter().fold(Vector3::zeros(), |a, x| a + x.1.coords * x.2) / wsum;
+    let cov = pairs.iter().fold(Matrix3::zeros(), |a, x| a + (x.0.coords - pc) * (x.1.coords - qc).transpose() * x.2);
     let svd = cov.svd(true, true);
     let (u, vt) = (svd.u?, svd.v_t?);
     let d = (vt.transpose() * u.transpose()).determinant().signum();
@@ -445,10 +370,7 @@ mod tests {
         let o = shapes::bunny().unwrap();
         let d = o.diameter();
         let model = o.model_cloud(3000, 0).unwrap();
-        let norm = crate::cloud::Normalization {
-            centre: Point3::origin(),
-            scale: 1.0 / d,
-        };
+        let norm = crate::cloud::Normalization { centre: Point3::origin(), scale: 1.0 / d };
         let model = model.normalized(&norm);
         let target = Target::new(model.voxel_downsample(0.015).unwrap(), 12).unwrap();
         (model, target)
@@ -469,66 +391,34 @@ mod tests {
     #[test]
     fn both_methods_recover_a_known_pose() {
         let (model, target) = bunny_target();
-        let truth = se3::pose(
-            so3::exp(&Vector3::new(0.25, -0.2, 0.15)),
-            Vector3::new(0.05, -0.03, 0.04),
-        );
+        let truth = se3::pose(so3::exp(&Vector3::new(0.25, -0.2, 0.15)), Vector3::new(0.05, -0.03, 0.04));
         // The source is the model seen through the inverse of the truth: icp must find `truth`.
-        let source: Vec<Point3<f64>> = model
-            .points
-            .iter()
-            .step_by(4)
-            .map(|p| truth.inverse() * p)
-            .collect();
+        let source: Vec<Point3<f64>> = model.points.iter().step_by(4).map(|p| truth.inverse() * p).collect();
         let mut iters = Vec::new();
-        for cfg in [
-            IcpConfig::point_to_point(0.2),
-            IcpConfig::point_to_plane(0.2),
-        ] {
+        for cfg in [IcpConfig::point_to_point(0.2), IcpConfig::point_to_plane(0.2)] {
             let mut cfg = cfg;
             cfg.max_iterations = 200;
             let r = icp(&source, &target, &Pose::identity(), &cfg).unwrap();
             let (re, te) = se3::errors(&r.pose, &truth);
-            assert!(
-                re < 0.01 && te < 0.005,
-                "{:?}: rotation {re}, translation {te}",
-                cfg.method
-            );
+            assert!(re < 0.01 && te < 0.005, "{:?}: rotation {re}, translation {te}", cfg.method);
             assert!(r.fitness > 0.99);
             iters.push(r.iterations);
         }
-        assert!(
-            iters[1] < iters[0],
-            "point-to-plane {} vs point-to-point {} iterations",
-            iters[1],
-            iters[0]
-        );
+        assert!(iters[1] < iters[0], "point-to-plane {} vs point-to-point {} iterations", iters[1], iters[0]);
     }
 
     /// With 30 % gross outliers plain least squares is pulled off; Tukey point-to-plane is not.
     #[test]
     fn robust_kernel_resists_outliers() {
         let (model, target) = bunny_target();
-        let truth = se3::pose(
-            so3::exp(&Vector3::new(0.1, 0.1, -0.1)),
-            Vector3::new(0.02, 0.0, 0.01),
-        );
+        let truth = se3::pose(so3::exp(&Vector3::new(0.1, 0.1, -0.1)), Vector3::new(0.02, 0.0, 0.01));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let mut source: Vec<Point3<f64>> = model
-            .points
-            .iter()
-            .step_by(3)
-            .map(|p| truth.inverse() * p)
-            .collect();
+        let mut source: Vec<Point3<f64>> = model.points.iter().step_by(3).map(|p| truth.inverse() * p).collect();
         let n = source.len();
         for i in 0..(n * 3 / 10) {
             // Outliers 0.05–0.15 away from their inlier, within the correspondence distance.
-            let dir = Vector3::new(
-                rng.random::<f64>() - 0.5,
-                rng.random::<f64>() - 0.5,
-                rng.random::<f64>() - 0.5,
-            )
-            .normalize();
+            let dir = Vector3::new(rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5)
+                .normalize();
             source[i] += dir * (0.05 + 0.1 * rng.random::<f64>()) + Vector3::new(0.08, 0.0, 0.0);
         }
         let mut robust = IcpConfig::point_to_plane(0.3);
@@ -541,10 +431,7 @@ mod tests {
         let (rr, rt) = se3::errors(&r.pose, &truth);
         let (_, pt) = se3::errors(&p.pose, &truth);
         assert!(rr < 0.01 && rt < 0.003, "robust: {rr} {rt}");
-        assert!(
-            pt > 3.0 * rt.max(1e-3),
-            "plain least squares was not disturbed: {pt}"
-        );
+        assert!(pt > 3.0 * rt.max(1e-3), "plain least squares was not disturbed: {pt}");
     }
 
     #[test]
@@ -558,23 +445,7 @@ mod tests {
         assert_eq!(fit, 0.9);
         assert!(rmse < 0.02);
         assert!(truncated_score(&source, &target, &Pose::identity(), 0.05) > 0.5);
-        assert!(
-            icp(
-                &[],
-                &target,
-                &Pose::identity(),
-                &IcpConfig::point_to_plane(0.1)
-            )
-            .is_err()
-        );
-        assert!(
-            icp(
-                &source,
-                &target,
-                &Pose::identity(),
-                &IcpConfig::point_to_plane(f64::NAN)
-            )
-            .is_err()
-        );
+        assert!(icp(&[], &target, &Pose::identity(), &IcpConfig::point_to_plane(0.1)).is_err());
+        assert!(icp(&source, &target, &Pose::identity(), &IcpConfig::point_to_plane(f64::NAN)).is_err());
     }
 }

@@ -40,10 +40,7 @@ impl Igso3 {
     /// IGSO(3) with concentration `eps ≥ MIN_EPS` (finite).
     pub fn new(eps: f64) -> Result<Self> {
         if !eps.is_finite() || eps < MIN_EPS {
-            return Err(Error::invalid(
-                "IGSO(3) eps",
-                format!("{eps} must be finite and at least {MIN_EPS}"),
-            ));
+            return Err(Error::invalid("IGSO(3) eps", format!("{eps} must be finite and at least {MIN_EPS}")));
         }
         let e2 = eps * eps;
         let mut weights = Vec::new();
@@ -55,17 +52,10 @@ impl Igso3 {
             }
             weights.push((2.0 * lf + 1.0) * decay.exp());
         }
-        let mut dist = Igso3 {
-            eps,
-            weights,
-            grid: Vec::new(),
-            cdf_table: Vec::new(),
-        };
+        let mut dist = Igso3 { eps, weights, grid: Vec::new(), cdf_table: Vec::new() };
         // Beyond ~12 ε (small ε) the mass is below e^{-70}; a grid on that range resolves narrow laws.
         let omega_max = (12.0 * eps).min(std::f64::consts::PI);
-        dist.grid = (0..GRID)
-            .map(|i| omega_max * i as f64 / (GRID - 1) as f64)
-            .collect();
+        dist.grid = (0..GRID).map(|i| omega_max * i as f64 / (GRID - 1) as f64).collect();
         let mut running = 0.0f64;
         let mut table: Vec<f64> = dist
             .grid
@@ -77,10 +67,7 @@ impl Igso3 {
             .collect();
         let total = *table.last().unwrap_or(&1.0);
         if total <= 0.0 {
-            return Err(Error::Numerical {
-                op: "IGSO(3) table",
-                reason: format!("CDF total {total} at eps {eps}"),
-            });
+            return Err(Error::Numerical { op: "IGSO(3) table", reason: format!("CDF total {total} at eps {eps}") });
         }
         table.iter_mut().for_each(|c| *c /= total);
         dist.cdf_table = table;
@@ -178,10 +165,7 @@ impl Igso3 {
     /// Draws a rotation angle by inverting the tabulated CDF (linear between grid nodes).
     pub fn sample_angle<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
         let u: f64 = rng.random();
-        let i = self
-            .cdf_table
-            .partition_point(|&c| c < u)
-            .clamp(1, GRID - 1);
+        let i = self.cdf_table.partition_point(|&c| c < u).clamp(1, GRID - 1);
         let (c0, c1) = (self.cdf_table[i - 1], self.cdf_table[i]);
         let frac = if c1 > c0 { (u - c0) / (c1 - c0) } else { 0.5 };
         self.grid[i - 1] + frac.clamp(0.0, 1.0) * (self.grid[i] - self.grid[i - 1])
@@ -293,10 +277,7 @@ mod tests {
         let d = Igso3::new(eps).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let n = 20000;
-        let m2 = (0..n)
-            .map(|_| d.sample_angle(&mut rng).powi(2))
-            .sum::<f64>()
-            / n as f64;
+        let m2 = (0..n).map(|_| d.sample_angle(&mut rng).powi(2)).sum::<f64>() / n as f64;
         // Standard error of the mean of a scaled χ²₃ is ε²·√(6/n) ≈ 0.017·ε²·3.
         assert_relative_eq!(m2 / (3.0 * eps * eps), 1.0, epsilon = 0.03);
     }
@@ -314,8 +295,7 @@ mod tests {
             .map(|_| {
                 let mut r = Rotation3::identity();
                 for _ in 0..steps {
-                    let z = Vector3::from_fn(|_, _| -> f64 { StandardNormal.sample(&mut rng) })
-                        * step_sd;
+                    let z = Vector3::from_fn(|_, _| -> f64 { StandardNormal.sample(&mut rng) }) * step_sd;
                     r = so3::exp(&z) * r;
                 }
                 so3::angle(&r)
@@ -349,11 +329,7 @@ mod tests {
         let d = Igso3::new(0.3).unwrap();
         assert_relative_eq!(d.density(0.0), d.density(1e-4), max_relative = 1e-5);
         assert!(d.score_angle(0.0).abs() < 1e-12);
-        assert_relative_eq!(
-            d.score_angle(1e-7) / 1e-7,
-            d.score_angle(1e-3) / 1e-3,
-            max_relative = 1e-4
-        );
+        assert_relative_eq!(d.score_angle(1e-7) / 1e-7, d.score_angle(1e-3) / 1e-3, max_relative = 1e-4);
         assert_eq!(d.score(&Rotation3::identity()), Vector3::zeros());
     }
 }

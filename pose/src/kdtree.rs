@@ -34,25 +34,15 @@ impl KdTree {
     /// Builds the tree over `points` (at least one, all finite).
     pub fn new(points: &[Point3<f64>]) -> Result<Self> {
         if points.is_empty() {
-            return Err(Error::EmptyCloud {
-                what: "k-d tree input".into(),
-            });
+            return Err(Error::EmptyCloud { what: "k-d tree input".into() });
         }
         if points.len() > u32::MAX as usize {
-            return Err(Error::invalid(
-                "k-d tree input",
-                format!("{} points exceed u32 indices", points.len()),
-            ));
+            return Err(Error::invalid("k-d tree input", format!("{} points exceed u32 indices", points.len())));
         }
         let coords: Vec<[f64; 3]> = points.iter().map(|p| [p.x, p.y, p.z]).collect();
-        let tree = ImmutableKdTree::new_from_slice(&coords).map_err(|e| Error::Numerical {
-            op: "k-d tree construction",
-            reason: format!("{e:?}"),
-        })?;
-        Ok(KdTree {
-            tree,
-            len: points.len(),
-        })
+        let tree = ImmutableKdTree::new_from_slice(&coords)
+            .map_err(|e| Error::Numerical { op: "k-d tree construction", reason: format!("{e:?}") })?;
+        Ok(KdTree { tree, len: points.len() })
     }
 
     /// Number of points in the tree.
@@ -67,15 +57,8 @@ impl KdTree {
 
     /// The nearest point to `q`.
     pub fn nearest(&self, q: &Point3<f64>) -> Neighbour {
-        let r = self
-            .tree
-            .query(&[q.x, q.y, q.z])
-            .nearest_one::<SquaredEuclidean<f64>>()
-            .execute();
-        Neighbour {
-            index: r.item as usize,
-            dist2: r.distance,
-        }
+        let r = self.tree.query(&[q.x, q.y, q.z]).nearest_one::<SquaredEuclidean<f64>>().execute();
+        Neighbour { index: r.item as usize, dist2: r.distance }
     }
 
     /// The `k` nearest points to `q`, nearest first (fewer if the tree is smaller).
@@ -88,10 +71,7 @@ impl KdTree {
             .nearest_n::<SquaredEuclidean<f64>>(k)
             .execute()
             .into_iter()
-            .map(|r| Neighbour {
-                index: r.item as usize,
-                dist2: r.distance,
-            })
+            .map(|r| Neighbour { index: r.item as usize, dist2: r.distance })
             .collect()
     }
 
@@ -102,10 +82,7 @@ impl KdTree {
             .within::<SquaredEuclidean<f64>>(radius * radius)
             .execute()
             .into_iter()
-            .map(|r| Neighbour {
-                index: r.item as usize,
-                dist2: r.distance,
-            })
+            .map(|r| Neighbour { index: r.item as usize, dist2: r.distance })
             .collect()
     }
 }
@@ -116,11 +93,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn brute_knn(points: &[Point3<f64>], q: &Point3<f64>, k: usize) -> Vec<(usize, f64)> {
-        let mut d: Vec<(usize, f64)> = points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (i, (p - q).norm_squared()))
-            .collect();
+        let mut d: Vec<(usize, f64)> = points.iter().enumerate().map(|(i, p)| (i, (p - q).norm_squared())).collect();
         d.sort_by(|a, b| a.1.total_cmp(&b.1));
         d.truncate(k);
         d
@@ -129,16 +102,11 @@ mod tests {
     #[test]
     fn queries_match_brute_force() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let points: Vec<Point3<f64>> = (0..1500)
-            .map(|_| Point3::new(rng.random(), rng.random::<f64>() * 2.0, rng.random()))
-            .collect();
+        let points: Vec<Point3<f64>> =
+            (0..1500).map(|_| Point3::new(rng.random(), rng.random::<f64>() * 2.0, rng.random())).collect();
         let tree = KdTree::new(&points).unwrap();
         for _ in 0..200 {
-            let q = Point3::new(
-                rng.random::<f64>() * 1.4 - 0.2,
-                rng.random::<f64>() * 2.0,
-                rng.random(),
-            );
+            let q = Point3::new(rng.random::<f64>() * 1.4 - 0.2, rng.random::<f64>() * 2.0, rng.random());
             let brute = brute_knn(&points, &q, 8);
             let nn = tree.nearest(&q);
             assert_eq!(nn.dist2, brute[0].1);
@@ -152,12 +120,8 @@ mod tests {
             let r = 0.1;
             let mut within: Vec<usize> = tree.within(&q, r).iter().map(|n| n.index).collect();
             within.sort();
-            let mut want: Vec<usize> = points
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| (*p - q).norm() <= r)
-                .map(|(i, _)| i)
-                .collect();
+            let mut want: Vec<usize> =
+                points.iter().enumerate().filter(|(_, p)| (*p - q).norm() <= r).map(|(i, _)| i).collect();
             want.sort();
             assert_eq!(within, want);
         }

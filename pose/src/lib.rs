@@ -26,5 +26,7 @@ pub mod visibility;
 
 pub use cloud::PointCloud;
 pub use error::{Error, Result};
+/// The linear-algebra crate of the public types (poses, points), re-exported.
+pub use nalgebra;
 pub use registration::{Estimate, EstimateConfig, IcpSurrogate, Surrogate, estimate_pose};
 pub use se3::Pose;

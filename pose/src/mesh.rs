@@ -21,20 +21,10 @@ impl TriMesh {
     /// A mesh from vertices and triangles; every index must be in range.
     pub fn new(vertices: Vec<Point3<f64>>, triangles: Vec<[u32; 3]>) -> Result<Self> {
         let n = vertices.len();
-        if let Some((i, t)) = triangles
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.iter().any(|&k| k as usize >= n))
-        {
-            return Err(Error::invalid(
-                "mesh",
-                format!("triangle {i} {t:?} indexes past {n} vertices"),
-            ));
+        if let Some((i, t)) = triangles.iter().enumerate().find(|(_, t)| t.iter().any(|&k| k as usize >= n)) {
+            return Err(Error::invalid("mesh", format!("triangle {i} {t:?} indexes past {n} vertices")));
         }
-        Ok(TriMesh {
-            vertices,
-            triangles,
-        })
+        Ok(TriMesh { vertices, triangles })
     }
 
     fn corners(&self, t: &[u32; 3]) -> [Point3<f64>; 3] {
@@ -56,26 +46,18 @@ impl TriMesh {
     pub fn append(&mut self, other: &TriMesh) {
         let off = self.vertices.len() as u32;
         self.vertices.extend_from_slice(&other.vertices);
-        self.triangles
-            .extend(other.triangles.iter().map(|t| t.map(|k| k + off)));
+        self.triangles.extend(other.triangles.iter().map(|t| t.map(|k| k + off)));
     }
 
     /// The mesh moved by a rigid transformation.
     pub fn transformed(&self, g: &Pose) -> TriMesh {
-        TriMesh {
-            vertices: self.vertices.iter().map(|p| g * p).collect(),
-            triangles: self.triangles.clone(),
-        }
+        TriMesh { vertices: self.vertices.iter().map(|p| g * p).collect(), triangles: self.triangles.clone() }
     }
 
     /// Moves the vertices by `-offset` and scales them by `scale` (for recentring/rescaling models).
     pub fn recentred(&self, offset: &Vector3<f64>, scale: f64) -> TriMesh {
         TriMesh {
-            vertices: self
-                .vertices
-                .iter()
-                .map(|p| Point3::from((p.coords - offset) * scale))
-                .collect(),
+            vertices: self.vertices.iter().map(|p| Point3::from((p.coords - offset) * scale)).collect(),
             triangles: self.triangles.clone(),
         }
     }
@@ -96,18 +78,13 @@ impl TriMesh {
             cumulative.push(total);
         }
         if !(total > 0.0 && total.is_finite()) {
-            return Err(Error::Degenerate {
-                what: "mesh".into(),
-                reason: "its surface area is zero".into(),
-            });
+            return Err(Error::Degenerate { what: "mesh".into(), reason: "its surface area is zero".into() });
         }
         let mut points = Vec::with_capacity(n);
         let mut normals = Vec::with_capacity(n);
         for _ in 0..n {
             let u = rng.random::<f64>() * total;
-            let i = cumulative
-                .partition_point(|&c| c < u)
-                .min(self.triangles.len() - 1);
+            let i = cumulative.partition_point(|&c| c < u).min(self.triangles.len() - 1);
             let [a, b, c] = self.corners(&self.triangles[i]);
             let (mut r1, mut r2) = (rng.random::<f64>(), rng.random::<f64>());
             if r1 + r2 > 1.0 {
@@ -115,18 +92,9 @@ impl TriMesh {
                 r2 = 1.0 - r2;
             }
             points.push(a + (b - a) * r1 + (c - a) * r2);
-            normals.push(
-                (b - a)
-                    .cross(&(c - a))
-                    .try_normalize(0.0)
-                    .unwrap_or_else(Vector3::z),
-            );
+            normals.push((b - a).cross(&(c - a)).try_normalize(0.0).unwrap_or_else(Vector3::z));
         }
-        Ok(PointCloud {
-            points,
-            normals: Some(normals),
-            colors: None,
-        })
+        Ok(PointCloud { points, normals: Some(normals), colors: None })
     }
 }
 
@@ -150,14 +118,7 @@ pub struct Camera {
 impl Camera {
     /// A 320×240 camera with 300-pixel focal length (a 56° horizontal field of view).
     pub fn default_depth() -> Self {
-        Camera {
-            width: 320,
-            height: 240,
-            fx: 300.0,
-            fy: 300.0,
-            cx: 160.0,
-            cy: 120.0,
-        }
+        Camera { width: 320, height: 240, fx: 300.0, fy: 300.0, cx: 160.0, cy: 120.0 }
     }
 
     fn project(&self, p: &Point3<f64>) -> Point2<f64> {
@@ -180,30 +141,10 @@ impl Camera {
             if area.abs() < 1e-12 {
                 continue;
             }
-            let lo_x = s
-                .iter()
-                .map(|p| p.x)
-                .fold(f64::INFINITY, f64::min)
-                .floor()
-                .max(0.0) as usize;
-            let hi_x = (s
-                .iter()
-                .map(|p| p.x)
-                .fold(f64::NEG_INFINITY, f64::max)
-                .ceil() as isize)
-                .min(w as isize - 1);
-            let lo_y = s
-                .iter()
-                .map(|p| p.y)
-                .fold(f64::INFINITY, f64::min)
-                .floor()
-                .max(0.0) as usize;
-            let hi_y = (s
-                .iter()
-                .map(|p| p.y)
-                .fold(f64::NEG_INFINITY, f64::max)
-                .ceil() as isize)
-                .min(h as isize - 1);
+            let lo_x = s.iter().map(|p| p.x).fold(f64::INFINITY, f64::min).floor().max(0.0) as usize;
+            let hi_x = (s.iter().map(|p| p.x).fold(f64::NEG_INFINITY, f64::max).ceil() as isize).min(w as isize - 1);
+            let lo_y = s.iter().map(|p| p.y).fold(f64::INFINITY, f64::min).floor().max(0.0) as usize;
+            let hi_y = (s.iter().map(|p| p.y).fold(f64::NEG_INFINITY, f64::max).ceil() as isize).min(h as isize - 1);
             if hi_x < 0 || hi_y < 0 {
                 continue;
             }
@@ -226,11 +167,7 @@ impl Camera {
                 }
             }
         }
-        DepthImage {
-            camera: *self,
-            depth,
-            triangle,
-        }
+        DepthImage { camera: *self, depth, triangle }
     }
 }
 
@@ -254,11 +191,7 @@ impl DepthImage {
         for (k, &z) in self.depth.iter().enumerate() {
             if z.is_finite() {
                 let (px, py) = ((k % c.width) as f64 + 0.5, (k / c.width) as f64 + 0.5);
-                points.push(Point3::new(
-                    (px - c.cx) * z / c.fx,
-                    (py - c.cy) * z / c.fy,
-                    z,
-                ));
+                points.push(Point3::new((px - c.cx) * z / c.fx, (py - c.cy) * z / c.fy, z));
                 tris.push(self.triangle[k]);
             }
         }
@@ -294,11 +227,7 @@ mod tests {
         let c = m.sample_surface(10000, &mut rng).unwrap();
         let upper = c.points.iter().filter(|p| p.z == 1.0).count() as f64 / 10000.0;
         assert!((upper - 0.2).abs() < 0.02, "{upper}");
-        assert!(
-            c.points
-                .iter()
-                .all(|p| p.x.abs() <= 1.0 && p.y.abs() <= 1.0 && (p.z == 0.0 || p.z == 1.0))
-        );
+        assert!(c.points.iter().all(|p| p.x.abs() <= 1.0 && p.y.abs() <= 1.0 && (p.z == 0.0 || p.z == 1.0)));
         assert!(c.normals.unwrap().iter().all(|n| (n.z - 1.0).abs() < 1e-12));
     }
 
@@ -310,41 +239,24 @@ mod tests {
         let img = cam.render(&m);
         let (points, tris) = img.to_points();
         assert!(!points.is_empty());
-        assert!(
-            points.iter().all(|p| (p.z - 2.0).abs() < 1e-9),
-            "far quad leaked through"
-        );
+        assert!(points.iter().all(|p| (p.z - 2.0).abs() < 1e-9), "far quad leaked through");
         assert!(tris.iter().all(|&t| t < 2));
         // A 1×1 quad at depth 2 spans 150×150 pixels.
-        assert!(
-            (points.len() as i64 - 22500).abs() < 400,
-            "{}",
-            points.len()
-        );
+        assert!((points.len() as i64 - 22500).abs() < 400, "{}", points.len());
         // Back-projected points lie on the quad.
-        assert!(
-            points
-                .iter()
-                .all(|p| p.x.abs() <= 0.5 + 1e-9 && p.y.abs() <= 0.5 + 1e-9)
-        );
+        assert!(points.iter().all(|p| p.x.abs() <= 0.5 + 1e-9 && p.y.abs() <= 0.5 + 1e-9));
     }
 
     #[test]
     fn depth_is_perspective_correct_on_a_slanted_triangle() {
         let m = TriMesh::new(
-            vec![
-                Point3::new(-1.0, -1.0, 2.0),
-                Point3::new(1.0, -1.0, 4.0),
-                Point3::new(0.0, 1.0, 3.0),
-            ],
+            vec![Point3::new(-1.0, -1.0, 2.0), Point3::new(1.0, -1.0, 4.0), Point3::new(0.0, 1.0, 3.0)],
             vec![[0, 1, 2]],
         )
         .unwrap();
         let (points, _) = Camera::default_depth().render(&m).to_points();
         // Plane through the three vertices: n·p = d.
-        let n = (m.vertices[1] - m.vertices[0])
-            .cross(&(m.vertices[2] - m.vertices[0]))
-            .normalize();
+        let n = (m.vertices[1] - m.vertices[0]).cross(&(m.vertices[2] - m.vertices[0])).normalize();
         let d = n.dot(&m.vertices[0].coords);
         assert!(points.iter().all(|p| (n.dot(&p.coords) - d).abs() < 1e-9));
     }

@@ -26,22 +26,14 @@ pub struct PoseErrors {
 
 /// Mean distance between `est·p` and `truth·p` over `points`.
 pub fn add(est: &Pose, truth: &Pose, points: &[Point3<f64>]) -> f64 {
-    points
-        .iter()
-        .map(|p| (est * p - truth * p).norm())
-        .sum::<f64>()
-        / points.len().max(1) as f64
+    points.iter().map(|p| (est * p - truth * p).norm()).sum::<f64>() / points.len().max(1) as f64
 }
 
 /// Mean distance from each `est·p` to the nearest `truth·q`, over `points`.
 pub fn add_s(est: &Pose, truth: &Pose, points: &[Point3<f64>]) -> Result<f64> {
     let moved: Vec<Point3<f64>> = points.iter().map(|p| truth * p).collect();
     let tree = KdTree::new(&moved)?;
-    Ok(points
-        .iter()
-        .map(|p| tree.nearest(&(est * p)).dist2.sqrt())
-        .sum::<f64>()
-        / points.len() as f64)
+    Ok(points.iter().map(|p| tree.nearest(&(est * p)).dist2.sqrt()).sum::<f64>() / points.len() as f64)
 }
 
 /// All errors of `est` against `truth` for an object with `symmetry`, model `points` and `diameter`.
@@ -53,9 +45,7 @@ pub fn pose_errors(
     diameter: f64,
 ) -> Result<PoseErrors> {
     Ok(PoseErrors {
-        rotation_deg: symmetry
-            .rotation_error(&est.rotation, &truth.rotation)
-            .to_degrees(),
+        rotation_deg: symmetry.rotation_error(&est.rotation, &truth.rotation).to_degrees(),
         translation: (est.translation.vector - truth.translation.vector).norm() / diameter,
         add: add(est, truth, points) / diameter,
         add_s: add_s(est, truth, points)? / diameter,
@@ -73,10 +63,7 @@ mod tests {
     fn symmetric_poses_have_zero_add_s_but_not_zero_add() {
         let b = shapes::box_object();
         let pts = b.model_cloud(2000, 0).unwrap().points;
-        let truth = se3::pose(
-            so3::exp(&Vector3::new(0.2, 0.4, -0.1)),
-            Vector3::new(0.1, 0.2, 0.5),
-        );
+        let truth = se3::pose(so3::exp(&Vector3::new(0.2, 0.4, -0.1)), Vector3::new(0.1, 0.2, 0.5));
         let half_turn = so3::exp(&Vector3::new(0.0, 0.0, std::f64::consts::PI));
         let est = truth * se3::pose(half_turn, Vector3::zeros());
         let e = pose_errors(&est, &truth, &pts, &b.symmetry, b.diameter()).unwrap();

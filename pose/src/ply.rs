@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use nalgebra::{Point3, Vector3};
 use ply_rs_bw::parser::Parser;
 use ply_rs_bw::ply::{
-    Addable, DefaultElement, ElementDef, Encoding, Ply, Property, PropertyDef, PropertyType,
-    ScalarType,
+    Addable, DefaultElement, ElementDef, Encoding, Ply, Property, PropertyDef, PropertyType, ScalarType,
 };
 use ply_rs_bw::writer::Writer;
 
@@ -34,24 +33,14 @@ impl PlyData {
     /// `seed`) when the file has triangles, else the vertices as they are. Validates the vertices first, so
     /// errors name `what` and the vertex at fault.
     pub fn model_cloud(&self, what: &str, n: usize, seed: u64) -> Result<PointCloud> {
-        self.cloud.validate(
-            what,
-            if self.triangles.is_empty() {
-                crate::registration::MIN_POINTS
-            } else {
-                3
-            },
-        )?;
+        self.cloud.validate(what, if self.triangles.is_empty() { crate::registration::MIN_POINTS } else { 3 })?;
         if self.triangles.is_empty() {
             return Ok(self.cloud.clone());
         }
         let mesh = crate::mesh::TriMesh::new(self.cloud.points.clone(), self.triangles.clone())?;
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
         mesh.sample_surface(n, &mut rng)
-            .map_err(|_| Error::Degenerate {
-                what: what.into(),
-                reason: "its triangles have zero total area".into(),
-            })
+            .map_err(|_| Error::Degenerate { what: what.into(), reason: "its triangles have zero total area".into() })
     }
 }
 
@@ -74,29 +63,15 @@ pub fn read_ply(path: &Path) -> Result<PlyData> {
 pub fn read_ply_bytes(bytes: &[u8], name: &Path) -> Result<PlyData> {
     let parser = Parser::<DefaultElement>::new();
     let mut src = bytes;
-    let ply = parser
-        .read_ply(&mut src)
-        .map_err(|e| Error::ply(name, format!("not a readable PLY file: {e}")))?;
+    let ply = parser.read_ply(&mut src).map_err(|e| Error::ply(name, format!("not a readable PLY file: {e}")))?;
     let vdef = ply.header.elements.get("vertex").ok_or_else(|| {
         let found: Vec<&str> = ply.header.elements.keys().map(String::as_str).collect();
-        Error::ply(
-            name,
-            format!(
-                "no element 'vertex' (elements found: {})",
-                list_or_none(&found)
-            ),
-        )
+        Error::ply(name, format!("no element 'vertex' (elements found: {})", list_or_none(&found)))
     })?;
     for p in ["x", "y", "z"] {
         scalar_def(name, vdef, p)?.ok_or_else(|| {
             let found: Vec<&str> = vdef.properties.keys().map(String::as_str).collect();
-            Error::ply(
-                name,
-                format!(
-                    "element 'vertex' has no property '{p}' (properties: {})",
-                    list_or_none(&found)
-                ),
-            )
+            Error::ply(name, format!("element 'vertex' has no property '{p}' (properties: {})", list_or_none(&found)))
         })?;
     }
     let has_normals = optional_triplet(name, vdef, ["nx", "ny", "nz"])?;
@@ -114,25 +89,14 @@ pub fn read_ply_bytes(bytes: &[u8], name: &Path) -> Result<PlyData> {
         colors: has_colors.then(|| Vec::with_capacity(vertices.len())),
     };
     let get = |v: &DefaultElement, i: usize, p: &str| -> Result<f64> {
-        v.get(p).and_then(scalar_f64).ok_or_else(|| {
-            Error::ply(
-                name,
-                format!("element 'vertex' {i}: property '{p}' is missing or not a number"),
-            )
-        })
+        v.get(p)
+            .and_then(scalar_f64)
+            .ok_or_else(|| Error::ply(name, format!("element 'vertex' {i}: property '{p}' is missing or not a number")))
     };
     for (i, v) in vertices.iter().enumerate() {
-        cloud.points.push(Point3::new(
-            get(v, i, "x")?,
-            get(v, i, "y")?,
-            get(v, i, "z")?,
-        ));
+        cloud.points.push(Point3::new(get(v, i, "x")?, get(v, i, "y")?, get(v, i, "z")?));
         if let Some(ns) = cloud.normals.as_mut() {
-            ns.push(Vector3::new(
-                get(v, i, "nx")?,
-                get(v, i, "ny")?,
-                get(v, i, "nz")?,
-            ));
+            ns.push(Vector3::new(get(v, i, "nx")?, get(v, i, "ny")?, get(v, i, "nz")?));
         }
         if let Some(cs) = cloud.colors.as_mut() {
             let mut c = [0u8; 3];
@@ -146,34 +110,20 @@ pub fn read_ply_bytes(bytes: &[u8], name: &Path) -> Result<PlyData> {
     }
     let mut triangles = Vec::new();
     if let Some(fdef) = ply.header.elements.get("face") {
-        let key = ["vertex_indices", "vertex_index"]
-            .into_iter()
-            .find(|k| fdef.properties.contains_key(*k));
+        let key = ["vertex_indices", "vertex_index"].into_iter().find(|k| fdef.properties.contains_key(*k));
         let Some(key) = key else {
-            return Err(Error::ply(
-                name,
-                "element 'face' has no list property 'vertex_indices' or 'vertex_index'",
-            ));
+            return Err(Error::ply(name, "element 'face' has no list property 'vertex_indices' or 'vertex_index'"));
         };
         if !matches!(fdef.properties[key].data_type, PropertyType::List(..)) {
-            return Err(Error::ply(
-                name,
-                format!("element 'face' property '{key}' is not a list"),
-            ));
+            return Err(Error::ply(name, format!("element 'face' property '{key}' is not a list")));
         }
         let n = cloud.points.len();
         for (fi, f) in ply.payload.get("face").unwrap_or(&empty).iter().enumerate() {
             let idx = f.get(key).and_then(list_indices).ok_or_else(|| {
-                Error::ply(
-                    name,
-                    format!("element 'face' {fi}: property '{key}' is not an integer list"),
-                )
+                Error::ply(name, format!("element 'face' {fi}: property '{key}' is not an integer list"))
             })?;
             if let Some(bad) = idx.iter().find(|&&k| k < 0 || k as usize >= n) {
-                return Err(Error::ply(
-                    name,
-                    format!("element 'face' {fi}: vertex index {bad} out of range (0..{n})"),
-                ));
+                return Err(Error::ply(name, format!("element 'face' {fi}: vertex index {bad} out of range (0..{n})")));
             }
             for k in 1..idx.len().saturating_sub(1) {
                 triangles.push([idx[0] as u32, idx[k] as u32, idx[k + 1] as u32]);
@@ -184,11 +134,7 @@ pub fn read_ply_bytes(bytes: &[u8], name: &Path) -> Result<PlyData> {
 }
 
 fn list_or_none(names: &[&str]) -> String {
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(", ")
-    }
+    if names.is_empty() { "none".into() } else { names.join(", ") }
 }
 
 /// The definition of a property when present, or an error if it is present as a list.
@@ -197,10 +143,7 @@ fn scalar_def<'a>(name: &Path, def: &'a ElementDef, prop: &str) -> Result<Option
         None => Ok(None),
         Some(d) if matches!(d.data_type, PropertyType::List(..)) => Err(Error::ply(
             name,
-            format!(
-                "element '{}' property '{prop}' is a list; expected a scalar number",
-                def.name
-            ),
+            format!("element '{}' property '{prop}' is a list; expected a scalar number", def.name),
         )),
         Some(d) => Ok(Some(d)),
     }
@@ -216,19 +159,10 @@ fn optional_triplet(name: &Path, def: &ElementDef, props: [&str; 3]) -> Result<b
         return Ok(true);
     }
     if let Some(k) = present.iter().position(|&b| b) {
-        let missing: Vec<&str> = props
-            .iter()
-            .zip(present)
-            .filter(|(_, b)| !b)
-            .map(|(p, _)| *p)
-            .collect();
+        let missing: Vec<&str> = props.iter().zip(present).filter(|(_, b)| !b).map(|(p, _)| *p).collect();
         return Err(Error::ply(
             name,
-            format!(
-                "element 'vertex' has property '{}' but not {}",
-                props[k],
-                missing.join(", ")
-            ),
+            format!("element 'vertex' has property '{}' but not {}", props[k], missing.join(", ")),
         ));
     }
     Ok(false)
@@ -261,12 +195,7 @@ fn list_indices(p: &Property) -> Option<Vec<i64>> {
 }
 
 /// Writes a cloud (and optional triangles) as PLY, atomically: a temporary file next to `path` renamed onto it.
-pub fn write_ply(
-    path: &Path,
-    cloud: &PointCloud,
-    triangles: &[[u32; 3]],
-    encoding: PlyEncoding,
-) -> Result<()> {
+pub fn write_ply(path: &Path, cloud: &PointCloud, triangles: &[[u32; 3]], encoding: PlyEncoding) -> Result<()> {
     let mut ply = Ply::<DefaultElement>::new();
     ply.header.encoding = match encoding {
         PlyEncoding::Ascii => Encoding::Ascii,
@@ -310,30 +239,20 @@ pub fn write_ply(
     ply.payload.insert("vertex".into(), vertices);
     if !triangles.is_empty() {
         let mut fdef = ElementDef::new("face".into());
-        fdef.properties.add(PropertyDef::new(
-            "vertex_indices".into(),
-            PropertyType::List(ScalarType::UChar, ScalarType::Int),
-        ));
+        fdef.properties
+            .add(PropertyDef::new("vertex_indices".into(), PropertyType::List(ScalarType::UChar, ScalarType::Int)));
         ply.header.elements.add(fdef);
         let faces = triangles
             .iter()
             .map(|t| {
                 let mut e = DefaultElement::new();
-                e.insert(
-                    "vertex_indices".into(),
-                    Property::ListInt(t.iter().map(|&k| k as i32).collect()),
-                );
+                e.insert("vertex_indices".into(), Property::ListInt(t.iter().map(|&k| k as i32).collect()));
                 e
             })
             .collect();
         ply.payload.insert("face".into(), faces);
     }
-    write_atomically(path, |out| {
-        Writer::new()
-            .write_ply(out, &mut ply)
-            .map(|_| ())
-            .map_err(std::io::Error::other)
-    })
+    write_atomically(path, |out| Writer::new().write_ply(out, &mut ply).map(|_| ()).map_err(std::io::Error::other))
 }
 
 /// Writes through `f` into a temporary file beside `path`, then renames it onto `path`.
@@ -341,21 +260,11 @@ pub fn write_atomically(
     path: &Path,
     f: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| {
-        Error::invalid(
-            "output path",
-            format!("{} has no file name", path.display()),
-        )
-    })?;
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid("output path", format!("{} has no file name", path.display())))?;
+    let tmp: PathBuf = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut out = BufWriter::new(std::fs::File::create(&tmp)?);
         f(&mut out)?;
@@ -377,11 +286,7 @@ mod tests {
 
     fn sample() -> PointCloud {
         PointCloud {
-            points: vec![
-                Point3::new(0.5, -1.25, 2.0),
-                Point3::new(1.0, 0.0, 0.0),
-                Point3::new(0.0, 1.0, 0.25),
-            ],
+            points: vec![Point3::new(0.5, -1.25, 2.0), Point3::new(1.0, 0.0, 0.0), Point3::new(0.0, 1.0, 0.25)],
             normals: Some(vec![Vector3::z(), Vector3::x(), Vector3::y()]),
             colors: Some(vec![[255, 0, 0], [0, 128, 0], [1, 2, 3]]),
         }
@@ -404,12 +309,7 @@ mod tests {
             assert_eq!(
                 std::fs::read_dir(dir.path())
                     .unwrap()
-                    .filter(|e| e
-                        .as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with('.'))
+                    .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
                     .count(),
                 0
             );
@@ -438,9 +338,7 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        read_ply_bytes(text.as_bytes(), Path::new("bad.ply"))
-            .unwrap_err()
-            .to_string()
+        read_ply_bytes(text.as_bytes(), Path::new("bad.ply")).unwrap_err().to_string()
     }
 
     #[test]
@@ -448,13 +346,8 @@ mod tests {
         let e = err("not a ply\n");
         assert!(e.starts_with("bad.ply: not a readable PLY file"), "{e}");
         let e = err("ply\nformat ascii 1.0\nelement point 1\nproperty float x\nend_header\n1\n");
-        assert!(
-            e.contains("no element 'vertex'") && e.contains("point"),
-            "{e}"
-        );
-        let e = err(
-            "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float z\nend_header\n1 2\n",
-        );
+        assert!(e.contains("no element 'vertex'") && e.contains("point"), "{e}");
+        let e = err("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float z\nend_header\n1 2\n");
         assert!(e.contains("element 'vertex' has no property 'y'"), "{e}");
         let e = err(
             "ply\nformat ascii 1.0\nelement vertex 1\nproperty list uchar float x\nproperty float y\nproperty float z\nend_header\n1 1 2 3\n",
@@ -467,10 +360,7 @@ mod tests {
         let e = err(
             "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n1 2 3\n3 0 1 7\n",
         );
-        assert!(
-            e.contains("element 'face' 0: vertex index 1 out of range (0..1)"),
-            "{e}"
-        );
+        assert!(e.contains("element 'face' 0: vertex index 1 out of range (0..1)"), "{e}");
         // Truncated payload.
         let e = err(
             "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\nend_header\n1 2 3\n",
@@ -478,9 +368,7 @@ mod tests {
         assert!(e.starts_with("bad.ply: not a readable PLY file"), "{e}");
         let mut bin = b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nend_header\n".to_vec();
         bin.extend_from_slice(&[0u8; 14]);
-        let e = read_ply_bytes(&bin, Path::new("bad.ply"))
-            .unwrap_err()
-            .to_string();
+        let e = read_ply_bytes(&bin, Path::new("bad.ply")).unwrap_err().to_string();
         assert!(e.starts_with("bad.ply: not a readable PLY file"), "{e}");
     }
 
@@ -488,22 +376,14 @@ mod tests {
     fn non_finite_values_are_read_and_then_rejected_by_validation() {
         let text = "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\nend_header\n0 0 0\nnan 1 0\n1 1 1\n";
         match read_ply_bytes(text.as_bytes(), Path::new("n.ply")) {
-            Ok(d) => assert!(
-                d.cloud
-                    .validate("n.ply", 1)
-                    .unwrap_err()
-                    .to_string()
-                    .contains("point 1")
-            ),
+            Ok(d) => assert!(d.cloud.validate("n.ply", 1).unwrap_err().to_string().contains("point 1")),
             Err(e) => assert!(e.to_string().starts_with("n.ply:"), "{e}"),
         }
     }
 
     #[test]
     fn missing_file_is_an_io_error_naming_it() {
-        let e = read_ply(Path::new("/nonexistent/x.ply"))
-            .unwrap_err()
-            .to_string();
+        let e = read_ply(Path::new("/nonexistent/x.ply")).unwrap_err().to_string();
         assert!(e.starts_with("/nonexistent/x.ply:"), "{e}");
     }
 }

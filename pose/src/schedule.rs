@@ -1,27 +1,20 @@
 //! The discrete cosine DDPM schedule of the SE(3) reverse process and its posterior weights.
 //!
-//! `ᾱ(t) = f(t)/f(0)`, `f(t) = cos²(((t + s)/(1 + s))·π/2)`, `s = 0.008` (Nichol & Dhariwal 2021), sampled at
-//! `t = i/T`; `β_i = min(1 − ᾱ(i/T)/ᾱ((i−1)/T), 0.999)` and `ᾱ_i = Π_{j≤i}(1 − β_j)`, `ᾱ_0 = 1`.
+//! The βs come from diffuse-core (`BetaSchedule::SquaredCosCapV2`): `ᾱ(t) = f(t)/f(0)`,
+//! `f(t) = cos²(((t + s)/(1 + s))·π/2)`, `s = 0.008` (Nichol & Dhariwal 2021), sampled at `t = i/T`;
+//! `β_i = min(1 − ᾱ(i/T)/ᾱ((i−1)/T), 0.999)` and `ᾱ_i = Π_{j≤i}(1 − β_j)`, `ᾱ_0 = 1`.
 //! The DDPM posterior `q(x_{i−1} | x_i, x_0)` has mean `γ0·x_0 + γ1·x_i` with
 //! `γ0 = β_i·√ᾱ_{i−1}/(1 − ᾱ_i)`, `γ1 = (1 − ᾱ_{i−1})·√α_i/(1 − ᾱ_i)` and variance
 //! `β̃_i = (1 − ᾱ_{i−1})/(1 − ᾱ_i)·β_i`.
 
+use diffuse_core::path::BetaSchedule;
+
 use crate::error::{Error, Result};
 
-/// Offset `s` of the cosine schedule.
-const COSINE_S: f64 = 0.008;
-
-/// Largest β of a step (the cosine schedule's last step would otherwise be 1).
-const MAX_BETA: f64 = 0.999;
-
-/// `ᾱ(t)` of the cosine schedule for `t ∈ [0, 1]`.
-// TODO(core): use diffuse_core::path once it lands (VP cosine path: α = √ᾱ, σ = √(1 − ᾱ)).
+/// `ᾱ(t) = f(t)/f(0)` of the cosine schedule for `t ∈ [0, 1]` (for reference and tests; the table takes its βs
+/// from diffuse-core's `BetaSchedule::SquaredCosCapV2`).
 pub fn cosine_alpha_bar(t: f64) -> f64 {
-    let f = |t: f64| {
-        (((t + COSINE_S) / (1.0 + COSINE_S)) * std::f64::consts::FRAC_PI_2)
-            .cos()
-            .powi(2)
-    };
+    let f = |t: f64| (((t + 0.008) / 1.008) * std::f64::consts::FRAC_PI_2).cos().powi(2);
     f(t.clamp(0.0, 1.0)) / f(0.0)
 }
 
@@ -36,20 +29,13 @@ impl DdpmTable {
     /// The cosine schedule with `steps ≥ 1` steps.
     pub fn cosine(steps: usize) -> Result<Self> {
         if steps == 0 {
-            return Err(Error::invalid(
-                "steps",
-                "the reverse process needs at least one step",
-            ));
+            return Err(Error::invalid("steps", "the reverse process needs at least one step"));
         }
         let mut alpha_bar = vec![1.0];
         let mut beta = vec![0.0];
-        for i in 1..=steps {
-            let b = (1.0
-                - cosine_alpha_bar(i as f64 / steps as f64)
-                    / cosine_alpha_bar((i - 1) as f64 / steps as f64))
-            .clamp(0.0, MAX_BETA);
+        for (i, b) in BetaSchedule::SquaredCosCapV2.betas(steps).into_iter().enumerate() {
             beta.push(b);
-            alpha_bar.push(alpha_bar[i - 1] * (1.0 - b));
+            alpha_bar.push(alpha_bar[i] * (1.0 - b));
         }
         Ok(DdpmTable { alpha_bar, beta })
     }
@@ -92,12 +78,8 @@ mod tests {
     fn cosine_values_match_the_formula() {
         assert_relative_eq!(cosine_alpha_bar(0.0), 1.0);
         // f(0.5)/f(0) with s = 0.008, computed by hand: cos²(0.508/1.008·π/2)/cos²(0.008/1.008·π/2).
-        let want = (0.508f64 / 1.008 * std::f64::consts::FRAC_PI_2)
-            .cos()
-            .powi(2)
-            / (0.008f64 / 1.008 * std::f64::consts::FRAC_PI_2)
-                .cos()
-                .powi(2);
+        let want = (0.508f64 / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2)
+            / (0.008f64 / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
         assert_relative_eq!(cosine_alpha_bar(0.5), want, epsilon = 1e-15);
         assert!(cosine_alpha_bar(1.0) < 1e-8);
     }
@@ -109,7 +91,12 @@ mod tests {
             assert_eq!(t.steps(), steps);
             for i in 1..=steps {
                 assert!(t.alpha_bar(i) < t.alpha_bar(i - 1));
-                assert!(t.beta(i) > 0.0 && t.beta(i) <= MAX_BETA);
+                assert!(t.beta(i) > 0.0 && t.beta(i) <= 0.999);
+                // β_i = 1 − ᾱ(i/T)/ᾱ((i−1)/T), clipped at 0.999 (the last step of the cosine schedule).
+                let want = (1.0
+                    - cosine_alpha_bar(i as f64 / steps as f64) / cosine_alpha_bar((i - 1) as f64 / steps as f64))
+                .min(0.999);
+                assert_relative_eq!(t.beta(i), want, epsilon = 1e-12);
             }
         }
         assert!(DdpmTable::cosine(0).is_err());
@@ -121,11 +108,7 @@ mod tests {
         for i in 1..=5 {
             let (g0, g1) = t.posterior_weights(i);
             // A noise-free x_i = √ᾱ_i·x_0 maps to the noise-free x_{i−1} = √ᾱ_{i−1}·x_0.
-            assert_relative_eq!(
-                g0 + g1 * t.alpha_bar(i).sqrt(),
-                t.alpha_bar(i - 1).sqrt(),
-                epsilon = 1e-12
-            );
+            assert_relative_eq!(g0 + g1 * t.alpha_bar(i).sqrt(), t.alpha_bar(i - 1).sqrt(), epsilon = 1e-12);
             // Law of total variance given x_0: Var(x_{i−1}) = γ1²·Var(x_i) + β̃_i.
             assert_relative_eq!(
                 g1 * g1 * (1.0 - t.alpha_bar(i)) + t.posterior_variance(i),

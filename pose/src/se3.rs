@@ -40,8 +40,7 @@ pub fn vel(xi: &Twist) -> Vector3<f64> {
 /// The 4×4 matrix `ξ^ = [[ω^, v], [0, 0]]`.
 pub fn hat(xi: &Twist) -> Matrix4<f64> {
     let mut m = Matrix4::zeros();
-    m.fixed_view_mut::<3, 3>(0, 0)
-        .copy_from(&so3::hat(&omega(xi)));
+    m.fixed_view_mut::<3, 3>(0, 0).copy_from(&so3::hat(&omega(xi)));
     m.fixed_view_mut::<3, 1>(0, 3).copy_from(&vel(xi));
     m
 }
@@ -69,8 +68,7 @@ pub fn adjoint(g: &Pose) -> Matrix6<f64> {
     let mut a = Matrix6::zeros();
     a.fixed_view_mut::<3, 3>(0, 0).copy_from(r);
     a.fixed_view_mut::<3, 3>(3, 3).copy_from(r);
-    a.fixed_view_mut::<3, 3>(3, 0)
-        .copy_from(&(so3::hat(&g.translation.vector) * r));
+    a.fixed_view_mut::<3, 3>(3, 0).copy_from(&(so3::hat(&g.translation.vector) * r));
     a
 }
 
@@ -108,8 +106,7 @@ pub fn left_jacobian(xi: &Twist) -> Matrix6<f64> {
     let mut m = Matrix6::zeros();
     m.fixed_view_mut::<3, 3>(0, 0).copy_from(&j);
     m.fixed_view_mut::<3, 3>(3, 3).copy_from(&j);
-    m.fixed_view_mut::<3, 3>(3, 0)
-        .copy_from(&q_block(&w, &vel(xi)));
+    m.fixed_view_mut::<3, 3>(3, 0).copy_from(&q_block(&w, &vel(xi)));
     m
 }
 
@@ -120,8 +117,7 @@ pub fn left_jacobian_inv(xi: &Twist) -> Matrix6<f64> {
     let mut m = Matrix6::zeros();
     m.fixed_view_mut::<3, 3>(0, 0).copy_from(&ji);
     m.fixed_view_mut::<3, 3>(3, 3).copy_from(&ji);
-    m.fixed_view_mut::<3, 3>(3, 0)
-        .copy_from(&(-ji * q_block(&w, &vel(xi)) * ji));
+    m.fixed_view_mut::<3, 3>(3, 0).copy_from(&(-ji * q_block(&w, &vel(xi)) * ji));
     m
 }
 
@@ -144,10 +140,7 @@ pub fn interpolate(a: &Pose, b: &Pose, t: f64) -> Pose {
 
 /// Rotation angle (radians) and translation distance between two poses: `|log(R_a⁻¹R_b)|` and `|t_a − t_b|`.
 pub fn errors(a: &Pose, b: &Pose) -> (f64, f64) {
-    (
-        so3::distance(&a.rotation, &b.rotation),
-        (a.translation.vector - b.translation.vector).norm(),
-    )
+    (so3::distance(&a.rotation, &b.rotation), (a.translation.vector - b.translation.vector).norm())
 }
 
 /// A pose as its 4×4 homogeneous matrix (row-major when read row by row).
@@ -188,13 +181,9 @@ mod tests {
     use std::f64::consts::PI;
 
     fn twist_strategy(max_angle: f64) -> impl Strategy<Value = Twist> {
-        (
-            prop::array::uniform3(-1.0f64..1.0),
-            0.0f64..1.0,
-            0u8..4,
-            prop::array::uniform3(-2.0f64..2.0),
-        )
-            .prop_filter_map("zero direction", move |(d, u, k, v)| {
+        (prop::array::uniform3(-1.0f64..1.0), 0.0f64..1.0, 0u8..4, prop::array::uniform3(-2.0f64..2.0)).prop_filter_map(
+            "zero direction",
+            move |(d, u, k, v)| {
                 let d = Vector3::from(d);
                 let n = d.norm();
                 if n < 1e-6 {
@@ -206,23 +195,19 @@ mod tests {
                     _ => u * max_angle,
                 };
                 Some(twist(&(d / n * r), &Vector3::from(v)))
-            })
+            },
+        )
     }
 
     fn pose_strategy() -> impl Strategy<Value = Pose> {
-        (
-            prop::array::uniform4(-1.0f64..1.0),
-            prop::array::uniform3(-3.0f64..3.0),
-        )
-            .prop_filter_map("zero q", |(q, t)| {
+        (prop::array::uniform4(-1.0f64..1.0), prop::array::uniform3(-3.0f64..3.0)).prop_filter_map(
+            "zero q",
+            |(q, t)| {
                 let q = nalgebra::Quaternion::new(q[0], q[1], q[2], q[3]);
-                (q.norm() > 1e-3).then(|| {
-                    pose(
-                        nalgebra::UnitQuaternion::from_quaternion(q).to_rotation_matrix(),
-                        Vector3::from(t),
-                    )
-                })
-            })
+                (q.norm() > 1e-3)
+                    .then(|| pose(nalgebra::UnitQuaternion::from_quaternion(q).to_rotation_matrix(), Vector3::from(t)))
+            },
+        )
     }
 
     fn numeric_jacobian(f: impl Fn(&Twist) -> Twist) -> Matrix6<f64> {
@@ -253,16 +238,11 @@ mod tests {
     #[test]
     fn pure_translation_and_pure_rotation() {
         let v = Vector3::new(1.0, -2.0, 3.0);
-        assert_relative_eq!(
-            exp(&twist(&Vector3::zeros(), &v)).translation.vector,
-            v,
-            epsilon = 1e-15
-        );
+        assert_relative_eq!(exp(&twist(&Vector3::zeros(), &v)).translation.vector, v, epsilon = 1e-15);
         let w = Vector3::new(0.0, 0.0, PI / 2.0);
         let g = exp(&twist(&w, &Vector3::zeros()));
         assert_relative_eq!(
-            g.transform_point(&nalgebra::Point3::new(1.0, 0.0, 0.0))
-                .coords,
+            g.transform_point(&nalgebra::Point3::new(1.0, 0.0, 0.0)).coords,
             Vector3::y(),
             epsilon = 1e-15
         );

@@ -42,10 +42,9 @@ impl Symmetry {
     pub fn rotation_error(&self, est: &Rotation3<f64>, truth: &Rotation3<f64>) -> f64 {
         match self {
             Symmetry::None => so3::distance(est, truth),
-            Symmetry::Discrete(group) => group
-                .iter()
-                .map(|s| so3::distance(est, &(truth * s)))
-                .fold(f64::INFINITY, f64::min),
+            Symmetry::Discrete(group) => {
+                group.iter().map(|s| so3::distance(est, &(truth * s))).fold(f64::INFINITY, f64::min)
+            }
             Symmetry::Axial { axis, flip } => {
                 // min over φ of |log(est⁻¹·truth·Rot(axis, φ))| is the angle between est·axis and truth·axis.
                 let a = est * axis.as_ref();
@@ -84,6 +83,16 @@ pub struct ObjectModel {
     pub symmetry: Symmetry,
     /// Triangles `[start, end)` of a part whose visibility the benchmark reports (the mug's handle).
     pub feature: Option<(usize, usize)>,
+    /// Where the object frame's origin lies in the source file's coordinates (the bunny is re-centred on its
+    /// bounding box; procedural objects are built in place): `p_source = p_object + source_offset`.
+    pub source_offset: Vector3<f64>,
+}
+
+impl ObjectModel {
+    /// A pose of this object's frame expressed for its source coordinates: `H·T(−offset)`.
+    pub fn pose_for_source(&self, h: &crate::se3::Pose) -> crate::se3::Pose {
+        crate::se3::pose(h.rotation, h.translation.vector - h.rotation * self.source_offset)
+    }
 }
 
 impl ObjectModel {
@@ -114,20 +123,13 @@ pub fn builtin(name: &str) -> Result<ObjectModel> {
         "cylinder" => Ok(cylinder()),
         "l-shape" => Ok(l_shape()),
         "mug" => Ok(mug()),
-        _ => Err(Error::invalid(
-            "object",
-            format!(
-                "unknown built-in object '{name}'; valid: {}",
-                BUILTIN.join(", ")
-            ),
-        )),
+        _ => Err(Error::invalid("object", format!("unknown built-in object '{name}'; valid: {}", BUILTIN.join(", ")))),
     }
 }
 
-fn centred(mut mesh: TriMesh) -> TriMesh {
+fn centred(mesh: TriMesh) -> (TriMesh, Vector3<f64>) {
     let c = mesh.bbox_centre().coords;
-    mesh = mesh.recentred(&c, 1.0);
-    mesh
+    (mesh.recentred(&c, 1.0), c)
 }
 
 /// Appends the quad `a b c d` (counter-clockwise seen from its front) as two triangles.
@@ -141,60 +143,12 @@ fn quad(m: &mut TriMesh, pts: [Point3<f64>; 4]) {
 /// An axis-aligned box with half-extents `h`, centred at the origin.
 fn cuboid(h: Vector3<f64>, m: &mut TriMesh) {
     let p = |x: f64, y: f64, z: f64| Point3::new(x * h.x, y * h.y, z * h.z);
-    quad(
-        m,
-        [
-            p(-1., -1., 1.),
-            p(1., -1., 1.),
-            p(1., 1., 1.),
-            p(-1., 1., 1.),
-        ],
-    );
-    quad(
-        m,
-        [
-            p(-1., 1., -1.),
-            p(1., 1., -1.),
-            p(1., -1., -1.),
-            p(-1., -1., -1.),
-        ],
-    );
-    quad(
-        m,
-        [
-            p(1., -1., -1.),
-            p(1., 1., -1.),
-            p(1., 1., 1.),
-            p(1., -1., 1.),
-        ],
-    );
-    quad(
-        m,
-        [
-            p(-1., -1., 1.),
-            p(-1., 1., 1.),
-            p(-1., 1., -1.),
-            p(-1., -1., -1.),
-        ],
-    );
-    quad(
-        m,
-        [
-            p(-1., 1., -1.),
-            p(-1., 1., 1.),
-            p(1., 1., 1.),
-            p(1., 1., -1.),
-        ],
-    );
-    quad(
-        m,
-        [
-            p(-1., -1., -1.),
-            p(1., -1., -1.),
-            p(1., -1., 1.),
-            p(-1., -1., 1.),
-        ],
-    );
+    quad(m, [p(-1., -1., 1.), p(1., -1., 1.), p(1., 1., 1.), p(-1., 1., 1.)]);
+    quad(m, [p(-1., 1., -1.), p(1., 1., -1.), p(1., -1., -1.), p(-1., -1., -1.)]);
+    quad(m, [p(1., -1., -1.), p(1., 1., -1.), p(1., 1., 1.), p(1., -1., 1.)]);
+    quad(m, [p(-1., -1., 1.), p(-1., 1., 1.), p(-1., 1., -1.), p(-1., -1., -1.)]);
+    quad(m, [p(-1., 1., -1.), p(-1., 1., 1.), p(1., 1., 1.), p(1., 1., -1.)]);
+    quad(m, [p(-1., -1., -1.), p(1., -1., -1.), p(1., -1., 1.), p(-1., -1., 1.)]);
 }
 
 /// A 16 × 10 × 6 cm box: symmetric under the three half-turns about its axes.
@@ -212,6 +166,7 @@ pub fn box_object() -> ObjectModel {
             half_turn(Vector3::z()),
         ]),
         feature: None,
+        source_offset: Vector3::zeros(),
     }
 }
 
@@ -223,10 +178,7 @@ fn revolve(profile: &[(f64, f64)], segments: usize, m: &mut TriMesh) {
             let a0 = 2.0 * PI * s as f64 / segments as f64;
             let a1 = 2.0 * PI * (s + 1) as f64 / segments as f64;
             let p = |r: f64, z: f64, a: f64| Point3::new(r * a.cos(), r * a.sin(), z);
-            quad(
-                m,
-                [p(r0, z0, a0), p(r0, z0, a1), p(r1, z1, a1), p(r1, z1, a0)],
-            );
+            quad(m, [p(r0, z0, a0), p(r0, z0, a1), p(r1, z1, a1), p(r1, z1, a0)]);
         }
     }
 }
@@ -239,24 +191,15 @@ pub fn cylinder() -> ObjectModel {
     ObjectModel {
         name: "cylinder".into(),
         mesh,
-        symmetry: Symmetry::Axial {
-            axis: Vector3::z_axis(),
-            flip: true,
-        },
+        symmetry: Symmetry::Axial { axis: Vector3::z_axis(), flip: true },
         feature: None,
+        source_offset: Vector3::zeros(),
     }
 }
 
 /// An L-shaped plate 2.5 cm thick with arms 15 cm and 10 cm long and 4 cm wide: no rotational symmetry.
 pub fn l_shape() -> ObjectModel {
-    let outline = [
-        (0.0, 0.0),
-        (0.15, 0.0),
-        (0.15, 0.04),
-        (0.04, 0.04),
-        (0.04, 0.10),
-        (0.0, 0.10),
-    ];
+    let outline = [(0.0, 0.0), (0.15, 0.0), (0.15, 0.04), (0.04, 0.04), (0.04, 0.10), (0.0, 0.10)];
     let t = 0.025;
     let mut mesh = TriMesh::default();
     for i in 0..outline.len() {
@@ -264,12 +207,7 @@ pub fn l_shape() -> ObjectModel {
         let (x1, y1) = outline[(i + 1) % outline.len()];
         quad(
             &mut mesh,
-            [
-                Point3::new(x0, y0, 0.0),
-                Point3::new(x1, y1, 0.0),
-                Point3::new(x1, y1, t),
-                Point3::new(x0, y0, t),
-            ],
+            [Point3::new(x0, y0, 0.0), Point3::new(x1, y1, 0.0), Point3::new(x1, y1, t), Point3::new(x0, y0, t)],
         );
     }
     for (z, flip) in [(0.0, true), (t, false)] {
@@ -284,11 +222,13 @@ pub fn l_shape() -> ObjectModel {
             quad(&mut mesh, pts);
         }
     }
+    // Procedural: the centred mesh is its own source.
     ObjectModel {
         name: "l-shape".into(),
-        mesh: centred(mesh),
+        mesh: centred(mesh).0,
         symmetry: Symmetry::None,
         feature: None,
+        source_offset: Vector3::zeros(),
     }
 }
 
@@ -298,18 +238,7 @@ pub fn mug() -> ObjectModel {
     let (r, h, wall, bottom) = (0.04, 0.0475, 0.004, 0.006);
     let ri = r - wall;
     let mut mesh = TriMesh::default();
-    revolve(
-        &[
-            (0.0, -h),
-            (r, -h),
-            (r, h),
-            (ri, h),
-            (ri, -h + bottom),
-            (0.0, -h + bottom),
-        ],
-        48,
-        &mut mesh,
-    );
+    revolve(&[(0.0, -h), (r, -h), (r, h), (ri, h), (ri, -h + bottom), (0.0, -h + bottom)], 48, &mut mesh);
     let start = mesh.triangles.len();
     // Handle: a tube of radius b around a half-circle of radius a centred on the wall, in the xz plane.
     let (a, b) = (0.028, 0.007);
@@ -323,15 +252,7 @@ pub fn mug() -> ObjectModel {
     };
     for i in 0..nu {
         for j in 0..nv {
-            quad(
-                &mut mesh,
-                [
-                    point(i, j),
-                    point(i, j + 1),
-                    point(i + 1, j + 1),
-                    point(i + 1, j),
-                ],
-            );
+            quad(&mut mesh, [point(i, j), point(i, j + 1), point(i + 1, j + 1), point(i + 1, j)]);
         }
     }
     let end = mesh.triangles.len();
@@ -340,6 +261,7 @@ pub fn mug() -> ObjectModel {
         mesh,
         symmetry: Symmetry::None,
         feature: Some((start, end)),
+        source_offset: Vector3::zeros(),
     }
 }
 
@@ -347,12 +269,8 @@ pub fn mug() -> ObjectModel {
 pub fn bunny() -> Result<ObjectModel> {
     let data = crate::ply::read_ply_bytes(BUNNY_PLY, Path::new("examples/bunny.ply"))?;
     let mesh = TriMesh::new(data.cloud.points, data.triangles)?;
-    Ok(ObjectModel {
-        name: "bunny".into(),
-        mesh: centred(mesh),
-        symmetry: Symmetry::None,
-        feature: None,
-    })
+    let (mesh, source_offset) = centred(mesh);
+    Ok(ObjectModel { name: "bunny".into(), mesh, symmetry: Symmetry::None, feature: None, source_offset })
 }
 
 #[cfg(test)]
@@ -375,27 +293,25 @@ mod tests {
             let c = o.model_cloud(500, 1).unwrap();
             c.validate(name, 100).unwrap();
         }
-        assert!(
-            builtin("teapot")
-                .unwrap_err()
-                .to_string()
-                .contains("valid: bunny, box")
-        );
+        assert!(builtin("teapot").unwrap_err().to_string().contains("valid: bunny, box"));
+    }
+
+    #[test]
+    fn poses_carry_over_to_the_source_frame() {
+        let b = bunny().unwrap();
+        let source = crate::ply::read_ply_bytes(BUNNY_PLY, Path::new("bunny.ply")).unwrap().cloud.points;
+        let h = crate::se3::pose(so3::exp(&Vector3::new(0.3, -1.0, 2.0)), Vector3::new(1.0, 2.0, 3.0));
+        let hs = b.pose_for_source(&h);
+        for (p, q) in b.mesh.vertices.iter().zip(&source).take(50) {
+            assert_relative_eq!(h * p, hs * q, epsilon = 1e-5);
+        }
     }
 
     #[test]
     fn analytic_areas_and_diameters() {
         let b = box_object();
-        assert_relative_eq!(
-            b.mesh.area(),
-            2.0 * (0.16 * 0.10 + 0.16 * 0.06 + 0.10 * 0.06),
-            epsilon = 1e-12
-        );
-        assert_relative_eq!(
-            b.diameter(),
-            (0.16f64.powi(2) + 0.1f64.powi(2) + 0.06f64.powi(2)).sqrt(),
-            epsilon = 1e-12
-        );
+        assert_relative_eq!(b.mesh.area(), 2.0 * (0.16 * 0.10 + 0.16 * 0.06 + 0.10 * 0.06), epsilon = 1e-12);
+        assert_relative_eq!(b.diameter(), (0.16f64.powi(2) + 0.1f64.powi(2) + 0.06f64.powi(2)).sqrt(), epsilon = 1e-12);
         let c = cylinder();
         // A 48-gon has area (48/2)·sin(2π/48)·r² ≈ 0.9971 πr².
         let polygon = 24.0 * (2.0 * PI / 48.0).sin() * 0.035f64.powi(2);
@@ -404,11 +320,7 @@ mod tests {
         let l = l_shape();
         let cap = 0.15 * 0.04 + 0.04 * 0.06;
         let perimeter = 2.0 * (0.15 + 0.10);
-        assert_relative_eq!(
-            l.mesh.area(),
-            2.0 * cap + perimeter * 0.025,
-            epsilon = 1e-12
-        );
+        assert_relative_eq!(l.mesh.area(), 2.0 * cap + perimeter * 0.025, epsilon = 1e-12);
     }
 
     /// Signed volume `Σ a·(b × c)/6`: positive when the faces wind counter-clockwise seen from outside.
@@ -433,21 +345,13 @@ mod tests {
         assert_relative_eq!(vol(&box_object()), 0.16 * 0.10 * 0.06, max_relative = 1e-12);
         let polygon = 24.0 * (2.0 * PI / 48.0).sin() * 0.035f64.powi(2);
         assert_relative_eq!(vol(&cylinder()), polygon * 0.12, max_relative = 1e-12);
-        assert_relative_eq!(
-            vol(&l_shape()),
-            (0.15 * 0.04 + 0.04 * 0.06) * 0.025,
-            max_relative = 1e-12
-        );
+        assert_relative_eq!(vol(&l_shape()), (0.15 * 0.04 + 0.04 * 0.06) * 0.025, max_relative = 1e-12);
         assert!(vol(&bunny().unwrap()) > 0.0);
         // The mug's handle is an open tube bent around (0.04, 0, 0): seen from there its missing end caps add
         // nothing, so it encloses its tube volume π·b²·(arc length) with a positive sign.
         let mug = mug();
         let (a, b) = mug.feature.unwrap();
-        let handle = signed_volume_about(
-            &mug.mesh,
-            &mug.mesh.triangles[a..b],
-            Vector3::new(0.04, 0.0, 0.0),
-        );
+        let handle = signed_volume_about(&mug.mesh, &mug.mesh.triangles[a..b], Vector3::new(0.04, 0.0, 0.0));
         let polygon_tube = 6.0 * (2.0 * PI / 12.0).sin() * 0.007f64.powi(2);
         assert_relative_eq!(handle, polygon_tube * 1.1 * PI * 0.028, max_relative = 0.02);
         let body = signed_volume(&mug.mesh, &mug.mesh.triangles[..a]);
@@ -460,9 +364,7 @@ mod tests {
     fn symmetric_rotation_errors() {
         let r = so3::exp(&Vector3::new(0.3, -0.2, 1.0));
         let b = box_object();
-        let Symmetry::Discrete(group) = &b.symmetry else {
-            panic!()
-        };
+        let Symmetry::Discrete(group) = &b.symmetry else { panic!() };
         // Every group element really maps the box's vertices onto its vertices.
         for s in group {
             for v in &b.mesh.vertices {
@@ -472,24 +374,12 @@ mod tests {
             assert!(b.symmetry.rotation_error(&(r * s), &r) < 1e-7);
         }
         let small = so3::exp(&Vector3::new(0.0, 0.05, 0.0));
-        assert_relative_eq!(
-            b.symmetry.rotation_error(&(r * small), &r),
-            0.05,
-            epsilon = 1e-9
-        );
+        assert_relative_eq!(b.symmetry.rotation_error(&(r * small), &r), 0.05, epsilon = 1e-9);
         let c = cylinder();
         let spin = so3::exp(&Vector3::new(0.0, 0.0, 2.0));
         let flip = so3::exp(&Vector3::new(PI, 0.0, 0.0));
         assert!(c.symmetry.rotation_error(&(r * spin * flip), &r) < 1e-7);
-        assert_relative_eq!(
-            c.symmetry.rotation_error(&(r * small), &r),
-            0.05,
-            epsilon = 1e-9
-        );
-        assert_relative_eq!(
-            Symmetry::None.rotation_error(&(r * spin), &r),
-            2.0,
-            epsilon = 1e-9
-        );
+        assert_relative_eq!(c.symmetry.rotation_error(&(r * small), &r), 0.05, epsilon = 1e-9);
+        assert_relative_eq!(Symmetry::None.rotation_error(&(r * spin), &r), 2.0, epsilon = 1e-9);
     }
 }

@@ -23,11 +23,7 @@ pub fn hat(w: &Vector3<f64>) -> Matrix3<f64> {
 
 /// The vector of a skew-symmetric matrix (inverse of [`hat`]); reads the antisymmetric part of any matrix.
 pub fn vee(m: &Matrix3<f64>) -> Vector3<f64> {
-    Vector3::new(
-        m[(2, 1)] - m[(1, 2)],
-        m[(0, 2)] - m[(2, 0)],
-        m[(1, 0)] - m[(0, 1)],
-    ) * 0.5
+    Vector3::new(m[(2, 1)] - m[(1, 2)], m[(0, 2)] - m[(2, 0)], m[(1, 0)] - m[(0, 1)]) * 0.5
 }
 
 /// `sin θ/θ`, `(1 − cos θ)/θ²` and `(θ − sin θ)/θ³`, with series below [`SMALL_ANGLE`].
@@ -41,11 +37,7 @@ fn coefficients(theta: f64) -> (f64, f64, f64) {
         )
     } else {
         let (s, c) = theta.sin_cos();
-        (
-            s / theta,
-            (1.0 - c) / (theta * theta),
-            (theta - s) / (theta * theta * theta),
-        )
+        (s / theta, (1.0 - c) / (theta * theta), (theta - s) / (theta * theta * theta))
     }
 }
 
@@ -89,9 +81,7 @@ pub fn log(r: &Rotation3<f64>) -> Vector3<f64> {
     }
     // Near π the antisymmetric part vanishes; (R + Rᵀ)/2 − cos θ·I = (1 − cos θ)·a·aᵀ carries the axis.
     let b = (m + m.transpose()) * 0.5 - Matrix3::identity() * c;
-    let k = (0..3)
-        .max_by(|&i, &j| b[(i, i)].total_cmp(&b[(j, j)]))
-        .unwrap_or(0);
+    let k = (0..3).max_by(|&i, &j| b[(i, i)].total_cmp(&b[(j, j)])).unwrap_or(0);
     let col = b.column(k).into_owned();
     let norm = col.norm();
     if norm == 0.0 {
@@ -184,8 +174,7 @@ mod tests {
     fn rotation() -> impl Strategy<Value = Rotation3<f64>> {
         prop::array::uniform4(-1.0f64..1.0).prop_filter_map("zero quaternion", |q| {
             let q = nalgebra::Quaternion::new(q[0], q[1], q[2], q[3]);
-            (q.norm() > 1e-3)
-                .then(|| nalgebra::UnitQuaternion::from_quaternion(q).to_rotation_matrix())
+            (q.norm() > 1e-3).then(|| nalgebra::UnitQuaternion::from_quaternion(q).to_rotation_matrix())
         })
     }
 
@@ -199,16 +188,8 @@ mod tests {
 
     #[test]
     fn exp_matches_nalgebra_scaled_axis() {
-        for w in [
-            Vector3::new(0.1, 0.2, -0.3),
-            Vector3::new(2.0, -1.0, 0.5),
-            Vector3::new(1e-9, 0.0, 0.0),
-        ] {
-            assert_relative_eq!(
-                exp(&w).matrix(),
-                Rotation3::from_scaled_axis(w).matrix(),
-                epsilon = 1e-14
-            );
+        for w in [Vector3::new(0.1, 0.2, -0.3), Vector3::new(2.0, -1.0, 0.5), Vector3::new(1e-9, 0.0, 0.0)] {
+            assert_relative_eq!(exp(&w).matrix(), Rotation3::from_scaled_axis(w).matrix(), epsilon = 1e-14);
         }
     }
 
@@ -335,9 +316,7 @@ mod tests {
             .enumerate()
             .map(|(i, &x)| {
                 let f = (x - x.sin()) / PI;
-                (f - i as f64 / n as f64)
-                    .abs()
-                    .max(((i + 1) as f64 / n as f64 - f).abs())
+                (f - i as f64 / n as f64).abs().max(((i + 1) as f64 / n as f64 - f).abs())
             })
             .fold(0.0, f64::max);
         assert!(d < 1.95 / (n as f64).sqrt(), "KS statistic {d}");

@@ -26,16 +26,9 @@ impl FreeSpace {
         if scan.len() < 10 {
             return None;
         }
-        let mean = scan
-            .iter()
-            .fold(Vector3::zeros(), |a, p| a + (p - viewpoint))
-            / scan.len() as f64;
+        let mean = scan.iter().fold(Vector3::zeros(), |a, p| a + (p - viewpoint)) / scan.len() as f64;
         let e3 = mean.try_normalize(1e-12)?;
-        let helper = if e3.x.abs() < 0.9 {
-            Vector3::x()
-        } else {
-            Vector3::y()
-        };
+        let helper = if e3.x.abs() < 0.9 { Vector3::x() } else { Vector3::y() };
         let e1 = e3.cross(&helper).normalize();
         let e2 = e3.cross(&e1);
         let axes = [e1, e2, e3];
@@ -53,24 +46,15 @@ impl FreeSpace {
         let mut gaps: Vec<f64> = scan
             .iter()
             .step_by((scan.len() / 200).max(1))
-            .map(|p| {
-                tree.knn(p, 2)
-                    .get(1)
-                    .map(|n| n.dist2.sqrt() / (p - viewpoint).dot(&e3).max(1e-9))
-                    .unwrap_or(0.0)
-            })
+            .map(|p| tree.knn(p, 2).get(1).map(|n| n.dist2.sqrt() / (p - viewpoint).dot(&e3).max(1e-9)).unwrap_or(0.0))
             .collect();
         gaps.sort_by(f64::total_cmp);
         let cell = 2.0 * gaps[gaps.len() / 2];
         if !(cell > 0.0 && cell.is_finite()) {
             return None;
         }
-        let (mut lo_a, mut lo_b, mut hi_a, mut hi_b) = (
-            f64::INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NEG_INFINITY,
-        );
+        let (mut lo_a, mut lo_b, mut hi_a, mut hi_b) =
+            (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
         for &(a, b, _) in &proj {
             lo_a = lo_a.min(a);
             lo_b = lo_b.min(b);
@@ -118,11 +102,7 @@ impl FreeSpace {
 
     /// Fraction of `points` (already posed in the scan frame) that lie in measured free space, among those whose
     /// ray was measured; 0 when none was.
-    pub fn violation_fraction(
-        &self,
-        points: impl Iterator<Item = Point3<f64>>,
-        margin: f64,
-    ) -> f64 {
+    pub fn violation_fraction(&self, points: impl Iterator<Item = Point3<f64>>, margin: f64) -> f64 {
         let (mut seen, mut bad) = (0usize, 0usize);
         for p in points {
             if let Some(v) = self.violates(&p, margin) {
@@ -130,11 +110,7 @@ impl FreeSpace {
                 bad += v as usize;
             }
         }
-        if seen == 0 {
-            0.0
-        } else {
-            bad as f64 / seen as f64
-        }
+        if seen == 0 { 0.0 } else { bad as f64 / seen as f64 }
     }
 }
 
@@ -145,9 +121,7 @@ mod tests {
     /// A plate 2 units in front of the camera, sampled on a grid.
     fn plate(z: f64) -> Vec<Point3<f64>> {
         (0..40)
-            .flat_map(|i| {
-                (0..40).map(move |j| Point3::new(i as f64 * 0.025 - 0.5, j as f64 * 0.025 - 0.5, z))
-            })
+            .flat_map(|i| (0..40).map(move |j| Point3::new(i as f64 * 0.025 - 0.5, j as f64 * 0.025 - 0.5, z)))
             .collect()
     }
 

@@ -53,9 +53,25 @@ pub struct EstimateArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Where the sensor was, in scene coordinates, if the scan is a single view (a depth camera's scan in its
+    /// own frame: 0,0,0). Lets the estimator rule out poses that put object surface where the sensor saw
+    /// through.
+    #[arg(long, value_name = "X,Y,Z", value_parser = parse_point, allow_hyphen_values = true)]
+    pub viewpoint: Option<[f64; 3]>,
     /// Reverse-process settings.
     #[command(flatten)]
     pub process: ProcessArgs,
+}
+
+fn parse_point(s: &str) -> Result<[f64; 3], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>().map_err(|_| format!("'{x}' is not a number")))
+        .collect::<Result<_, _>>()?;
+    match v[..] {
+        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([x, y, z]),
+        _ => Err(format!("expected three finite numbers X,Y,Z, got '{s}'")),
+    }
 }
 
 /// Arguments of `diffuse pose bench`.
@@ -76,7 +92,7 @@ pub struct BenchArgs {
     /// Print per-case results and the summaries as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also write each case's scan, the object models and the true poses (cases.json) into this folder.
+    /// Also write each case's scan and true pose (case-NNN-OBJECT.ply/.json) and the object meshes into DIR.
     #[arg(long, value_name = "DIR")]
     pub save_cases: Option<PathBuf>,
     /// Overwrite files in --save-cases.
@@ -96,11 +112,7 @@ pub fn run(ctx: &Context, cmd: &PoseCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `base` with the process flags and global seed/threads applied.
-fn estimate_config(
-    ctx: &Context,
-    p: &ProcessArgs,
-    base: EstimateConfig,
-) -> anyhow::Result<EstimateConfig> {
+fn estimate_config(ctx: &Context, p: &ProcessArgs, base: EstimateConfig) -> anyhow::Result<EstimateConfig> {
     anyhow::ensure!(p.hypotheses >= 1, "--hypotheses must be at least 1");
     anyhow::ensure!(p.steps >= 1, "--steps must be at least 1");
     Ok(EstimateConfig {
@@ -130,7 +142,11 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.output {
         refuse_overwrite(out, args.force)?;
     }
-    let cfg = estimate_config(ctx, &args.process, EstimateConfig::default())?;
+    let base = EstimateConfig {
+        viewpoint: args.viewpoint.map(|[x, y, z]| diffuse_pose::nalgebra::Point3::new(x, y, z)),
+        ..EstimateConfig::default()
+    };
+    let cfg = estimate_config(ctx, &args.process, base)?;
     let scene = ply::read_ply(&args.scene)?.cloud;
     let scene_name = args.scene.display().to_string();
     scene.validate(&scene_name, registration::MIN_POINTS)?;
@@ -142,11 +158,7 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
         "scene {} points, object {} points{}",
         scene.len(),
         object.len(),
-        if object_data.triangles.is_empty() {
-            String::new()
-        } else {
-            " (sampled from its mesh)".into()
-        }
+        if object_data.triangles.is_empty() { String::new() } else { " (sampled from its mesh)".into() }
     ));
 
     let est = registration::estimate_pose(&object, &scene, &cfg, &IcpSurrogate::default())
@@ -159,12 +171,7 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
         // The model as given (mesh faces kept), moved into the scene and coloured by support.
         let mut moved = object_data.cloud.transformed(&est.pose);
         moved.colors = Some(moved.support_colours(&scene, est.inlier_distance)?);
-        ply::write_ply(
-            out,
-            &moved,
-            &object_data.triangles,
-            PlyEncoding::BinaryLittleEndian,
-        )?;
+        ply::write_ply(out, &moved, &object_data.triangles, PlyEncoding::BinaryLittleEndian)?;
         ctx.printer.info(format!("wrote {}", out.display()));
     }
     if args.json {
@@ -211,25 +218,13 @@ fn estimate_json(est: &Estimate) -> serde_json::Value {
 fn print_estimate(est: &Estimate) {
     println!("pose (object → scene):");
     for row in se3::matrix_rows(&est.pose) {
-        println!(
-            "  {:>12.6} {:>12.6} {:>12.6} {:>12.6}",
-            row[0], row[1], row[2], row[3]
-        );
+        println!("  {:>12.6} {:>12.6} {:>12.6} {:>12.6}", row[0], row[1], row[2], row[3]);
     }
     let (axis, angle) = se3::axis_angle(&est.pose);
     let q = se3::quaternion_wxyz(&est.pose);
     let t = est.pose.translation.vector;
-    println!(
-        "rotation     {:.3}° about [{:.4}, {:.4}, {:.4}]",
-        angle.to_degrees(),
-        axis.x,
-        axis.y,
-        axis.z
-    );
-    println!(
-        "quaternion   [w {:.6}, x {:.6}, y {:.6}, z {:.6}]",
-        q[0], q[1], q[2], q[3]
-    );
+    println!("rotation     {:.3}° about [{:.4}, {:.4}, {:.4}]", angle.to_degrees(), axis.x, axis.y, axis.z);
+    println!("quaternion   [w {:.6}, x {:.6}, y {:.6}, z {:.6}]", q[0], q[1], q[2], q[3]);
     println!("translation  [{:.6}, {:.6}, {:.6}]", t.x, t.y, t.z);
     println!(
         "fitness      {:.3} of scene points within {:.4} (3 % of the object diameter {:.4})",
@@ -260,10 +255,7 @@ fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         save_cases(ctx, &cfg, dir, args.force)?;
     }
     let methods = if cfg.baseline { 2 } else { 1 };
-    let bar = ctx.printer.progress(
-        (cfg.objects.len() * cfg.cases_per_object * methods) as u64,
-        "pose bench",
-    );
+    let bar = ctx.printer.progress((cfg.objects.len() * cfg.cases_per_object * methods) as u64, "pose bench");
     let mut on_result = |r: &CaseResult| {
         bar.inc(1);
         ctx.printer.verbose(format!(
@@ -280,11 +272,8 @@ fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let report = bench::run(&cfg, &IcpSurrogate::default(), &mut on_result)?;
     bar.finish_and_clear();
-    let hidden: Vec<&CaseResult> = report
-        .results
-        .iter()
-        .filter(|r| r.method == Method::Diffusion && r.feature_visible == Some(false))
-        .collect();
+    let hidden: Vec<&CaseResult> =
+        report.results.iter().filter(|r| r.method == Method::Diffusion && r.feature_visible == Some(false)).collect();
     if args.json {
         let cases: Vec<serde_json::Value> = report
             .results
@@ -334,15 +323,7 @@ fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
 fn print_summaries(summaries: &[Summary]) {
     println!(
         "{:<18} {:<9} {:>5} {:>8} {:>15} {:>8} {:>8} {:>9} {:>15}",
-        "method",
-        "object",
-        "cases",
-        "success",
-        "rot mean/med °",
-        "trans %d",
-        "ADD-S %d",
-        "ADD-S<10%",
-        "ms mean/p95"
+        "method", "object", "cases", "success", "rot mean/med °", "trans %d", "ADD-S %d", "ADD-S<10%", "ms mean/p95"
     );
     for s in summaries {
         println!(
@@ -362,41 +343,53 @@ fn print_summaries(summaries: &[Summary]) {
     }
 }
 
-/// Writes every case's scan, the object meshes and the true poses into `dir`.
+/// Writes every case's scan (`case-NNN-object.ply`) with its true pose (`case-NNN-object.json`), and the object
+/// meshes (`object-NAME.ply`, in the coordinates the poses refer to), into `dir`.
 fn save_cases(ctx: &Context, cfg: &BenchConfig, dir: &Path, force: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut truths = Vec::new();
+    let mut count = 0;
     for (oi, name) in cfg.objects.iter().enumerate() {
         let object = shapes::builtin(name)?;
         let path = dir.join(format!("object-{name}.ply"));
         refuse_overwrite(&path, force)?;
-        let cloud = PointCloud::new(object.mesh.vertices.clone());
-        ply::write_ply(
-            &path,
-            &cloud,
-            &object.mesh.triangles,
-            PlyEncoding::BinaryLittleEndian,
-        )?;
+        // In the object's source coordinates (the bunny's as in examples/bunny.ply).
+        let cloud = PointCloud::new(object.mesh.vertices.iter().map(|p| p + object.source_offset).collect());
+        ply::write_ply(&path, &cloud, &object.mesh.triangles, PlyEncoding::BinaryLittleEndian)?;
         let diameter = object.diameter();
         for c in 0..cfg.cases_per_object {
             let index = oi * cfg.cases_per_object + c;
             let case = bench::make_case(&object, diameter, index, cfg)?;
-            let path = dir.join(format!("case-{index:03}-{name}.ply"));
-            refuse_overwrite(&path, force)?;
-            ply::write_ply(&path, &case.scene, &[], PlyEncoding::BinaryLittleEndian)?;
-            truths.push(serde_json::json!({
-                "scene": path.file_name().map(|f| f.to_string_lossy().into_owned()),
+            let stem = format!("case-{index:03}-{name}");
+            let (scan, truth) = (dir.join(format!("{stem}.ply")), dir.join(format!("{stem}.json")));
+            refuse_overwrite(&scan, force)?;
+            refuse_overwrite(&truth, force)?;
+            ply::write_ply(&scan, &case.scene, &[], PlyEncoding::BinaryLittleEndian)?;
+            let json = serde_json::json!({
+                "scene": format!("{stem}.ply"),
                 "object": format!("object-{name}.ply"),
-                "pose": se3::matrix_rows(&case.truth),
-                "feature_visible": case.feature_visible,
-            }));
+                "pose": se3::matrix_rows(&object.pose_for_source(&case.truth)),
+                "viewpoint": [0.0, 0.0, 0.0],
+                "feature_fraction": case.feature_fraction,
+            });
+            let text = serde_json::to_string_pretty(&json)? + "\n";
+            ply::write_atomically(&truth, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+            count += 1;
         }
     }
-    let path = dir.join("cases.json");
-    refuse_overwrite(&path, force)?;
-    let text = serde_json::to_string_pretty(&truths)?;
-    ply::write_atomically(&path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
-    ctx.printer
-        .info(format!("wrote {} cases to {}", truths.len(), dir.display()));
+    ctx.printer.info(format!("wrote {count} cases to {}", dir.display()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewpoint_parses_three_numbers() {
+        assert_eq!(parse_point("0,0,0").unwrap(), [0.0, 0.0, 0.0]);
+        assert_eq!(parse_point("-1.5, 2,3e-2").unwrap(), [-1.5, 2.0, 0.03]);
+        assert!(parse_point("1,2").unwrap_err().contains("three"));
+        assert!(parse_point("1,x,2").unwrap_err().contains("'x'"));
+        assert!(parse_point("1,2,inf").is_err());
+    }
 }

@@ -1,0 +1,222 @@
+//! End-to-end tests of `diffuse pose`: a saved benchmark case is registered back to its true pose, and bad input
+//! gets clear errors naming the file and what is wrong.
+
+use std::path::Path;
+
+use diffuse_tests::{repo_root, run_in, text};
+
+/// Writes an ascii PLY with the given vertex lines (x y z).
+fn write_ply(path: &Path, rows: &[String]) {
+    let mut s = format!(
+        "ply\nformat ascii 1.0\nelement vertex {}\nproperty float x\nproperty float y\nproperty float z\nend_header\n",
+        rows.len()
+    );
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// A small valid cloud: a 6×6 grid on two planes (not collinear).
+fn grid(scale: f64) -> Vec<String> {
+    (0..72)
+        .map(|i| format!("{} {} {}", (i % 6) as f64 * scale, ((i / 6) % 6) as f64 * scale, (i / 36) as f64 * scale))
+        .collect()
+}
+
+fn rows4(json: &serde_json::Value) -> [[f64; 4]; 4] {
+    let mut m = [[0.0; 4]; 4];
+    for (i, row) in json.as_array().unwrap().iter().enumerate() {
+        for (j, v) in row.as_array().unwrap().iter().enumerate() {
+            m[i][j] = v.as_f64().unwrap();
+        }
+    }
+    m
+}
+
+/// Rotation angle (degrees) between the rotation blocks of two 4×4 poses, and the distance of the translations.
+fn pose_error(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> (f64, f64) {
+    // trace(Aᵀ·B) = 1 + 2 cos θ.
+    let mut tr = 0.0;
+    for i in 0..3 {
+        for k in 0..3 {
+            tr += a[k][i] * b[k][i];
+        }
+    }
+    let angle = ((tr - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees();
+    let dt = (0..3).map(|i| (a[i][3] - b[i][3]).powi(2)).sum::<f64>().sqrt();
+    (angle, dt)
+}
+
+#[test]
+fn estimate_recovers_a_saved_benchmark_case_and_writes_the_aligned_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run_in(
+        d,
+        &["pose", "bench", "--objects", "l-shape", "--cases", "1", "--no-baseline", "--save-cases", "cases", "-q"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("diffusion") && stdout.contains("l-shape"), "{stdout}");
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("cases/case-000-l-shape.json")).unwrap()).unwrap();
+    let truth = rows4(&case["pose"]);
+    let scene = format!("cases/{}", case["scene"].as_str().unwrap());
+
+    let out = run_in(
+        d,
+        &[
+            "pose",
+            "estimate",
+            &scene,
+            "--object",
+            "cases/object-l-shape.ply",
+            "--viewpoint",
+            "0,0,0",
+            "--json",
+            "-o",
+            "aligned.ply",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let est: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (rot, trans) = pose_error(&rows4(&est["pose"]), &truth);
+    let diameter = est["object_diameter"].as_f64().unwrap();
+    assert!(rot < 5.0 && trans < 0.02 * diameter, "rotation error {rot}°, translation error {trans} (d = {diameter})");
+    assert!(est["fitness"].as_f64().unwrap() > 0.8, "{}", est["fitness"]);
+    let q = est["rotation"]["quaternion_wxyz"].as_array().unwrap();
+    let qn: f64 = q.iter().map(|v| v.as_f64().unwrap().powi(2)).sum();
+    assert!((qn - 1.0).abs() < 1e-9);
+    assert!(d.join("aligned.ply").exists());
+
+    // The output is not overwritten without --force; the text report names the pose parts.
+    let again = run_in(d, &["pose", "estimate", &scene, "--object", "cases/object-l-shape.ply", "-o", "aligned.ply"]);
+    let (_, stderr) = text(&again);
+    assert!(!again.status.success() && stderr.contains("aligned.ply exists; pass --force"), "{stderr}");
+    let forced = run_in(
+        d,
+        &["pose", "estimate", &scene, "--object", "cases/object-l-shape.ply", "-o", "aligned.ply", "--force"],
+    );
+    let (stdout, stderr) = text(&forced);
+    assert!(forced.status.success(), "{stderr}");
+    for part in ["pose (object → scene)", "rotation", "quaternion", "translation", "fitness", "inlier RMSE", "time"] {
+        assert!(stdout.contains(part), "missing '{part}' in\n{stdout}");
+    }
+}
+
+#[test]
+fn the_example_scene_is_registered() {
+    let root = repo_root();
+    let out = run_in(
+        &root,
+        &[
+            "pose",
+            "estimate",
+            "examples/pose/bunny-scene.ply",
+            "--object",
+            "examples/bunny.ply",
+            "--viewpoint",
+            "0,0,0",
+            "--json",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let est: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("examples/pose/bunny-scene.json")).unwrap()).unwrap();
+    let (rot, trans) = pose_error(&rows4(&est["pose"]), &rows4(&truth["pose"]));
+    let diameter = est["object_diameter"].as_f64().unwrap();
+    assert!(rot < 5.0 && trans < 0.02 * diameter, "rotation error {rot}°, translation error {trans}");
+}
+
+#[test]
+fn without_an_object_model_the_error_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    write_ply(&dir.path().join("scene.ply"), &grid(1.0));
+    let out = run_in(dir.path(), &["pose", "estimate", "scene.ply"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("without --object needs the category-level model"), "{stderr}");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_ply(&d.join("object.ply"), &grid(0.01));
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("empty.ply", "ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\nend_header\n".into(), "empty.ply is empty"),
+        ("few.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n".into(), "few.ply has 3 point(s) but at least 10"),
+        ("same.ply", format!("ply\nformat ascii 1.0\nelement vertex 20\nproperty float x\nproperty float y\nproperty float z\nend_header\n{}", "1 2 3\n".repeat(20)), "all points are identical"),
+        ("line.ply", format!("ply\nformat ascii 1.0\nelement vertex 20\nproperty float x\nproperty float y\nproperty float z\nend_header\n{}", (0..20).map(|i| format!("{i} {} 0\n", 2 * i)).collect::<String>()), "all points lie on one line"),
+                ("noz.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n0 0\n".into(), "noz.ply: element 'vertex' has no property 'z'"),
+        ("garbage.ply", "this is not a ply file\n".into(), "garbage.ply: not a readable PLY file"),
+    ];
+    for (name, content, want) in &cases {
+        std::fs::write(d.join(name), content).unwrap();
+        let out = run_in(d, &["pose", "estimate", name, "--object", "object.ply"]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(stderr.contains(want), "{name}: expected '{want}' in\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // NaN in a binary file (ascii parsers reject the text "nan" already).
+    let mut bin =
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 20\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+            .to_vec();
+    for i in 0..20 {
+        let x = if i == 1 { f32::NAN } else { i as f32 };
+        for v in [x, (i % 3) as f32, 1.0] {
+            bin.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(d.join("nan.ply"), bin).unwrap();
+    let out = run_in(d, &["pose", "estimate", "nan.ply", "--object", "object.ply"]);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("nan.ply: point 1 has a non-finite coordinate (NaN)"), "{stderr}");
+    // A bad object model is named as such.
+    let out = run_in(d, &["pose", "estimate", "object.ply", "--object", "line.ply"]);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("line.ply is degenerate"), "{stderr}");
+    let out = run_in(d, &["pose", "estimate", "missing.ply", "--object", "object.ply"]);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("missing.ply"), "{stderr}");
+    let out = run_in(d, &["pose", "estimate", "object.ply", "--object", "object.ply", "--viewpoint", "1,2"]);
+    assert!(text(&out).1.contains("three finite numbers"));
+}
+
+#[test]
+fn wildly_different_scales_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The same shape in metres and in millimetres.
+    write_ply(&d.join("object.ply"), &grid(0.01));
+    write_ply(&d.join("scene_mm.ply"), &grid(10.0));
+    let out = run_in(d, &["pose", "estimate", "scene_mm.ply", "--object", "object.ply", "--hypotheses", "2"]);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("warning: the scene")
+            && stderr.contains("larger than the object")
+            && stderr.contains("same units"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_json_reports_both_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["pose", "bench", "--objects", "box", "--cases", "1", "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let methods: Vec<&str> =
+        json["summaries"].as_array().unwrap().iter().map(|s| s["method"].as_str().unwrap()).collect();
+    assert!(methods.contains(&"diffusion") && methods.contains(&"icp-from-identity"), "{methods:?}");
+    assert_eq!(json["cases"].as_array().unwrap().len(), 2);
+    let out = run_in(dir.path(), &["pose", "bench", "--objects", "teapot"]);
+    assert!(text(&out).1.contains("unknown built-in object 'teapot'"));
+}
