@@ -13,8 +13,9 @@ demo: build
 	@echo
 	@echo "Open $(OUT)/error_vs_nfe.svg for the error-vs-NFE plot."
 
+# One libtorch thread per test: cargo runs tests in parallel, and OpenMP spin-waits badly when oversubscribed.
 test: setup
-	$(CARGO) test --workspace
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(CARGO) test --workspace
 
 setup:
 	@./scripts/setup-libtorch.sh

@@ -59,6 +59,30 @@ fn ddim_equals_dpm_solver_1_equals_euler() {
     }
 }
 
+/// Independent check of the corrected DPM-Solver++(3M): the third-order exponential Adams–Bashforth step through
+/// three points is unique, so it must coincide with UniPC's UniP-3 predictor with B(h) = e^h − 1 (as DPM-Solver++(2M)
+/// coincides with UniP-2); with UniC after both, whole trajectories agree. The reference 3M formula does not.
+#[test]
+fn corrected_3m_equals_unipc_bh2() {
+    let path = PathSpec::default_of("vp_linear").unwrap().build().unwrap();
+    let model = mixture(path.clone(), 3);
+    let start = path.point(path.t_range().1);
+    let x = model.sample_marginal(&start, &SampleSeeds::new(8, 0, 8), None).unwrap();
+    let grid = GridSpec::new(Spacing::UniformLambda, End::Time(path.t_range().0));
+    let cond = Conditioning::none();
+    for (a, b) in [("dpm++3m+unic", "unipc-bh2-3"), ("dpm++2m+unic", "unipc-bh2")] {
+        let (xa, xb) =
+            (run(a, path.as_ref(), &model, &cond, &x, &grid, 17), run(b, path.as_ref(), &model, &cond, &x, &grid, 17));
+        assert!(max_diff(&xa, &xb) < 1e-10, "{a} vs {b}: {}", max_diff(&xa, &xb));
+    }
+    let solver = build_solver("dpm++3m-ref", &SolverOptions::default()).unwrap();
+    let r = sample(solver.as_ref(), path.as_ref(), &model, &cond, &x, &grid, Budget::Steps(17), &mut NoNoise, &mut ())
+        .unwrap()
+        .x;
+    let ours = run("dpm++3m", path.as_ref(), &model, &cond, &x, &grid, 17);
+    assert!(max_diff(&r, &ours) > 1e-6, "the reference formula differs");
+}
+
 /// The path with the same α and σ but no anchor term.
 #[derive(Debug)]
 struct WithoutAnchor(Arc<dyn NoisePath>);

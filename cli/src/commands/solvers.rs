@@ -131,7 +131,7 @@ fn print_table(report: &BenchReport) {
                 r.nfe,
                 r.steps,
                 r.mmd2.unwrap_or(f64::NAN),
-                "mmd²",
+                "(mmd²)",
                 r.wall_ms
             ),
             (None, Some(err)) => println!(
