@@ -11,7 +11,10 @@ demo: build
 	@echo
 	$(DIFFUSE) solvers bench --problem examples/problem.json --json $(OUT)/solvers.json --plot $(OUT)/error_vs_nfe.svg --force
 	@echo
-	@echo "Open $(OUT)/error_vs_nfe.svg for the error-vs-NFE plot."
+	$(DIFFUSE) pose estimate examples/pose/bunny-scene.ply --object examples/bunny.ply --viewpoint 0,0,0 -o $(OUT)/bunny-aligned.ply --force
+	@echo
+	@echo "Open $(OUT)/error_vs_nfe.svg (solver error vs NFE) and $(OUT)/bunny-aligned.ply next to"
+	@echo "examples/pose/bunny-scene.ply (the bunny placed in the scan) in a point-cloud viewer."
 
 # One libtorch thread per test: cargo runs tests in parallel, and OpenMP spin-waits badly when oversubscribed.
 test: setup
