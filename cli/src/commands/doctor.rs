@@ -52,12 +52,21 @@ pub fn doctor(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             println!("  (no folders: set {} or HOME)", diffuse_core::models::MODEL_PATH_VAR);
         }
     }
+    // A binary moved to another machine may run against another libtorch (LD_LIBRARY_PATH): tch 0.24 needs 2.11.
+    let version_ok = report.libtorch_version.as_deref().is_none_or(|v| v.starts_with("2.11."));
+    if !version_ok {
+        ctx.printer.warn(format!(
+            "this libtorch is {}, but diffuse is built for PyTorch 2.11.0 (tch 0.24.0); install torch==2.11.0 or rebuild",
+            report.libtorch_version.as_deref().unwrap_or("unknown")
+        ));
+    }
     if args.bench
         && let Ok(device) = &resolved
     {
         bench(*device)?;
     }
     match resolved {
+        Ok(_) if !version_ok => Ok(ExitCode::from(1)),
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(err) => {
             let hint = match requested {
