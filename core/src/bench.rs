@@ -167,6 +167,45 @@ impl Problem {
     }
 }
 
+/// The problem of the convergence-order measurements (`tests/solver_order.rs`, `examples/order_table.rs`): a
+/// 4-dimensional Gaussian with an anchor on the default path of `kind`, a uniform-λ grid from λ = max(λ(T), −4) to
+/// min(λ(t_min), 3), singlestep warm-up and no lower-order final steps.
+pub fn order_problem(kind: &str) -> Result<Problem> {
+    let spec = PathSpec::default_of(kind)?;
+    let path = spec.build()?;
+    let (lo, hi) = path.t_range();
+    Ok(Problem {
+        dim: 4,
+        mixture: MixtureSpec { weights: vec![1.0], means: vec![vec![0.5, -0.3, 0.2, 1.0]], stds: vec![0.5] },
+        path: spec,
+        spacing: Spacing::UniformLambda,
+        end: End::Time(path.t_of_lambda(path.lambda(lo).min(3.0))),
+        solvers: vec!["ddim".into()],
+        nfe: vec![1],
+        tolerances: vec![1e-3],
+        samples: 16,
+        seed: 0,
+        t_start: Some(path.t_of_lambda(path.lambda(hi).max(-4.0))),
+        lambda_min: None,
+        anchor: Some(vec![0.3, 0.1, -0.2, 0.4]),
+        parameterization: Parameterization::Data,
+        reference_rtol: 1e-11,
+        warmup: Warmup::Singlestep,
+        lower_order_final: LowerOrderFinal::Never,
+    })
+}
+
+/// The fixed-step deterministic solvers of the registry (the ones with a measurable order on a grid).
+pub fn fixed_step_solvers() -> Vec<String> {
+    crate::solvers::solver_names()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| {
+            build_solver(n, &SolverOptions::default()).is_ok_and(|s| !s.info().stochastic && !s.info().adaptive)
+        })
+        .collect()
+}
+
 /// One row of a benchmark: a solver at one budget.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchRow {

@@ -12,61 +12,13 @@
 //! (`vp_table`, `ir_sde`, `resfusion`): their coefficients are piecewise linear in t, so the ODE is not smooth
 //! in t there; every other solver works in λ or σ/α and converges at full order on them.
 
-use diffuse_core::bench::{MixtureSpec, Problem, Setup, rms_error};
-use diffuse_core::path::PathSpec;
+use diffuse_core::bench::{Problem, Setup, fixed_step_solvers, order_problem, rms_error};
 use diffuse_core::solvers::{Budget, LowerOrderFinal, NoNoise, SolverOptions, Warmup, build_solver, sample};
-use diffuse_core::spacing::{End, Spacing};
 
-const SOLVERS: &[&str] = &[
-    "ddim",
-    "euler",
-    "heun",
-    "rk4",
-    "euler-t",
-    "heun-t",
-    "rk4-t",
-    "dpm-solver-1",
-    "dpm-solver-2",
-    "dpm-solver-3",
-    "dpm++2s",
-    "dpm++3s",
-    "dpm++2m",
-    "dpm++3m",
-    "dpm++2m+unic",
-    "dpm++3m+unic",
-    "unipc-bh1",
-    "unipc-bh2",
-    "unipc-bh1-3",
-    "unipc-bh2-3",
-    "deis-1",
-    "deis-2",
-    "deis-3",
-];
 const TABULATED: &[&str] = &["vp_table", "ir_sde", "resfusion"];
 
 fn problem(kind: &str) -> Problem {
-    let spec = PathSpec::default_of(kind).unwrap();
-    let path = spec.build().unwrap();
-    let (lo, hi) = path.t_range();
-    Problem {
-        dim: 4,
-        mixture: MixtureSpec { weights: vec![1.0], means: vec![vec![0.5, -0.3, 0.2, 1.0]], stds: vec![0.5] },
-        path: spec,
-        spacing: Spacing::UniformLambda,
-        end: End::Time(path.t_of_lambda(path.lambda(lo).min(3.0))),
-        solvers: vec!["ddim".into()],
-        nfe: vec![1],
-        tolerances: vec![1e-3],
-        samples: 16,
-        seed: 0,
-        t_start: Some(path.t_of_lambda(path.lambda(hi).max(-4.0))),
-        lambda_min: None,
-        anchor: Some(vec![0.3, 0.1, -0.2, 0.4]),
-        parameterization: diffuse_core::Parameterization::Data,
-        reference_rtol: 1e-11,
-        warmup: Default::default(),
-        lower_order_final: Default::default(),
-    }
+    order_problem(kind).unwrap()
 }
 
 /// (steps, nfe, error) ladder and the final slope for one solver on one problem.
@@ -115,7 +67,7 @@ fn check_path(kind: &str) {
     let setup = Setup::new(&problem).unwrap();
     let reference = setup.reference(problem.reference_rtol).unwrap();
     let mut failures = Vec::new();
-    for name in SOLVERS {
+    for name in &fixed_step_solvers() {
         let in_t = name.ends_with("-t") || name.starts_with("deis");
         if in_t && TABULATED.contains(&kind) {
             continue;

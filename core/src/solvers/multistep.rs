@@ -117,7 +117,9 @@ impl DataMultistep {
     }
 
     fn convergence_order(&self) -> u32 {
-        self.order + u32::from(self.corrector.is_some())
+        // The reference 3M formula is second order (see dpmpp_step).
+        let predictor = if self.reference_3m { 2 } else { self.order };
+        predictor + u32::from(self.corrector.is_some())
     }
 
     /// DDIM (= DPM-Solver-1 = DPM-Solver++(1)).

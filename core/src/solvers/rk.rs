@@ -223,6 +223,29 @@ fn rhs<'r, 'a>(run: &'r mut Run<'a>, variable: Variable) -> impl FnMut(f64, &Ten
     }
 }
 
+/// One step of `tab` from s to t (neither the data) in `variable`, on x̃.
+pub(crate) fn rk_interval(
+    run: &mut Run<'_>,
+    tab: &Tableau,
+    variable: Variable,
+    xt: &Tensor,
+    s: &Point,
+    t: &Point,
+) -> Result<Tensor> {
+    let (c0, c1) = (coordinate(variable, s), coordinate(variable, t));
+    let y = match variable {
+        Variable::SigmaBar => xt.f_div_scalar(s.alpha)?,
+        Variable::Time => xt.shallow_clone(),
+    };
+    let mut f = rhs(run, variable);
+    let k0 = f(c0, &y)?;
+    let (y_new, _, _) = rk_step(tab, &mut f, c0, &y, c1 - c0, k0)?;
+    Ok(match variable {
+        Variable::SigmaBar => y_new.f_mul_scalar(t.alpha)?,
+        Variable::Time => y_new,
+    })
+}
+
 fn coordinate(variable: Variable, p: &Point) -> f64 {
     match variable {
         Variable::SigmaBar => p.sigma_bar(),
@@ -280,18 +303,7 @@ impl Solver for RungeKutta {
                 data_step(&xt, &x0, s, t)?
             } else {
                 let tab = if orders[i] == 1 { EULER } else { self.tableau };
-                let (c0, c1) = (coordinate(self.variable, s), coordinate(self.variable, t));
-                let y = match self.variable {
-                    Variable::SigmaBar => xt.f_div_scalar(s.alpha)?,
-                    Variable::Time => xt.shallow_clone(),
-                };
-                let mut f = rhs(run, self.variable);
-                let k0 = f(c0, &y)?;
-                let (y_new, _, _) = rk_step(&tab, &mut f, c0, &y, c1 - c0, k0)?;
-                match self.variable {
-                    Variable::SigmaBar => y_new.f_mul_scalar(t.alpha)?,
-                    Variable::Time => y_new,
-                }
+                rk_interval(run, &tab, self.variable, &xt, s, t)?
             };
             run.observe(i + 1, n, *t, &xt)?;
         }

@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use super::common::{data_step, weighted_sum};
 use super::multistep::check_plan;
-use super::rk::{HEUN, rk_step};
+use super::rk::{HEUN, Variable, rk_interval};
 use super::run::Run;
 use super::{Solver, SolverInfo};
 use crate::param::lin2;
@@ -530,14 +530,7 @@ impl Solver for EdmChurn {
                 let x0 = run.data(&xt, &s)?;
                 data_step(&xt, &x0, &s, &t)?
             } else {
-                let y = xt.f_div_scalar(s.alpha)?;
-                let mut f = |sb: f64, y: &Tensor| -> Result<Tensor> {
-                    let p = run.point_at_lambda(-sb.ln());
-                    run.eps(&y.f_mul_scalar(p.alpha)?, &p)
-                };
-                let k0 = f(s.sigma_bar(), &y)?;
-                let (y1, _, _) = rk_step(&HEUN, &mut f, s.sigma_bar(), &y, t.sigma_bar() - s.sigma_bar(), k0)?;
-                y1.f_mul_scalar(t.alpha)?
+                rk_interval(run, &HEUN, Variable::SigmaBar, &xt, &s, &t)?
             };
             run.observe(i + 1, n, t, &xt)?;
         }
