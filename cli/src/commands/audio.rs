@@ -192,22 +192,11 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
     let model_path = resolve_model(&args.model)?;
     let model = ScoreModel::load(&model_path, device)?;
     let cfg = model.config().clone();
-    let (name, steps) = match args.sampler.as_str() {
-        "auto" => (cfg.sampler.name.clone(), args.steps.or(Some(cfg.sampler.steps))),
-        s if s == cfg.sampler.name => (s.to_string(), args.steps.or(Some(cfg.sampler.steps))),
-        s => (s.to_string(), args.steps),
-    };
+    let name = if args.sampler == "auto" { cfg.sampler.name.clone() } else { args.sampler.clone() };
     if args.snr.is_some() && name != "pc" {
         p.warn(format!("--snr only applies to the pc sampler; ignored for {name}"));
     }
-    let sampler: Box<dyn SpectrogramSampler> = match build_sampler(&name, steps, &cfg) {
-        Ok(s) => s,
-        Err(diffuse_audio::Error::SamplerUnavailable { name: missing, reason }) if args.sampler == "auto" => {
-            p.warn(format!("the model's sampler '{missing}' is not available ({reason}); using dpm++2m with 10 steps"));
-            build_sampler("dpm++2m", args.steps.or(Some(10)), &cfg)?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let sampler: Box<dyn SpectrogramSampler> = build_sampler(&name, args.steps, args.snr, &cfg)?;
     p.verbose(format!(
         "model {} ({} Hz, {:?}), sampler {} ({} NFE per chunk), chunks of {} frames with {} overlap",
         model_path.display(),
