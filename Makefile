@@ -11,7 +11,10 @@ demo: build
 	@echo
 	$(DIFFUSE) solvers bench --problem examples/problem.json --json $(OUT)/solvers.json --plot $(OUT)/error_vs_nfe.svg --force
 	@echo
-	@echo "Open $(OUT)/error_vs_nfe.svg for the error-vs-NFE plot."
+	$(DIFFUSE) audio enhance examples/audio/noisy/speech.wav -o $(OUT)/audio/speech.wav --force
+	$(DIFFUSE) audio eval --clean examples/audio/clean --noisy examples/audio/noisy --enhanced $(OUT)/audio
+	@echo
+	@echo "Open $(OUT)/error_vs_nfe.svg for the error-vs-NFE plot; listen to examples/audio/noisy/speech.wav and $(OUT)/audio/speech.wav."
 
 test: setup
 	$(CARGO) test --workspace
