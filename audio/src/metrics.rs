@@ -110,7 +110,7 @@ fn remove_silent_frames(x: &[f64], y: &[f64], range: f64, frame: usize, hop: usi
         .map(|&i| 20.0 * (windowed(x, i).iter().map(|v| v * v).sum::<f64>().sqrt() + EPS).log10())
         .collect();
     let max = energies.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let kept: Vec<usize> = starts.iter().zip(&energies).filter(|&(_, &e)| max + range - e > 0.0).map(|(&i, _)| i).collect();
+    let kept: Vec<usize> = starts.iter().zip(&energies).filter(|&(_, &e)| max - range - e < 0.0).map(|(&i, _)| i).collect();
     let len = if kept.is_empty() { 0 } else { (kept.len() - 1) * hop + frame };
     let (mut xo, mut yo) = (vec![0.0; len], vec![0.0; len]);
     for (k, &i) in kept.iter().enumerate() {
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn estoi_of_a_signal_with_itself_is_one_and_short_signals_give_the_floor() {
-        let s: Vec<f32> = (0..16000).map(|i| ((i as f32 * 0.05).sin() * (i as f32 * 0.0013).sin())).collect();
+        let s: Vec<f32> = (0..16000).map(|i| (i as f32 * 0.05).sin() * (i as f32 * 0.0013).sin()).collect();
         assert!((estoi(&s, &s, 16000) - 1.0).abs() < 1e-9);
         assert_eq!(estoi(&s[..2000], &s[..2000], 16000), 1e-5);
     }

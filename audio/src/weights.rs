@@ -126,4 +126,21 @@ mod tests {
         assert!(err.contains("x.safetensors") && err.contains("do not fit"), "{err}");
         assert!(from_bytes(b"abc", Path::new("y")).is_err());
     }
+
+    #[test]
+    fn a_failed_write_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("checkpoint.safetensors");
+        write_file(&p, b"previous checkpoint").unwrap();
+        // Disk full half-way through the new checkpoint.
+        let err = write_file_with(&p, |f| {
+            std::io::Write::write_all(f, b"half of the new")?;
+            Err(std::io::Error::from_raw_os_error(28))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("checkpoint.safetensors") && err.contains("No space left"), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"previous checkpoint");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
+    }
 }
