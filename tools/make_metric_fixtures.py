@@ -4,7 +4,7 @@
 Our script; it calls the installed reference packages (PyPI `pystoi` for ESTOI, `pesq` for PESQ) on short
 signals it writes as 16-bit WAV files, and records their values in metrics.json:
   - clean speech: a short espeak-ng utterance (16 kHz) and the same at 8 kHz (1.2 s each);
-  - degraded versions: white noise at 5 dB SNR, babble-like harmonic noise at 0 dB, a low-passed copy, and a
+  - degraded versions: white noise at 5, 20 and 35 dB SNR, modulated harmonic hum at 0 and 10 dB, a low-passed copy, a
     copy with silent gaps (exercises the silent-frame removal).
 Usage (in a virtual environment with `pip install pystoi pesq numpy scipy`):
     python tools/make_metric_fixtures.py tests/fixtures/audio/metrics
@@ -66,7 +66,8 @@ def main(out):
         gaps = clean.copy()
         gaps[int(0.3 * n):int(0.45 * n)] = 0
         gaps = gaps + 0.01 * white
-        degraded = {"white5": at_snr(white, 5), "hum0": at_snr(hum, 0), "lowpass": lowpass, "gaps": gaps}
+        degraded = {"white5": at_snr(white, 5), "hum0": at_snr(hum, 0), "lowpass": lowpass, "gaps": gaps,
+                    "white20": at_snr(white, 20), "hum10": at_snr(hum, 10), "white35": at_snr(white, 35)}
         if rate != 16000:
             degraded = {"white5": degraded["white5"]}
         for name, y in degraded.items():

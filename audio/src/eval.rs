@@ -15,6 +15,8 @@ pub struct Scores {
     pub si_sdr: f64,
     /// ESTOI.
     pub estoi: f64,
+    /// Wide-band PESQ (MOS-LQO), where defined.
+    pub pesq: Option<f64>,
 }
 
 /// One evaluated file.
@@ -49,6 +51,7 @@ impl EvalReport {
             all.map(|v| Scores {
                 si_sdr: v.iter().map(|s| s.si_sdr).sum::<f64>() / n,
                 estoi: v.iter().map(|s| s.estoi).sum::<f64>() / n,
+                pesq: v.iter().map(|s| s.pesq).sum::<Option<f64>>().map(|p| p / n),
             })
         };
         Some((mean(&|r| Some(r.enhanced))?, mean(&|r| r.noisy)))
@@ -99,7 +102,11 @@ pub fn score_files(clean: &Path, estimate: &Path) -> Result<Scores> {
 
 /// SI-SDR and ESTOI of `estimate` against `clean` at `rate`.
 pub fn score(clean: &[f32], estimate: &[f32], rate: u32) -> Scores {
-    Scores { si_sdr: si_sdr(clean, estimate), estoi: estoi(clean, estimate, rate) }
+    Scores {
+        si_sdr: si_sdr(clean, estimate),
+        estoi: estoi(clean, estimate, rate),
+        pesq: crate::metrics::pesq_wb(clean, estimate, rate),
+    }
 }
 
 /// Scores every .wav of `enhanced` against the file with the same relative path in `clean` (and in `noisy`).
@@ -167,6 +174,7 @@ pub fn bench_sampler(
         let s = crate::sampling::build_sampler(sampler, Some(n), None, model.config())?;
         let enhancer = crate::Enhancer::new(model, s.as_ref(), crate::Chunking::default(), seed)?;
         let (mut si, mut es, mut nfe, mut secs, mut dur) = (0.0, 0.0, 0usize, 0.0, 0.0);
+        let mut pq: Option<f64> = Some(0.0);
         for (i, (c, y)) in pairs.iter().enumerate() {
             let mut times = crate::pipeline::StageTimes::default();
             let mut report = crate::EnhanceReport::default();
@@ -179,6 +187,7 @@ pub fn bench_sampler(
             let sc = score(c, &out, rate);
             si += sc.si_sdr;
             es += sc.estoi;
+            pq = pq.zip(sc.pesq).map(|(a, b)| a + b);
             progress();
         }
         let k = pairs.len().max(1) as f64;
@@ -186,7 +195,7 @@ pub fn bench_sampler(
             sampler: sampler.to_string(),
             steps: n,
             nfe: nfe as f64 / k,
-            scores: Scores { si_sdr: si / k, estoi: es / k },
+            scores: Scores { si_sdr: si / k, estoi: es / k, pesq: pq.map(|p| p / k) },
             rtf: secs / dur.max(1e-9),
         });
     }

@@ -82,7 +82,7 @@ fn train_a_tiny_model_then_enhance_and_evaluate_with_it() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("mean of 1 files") && stdout.contains("improvement"), "{stdout}");
     let csv = std::fs::read_to_string(d.join("m.csv")).unwrap();
-    assert!(csv.starts_with("file,si_sdr_db,estoi,noisy_si_sdr_db") && csv.contains("a.wav,"), "{csv}");
+    assert!(csv.starts_with("file,si_sdr_db,estoi,pesq_wb,noisy_si_sdr_db") && csv.contains("a.wav,"), "{csv}");
 
     // A length mismatch is reported by file, and the exit status says something failed.
     write_wav(&d.join("enh/b.wav"), 16000, &voice(5000, 220.0));

@@ -464,27 +464,37 @@ fn eval(ctx: &Context, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let report = diffuse_audio::eval::evaluate(&args.clean, &args.enhanced, args.noisy.as_deref())?;
     let has_noisy = args.noisy.is_some();
     let mut table = String::new();
-    let mut csv = String::from("file,si_sdr_db,estoi");
+    let mut csv = String::from("file,si_sdr_db,estoi,pesq_wb");
     if has_noisy {
-        csv.push_str(",noisy_si_sdr_db,noisy_estoi,si_sdr_improvement_db,estoi_improvement");
+        csv.push_str(",noisy_si_sdr_db,noisy_estoi,noisy_pesq_wb,si_sdr_improvement_db,estoi_improvement");
     }
     csv.push('\n');
     for r in &report.rows {
         let f = r.file.display().to_string();
-        let mut line = format!("{f:<40} {:>8.2} {:>7.3}", r.enhanced.si_sdr, r.enhanced.estoi);
-        csv.push_str(&format!("{},{:.4},{:.5}", f.replace(',', "_"), r.enhanced.si_sdr, r.enhanced.estoi));
+        let pesq = |s: &diffuse_audio::eval::Scores| s.pesq.map_or("-".to_string(), |p| format!("{p:.2}"));
+        let mut line =
+            format!("{f:<40} {:>8.2} {:>7.3} {:>6}", r.enhanced.si_sdr, r.enhanced.estoi, pesq(&r.enhanced));
+        csv.push_str(&format!(
+            "{},{:.4},{:.5},{}",
+            f.replace(',', "_"),
+            r.enhanced.si_sdr,
+            r.enhanced.estoi,
+            r.enhanced.pesq.map_or(String::new(), |p| format!("{p:.4}"))
+        ));
         if let Some(n) = r.noisy {
             line.push_str(&format!(
-                " {:>8.2} {:>7.3} {:>+8.2} {:>+7.3}",
+                " {:>8.2} {:>7.3} {:>6} {:>+8.2} {:>+7.3}",
                 n.si_sdr,
                 n.estoi,
+                pesq(&n),
                 r.enhanced.si_sdr - n.si_sdr,
                 r.enhanced.estoi - n.estoi
             ));
             csv.push_str(&format!(
-                ",{:.4},{:.5},{:.4},{:.5}",
+                ",{:.4},{:.5},{},{:.4},{:.5}",
                 n.si_sdr,
                 n.estoi,
+                n.pesq.map_or(String::new(), |p| format!("{p:.4}")),
                 r.enhanced.si_sdr - n.si_sdr,
                 r.enhanced.estoi - n.estoi
             ));
@@ -494,9 +504,12 @@ fn eval(ctx: &Context, args: &EvalArgs) -> anyhow::Result<ExitCode> {
         table.push('\n');
     }
     let header = if has_noisy {
-        format!("{:<40} {:>8} {:>7} {:>8} {:>7} {:>8} {:>7}", "file", "SI-SDR", "ESTOI", "noisy", "noisy", "ΔSI-SDR", "ΔESTOI")
+        format!(
+            "{:<40} {:>8} {:>7} {:>6} {:>8} {:>7} {:>6} {:>8} {:>7}",
+            "file", "SI-SDR", "ESTOI", "PESQ", "noisy", "noisy", "noisy", "ΔSI-SDR", "ΔESTOI"
+        )
     } else {
-        format!("{:<40} {:>8} {:>7}", "file", "SI-SDR", "ESTOI")
+        format!("{:<40} {:>8} {:>7} {:>6}", "file", "SI-SDR", "ESTOI", "PESQ")
     };
     if ctx.global.verbose > 0 || report.rows.len() <= 50 {
         println!("{header}\n{table}");
@@ -504,16 +517,26 @@ fn eval(ctx: &Context, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if let Some((e, n)) = report.means() {
         match n {
             Some(n) => println!(
-                "mean of {} files: SI-SDR {:.2} dB (noisy {:.2}, improvement {:+.2} dB), ESTOI {:.3} (noisy {:.3}, improvement {:+.3})",
+                "mean of {} files: SI-SDR {:.2} dB (noisy {:.2}, improvement {:+.2} dB), ESTOI {:.3} (noisy {:.3}, improvement {:+.3}){}",
                 report.rows.len(),
                 e.si_sdr,
                 n.si_sdr,
                 e.si_sdr - n.si_sdr,
                 e.estoi,
                 n.estoi,
-                e.estoi - n.estoi
+                e.estoi - n.estoi,
+                match (e.pesq, n.pesq) {
+                    (Some(a), Some(b)) => format!(", PESQ-WB {a:.2} (noisy {b:.2})"),
+                    _ => String::new(),
+                }
             ),
-            None => println!("mean of {} files: SI-SDR {:.2} dB, ESTOI {:.3}", report.rows.len(), e.si_sdr, e.estoi),
+            None => println!(
+                "mean of {} files: SI-SDR {:.2} dB, ESTOI {:.3}{}",
+                report.rows.len(),
+                e.si_sdr,
+                e.estoi,
+                e.pesq.map_or(String::new(), |p| format!(", PESQ-WB {p:.2}"))
+            ),
         }
     }
     if let Some(path) = &args.csv {
@@ -544,13 +567,15 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let audio_s: f64 = pairs.iter().map(|(_, c, _)| c.len() as f64).sum::<f64>() / f64::from(rate);
     p.info(format!("{} pairs ({audio_s:.1} s of audio), model {model_name}", pairs.len()));
     let noisy = {
-        let (mut si, mut es) = (0.0, 0.0);
+        let (mut si, mut es, mut pq) = (0.0, 0.0, 0.0);
         for (_, c, y) in &pairs {
             let s = diffuse_audio::eval::score(c, y, rate);
             si += s.si_sdr;
             es += s.estoi;
+            pq += s.pesq.unwrap_or(f64::NAN);
         }
-        (si / pairs.len() as f64, es / pairs.len() as f64)
+        let k = pairs.len() as f64;
+        (si / k, es / k, pq / k)
     };
     let data: Vec<(Vec<f32>, Vec<f32>)> = pairs.into_iter().map(|(_, c, y)| (c, y)).collect();
     let total = (args.samplers.len() * args.steps.len() * data.len()) as u64;
@@ -570,12 +595,12 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     bar.finish_and_clear();
     let mut md = format!(
-        "| sampler | steps | NFE | SI-SDR (dB) | ΔSI-SDR (dB) | ESTOI | ΔESTOI | RTF |\n|---|---|---|---|---|---|---|---|\n| noisy input | – | 0 | {:.2} | – | {:.3} | – | – |\n",
-        noisy.0, noisy.1
+        "| sampler | steps | NFE | SI-SDR (dB) | ΔSI-SDR (dB) | ESTOI | ΔESTOI | PESQ-WB | RTF |\n|---|---|---|---|---|---|---|---|---|\n| noisy input | – | 0 | {:.2} | – | {:.3} | – | {:.2} | – |\n",
+        noisy.0, noisy.1, noisy.2
     );
     for pt in &points {
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:+.2} | {:.3} | {:+.3} | {:.3} |\n",
+            "| {} | {} | {:.0} | {:.2} | {:+.2} | {:.3} | {:+.3} | {} | {:.3} |\n",
             pt.sampler,
             pt.steps,
             pt.nfe,
@@ -583,6 +608,7 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
             pt.scores.si_sdr - noisy.0,
             pt.scores.estoi,
             pt.scores.estoi - noisy.1,
+            pt.scores.pesq.map_or("–".to_string(), |p| format!("{p:.2}")),
             pt.rtf
         ));
     }
@@ -591,7 +617,9 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         diffuse_core::io::write_bytes_atomic(path, args.force, md.as_bytes())?;
     }
     if let Some(path) = &args.json {
-        let j = serde_json::json!({"model": model_name, "noisy": {"si_sdr": noisy.0, "estoi": noisy.1}, "points": points});
+        let j = serde_json::json!({
+            "model": model_name, "noisy": {"si_sdr": noisy.0, "estoi": noisy.1, "pesq_wb": noisy.2}, "points": points
+        });
         diffuse_core::io::write_bytes_atomic(path, args.force, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     if let Some(path) = &args.plot {
