@@ -195,7 +195,7 @@ impl ModelConfig {
         }
         if let Some(net) = &self.network {
             net.validate().map_err(|e| Error::model(path, e.to_string()))?;
-            if self.pad.multiple % net.frame_multiple() != 0 {
+            if !self.pad.multiple.is_multiple_of(net.frame_multiple()) {
                 return bad(format!(
                     "pad.multiple {} is not a multiple of {}, which the network's {} levels need",
                     self.pad.multiple,

@@ -88,7 +88,12 @@ pub fn score_files(clean: &Path, estimate: &Path) -> Result<Scores> {
     if c.sample_rate != e.sample_rate {
         return Err(Error::bad_audio(
             estimate,
-            format!("sample rate {} Hz differs from the clean file's {} Hz ({})", e.sample_rate, c.sample_rate, clean.display()),
+            format!(
+                "sample rate {} Hz differs from the clean file's {} Hz ({})",
+                e.sample_rate,
+                c.sample_rate,
+                clean.display()
+            ),
         ));
     }
     if c.len() != e.len() {
@@ -202,9 +207,12 @@ pub fn bench_sampler(
     Ok(points)
 }
 
+/// A file's relative path with its clean and noisy samples.
+pub type Pair = (PathBuf, Vec<f32>, Vec<f32>);
+
 /// Reads (clean, noisy) pairs with the same relative paths from two folders, at the model rate `rate`
 /// (resampled if needed), first channel.
-pub fn read_pairs(clean: &Path, noisy: &Path, rate: u32, limit: Option<usize>) -> Result<Vec<(PathBuf, Vec<f32>, Vec<f32>)>> {
+pub fn read_pairs(clean: &Path, noisy: &Path, rate: u32, limit: Option<usize>) -> Result<Vec<Pair>> {
     let mut out = Vec::new();
     for rel in relative_wavs(noisy)?.into_iter().take(limit.unwrap_or(usize::MAX)) {
         let c = read_wav(&clean.join(&rel))?;

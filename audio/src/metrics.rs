@@ -124,7 +124,8 @@ fn remove_silent_frames(x: &[f64], y: &[f64], range: f64, frame: usize, hop: usi
         .map(|&i| 20.0 * (windowed(x, i).iter().map(|v| v * v).sum::<f64>().sqrt() + EPS).log10())
         .collect();
     let max = energies.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let kept: Vec<usize> = starts.iter().zip(&energies).filter(|&(_, &e)| max - range - e < 0.0).map(|(&i, _)| i).collect();
+    let kept: Vec<usize> =
+        starts.iter().zip(&energies).filter(|&(_, &e)| max - range - e < 0.0).map(|(&i, _)| i).collect();
     let len = if kept.is_empty() { 0 } else { (kept.len() - 1) * hop + frame };
     let (mut xo, mut yo) = (vec![0.0; len], vec![0.0; len]);
     for (k, &i) in kept.iter().enumerate() {
@@ -142,7 +143,8 @@ fn remove_silent_frames(x: &[f64], y: &[f64], range: f64, frame: usize, hop: usi
 fn third_octave_bands() -> Vec<(usize, usize)> {
     let bins = STOI_FFT / 2 + 1;
     let freq = |b: usize| b as f64 * f64::from(STOI_RATE) / STOI_FFT as f64;
-    let nearest = |f: f64| (0..bins).min_by(|&a, &b| (freq(a) - f).powi(2).total_cmp(&(freq(b) - f).powi(2))).unwrap_or(0);
+    let nearest =
+        |f: f64| (0..bins).min_by(|&a, &b| (freq(a) - f).powi(2).total_cmp(&(freq(b) - f).powi(2))).unwrap_or(0);
     (0..STOI_BANDS)
         .map(|j| {
             let k = j as f64;
@@ -291,7 +293,11 @@ mod tests {
             if let Some(want) = case["pesq_wb"].as_f64() {
                 let got = pesq_wb(&clean.channels[0], &degraded.channels[0], clean.sample_rate).unwrap();
                 assert!((got - want).abs() < 0.05, "{}: PESQ {got} vs PyPI pesq {want}", case["degraded"]);
-                assert!((got - want).abs() < 1e-3, "{}: PESQ {got} vs PyPI pesq {want} (tighter bound)", case["degraded"]);
+                assert!(
+                    (got - want).abs() < 1e-3,
+                    "{}: PESQ {got} vs PyPI pesq {want} (tighter bound)",
+                    case["degraded"]
+                );
             }
         }
     }

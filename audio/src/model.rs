@@ -23,7 +23,7 @@ enum Backend {
     /// A TorchScript module.
     Script(CModule),
     /// A native network and the variables it uses.
-    Native { net: ScoreNet, _vs: nn::VarStore },
+    Native { net: Box<ScoreNet>, _vs: nn::VarStore },
 }
 
 impl std::fmt::Debug for Backend {
@@ -89,14 +89,20 @@ impl ScoreModel {
         name: &Path,
         device: Device,
     ) -> Result<Self> {
-        let net_config = config.network.clone().ok_or_else(|| {
-            Error::model(name, "native weights (.safetensors) need a sidecar with a `network` field")
-        })?;
+        let net_config = config
+            .network
+            .clone()
+            .ok_or_else(|| Error::model(name, "native weights (.safetensors) need a sidecar with a `network` field"))?;
         let mut vs = nn::VarStore::new(device);
         let net = ScoreNet::new(&vs.root(), &net_config).map_err(|e| Error::model(name, e.to_string()))?;
         load_vars(&mut vs, tensors, name)?;
         vs.freeze();
-        let model = ScoreModel { backend: Backend::Native { net, _vs: vs }, config, path: name.to_path_buf(), device };
+        let model = ScoreModel {
+            backend: Backend::Native { net: Box::new(net), _vs: vs },
+            config,
+            path: name.to_path_buf(),
+            device,
+        };
         model.probe()?;
         Ok(model)
     }
@@ -240,7 +246,10 @@ pub(crate) fn load_vars(vs: &mut nn::VarStore, tensors: Vec<(String, Tensor)>, n
     let mut missing: Vec<String> = vars.keys().cloned().collect();
     for (key, t) in tensors {
         let Some(var) = vars.get_mut(&key) else {
-            return Err(Error::model(name, format!("unexpected tensor '{key}': the weights do not fit the sidecar's network")));
+            return Err(Error::model(
+                name,
+                format!("unexpected tensor '{key}': the weights do not fit the sidecar's network"),
+            ));
         };
         if var.size() != t.size() {
             return Err(Error::model(

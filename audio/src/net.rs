@@ -338,7 +338,11 @@ impl ScoreNet {
             });
         }
         // Time embedding: Fourier features of ln t.
-        let proj = t.f_log()?.f_unsqueeze(1)?.f_mul(&self.fourier.f_unsqueeze(0)?)?.f_mul_scalar(2.0 * std::f64::consts::PI)?;
+        let proj = t
+            .f_log()?
+            .f_unsqueeze(1)?
+            .f_mul(&self.fourier.f_unsqueeze(0)?)?
+            .f_mul_scalar(2.0 * std::f64::consts::PI)?;
         let emb = Tensor::f_cat(&[proj.f_sin()?, proj.f_cos()?], 1)?;
         let emb = self.temb2.forward(&self.temb1.forward(&emb)?.f_silu()?)?.f_silu()?;
 

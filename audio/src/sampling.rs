@@ -9,9 +9,7 @@
 use diffuse_core::denoiser::{Conditioning, Denoiser};
 use diffuse_core::param::{Parameterization, Prediction};
 use diffuse_core::path::{NoisePath, Ouve};
-use diffuse_core::solvers::{
-    self, Budget, NoNoise, NoiseSource, PredictorCorrector, Solver, SolverOptions, StepInfo,
-};
+use diffuse_core::solvers::{self, Budget, NoNoise, NoiseSource, PredictorCorrector, Solver, SolverOptions, StepInfo};
 use diffuse_core::spacing::{End, GridSpec, Spacing};
 use tch::{Kind, Tensor};
 

@@ -112,7 +112,7 @@ impl TrainOptions {
     fn validate(&self) -> Result<()> {
         let net = self.model.network.as_ref().ok_or_else(|| Error::invalid("network", "no network given"))?;
         self.model.validate(Path::new("(training settings)"))?;
-        if self.crop_frames == 0 || self.crop_frames % net.frame_multiple() != 0 {
+        if self.crop_frames == 0 || !self.crop_frames.is_multiple_of(net.frame_multiple()) {
             return Err(Error::invalid(
                 "crop frames",
                 format!("{} is not a positive multiple of {}", self.crop_frames, net.frame_multiple()),
@@ -124,7 +124,10 @@ impl TrainOptions {
         if !(self.snr_db.0 <= self.snr_db.1) || !self.snr_db.0.is_finite() || !self.snr_db.1.is_finite() {
             return Err(Error::invalid("snr", format!("need LOW ≤ HIGH, got {:?}", self.snr_db)));
         }
-        if !(self.lr > 0.0 && (0.0..1.0).contains(&self.ema_decay) && self.grad_clip > 0.0 && self.gain_jitter_db >= 0.0)
+        if !(self.lr > 0.0
+            && (0.0..1.0).contains(&self.ema_decay)
+            && self.grad_clip > 0.0
+            && self.gain_jitter_db >= 0.0)
         {
             return Err(Error::invalid("optimiser", "need lr > 0, 0 ≤ ema decay < 1, grad clip > 0, gain jitter ≥ 0"));
         }
@@ -507,10 +510,7 @@ impl State {
             t.f_copy_(&v)?;
         }
         self.step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| Error::model(path, "no step"))?;
-        self.validations = meta
-            .get("validations")
-            .and_then(|v| serde_json::from_str(v).ok())
-            .unwrap_or_default();
+        self.validations = meta.get("validations").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
         Ok(())
     }
 
@@ -572,7 +572,13 @@ fn model_sidecar(opts: &TrainOptions, state: &State, data: &serde_json::Value) -
 }
 
 /// Fixed validation mixtures: (clean, noisy) of about 2 s at SNRs uniform in [0, 10] dB, drawn from `seed`.
-pub fn validation_set(clean: &ClipSet, noise: &ClipSet, items: usize, rate: u32, seed: u64) -> Vec<(Vec<f32>, Vec<f32>)> {
+pub fn validation_set(
+    clean: &ClipSet,
+    noise: &ClipSet,
+    items: usize,
+    rate: u32,
+    seed: u64,
+) -> Vec<(Vec<f32>, Vec<f32>)> {
     let len = 2 * rate as usize;
     (0..items)
         .map(|i| {
@@ -678,7 +684,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
 
     // Network and state.
     let net_config = opts.model.network.clone().ok_or_else(|| Error::invalid("network", "missing"))?;
-    tch::manual_seed(mix64(opts.seed ^ 0x6e65_7477_6f72_6b) as i64);
+    tch::manual_seed(mix64(opts.seed ^ 0x006e_6574_776f_726b) as i64);
     let vs = nn::VarStore::new(opts.device);
     let net = ScoreNet::new(&vs.root(), &net_config)?;
     let mut state = State::new(&vs)?;

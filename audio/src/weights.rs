@@ -31,7 +31,8 @@ pub fn to_bytes(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String
         }
         header.insert(name.clone(), json!({"dtype": "F32", "shape": t.size(), "data_offsets": [begin, data.len()]}));
     }
-    let mut head = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::invalid("safetensors", e.to_string()))?;
+    let mut head =
+        serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::invalid("safetensors", e.to_string()))?;
     // The data should start 8-byte aligned.
     while (head.len() + 8) % 8 != 0 {
         head.push(b' ');
@@ -43,8 +44,11 @@ pub fn to_bytes(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String
     Ok(out)
 }
 
+/// Named tensors and the string metadata of a safetensors file.
+pub type Loaded = (Vec<(String, Tensor)>, BTreeMap<String, String>);
+
 /// The tensors and metadata of a safetensors buffer; `name` is the file for errors. Only F32 is accepted.
-pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<(Vec<(String, Tensor)>, BTreeMap<String, String>)> {
+pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<Loaded> {
     let bad = |r: String| Error::model(name, format!("not a valid safetensors file: {r}"));
     if bytes.len() < 8 {
         return Err(bad(format!("{} bytes", bytes.len())));

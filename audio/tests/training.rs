@@ -33,8 +33,12 @@ fn noise_clip(seconds: f64, rate: u32, seed: u64) -> Vec<f32> {
 
 fn write(path: &Path, rate: u32, x: Vec<f32>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    write_wav(path, &Audio { sample_rate: rate, channels: vec![x], format: SampleFormat::Int(16) }, SampleFormat::Int(16))
-        .unwrap();
+    write_wav(
+        path,
+        &Audio { sample_rate: rate, channels: vec![x], format: SampleFormat::Int(16) },
+        SampleFormat::Int(16),
+    )
+    .unwrap();
 }
 
 /// A small corpus: four clean clips (one shorter than the crop, one at 8 kHz) and two noise clips.
@@ -145,7 +149,7 @@ fn a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
         diffuse_audio::Error::Training { step, .. } => step,
         other => panic!("unexpected error {other}"),
     };
-    assert!(step >= 2 && step < 50, "{msg}");
+    assert!((2..50).contains(&step), "{msg}");
     assert!(msg.contains(&format!("checkpoint (step {})", step - 1)), "{msg}");
     let bytes = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
     let (_, meta) = diffuse_audio::weights::from_bytes(&bytes, Path::new("c")).unwrap();

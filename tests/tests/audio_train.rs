@@ -56,9 +56,30 @@ fn train_a_tiny_model_then_enhance_and_evaluate_with_it() {
     write_wav(&d.join("clean/b.wav"), 16000, &voice(6000, 220.0));
     write_wav(&d.join("noise/n.wav"), 16000, &hiss(9000, 3));
     let args = [
-        "audio", "train", "--clean", "clean", "--noise", "noise", "--val-clean", "clean", "--val-items", "1", "--out",
-        "run", "--steps", "3", "--batch", "2", "--crop-frames", "16", "--channels", "8,16", "--checkpoint-every", "2",
-        "--seed", "4",
+        "audio",
+        "train",
+        "--clean",
+        "clean",
+        "--noise",
+        "noise",
+        "--val-clean",
+        "clean",
+        "--val-items",
+        "1",
+        "--out",
+        "run",
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--crop-frames",
+        "16",
+        "--channels",
+        "8,16",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "4",
     ];
     let out = run_in(d, &args);
     let (stdout, stderr) = text(&out);
@@ -75,9 +96,11 @@ fn train_a_tiny_model_then_enhance_and_evaluate_with_it() {
         *x += 0.1 * n;
     }
     write_wav(&d.join("noisy/a.wav"), 16000, &noisy);
-    let out = run_in(d, &["audio", "enhance", "noisy", "-o", "enh", "--model", "run/model.safetensors", "--steps", "2"]);
+    let out =
+        run_in(d, &["audio", "enhance", "noisy", "-o", "enh", "--model", "run/model.safetensors", "--steps", "2"]);
     assert!(out.status.success(), "{:?}", text(&out));
-    let out = run_in(d, &["audio", "eval", "--clean", "clean", "--enhanced", "enh", "--noisy", "noisy", "--csv", "m.csv"]);
+    let out =
+        run_in(d, &["audio", "eval", "--clean", "clean", "--enhanced", "enh", "--noisy", "noisy", "--csv", "m.csv"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("mean of 1 files") && stdout.contains("improvement"), "{stdout}");
@@ -104,8 +127,24 @@ fn bench_writes_a_table_and_a_plot() {
     let out = run_in(
         d,
         &[
-            "audio", "bench", "--clean", "c", "--noisy", "y", "--model", model.to_str().unwrap(), "--samplers",
-            "pc,dpm++2m", "--steps", "1,2", "--markdown", "b.md", "--plot", "b.svg", "--json", "b.json",
+            "audio",
+            "bench",
+            "--clean",
+            "c",
+            "--noisy",
+            "y",
+            "--model",
+            model.to_str().unwrap(),
+            "--samplers",
+            "pc,dpm++2m",
+            "--steps",
+            "1,2",
+            "--markdown",
+            "b.md",
+            "--plot",
+            "b.svg",
+            "--json",
+            "b.json",
         ],
     );
     let (stdout, stderr) = text(&out);
@@ -129,7 +168,8 @@ fn the_built_in_model_is_used_without_model_and_pc_runs() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stderr.contains("builtin:sgmse-s"), "{stderr}");
     assert!(d.join("x_enhanced.wav").is_file());
-    let out = run_in(d, &["audio", "enhance", "x.wav", "-o", "pc.wav", "--sampler", "pc", "--steps", "3", "--snr", "0.33"]);
+    let out =
+        run_in(d, &["audio", "enhance", "x.wav", "-o", "pc.wav", "--sampler", "pc", "--steps", "3", "--snr", "0.33"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("pc (N 3, snr 0.33") && stdout.contains("(6 NFE)"), "{stdout}");

@@ -472,8 +472,7 @@ fn eval(ctx: &Context, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     for r in &report.rows {
         let f = r.file.display().to_string();
         let pesq = |s: &diffuse_audio::eval::Scores| s.pesq.map_or("-".to_string(), |p| format!("{p:.2}"));
-        let mut line =
-            format!("{f:<40} {:>8.2} {:>7.3} {:>6}", r.enhanced.si_sdr, r.enhanced.estoi, pesq(&r.enhanced));
+        let mut line = format!("{f:<40} {:>8.2} {:>7.3} {:>6}", r.enhanced.si_sdr, r.enhanced.estoi, pesq(&r.enhanced));
         csv.push_str(&format!(
             "{},{:.4},{:.5},{}",
             f.replace(',', "_"),
@@ -546,7 +545,11 @@ fn eval(ctx: &Context, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if report.failures.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("{} file{} could not be scored:", report.failures.len(), if report.failures.len() == 1 { "" } else { "s" });
+    eprintln!(
+        "{} file{} could not be scored:",
+        report.failures.len(),
+        if report.failures.len() == 1 { "" } else { "s" }
+    );
     for (f, why) in &report.failures {
         let shown = f.display().to_string();
         if why.contains(&shown) { eprintln!("  {why}") } else { eprintln!("  {shown}: {why}") }
@@ -587,7 +590,9 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         let solver = if name == "ode" { "heun" } else { name.as_str() };
         bar.set_message(name.clone());
         let mut pts =
-            diffuse_audio::eval::bench_sampler(&model, &data, solver, &args.steps, ctx.global.seed, &mut || bar.inc(1))?;
+            diffuse_audio::eval::bench_sampler(&model, &data, solver, &args.steps, ctx.global.seed, &mut || {
+                bar.inc(1)
+            })?;
         for pt in &mut pts {
             pt.sampler = name.clone();
         }
