@@ -532,6 +532,9 @@ impl State {
         let scale = if norm > clip { clip / norm } else { 1.0 };
         let k = self.step as i32 + 1;
         let (c1, c2) = (1.0 - b1.powi(k), 1.0 - b2.powi(k));
+        // torch_ema's warm-up (sgmse uses it with its defaults): the decay grows as (1 + k)/(10 + k) up to `decay`,
+        // so the average is not dominated by the random initialisation early in training.
+        let decay = decay.min((1.0 + f64::from(k)) / (10.0 + f64::from(k)));
         for s in &mut self.slots {
             let mut g = s.param.grad();
             if !g.defined() {
