@@ -11,10 +11,13 @@ demo: build
 	@echo
 	$(DIFFUSE) solvers bench --problem examples/problem.json --json $(OUT)/solvers.json --plot $(OUT)/error_vs_nfe.svg --force
 	@echo
+	$(DIFFUSE) audio enhance examples/audio/noisy/speech.wav -o $(OUT)/audio/speech.wav --force
+	$(DIFFUSE) audio eval --clean examples/audio/clean --noisy examples/audio/noisy --enhanced $(OUT)/audio
+	@echo
 	$(DIFFUSE) pose estimate examples/pose/bunny-scene.ply --object examples/bunny.ply --viewpoint 0,0,0 -o $(OUT)/bunny-aligned.ply --force
 	@echo
-	@echo "Open $(OUT)/error_vs_nfe.svg (solver error vs NFE) and $(OUT)/bunny-aligned.ply next to"
-	@echo "examples/pose/bunny-scene.ply (the bunny placed in the scan) in a point-cloud viewer."
+	@echo "Open $(OUT)/error_vs_nfe.svg (solver error vs NFE); listen to examples/audio/noisy/speech.wav and"
+	@echo "$(OUT)/audio/speech.wav; open $(OUT)/bunny-aligned.ply next to examples/pose/bunny-scene.ply in a point-cloud viewer."
 
 # One libtorch thread per test: cargo runs tests in parallel, and OpenMP spin-waits badly when oversubscribed.
 test: setup

@@ -126,6 +126,9 @@ pub struct ModelConfig {
     pub output: OutputConfig,
     /// Default sampler settings.
     pub sampler: SamplerDefaults,
+    /// The architecture of a native network (models stored as `.safetensors`); absent for TorchScript modules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::net::NetConfig>,
     /// Free-form provenance (checkpoint, backbone, exporter); not interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<serde_json::Value>,
@@ -144,6 +147,7 @@ impl ModelConfig {
             sde: SdeConfig::Ouve { theta: 1.5, sigma_min: 0.05, sigma_max: 0.5 },
             output: OutputConfig { kind: OutputKind::Score, sign: 1.0 },
             sampler: SamplerDefaults { name: "pc".into(), steps: 30, snr: 0.5, corrector_steps: 1, t_eps: 0.03 },
+            network: None,
             source: None,
         }
     }
@@ -189,6 +193,20 @@ impl ModelConfig {
                 }
             }
         }
+        if let Some(net) = &self.network {
+            net.validate().map_err(|e| Error::model(path, e.to_string()))?;
+            if !self.pad.multiple.is_multiple_of(net.frame_multiple()) {
+                return bad(format!(
+                    "pad.multiple {} is not a multiple of {}, which the network's {} levels need",
+                    self.pad.multiple,
+                    net.frame_multiple(),
+                    net.channels.len()
+                ));
+            }
+            if !matches!(self.sde, SdeConfig::Ouve { .. }) || self.output.kind != OutputKind::Score {
+                return bad("native networks are OUVE score models".into());
+            }
+        }
         if !(self.output.sign == 1.0 || self.output.sign == -1.0) {
             return bad(format!("output.sign must be 1 or -1, got {}", self.output.sign));
         }
@@ -201,6 +219,14 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// Parses and validates sidecar JSON text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let config: ModelConfig =
+            serde_json::from_str(text).map_err(|e| Error::model(path, format!("invalid sidecar JSON: {e}")))?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
     /// Reads and validates a sidecar file.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
@@ -209,10 +235,7 @@ impl ModelConfig {
             }
             _ => Error::io(path, e),
         })?;
-        let config: ModelConfig =
-            serde_json::from_str(&text).map_err(|e| Error::model(path, format!("invalid sidecar JSON: {e}")))?;
-        config.validate(path)?;
-        Ok(config)
+        Self::parse(&text, path)
     }
 
     /// Writes the sidecar as pretty JSON (atomically).
@@ -244,6 +267,9 @@ impl ModelConfig {
         }
         if self.output != other.output {
             d.push("output");
+        }
+        if self.network != other.network {
+            d.push("network");
         }
         d
     }

@@ -36,6 +36,30 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file that could not be written or used, with the reason (disk full, not a folder, ...).
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Training data that cannot be used (empty or unreadable folders, no usable clip).
+    #[error("{}: {reason}", path.display())]
+    Data {
+        /// The folder or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Training stopped (non-finite loss, ...); the last good checkpoint is kept.
+    #[error("training stopped at step {step}: {reason}")]
+    Training {
+        /// The step at which it stopped.
+        step: u64,
+        /// Why, and what was kept.
+        reason: String,
+    },
     /// A parameter is out of its valid range or inconsistent with another.
     #[error("invalid {field}: {reason}")]
     Invalid {
@@ -92,6 +116,16 @@ impl Error {
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// Shorthand for [`Error::File`].
+    pub fn bad_file(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        Error::File { path: path.into(), reason: reason.to_string() }
+    }
+
+    /// Shorthand for [`Error::Data`].
+    pub fn data(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        Error::Data { path: path.into(), reason: reason.to_string() }
     }
 
     /// Shorthand for [`Error::Invalid`].

@@ -1,4 +1,5 @@
-//! The SGMSE model contract: a TorchScript module plus its JSON sidecar ([`ModelConfig`]).
+//! The SGMSE model contract: a TorchScript module or a native network's safetensors weights, plus the JSON
+//! sidecar ([`ModelConfig`]; a native model's sidecar carries its architecture in `network`).
 //!
 //! The module's `forward(x: Tensor[B, 4, F, T] float32, t: Tensor[B] float32) -> Tensor[B, 2, F, T]` takes the
 //! channels `[Re x_t, Im x_t, Re y, Im y]` and returns `[Re, Im]` of the quantity the sidecar names (score or
@@ -11,22 +12,46 @@
 
 use std::path::{Path, PathBuf};
 
-use tch::{CModule, Device, IValue, Kind, Tensor};
+use tch::{CModule, Device, IValue, Kind, Tensor, nn};
 
-use crate::config::{ModelConfig, OutputKind, sidecar_path};
+use crate::config::{ModelConfig, OutputKind, SdeConfig, sidecar_path};
+use crate::net::ScoreNet;
 use crate::{Error, Result};
 
-/// A loaded, validated SGMSE TorchScript model.
+/// The network behind a model.
+enum Backend {
+    /// A TorchScript module.
+    Script(CModule),
+    /// A native network and the variables it uses.
+    Native { net: Box<ScoreNet>, _vs: nn::VarStore },
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Script(_) => f.write_str("TorchScript"),
+            Backend::Native { net, .. } => write!(f, "native {:?}", net.config().channels),
+        }
+    }
+}
+
+/// A loaded, validated SGMSE model (TorchScript or native).
 #[derive(Debug)]
 pub struct ScoreModel {
-    module: CModule,
+    backend: Backend,
     config: ModelConfig,
     path: PathBuf,
     device: Device,
 }
 
+/// Whether a path names native weights (`.safetensors`) rather than a TorchScript module.
+pub fn is_native(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
 impl ScoreModel {
-    /// Loads `path` and its sidecar (`path` with extension `.json`) onto `device` and validates them.
+    /// Loads `path` (a TorchScript `.pt` or native `.safetensors`) and its sidecar (`path` with extension
+    /// `.json`) onto `device` and validates them.
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         let config = ModelConfig::read(&sidecar_path(path))?;
         Self::load_with_config(path, config, device)
@@ -37,11 +62,47 @@ impl ScoreModel {
         if !path.is_file() {
             return Err(Error::model(path, "no such file"));
         }
+        if is_native(path) {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            return Self::native_from_bytes(&bytes, config, path, device);
+        }
         let mut module = CModule::load_on_device(path, device)
             .map_err(|e| Error::model(path, format!("not a loadable TorchScript module: {}", first_line(&e))))?;
         module.f_set_eval()?;
-        let model = ScoreModel { module, config, path: path.to_path_buf(), device };
+        let model = ScoreModel { backend: Backend::Script(module), config, path: path.to_path_buf(), device };
         model.check_embedded_sidecar()?;
+        model.probe()?;
+        Ok(model)
+    }
+
+    /// A native model from safetensors bytes and its sidecar (the embedded default model); `name` stands for
+    /// the file in messages.
+    pub fn native_from_bytes(bytes: &[u8], config: ModelConfig, name: &Path, device: Device) -> Result<Self> {
+        let (tensors, _) = crate::weights::from_bytes(bytes, name)?;
+        Self::native_from_tensors(tensors, config, name, device)
+    }
+
+    /// A native model from named tensors (the weights) and its sidecar; `name` stands for the file in messages.
+    pub fn native_from_tensors(
+        tensors: Vec<(String, Tensor)>,
+        config: ModelConfig,
+        name: &Path,
+        device: Device,
+    ) -> Result<Self> {
+        let net_config = config
+            .network
+            .clone()
+            .ok_or_else(|| Error::model(name, "native weights (.safetensors) need a sidecar with a `network` field"))?;
+        let mut vs = nn::VarStore::new(device);
+        let net = ScoreNet::new(&vs.root(), &net_config).map_err(|e| Error::model(name, e.to_string()))?;
+        load_vars(&mut vs, tensors, name)?;
+        vs.freeze();
+        let model = ScoreModel {
+            backend: Backend::Native { net: Box::new(net), _vs: vs },
+            config,
+            path: name.to_path_buf(),
+            device,
+        };
         model.probe()?;
         Ok(model)
     }
@@ -89,10 +150,13 @@ impl ScoreModel {
         let _guard = tch::no_grad_guard();
         let input = Tensor::f_cat(&[x_t, y], 1)?.f_to_kind(Kind::Float)?.f_to_device(self.device)?;
         let t = t.f_to_kind(Kind::Float)?.f_to_device(self.device)?;
-        let out = self
-            .module
-            .forward_ts(&[input, t])
-            .map_err(|e| Error::model(&self.path, format!("forward failed: {}", first_line(&e))))?;
+        let out = match &self.backend {
+            Backend::Script(module) => module
+                .forward_ts(&[input, t])
+                .map_err(|e| Error::model(&self.path, format!("forward failed: {}", first_line(&e))))?,
+            Backend::Native { net, .. } => native_score(net, &self.config, &input, &t)
+                .map_err(|e| Error::model(&self.path, format!("forward failed: {e}")))?,
+        };
         if out.size() != size {
             return Err(Error::model(
                 &self.path,
@@ -114,7 +178,8 @@ impl ScoreModel {
 
     /// Compares the sidecar copy embedded in the module, if any, with the sidecar file.
     fn check_embedded_sidecar(&self) -> Result<()> {
-        let embedded = match self.module.method_is::<IValue>("diffuse_sidecar", &[]) {
+        let Backend::Script(module) = &self.backend else { return Ok(()) };
+        let embedded = match module.method_is::<IValue>("diffuse_sidecar", &[]) {
             Ok(IValue::String(s)) => s,
             // Modules not made by our exporter have no such method: the probe call is the only check then.
             _ => return Ok(()),
@@ -162,6 +227,44 @@ impl ScoreModel {
         }
         Ok(())
     }
+}
+
+/// The score `−ẑ/σ(t)` of a native network (which estimates the complex noise ẑ), for input `[B, 4, F, T]`.
+pub(crate) fn native_score(net: &ScoreNet, config: &ModelConfig, input: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let SdeConfig::Ouve { theta, sigma_min, sigma_max } = config.sde else {
+        return Err(Error::invalid("sde", "native networks are OUVE score models"));
+    };
+    let z = net.forward(input, t)?;
+    let sigma = crate::net::ouve_sigma(t, theta, sigma_min, sigma_max)?.f_view([-1, 1, 1, 1])?;
+    Ok(z.f_div(&sigma)?.f_neg()?)
+}
+
+/// Copies `tensors` into the variables of `vs` by name, checking that the names and shapes agree exactly.
+pub(crate) fn load_vars(vs: &mut nn::VarStore, tensors: Vec<(String, Tensor)>, name: &Path) -> Result<()> {
+    let mut vars = vs.variables();
+    let _guard = tch::no_grad_guard();
+    let mut missing: Vec<String> = vars.keys().cloned().collect();
+    for (key, t) in tensors {
+        let Some(var) = vars.get_mut(&key) else {
+            return Err(Error::model(
+                name,
+                format!("unexpected tensor '{key}': the weights do not fit the sidecar's network"),
+            ));
+        };
+        if var.size() != t.size() {
+            return Err(Error::model(
+                name,
+                format!("tensor '{key}' has shape {:?}, the sidecar's network needs {:?}", t.size(), var.size()),
+            ));
+        }
+        var.f_copy_(&t)?;
+        missing.retain(|k| k != &key);
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(Error::model(name, format!("missing tensors: {}", missing.join(", "))));
+    }
+    Ok(())
 }
 
 fn first_line(e: &tch::TchError) -> String {

@@ -47,12 +47,19 @@ impl FrameNoise {
 pub trait SpectrogramSampler {
     /// Short name for messages.
     fn name(&self) -> String;
-    /// Network evaluations per call (progress is reported once per evaluation).
+    /// Network evaluations per call as planned (progress is reported once per evaluation; adaptive samplers give
+    /// an estimate).
     fn nfe(&self) -> usize;
     /// `y` is the transformed, padded noisy spectrogram `[1, 2, F, T]` on the model's device; returns the clean
-    /// estimate of the same shape. `noise` determines all random draws; `step` is called after each network
-    /// evaluation.
-    fn sample(&self, model: &ScoreModel, y: &Tensor, noise: FrameNoise, step: &mut dyn FnMut()) -> Result<Tensor>;
+    /// estimate of the same shape and the network evaluations actually made. `noise` determines all random
+    /// draws; `step` is called after each network evaluation.
+    fn sample(
+        &self,
+        model: &ScoreModel,
+        y: &Tensor,
+        noise: FrameNoise,
+        step: &mut dyn FnMut(),
+    ) -> Result<(Tensor, usize)>;
 }
 
 /// The identity "sampler": returns `y` unchanged without calling the network. The output file then equals the
@@ -67,8 +74,14 @@ impl SpectrogramSampler for Passthrough {
     fn nfe(&self) -> usize {
         0
     }
-    fn sample(&self, _model: &ScoreModel, y: &Tensor, _noise: FrameNoise, _step: &mut dyn FnMut()) -> Result<Tensor> {
-        Ok(y.shallow_clone())
+    fn sample(
+        &self,
+        _model: &ScoreModel,
+        y: &Tensor,
+        _noise: FrameNoise,
+        _step: &mut dyn FnMut(),
+    ) -> Result<(Tensor, usize)> {
+        Ok((y.shallow_clone(), 0))
     }
 }
 
@@ -99,8 +112,14 @@ where
     fn nfe(&self) -> usize {
         self.nfe
     }
-    fn sample(&self, model: &ScoreModel, y: &Tensor, noise: FrameNoise, step: &mut dyn FnMut()) -> Result<Tensor> {
-        (self.f)(model, y, noise, step)
+    fn sample(
+        &self,
+        model: &ScoreModel,
+        y: &Tensor,
+        noise: FrameNoise,
+        step: &mut dyn FnMut(),
+    ) -> Result<(Tensor, usize)> {
+        Ok(((self.f)(model, y, noise, step)?, self.nfe))
     }
 }
 
@@ -309,7 +328,7 @@ impl<'a> Enhancer<'a> {
             times.stft += t0.elapsed();
 
             let t1 = Instant::now();
-            let x = self.sampler.sample(self.model, &y_t, noise, step)?;
+            let (x, nfe) = self.sampler.sample(self.model, &y_t, noise, step)?;
             if x.size() != y_t.size() {
                 return Err(Error::Shape {
                     op: "sampler output",
@@ -320,7 +339,7 @@ impl<'a> Enhancer<'a> {
             let x = Spectrogram::from_tensor(&x.f_to_kind(Kind::Float)?)?;
             times.sampling += t1.elapsed();
             report.chunks += 1;
-            report.nfe += self.sampler.nfe();
+            report.nfe += nfe;
 
             let t2 = Instant::now();
             let x = crop_frames(&x, range.len())?;

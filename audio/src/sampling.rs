@@ -4,12 +4,12 @@
 //! Convention: complex spectrograms are real tensors `[B, 2, F, T]`; the reference's noise z is complex with
 //! variance ½ in each of the real and imaginary parts (E|z|² = 1), and core's OUVE path uses the reference's
 //! σ(t) (σ(1) = 0.388983). Deterministic solvers only need `σ·ε` and are exact in this convention; the prior
-//! draw scales core's standard normal noise by `1/√2`.
+//! draw and the stochastic samplers' draws scale core's standard normal noise by `1/√2` ([`ComplexNoise`]).
 
 use diffuse_core::denoiser::{Conditioning, Denoiser};
 use diffuse_core::param::{Parameterization, Prediction};
 use diffuse_core::path::{NoisePath, Ouve};
-use diffuse_core::solvers::{self, Budget, NoNoise, Solver, SolverOptions, StepInfo};
+use diffuse_core::solvers::{self, Budget, NoNoise, NoiseSource, PredictorCorrector, Solver, SolverOptions, StepInfo};
 use diffuse_core::spacing::{End, GridSpec, Spacing};
 use tch::{Kind, Tensor};
 
@@ -69,7 +69,59 @@ pub fn ouve_path(config: &ModelConfig) -> Result<Ouve> {
     }
 }
 
-/// A deterministic diffuse-core solver on the OUVE path, from the prior at t = 1.
+/// The reference's noise convention for a core [`NoiseSource`]: complex noise with variance ½ in each of the real
+/// and imaginary parts, i.e. the inner source's standard normal draws times `1/√2`. (An I/O convention between
+/// the reference's complex tensors and core's real ones, not solver code.)
+pub struct ComplexNoise<N> {
+    inner: N,
+}
+
+impl<N: NoiseSource> ComplexNoise<N> {
+    /// Wraps a standard normal source.
+    pub fn new(inner: N) -> Self {
+        ComplexNoise { inner }
+    }
+}
+
+impl<N: NoiseSource> NoiseSource for ComplexNoise<N> {
+    fn normal(&mut self, draw: u64, like: &Tensor) -> diffuse_core::Result<Tensor> {
+        Ok(self.inner.normal(draw, like)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)
+    }
+}
+
+/// The frame-indexed streams of [`FrameNoise`] as a core noise source: solver draw `d` is the frames' draw
+/// `d + 1` (draw 0 is the prior), standard normal, shaped `[1, 2, F, T]`.
+pub struct FrameNoiseSource {
+    noise: FrameNoise,
+}
+
+impl FrameNoiseSource {
+    /// The solver's draws for one chunk.
+    pub fn new(noise: FrameNoise) -> Self {
+        FrameNoiseSource { noise }
+    }
+}
+
+impl NoiseSource for FrameNoiseSource {
+    fn normal(&mut self, draw: u64, like: &Tensor) -> diffuse_core::Result<Tensor> {
+        let size = like.size();
+        if size.len() != 4 || size[0] != 1 || size[1] != 2 {
+            return Err(diffuse_core::Error::Shape {
+                op: "frame noise",
+                expected: "[1, 2, F, T]".into(),
+                got: format!("{size:?}"),
+            });
+        }
+        let z = self.noise.normal(draw + 1, size[2], size[3], like.device()).map_err(|e| match e {
+            Error::Torch(t) => diffuse_core::Error::Torch(t),
+            other => diffuse_core::Error::invalid("noise", other.to_string()),
+        })?;
+        Ok(z.f_to_kind(like.kind())?)
+    }
+}
+
+/// A diffuse-core solver on the OUVE path, from the prior at t = 1: deterministic solvers, the reference's
+/// predictor–corrector sampler and its adaptive probability-flow ODE sampler.
 pub struct CoreSampler {
     name: String,
     solver: Box<dyn Solver>,
@@ -77,6 +129,7 @@ pub struct CoreSampler {
     grid: GridSpec,
     budget: Budget,
     nfe: usize,
+    stochastic: bool,
 }
 
 impl CoreSampler {
@@ -85,6 +138,12 @@ impl CoreSampler {
     pub fn new(solver: &str, steps: usize, config: &ModelConfig) -> Result<Self> {
         let path = ouve_path(config)?;
         let built = solvers::build_solver(solver, &SolverOptions::default())?;
+        if built.info().stochastic {
+            return Err(Error::invalid(
+                "sampler",
+                format!("'{solver}' is stochastic; of the stochastic samplers, audio enhance runs 'pc'"),
+            ));
+        }
         let orders = built.plan_steps(steps, true)?;
         let nfe = solvers::plan_cost(built.as_ref(), &orders, true);
         Ok(CoreSampler {
@@ -94,6 +153,31 @@ impl CoreSampler {
             grid: GridSpec::new(Spacing::UniformLambda, End::Zero),
             budget: Budget::Steps(steps),
             nfe,
+            stochastic: false,
+        })
+    }
+
+    /// The reference predictor–corrector sampler (sgmse `get_pc_sampler("reverse_diffusion", "ald")`): core's
+    /// [`PredictorCorrector`] with the reverse-diffusion predictor and the annealed Langevin corrector,
+    /// `corrector_steps` corrector steps of signal-to-noise ratio `snr` per step, `steps` times uniform in t from
+    /// 1 to t_eps and a last step of size t_eps; `steps·(corrector_steps + 1)` network evaluations. It returns the
+    /// last predictor mean.
+    pub fn pc(steps: usize, snr: f64, corrector_steps: usize, config: &ModelConfig) -> Result<Self> {
+        if steps == 0 {
+            return Err(Error::invalid("steps", "need at least 1"));
+        }
+        let path = ouve_path(config)?;
+        let pc = PredictorCorrector { snr, corrector_steps, ..PredictorCorrector::sgmse() };
+        let orders = pc.plan_steps(steps, true)?; // validates snr and corrector steps
+        let nfe = solvers::plan_cost(&pc, &orders, true);
+        Ok(CoreSampler {
+            name: format!("pc (N {steps}, snr {snr}, {corrector_steps} corrector step{})", plural(corrector_steps)),
+            solver: Box::new(pc),
+            path,
+            grid: GridSpec::new(Spacing::UniformT, End::Zero),
+            budget: Budget::Steps(steps),
+            nfe,
+            stochastic: true,
         })
     }
 
@@ -109,8 +193,15 @@ impl CoreSampler {
             path,
             grid: GridSpec::new(Spacing::UniformT, End::Time(config.sampler.t_eps)),
             budget: Budget::Steps(1),
+            // An estimate for progress bars: the reference reports about 140 on its test network.
             nfe: 150,
+            stochastic: false,
         })
+    }
+
+    /// The OUVE path the sampler walks.
+    pub fn path(&self) -> &Ouve {
+        &self.path
     }
 
     /// The prior `x_T = y + σ(T)·z`, z complex standard normal (variance ½ per part), `y` of shape
@@ -118,9 +209,42 @@ impl CoreSampler {
     pub fn prior(&self, y: &Tensor, noise: FrameNoise) -> Result<Tensor> {
         let size = y.size();
         let z = noise.normal(0, size[2], size[3], y.device())?;
-        let sigma_t = self.path.sigma(self.path.t_range().1);
-        Ok(y.f_add(&z.f_mul_scalar(sigma_t * std::f64::consts::FRAC_1_SQRT_2)?)?)
+        self.prior_with(y, &z.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)
     }
+
+    /// The prior `x_T = y + σ(T)·z` for a given complex noise z (variance ½ per part).
+    pub fn prior_with(&self, y: &Tensor, z: &Tensor) -> Result<Tensor> {
+        let sigma_t = self.path.sigma(self.path.t_range().1);
+        Ok(y.f_add(&z.f_mul_scalar(sigma_t)?)?)
+    }
+
+    /// Runs the solver from `x_t` (at t = 1) with `denoiser` conditioned on `y`, drawing noise (stochastic
+    /// samplers) from `noise` in the reference's convention (see [`ComplexNoise`]).
+    pub fn solve(
+        &self,
+        denoiser: &dyn Denoiser,
+        y: &Tensor,
+        x_t: &Tensor,
+        noise: &mut dyn NoiseSource,
+        observer: &mut dyn solvers::Observer,
+    ) -> Result<solvers::Sample> {
+        let cond = Conditioning::with_anchor(y.shallow_clone());
+        Ok(solvers::sample(
+            self.solver.as_ref(),
+            &self.path,
+            denoiser,
+            &cond,
+            x_t,
+            &self.grid,
+            self.budget,
+            noise,
+            observer,
+        )?)
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 impl SpectrogramSampler for CoreSampler {
@@ -130,55 +254,62 @@ impl SpectrogramSampler for CoreSampler {
     fn nfe(&self) -> usize {
         self.nfe
     }
-    fn sample(&self, model: &ScoreModel, y: &Tensor, noise: FrameNoise, step: &mut dyn FnMut()) -> Result<Tensor> {
+    fn sample(
+        &self,
+        model: &ScoreModel,
+        y: &Tensor,
+        noise: FrameNoise,
+        step: &mut dyn FnMut(),
+    ) -> Result<(Tensor, usize)> {
         let x_t = self.prior(y, noise)?;
         let denoiser = SgmseDenoiser::new(model);
-        let cond = Conditioning::with_anchor(y.shallow_clone());
         let mut reported = 0usize;
         let mut observer = |info: &StepInfo<'_>| -> diffuse_core::Result<()> {
-            while reported < info.nfe.min(self.nfe) {
+            while reported < info.nfe {
                 step();
                 reported += 1;
             }
             Ok(())
         };
-        let out = solvers::sample(
-            self.solver.as_ref(),
-            &self.path,
-            &denoiser,
-            &cond,
-            &x_t,
-            &self.grid,
-            self.budget,
-            &mut NoNoise,
-            &mut observer,
-        )?;
-        Ok(out.x)
+        let out = if self.stochastic {
+            let mut source = ComplexNoise::new(FrameNoiseSource::new(noise));
+            self.solve(&denoiser, y, &x_t, &mut source, &mut observer)?
+        } else {
+            self.solve(&denoiser, y, &x_t, &mut NoNoise, &mut observer)?
+        };
+        Ok((out.x, out.nfe))
     }
 }
 
 /// Sampler names `diffuse audio enhance --sampler` accepts besides core's solver names.
 pub const SPECIAL_SAMPLERS: &[&str] = &["pc", "ode", "passthrough"];
 
-/// Builds the sampler `name` for a model: `pc` (the reference predictor–corrector), `ode` (the reference
-/// probability-flow ODE), `passthrough` (no model call), or any deterministic diffuse-core solver (`dpm++2m`,
-/// `unipc-bh2`, `heun`, ...) with `steps` intervals.
-pub fn build_sampler(name: &str, steps: Option<usize>, config: &ModelConfig) -> Result<Box<dyn SpectrogramSampler>> {
+/// Builds the sampler `name` for a model: `pc` (the reference predictor–corrector; `snr` and the corrector steps
+/// default to the sidecar's), `ode` (the reference probability-flow ODE), `passthrough` (no model call), or any
+/// deterministic diffuse-core solver (`dpm++2m`, `unipc-bh2`, `heun`, ...) with `steps` intervals (default: the
+/// sidecar's steps for its own sampler, 10 otherwise).
+pub fn build_sampler(
+    name: &str,
+    steps: Option<usize>,
+    snr: Option<f64>,
+    config: &ModelConfig,
+) -> Result<Box<dyn SpectrogramSampler>> {
+    let own = (name == config.sampler.name).then_some(config.sampler.steps);
+    let steps = steps.or(own);
+    if steps == Some(0) {
+        return Err(Error::invalid("steps", "need at least 1"));
+    }
     match name {
         "passthrough" => Ok(Box::new(Passthrough)),
-        "pc" => Err(Error::SamplerUnavailable {
-            name: "pc".into(),
-            reason: "the reference predictor–corrector sampler needs diffuse-core's stochastic samplers, which are \
-                     not merged yet; use --sampler ode or a deterministic solver such as dpm++2m"
-                .into(),
-        }),
-        "ode" => Ok(Box::new(CoreSampler::reference_ode(config)?)),
-        solver => {
-            let steps = steps.unwrap_or(10);
-            if steps == 0 {
-                return Err(Error::invalid("steps", "need at least 1"));
-            }
-            Ok(Box::new(CoreSampler::new(solver, steps, config)?))
+        "pc" => {
+            let (default_snr, corrector) = if config.sampler.name == "pc" {
+                (config.sampler.snr, config.sampler.corrector_steps.max(1))
+            } else {
+                (0.5, 1)
+            };
+            Ok(Box::new(CoreSampler::pc(steps.unwrap_or(30), snr.unwrap_or(default_snr), corrector, config)?))
         }
+        "ode" => Ok(Box::new(CoreSampler::reference_ode(config)?)),
+        solver => Ok(Box::new(CoreSampler::new(solver, steps.unwrap_or(10), config)?)),
     }
 }

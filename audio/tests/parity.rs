@@ -164,53 +164,61 @@ fn ouve_check_values() {
     assert!((ouve_sigma(1.0, 2.0, 0.1, 1.0) - 0.73148).abs() < 5e-6);
 }
 
-/// The reference PC sampler (reverse-diffusion predictor + annealed Langevin corrector), written out step by step
-/// with the reference's recorded noise: an executable specification of its conventions (time grid, step sizes,
-/// noise order, returned mean). It checks the fixture and the model adapter together.
-// TODO(core): once diffuse-core's PC sampler lands, call it with `noise` injected in the same order and compare
-// with `result` the same way (tests/tests/audio.rs or here).
+/// A denoiser that records every network input (x_t and t) of the wrapped one.
+struct Recording<'a> {
+    inner: diffuse_audio::sampling::SgmseDenoiser<'a>,
+    calls: std::cell::RefCell<Vec<(Tensor, f64)>>,
+}
+
+impl diffuse_core::Denoiser for Recording<'_> {
+    fn parameterization(&self) -> diffuse_core::Parameterization {
+        self.inner.parameterization()
+    }
+    fn predict(
+        &self,
+        x: &Tensor,
+        t: f64,
+        cond: &diffuse_core::Conditioning,
+    ) -> diffuse_core::Result<diffuse_core::Prediction> {
+        self.calls.borrow_mut().push((x.copy(), t));
+        self.inner.predict(x, t, cond)
+    }
+}
+
+/// The reference PC sampler (reverse-diffusion predictor + annealed Langevin corrector, N 10, snr 0.5) is
+/// diffuse-core's predictor–corrector sampler: replaying the reference's recorded noise (prior x_T = y + σ(1)·z
+/// from draw 0, then the corrector and predictor draws of each step in order), every network input and the
+/// returned mean agree with the reference run.
 #[test]
-fn reference_pc_steps_reproduce_the_fixture() {
+fn core_pc_sampler_reproduces_the_reference_pc_sampler() {
+    use diffuse_audio::sampling::{CoreSampler, SgmseDenoiser};
+    use diffuse_core::solvers::FixedNoise;
     let f = load("pc_sampler.safetensors");
     let calls = load("pc_calls.safetensors");
     let model = tiny_model();
-    let (theta, smin, smax) = (1.5, 0.05, 0.5);
-    let n = 10usize;
-    let (snr, t_eps) = (0.5, 0.03);
+    let pc = CoreSampler::pc(10, 0.5, 1, model.config()).unwrap();
     let y = f["y"].shallow_clone();
     let noise = &f["noise"];
-    let z = |i: i64| noise.get(i);
-    let ts: Vec<f64> = (0..n).map(|i| 1.0 + (t_eps - 1.0) * i as f64 / (n - 1) as f64).collect();
+    // The recorded draws are already the reference's complex noise (variance ½ per part): replayed as they are.
+    let x_t = pc.prior_with(&y, &noise.get(0)).unwrap();
+    let mut replay = FixedNoise::new((1..noise.size()[0]).map(|i| noise.get(i)).collect());
+    let recording = Recording { inner: SgmseDenoiser::new(&model), calls: Default::default() };
+    let out = pc.solve(&recording, &y, &x_t, &mut replay, &mut ()).unwrap();
+    assert_eq!(out.nfe, 20, "10 steps × (corrector + predictor)");
     let t_calls = vec_f32(&f["t_calls"]);
-    let mut x = &y + z(0) * ouve_sigma(1.0, theta, smin, smax);
-    let mut x_mean = x.shallow_clone();
-    let mut call = 0i64;
-    let mut check = |x: &Tensor, t: f64| {
-        assert!((f64::from(t_calls[call as usize]) - t).abs() < 1e-6, "time of call {call}");
-        let err = rel_err_t(x, &calls["x"].get(call));
-        assert!(err < 1e-4, "network input of call {call} differs by {err}");
-        call += 1;
-    };
-    for i in 0..n {
-        let t = ts[i];
-        // The reference's last step goes from t_eps to 0.
-        let dt = if i + 1 < n { t - ts[i + 1] } else { ts[n - 1] };
-        let tt = Tensor::from_slice(&[t as f32]);
-        // Corrector (annealed Langevin): step = 2(snr·σ(t))².
-        check(&x, t);
-        let score = model.score(&x, &y, &tt).unwrap();
-        let step = 2.0 * (snr * ouve_sigma(t, theta, smin, smax)).powi(2);
-        let xm = &x + score * step;
-        x = &xm + z(1 + 2 * i as i64) * (2.0 * step).sqrt();
-        // Predictor (reverse diffusion): x_mean = x − θ(y − x)dt + g²·score·dt, x = x_mean + g√dt·z.
-        check(&x, t);
-        let score = model.score(&x, &y, &tt).unwrap();
-        let g = ouve_g(t, smin, smax);
-        x_mean = &x - (&y - &x) * (theta * dt) + score * (g * g * dt);
-        x = &x_mean + z(2 + 2 * i as i64) * (g * dt.sqrt());
+    let seen = recording.calls.borrow();
+    assert_eq!(seen.len(), 20);
+    for (k, (x, t)) in seen.iter().enumerate() {
+        assert!((f64::from(t_calls[k]) - t).abs() < 1e-6, "time of call {k}: {t} vs {}", t_calls[k]);
+        let err = rel_err_t(x, &calls["x"].get(k as i64));
+        assert!(err < 1e-4, "network input of call {k} differs by {err}");
     }
-    let err = rel_err_t(&x_mean, &f["result"]);
+    let err = rel_err_t(&out.x, &f["result"]);
     assert!(err < 1e-4, "PC result relative error {err}");
+    // The noise matters: other draws give another result.
+    let mut other = FixedNoise::new((1..noise.size()[0]).map(|i| noise.get(i).flip([3])).collect());
+    let out2 = pc.solve(&SgmseDenoiser::new(&model), &y, &x_t, &mut other, &mut ()).unwrap();
+    assert!(rel_err_t(&out2.x, &f["result"]) > 1e-2);
 }
 
 #[test]

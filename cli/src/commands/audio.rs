@@ -19,6 +19,132 @@ use super::Context;
 pub enum AudioCommand {
     /// Enhance noisy speech with a score-based model (SGMSE+): one file, several files or folders.
     Enhance(EnhanceArgs),
+    /// Train a native score network on clean speech and noise mixed on the fly.
+    Train(TrainArgs),
+    /// Score enhanced files against clean references (SI-SDR, ESTOI), matched by relative path.
+    Eval(EvalArgs),
+    /// Quality vs NFE and real-time factor of samplers on (clean, noisy) pairs.
+    Bench(BenchArgs),
+}
+
+/// Arguments of `diffuse audio eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Folder of clean references.
+    #[arg(long, value_name = "DIR")]
+    pub clean: PathBuf,
+    /// Folder of enhanced files (same relative paths as the clean ones).
+    #[arg(long, value_name = "DIR")]
+    pub enhanced: PathBuf,
+    /// Folder of the noisy inputs: adds their scores and the improvement.
+    #[arg(long, value_name = "DIR")]
+    pub noisy: Option<PathBuf>,
+    /// Also write the per-file table as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Overwrite an existing CSV file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `diffuse audio bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Folder of clean references.
+    #[arg(long, value_name = "DIR")]
+    pub clean: PathBuf,
+    /// Folder of noisy inputs (same relative paths).
+    #[arg(long, value_name = "DIR")]
+    pub noisy: PathBuf,
+    /// Model (default: the built-in model).
+    #[arg(long, value_name = "PATH|NAME")]
+    pub model: Option<String>,
+    /// Samplers: pc (2 NFE per step), ode (Heun on the probability-flow ODE, 2 NFE per step), or core solvers.
+    #[arg(long, default_value = "pc,ode,dpm++2m,unipc-bh2", value_delimiter = ',')]
+    pub samplers: Vec<String>,
+    /// Step counts.
+    #[arg(long, default_value = "5,10,20,30", value_delimiter = ',')]
+    pub steps: Vec<usize>,
+    /// Use at most this many pairs.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Write the results as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a Markdown table.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write an SVG plot of SI-SDR vs NFE.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `diffuse audio train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Folder(s) of clean speech (.wav, searched recursively; any rate, resampled to 16 kHz).
+    #[arg(long, required = true, num_args = 1.., value_name = "DIR")]
+    pub clean: Vec<PathBuf>,
+    /// Folder(s) of noise.
+    #[arg(long, required = true, num_args = 1.., value_name = "DIR")]
+    pub noise: Vec<PathBuf>,
+    /// Validation clean speech (SI-SDR and ESTOI of a 10-step DPM-Solver++ enhancement each epoch).
+    #[arg(long, value_name = "DIR")]
+    pub val_clean: Option<PathBuf>,
+    /// Validation noise (default: the training noise).
+    #[arg(long, value_name = "DIR")]
+    pub val_noise: Option<PathBuf>,
+    /// Output folder: model.safetensors + model.json (EMA weights), checkpoint.safetensors.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Optimisation steps in total.
+    #[arg(long, default_value_t = 20_000)]
+    pub steps: u64,
+    /// Mixtures per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// STFT frames per crop (128 frames ≈ 1 s at 16 kHz).
+    #[arg(long, default_value_t = 128)]
+    pub crop_frames: usize,
+    /// SNR range of the mixtures in dB, LOW:HIGH.
+    #[arg(long, default_value = "-5:20", value_name = "LOW:HIGH")]
+    pub snr: String,
+    /// After peak normalisation, mixtures are scaled by a random gain down to −DB dB.
+    #[arg(long, default_value_t = 6.0, value_name = "DB")]
+    pub gain_jitter: f64,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    /// EMA decay of the weights (the EMA weights are the model).
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f64,
+    /// Gradients are clipped to this global norm.
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    /// Write a checkpoint (and the model) every N steps.
+    #[arg(long, default_value_t = 250, value_name = "N")]
+    pub checkpoint_every: u64,
+    /// Validate every N steps (default: every epoch, a pass over the clean clips).
+    #[arg(long, value_name = "N")]
+    pub val_every: Option<u64>,
+    /// Number of validation mixtures (2 s each, 0–10 dB SNR).
+    #[arg(long, default_value_t = 16)]
+    pub val_items: usize,
+    /// Channels of the network's levels.
+    #[arg(long, default_value = "32,64,96,128", value_delimiter = ',')]
+    pub channels: Vec<usize>,
+    /// Residual blocks per level.
+    #[arg(long, default_value_t = 1)]
+    pub res_blocks: usize,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Start over even if --out holds a run.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `diffuse audio enhance`.
@@ -31,9 +157,10 @@ pub struct EnhanceArgs {
     /// receives the same relative paths (default `<folder>_enhanced` for one folder).
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// Model: a TorchScript file with its .json sidecar beside it, or the name of an installed model.
-    #[arg(long, value_name = "PATH|NAME", default_value = "sgmse")]
-    pub model: String,
+    /// Model: a TorchScript (.pt) or native (.safetensors) file with its .json sidecar beside it, or the name of
+    /// an installed model (default: the built-in model).
+    #[arg(long, value_name = "PATH|NAME")]
+    pub model: Option<String>,
     /// Sampler: auto (the model's own), pc, ode, passthrough (no enhancement; checks the audio chain), or a
     /// diffuse-core solver such as dpm++2m, dpm++3m, unipc-bh2, heun, ddim.
     #[arg(long, default_value = "auto")]
@@ -59,6 +186,24 @@ pub struct EnhanceArgs {
 pub fn run(ctx: &Context, cmd: &AudioCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AudioCommand::Enhance(args) => enhance(ctx, args),
+        AudioCommand::Train(args) => train(ctx, args),
+        AudioCommand::Eval(args) => eval(ctx, args),
+        AudioCommand::Bench(args) => bench(ctx, args),
+    }
+}
+
+/// Loads the model `spec` (a path or an installed name), or the built-in model for `None`/`builtin`; returns it
+/// with its name for messages.
+fn load_model(spec: Option<&str>, device: tch::Device) -> anyhow::Result<(ScoreModel, String)> {
+    match spec {
+        None | Some("builtin") | Some("default") | Some(diffuse_audio::default_model::NAME) => {
+            Ok((diffuse_audio::default_model::load(device)?, diffuse_audio::default_model::NAME.to_string()))
+        }
+        Some(spec) => {
+            let path = resolve_model(spec)?;
+            let model = ScoreModel::load(&path, device)?;
+            Ok((model, path.display().to_string()))
+        }
     }
 }
 
@@ -68,14 +213,16 @@ fn resolve_model(spec: &str) -> anyhow::Result<PathBuf> {
     if as_path.is_file() {
         return Ok(as_path);
     }
-    if spec.contains('/') || spec.ends_with(".pt") {
+    if spec.contains('/') || spec.ends_with(".pt") || spec.ends_with(".safetensors") {
         bail!("model {spec}: no such file");
     }
     let dirs = diffuse_core::models::model_dirs();
     for dir in &dirs {
-        for candidate in [dir.join(format!("{spec}.pt")), dir.join(spec).join(format!("{spec}.pt"))] {
-            if candidate.is_file() {
-                return Ok(candidate);
+        for ext in ["pt", "safetensors"] {
+            for candidate in [dir.join(format!("{spec}.{ext}")), dir.join(spec).join(format!("{spec}.{ext}"))] {
+                if candidate.is_file() {
+                    return Ok(candidate);
+                }
             }
         }
     }
@@ -189,28 +336,16 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
     chunking.validate().context("--chunk-frames/--overlap-frames")?;
 
     let device = ctx.device()?;
-    let model_path = resolve_model(&args.model)?;
-    let model = ScoreModel::load(&model_path, device)?;
+    let (model, model_name) = load_model(args.model.as_deref(), device)?;
     let cfg = model.config().clone();
-    let (name, steps) = match args.sampler.as_str() {
-        "auto" => (cfg.sampler.name.clone(), args.steps.or(Some(cfg.sampler.steps))),
-        s if s == cfg.sampler.name => (s.to_string(), args.steps.or(Some(cfg.sampler.steps))),
-        s => (s.to_string(), args.steps),
-    };
+    let name = if args.sampler == "auto" { cfg.sampler.name.clone() } else { args.sampler.clone() };
     if args.snr.is_some() && name != "pc" {
         p.warn(format!("--snr only applies to the pc sampler; ignored for {name}"));
     }
-    let sampler: Box<dyn SpectrogramSampler> = match build_sampler(&name, steps, &cfg) {
-        Ok(s) => s,
-        Err(diffuse_audio::Error::SamplerUnavailable { name: missing, reason }) if args.sampler == "auto" => {
-            p.warn(format!("the model's sampler '{missing}' is not available ({reason}); using dpm++2m with 10 steps"));
-            build_sampler("dpm++2m", args.steps.or(Some(10)), &cfg)?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let sampler: Box<dyn SpectrogramSampler> = build_sampler(&name, args.steps, args.snr, &cfg)?;
     p.verbose(format!(
         "model {} ({} Hz, {:?}), sampler {} ({} NFE per chunk), chunks of {} frames with {} overlap",
-        model_path.display(),
+        model_name,
         cfg.sample_rate,
         cfg.sde,
         sampler.name(),
@@ -322,6 +457,320 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
         if why.contains(&shown) { eprintln!("  {why}") } else { eprintln!("  {shown}: {why}") }
     }
     Ok(ExitCode::from(1))
+}
+
+fn eval(ctx: &Context, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let p = &ctx.printer;
+    let report = diffuse_audio::eval::evaluate(&args.clean, &args.enhanced, args.noisy.as_deref())?;
+    let has_noisy = args.noisy.is_some();
+    let mut table = String::new();
+    let mut csv = String::from("file,si_sdr_db,estoi,pesq_wb");
+    if has_noisy {
+        csv.push_str(",noisy_si_sdr_db,noisy_estoi,noisy_pesq_wb,si_sdr_improvement_db,estoi_improvement");
+    }
+    csv.push('\n');
+    for r in &report.rows {
+        let f = r.file.display().to_string();
+        let pesq = |s: &diffuse_audio::eval::Scores| s.pesq.map_or("-".to_string(), |p| format!("{p:.2}"));
+        let mut line = format!("{f:<40} {:>8.2} {:>7.3} {:>6}", r.enhanced.si_sdr, r.enhanced.estoi, pesq(&r.enhanced));
+        csv.push_str(&format!(
+            "{},{:.4},{:.5},{}",
+            f.replace(',', "_"),
+            r.enhanced.si_sdr,
+            r.enhanced.estoi,
+            r.enhanced.pesq.map_or(String::new(), |p| format!("{p:.4}"))
+        ));
+        if let Some(n) = r.noisy {
+            line.push_str(&format!(
+                " {:>8.2} {:>7.3} {:>6} {:>+8.2} {:>+7.3}",
+                n.si_sdr,
+                n.estoi,
+                pesq(&n),
+                r.enhanced.si_sdr - n.si_sdr,
+                r.enhanced.estoi - n.estoi
+            ));
+            csv.push_str(&format!(
+                ",{:.4},{:.5},{},{:.4},{:.5}",
+                n.si_sdr,
+                n.estoi,
+                n.pesq.map_or(String::new(), |p| format!("{p:.4}")),
+                r.enhanced.si_sdr - n.si_sdr,
+                r.enhanced.estoi - n.estoi
+            ));
+        }
+        csv.push('\n');
+        table.push_str(&line);
+        table.push('\n');
+    }
+    let header = if has_noisy {
+        format!(
+            "{:<40} {:>8} {:>7} {:>6} {:>8} {:>7} {:>6} {:>8} {:>7}",
+            "file", "SI-SDR", "ESTOI", "PESQ", "noisy", "noisy", "noisy", "ΔSI-SDR", "ΔESTOI"
+        )
+    } else {
+        format!("{:<40} {:>8} {:>7} {:>6}", "file", "SI-SDR", "ESTOI", "PESQ")
+    };
+    if ctx.global.verbose > 0 || report.rows.len() <= 50 {
+        println!("{header}\n{table}");
+    }
+    if let Some((e, n)) = report.means() {
+        match n {
+            Some(n) => println!(
+                "mean of {} files: SI-SDR {:.2} dB (noisy {:.2}, improvement {:+.2} dB), ESTOI {:.3} (noisy {:.3}, improvement {:+.3}){}",
+                report.rows.len(),
+                e.si_sdr,
+                n.si_sdr,
+                e.si_sdr - n.si_sdr,
+                e.estoi,
+                n.estoi,
+                e.estoi - n.estoi,
+                match (e.pesq, n.pesq) {
+                    (Some(a), Some(b)) => format!(", PESQ-WB {a:.2} (noisy {b:.2})"),
+                    _ => String::new(),
+                }
+            ),
+            None => println!(
+                "mean of {} files: SI-SDR {:.2} dB, ESTOI {:.3}{}",
+                report.rows.len(),
+                e.si_sdr,
+                e.estoi,
+                e.pesq.map_or(String::new(), |p| format!(", PESQ-WB {p:.2}"))
+            ),
+        }
+    }
+    if let Some(path) = &args.csv {
+        diffuse_core::io::write_bytes_atomic(path, args.force, csv.as_bytes())?;
+        p.info(format!("per-file table written to {}", path.display()));
+    }
+    if report.failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "{} file{} could not be scored:",
+        report.failures.len(),
+        if report.failures.len() == 1 { "" } else { "s" }
+    );
+    for (f, why) in &report.failures {
+        let shown = f.display().to_string();
+        if why.contains(&shown) { eprintln!("  {why}") } else { eprintln!("  {shown}: {why}") }
+    }
+    Ok(ExitCode::from(1))
+}
+
+fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::plot::{Plot, Series};
+    let p = &ctx.printer;
+    for out in [&args.json, &args.markdown, &args.plot].into_iter().flatten() {
+        anyhow::ensure!(!out.exists() || args.force, "{}: already exists (use --force to overwrite)", out.display());
+    }
+    let device = ctx.device()?;
+    let (model, model_name) = load_model(args.model.as_deref(), device)?;
+    let rate = model.config().sample_rate;
+    let pairs = diffuse_audio::eval::read_pairs(&args.clean, &args.noisy, rate, args.limit)?;
+    let audio_s: f64 = pairs.iter().map(|(_, c, _)| c.len() as f64).sum::<f64>() / f64::from(rate);
+    p.info(format!("{} pairs ({audio_s:.1} s of audio), model {model_name}", pairs.len()));
+    let noisy = {
+        let (mut si, mut es, mut pq) = (0.0, 0.0, 0.0);
+        for (_, c, y) in &pairs {
+            let s = diffuse_audio::eval::score(c, y, rate);
+            si += s.si_sdr;
+            es += s.estoi;
+            pq += s.pesq.unwrap_or(f64::NAN);
+        }
+        let k = pairs.len() as f64;
+        (si / k, es / k, pq / k)
+    };
+    let data: Vec<(Vec<f32>, Vec<f32>)> = pairs.into_iter().map(|(_, c, y)| (c, y)).collect();
+    let total = (args.samplers.len() * args.steps.len() * data.len()) as u64;
+    let bar = p.progress(total, "benchmark");
+    let mut points = Vec::new();
+    for name in &args.samplers {
+        // `ode` at a fixed step count: Heun on the probability-flow ODE (the reference's own ODE sampler is
+        // adaptive; `diffuse audio enhance --sampler ode` runs that one).
+        let solver = if name == "ode" { "heun" } else { name.as_str() };
+        bar.set_message(name.clone());
+        let mut pts =
+            diffuse_audio::eval::bench_sampler(&model, &data, solver, &args.steps, ctx.global.seed, &mut || {
+                bar.inc(1)
+            })?;
+        for pt in &mut pts {
+            pt.sampler = name.clone();
+        }
+        points.extend(pts);
+    }
+    bar.finish_and_clear();
+    let mut md = format!(
+        "| sampler | steps | NFE | SI-SDR (dB) | ΔSI-SDR (dB) | ESTOI | ΔESTOI | PESQ-WB | RTF |\n|---|---|---|---|---|---|---|---|---|\n| noisy input | – | 0 | {:.2} | – | {:.3} | – | {:.2} | – |\n",
+        noisy.0, noisy.1, noisy.2
+    );
+    for pt in &points {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.2} | {:+.2} | {:.3} | {:+.3} | {} | {:.3} |\n",
+            pt.sampler,
+            pt.steps,
+            pt.nfe,
+            pt.scores.si_sdr,
+            pt.scores.si_sdr - noisy.0,
+            pt.scores.estoi,
+            pt.scores.estoi - noisy.1,
+            pt.scores.pesq.map_or("–".to_string(), |p| format!("{p:.2}")),
+            pt.rtf
+        ));
+    }
+    print!("{md}");
+    if let Some(path) = &args.markdown {
+        diffuse_core::io::write_bytes_atomic(path, args.force, md.as_bytes())?;
+    }
+    if let Some(path) = &args.json {
+        let j = serde_json::json!({
+            "model": model_name, "noisy": {"si_sdr": noisy.0, "estoi": noisy.1, "pesq_wb": noisy.2}, "points": points
+        });
+        diffuse_core::io::write_bytes_atomic(path, args.force, serde_json::to_string_pretty(&j)?.as_bytes())?;
+    }
+    if let Some(path) = &args.plot {
+        let mut series: Vec<Series> = args
+            .samplers
+            .iter()
+            .map(|s| Series {
+                name: s.clone(),
+                points: points.iter().filter(|pt| &pt.sampler == s).map(|pt| (pt.nfe, pt.scores.si_sdr)).collect(),
+            })
+            .collect();
+        let max_nfe = points.iter().map(|pt| pt.nfe).fold(1.0, f64::max);
+        series.push(Series { name: "noisy input".into(), points: vec![(1.0, noisy.0), (max_nfe, noisy.0)] });
+        let plot = Plot {
+            title: format!("SI-SDR vs model evaluations ({model_name})"),
+            x_label: "network evaluations (NFE)".into(),
+            y_label: "SI-SDR (dB)".into(),
+            x_log: true,
+            y_log: false,
+            series,
+        };
+        diffuse_core::io::write_bytes_atomic(path, args.force, plot.to_svg().as_bytes())?;
+        p.info(format!("plot written to {}", path.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(f64, f64)> {
+    let (a, b) = s.split_once(':').with_context(|| format!("'{s}': expected LOW:HIGH, e.g. -5:20"))?;
+    let lo: f64 = a.trim().parse().with_context(|| format!("'{a}' is not a number"))?;
+    let hi: f64 = b.trim().parse().with_context(|| format!("'{b}' is not a number"))?;
+    anyhow::ensure!(lo <= hi, "'{s}': LOW must not exceed HIGH");
+    Ok((lo, hi))
+}
+
+fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    use diffuse_audio::train::{TrainEvent, TrainOptions};
+    let p = &ctx.printer;
+    let mut opts = TrainOptions::new(args.clean.clone(), args.noise.clone(), args.out.clone());
+    opts.val_clean = args.val_clean.clone();
+    opts.val_noise = args.val_noise.clone();
+    opts.steps = args.steps;
+    opts.batch = args.batch;
+    opts.crop_frames = args.crop_frames;
+    opts.snr_db = parse_range(&args.snr).context("--snr")?;
+    opts.gain_jitter_db = args.gain_jitter;
+    opts.lr = args.lr;
+    opts.ema_decay = args.ema;
+    opts.grad_clip = args.grad_clip;
+    opts.checkpoint_every = args.checkpoint_every;
+    opts.val_every = args.val_every;
+    opts.val_items = args.val_items;
+    opts.resume = args.resume;
+    opts.force = args.force;
+    opts.seed = ctx.global.seed;
+    opts.device = ctx.device()?;
+    if let Some(net) = opts.model.network.as_mut() {
+        net.channels = args.channels.clone();
+        net.res_blocks = args.res_blocks;
+    }
+
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut window: Vec<f64> = Vec::new();
+    let mut last = Instant::now();
+    let mut first_step = 0u64;
+    let start = Instant::now();
+    let batch = args.batch;
+    let mut on_event = |e: TrainEvent| match e {
+        TrainEvent::Data { clean, noise, val_items, notes } => {
+            p.info(format!(
+                "data: {} clean clips ({:.1} min), {} noise clips ({:.1} min), {}",
+                clean.0,
+                clean.1 / 60.0,
+                noise.0,
+                noise.1 / 60.0,
+                if val_items > 0 { format!("{val_items} validation mixtures") } else { "no validation".into() }
+            ));
+            for n in notes {
+                p.info(format!("  {n}"));
+            }
+        }
+        TrainEvent::Start { step, steps, parameters } => {
+            p.info(format!("training {parameters} parameters from step {step} to {steps}"));
+            first_step = step.saturating_sub(1);
+            let b = p.progress(steps, "training");
+            b.set_position(step.saturating_sub(1));
+            bar = Some(b);
+        }
+        TrainEvent::Step { step, loss, grad_norm } => {
+            window.push(loss);
+            if window.len() > 50 {
+                window.remove(0);
+            }
+            if let Some(b) = &bar {
+                b.set_position(step);
+                if last.elapsed().as_secs_f64() > 0.5 || step % 50 == 0 {
+                    last = Instant::now();
+                    let rate = (step - first_step) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                    b.set_message(format!(
+                        "loss {:.4} (mean of {}), grad {:.2}, {:.2} steps/s, {:.1} clips/s",
+                        window.iter().sum::<f64>() / window.len() as f64,
+                        window.len(),
+                        grad_norm,
+                        rate,
+                        rate * batch as f64
+                    ));
+                }
+            }
+            if step % 100 == 0 && bar.as_ref().is_none_or(|b| b.is_hidden()) {
+                p.verbose(format!("step {step}: loss {loss:.5}, grad norm {grad_norm:.3}"));
+            }
+        }
+        TrainEvent::Validation(v) => {
+            let msg = format!(
+                "step {}: validation SI-SDR {:.2} dB (noisy {:.2}), ESTOI {:.3} (noisy {:.3})",
+                v.step, v.si_sdr, v.noisy_si_sdr, v.estoi, v.noisy_estoi
+            );
+            match &bar {
+                Some(b) if !b.is_hidden() => b.println(msg),
+                _ => p.info(msg),
+            }
+        }
+        TrainEvent::Checkpoint { step, path } => {
+            p.verbose(format!("step {step}: checkpoint {}", path.display()));
+        }
+    };
+    let result = diffuse_audio::train::train(&opts, &mut on_event);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let summary = result?;
+    println!(
+        "trained {} steps (to step {}) in {:.1} min; model: {}{}",
+        summary.steps_run,
+        summary.step,
+        summary.seconds / 60.0,
+        summary.model.display(),
+        summary
+            .last_validation
+            .map(|v| format!(
+                "; validation SI-SDR {:.2} dB (noisy {:.2}), ESTOI {:.3} (noisy {:.3})",
+                v.si_sdr, v.noisy_si_sdr, v.estoi, v.noisy_estoi
+            ))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

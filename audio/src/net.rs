@@ -1,0 +1,439 @@
+//! A native score network of the NCSN++ family in tch, sized for CPU inference.
+//!
+//! Input: the contract's 4 real channels `[Re x_t, Im x_t, Re y, Im y]` of shape `[B, 4, F, T]` and t `[B]`.
+//! Layout (NCSN++'s ingredients, fewer and narrower levels):
+//! - Gaussian Fourier embedding of ln t (fixed random frequencies × `fourier_scale`), then a two-layer MLP;
+//! - a 2×2 space-to-depth stem (`[B, 4, F, T]` → `[B, 16, F/2, T/2]`) so the first level works at half
+//!   resolution (F = 256 bins would otherwise dominate the cost), and the inverse at the output;
+//! - a U-Net: per level `res_blocks` residual blocks (GroupNorm, SiLU, 3×3 conv, time embedding added, skip
+//!   rescaled by 1/√2 as NCSN++'s `skip_rescale`), stride-2 convolutions down, nearest upsampling + conv up,
+//!   skip connections concatenated; self-attention at the lowest resolution;
+//! - the output is the noise estimate `ẑ` (complex, as `[Re, Im]`); the score is `−ẑ/σ(t)` (NCSN++'s
+//!   `scale_by_sigma` idea), so the reference's denoising score-matching loss `|σ·score + z|²` is `|z − ẑ|²`.
+//!
+//! Frames must be a multiple of `2^levels` (the sidecar's `pad.multiple`).
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Init};
+use tch::{Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// The architecture of a native network (the sidecar's `network` field).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Architecture name; this build knows `ncsnpp-s`.
+    pub arch: String,
+    /// Channels of each U-Net level (the first works at half the STFT resolution).
+    pub channels: Vec<usize>,
+    /// Residual blocks per level on the way down (one more on the way up).
+    pub res_blocks: usize,
+    /// Self-attention blocks at the lowest level.
+    #[serde(default = "one_usize")]
+    pub attention: usize,
+    /// Number of Fourier frequencies of the time embedding.
+    pub fourier_features: usize,
+    /// Standard deviation of the Fourier frequencies (NCSN++: 16).
+    pub fourier_scale: f64,
+    /// Groups of every GroupNorm (must divide every level's channels).
+    pub groups: usize,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+impl NetConfig {
+    /// The network of the shipped default model: about 2 M parameters, 4 levels.
+    pub fn small() -> Self {
+        NetConfig {
+            arch: "ncsnpp-s".into(),
+            channels: vec![32, 64, 96, 128],
+            res_blocks: 1,
+            attention: 1,
+            fourier_features: 32,
+            fourier_scale: 16.0,
+            groups: 8,
+        }
+    }
+
+    /// A very small network for tests.
+    pub fn tiny() -> Self {
+        NetConfig {
+            arch: "ncsnpp-s".into(),
+            channels: vec![8, 16],
+            res_blocks: 1,
+            attention: 1,
+            fourier_features: 8,
+            fourier_scale: 16.0,
+            groups: 4,
+        }
+    }
+
+    /// Frames must be a multiple of this: the stem halves T, each level but the last halves it again.
+    pub fn frame_multiple(&self) -> usize {
+        2usize << (self.channels.len().saturating_sub(1))
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |r: String| Err(Error::invalid("network", r));
+        if self.arch != "ncsnpp-s" {
+            return bad(format!("unknown architecture '{}' (this build knows ncsnpp-s)", self.arch));
+        }
+        if self.channels.is_empty() || self.channels.len() > 6 {
+            return bad(format!("need 1 to 6 levels, got {}", self.channels.len()));
+        }
+        if self.groups == 0 || self.channels.iter().any(|&c| c == 0 || c % self.groups != 0) {
+            return bad(format!("groups {} must divide every level's channels {:?}", self.groups, self.channels));
+        }
+        if self.res_blocks == 0 || self.fourier_features == 0 || !(self.fourier_scale > 0.0) {
+            return bad("res_blocks, fourier_features and fourier_scale must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// A 2-D convolution with "same" padding.
+#[derive(Debug)]
+struct Conv {
+    ws: Tensor,
+    bs: Tensor,
+    stride: i64,
+    pad: i64,
+}
+
+impl Conv {
+    fn new(p: nn::Path<'_>, cin: usize, cout: usize, k: i64, stride: i64, init_scale: f64) -> Self {
+        let (cin, cout) = (cin as i64, cout as i64);
+        let fan_in = (cin * k * k) as f64;
+        // Uniform with variance init_scale/fan_in (scale 1: LeCun; NCSN++ uses 1 and 0 ≈ 1e-10 at outputs).
+        let bound = (3.0 * init_scale / fan_in).sqrt();
+        let ws = p.var("weight", &[cout, cin, k, k], Init::Uniform { lo: -bound, up: bound });
+        let bs = p.var("bias", &[cout], Init::Const(0.0));
+        Conv { ws, bs, stride, pad: k / 2 }
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_conv2d(&self.ws, Some(&self.bs), [self.stride; 2], [self.pad; 2], [1, 1], 1)?)
+    }
+}
+
+#[derive(Debug)]
+struct Dense {
+    ws: Tensor,
+    bs: Tensor,
+}
+
+impl Dense {
+    fn new(p: nn::Path<'_>, cin: usize, cout: usize) -> Self {
+        let bound = (3.0 / cin as f64).sqrt();
+        let ws = p.var("weight", &[cout as i64, cin as i64], Init::Uniform { lo: -bound, up: bound });
+        let bs = p.var("bias", &[cout as i64], Init::Const(0.0));
+        Dense { ws, bs }
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_linear(&self.ws, Some(&self.bs))?)
+    }
+}
+
+#[derive(Debug)]
+struct Norm {
+    ws: Tensor,
+    bs: Tensor,
+    groups: i64,
+}
+
+impl Norm {
+    fn new(p: nn::Path<'_>, c: usize, groups: usize) -> Self {
+        Norm {
+            ws: p.var("weight", &[c as i64], Init::Const(1.0)),
+            bs: p.var("bias", &[c as i64], Init::Const(0.0)),
+            groups: groups as i64,
+        }
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_group_norm(self.groups, Some(&self.ws), Some(&self.bs), 1e-6, false)?)
+    }
+}
+
+/// NCSN++'s residual block (DDPM style) with the time embedding added after the first convolution.
+#[derive(Debug)]
+struct ResBlock {
+    norm1: Norm,
+    conv1: Conv,
+    temb: Dense,
+    norm2: Norm,
+    conv2: Conv,
+    skip: Option<Conv>,
+}
+
+impl ResBlock {
+    fn new(p: nn::Path<'_>, cin: usize, cout: usize, temb: usize, groups: usize) -> Self {
+        ResBlock {
+            norm1: Norm::new(&p / "norm1", cin, groups.min(cin)),
+            conv1: Conv::new(&p / "conv1", cin, cout, 3, 1, 1.0),
+            temb: Dense::new(&p / "temb", temb, cout),
+            norm2: Norm::new(&p / "norm2", cout, groups),
+            conv2: Conv::new(&p / "conv2", cout, cout, 3, 1, 0.1),
+            skip: (cin != cout).then(|| Conv::new(&p / "skip", cin, cout, 1, 1, 1.0)),
+        }
+    }
+    fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.f_silu()?)?;
+        let e = self.temb.forward(temb)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?;
+        let h = h.f_add(&e)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.f_silu()?)?;
+        let skip = match &self.skip {
+            Some(s) => s.forward(x)?,
+            None => x.shallow_clone(),
+        };
+        Ok(skip.f_add(&h)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)
+    }
+}
+
+/// Single-head self-attention over all positions (NCSN++'s `AttnBlockpp` with skip rescaling).
+#[derive(Debug)]
+struct Attention {
+    norm: Norm,
+    qkv: Conv,
+    out: Conv,
+}
+
+impl Attention {
+    fn new(p: nn::Path<'_>, c: usize, groups: usize) -> Self {
+        Attention {
+            norm: Norm::new(&p / "norm", c, groups),
+            qkv: Conv::new(&p / "qkv", c, 3 * c, 1, 1, 1.0),
+            out: Conv::new(&p / "out", c, c, 1, 1, 0.1),
+        }
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let [b, c, h, w] = <[i64; 4]>::try_from(x.size()).map_err(|_| shape_err("attention", x))?;
+        let qkv = self.qkv.forward(&self.norm.forward(x)?)?.f_view([b, 3, c, h * w])?;
+        // [B, 1, HW, C] per head: one head.
+        let q = qkv.f_select(1, 0)?.f_transpose(1, 2)?.f_unsqueeze(1)?;
+        let k = qkv.f_select(1, 1)?.f_transpose(1, 2)?.f_unsqueeze(1)?;
+        let v = qkv.f_select(1, 2)?.f_transpose(1, 2)?.f_unsqueeze(1)?;
+        let a = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
+        let a = a.f_squeeze_dim(1)?.f_transpose(1, 2)?.f_contiguous()?.f_view([b, c, h, w])?;
+        Ok(x.f_add(&self.out.forward(&a)?)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)
+    }
+}
+
+fn shape_err(op: &'static str, x: &Tensor) -> Error {
+    Error::Shape { op, expected: "[B, C, H, W]".into(), got: format!("{:?}", x.size()) }
+}
+
+/// The native score network. Its variables live in the `VarStore` it was built with.
+#[derive(Debug)]
+pub struct ScoreNet {
+    config: NetConfig,
+    fourier: Tensor,
+    temb1: Dense,
+    temb2: Dense,
+    conv_in: Conv,
+    down: Vec<Vec<ResBlock>>,
+    downsample: Vec<Conv>,
+    mid1: ResBlock,
+    attn: Vec<Attention>,
+    mid2: ResBlock,
+    up: Vec<Vec<ResBlock>>,
+    upsample: Vec<Conv>,
+    norm_out: Norm,
+    conv_out: Conv,
+}
+
+const STEM: i64 = 2;
+
+impl ScoreNet {
+    /// Builds the network under `p` (random initialisation; load weights into the `VarStore` afterwards).
+    pub fn new(p: &nn::Path<'_>, config: &NetConfig) -> Result<Self> {
+        config.validate()?;
+        let ch = &config.channels;
+        let g = config.groups;
+        let ff = config.fourier_features;
+        let temb = 4 * ch[0];
+        // Fixed random frequencies (a buffer in NCSN++): stored with the weights, never trained.
+        let fourier = p.zeros_no_train("fourier", &[ff as i64]);
+        {
+            let _guard = tch::no_grad_guard();
+            let w = Tensor::f_randn([ff as i64], (Kind::Float, p.device()))?.f_mul_scalar(config.fourier_scale)?;
+            fourier.shallow_clone().f_copy_(&w)?;
+        }
+        let temb1 = Dense::new(p / "temb1", 2 * ff, temb);
+        let temb2 = Dense::new(p / "temb2", temb, temb);
+        let stem = (STEM * STEM) as usize;
+        let conv_in = Conv::new(p / "conv_in", 4 * stem, ch[0], 3, 1, 1.0);
+        let mut down = Vec::new();
+        let mut downsample = Vec::new();
+        let mut skips = vec![ch[0]];
+        let mut c = ch[0];
+        for (l, &cl) in ch.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for i in 0..config.res_blocks {
+                blocks.push(ResBlock::new(p / format!("down{l}_{i}"), c, cl, temb, g));
+                c = cl;
+                skips.push(c);
+            }
+            down.push(blocks);
+            if l + 1 < ch.len() {
+                downsample.push(Conv::new(p / format!("downsample{l}"), c, c, 3, 2, 1.0));
+                skips.push(c);
+            }
+        }
+        let mid1 = ResBlock::new(p / "mid1", c, c, temb, g);
+        let attn = (0..config.attention).map(|i| Attention::new(p / format!("attn{i}"), c, g)).collect();
+        let mid2 = ResBlock::new(p / "mid2", c, c, temb, g);
+        let mut up = Vec::new();
+        let mut upsample = Vec::new();
+        for (l, &cl) in ch.iter().enumerate().rev() {
+            let mut blocks = Vec::new();
+            for i in 0..=config.res_blocks {
+                // `skips` holds one entry per block, by construction above.
+                let s = skips.pop().unwrap_or(cl);
+                blocks.push(ResBlock::new(p / format!("up{l}_{i}"), c + s, cl, temb, g));
+                c = cl;
+            }
+            up.push(blocks);
+            if l > 0 {
+                upsample.push(Conv::new(p / format!("upsample{l}"), c, c, 3, 1, 1.0));
+            }
+        }
+        let norm_out = Norm::new(p / "norm_out", c, g);
+        let conv_out = Conv::new(p / "conv_out", c, 2 * stem, 3, 1, 0.1);
+        Ok(ScoreNet {
+            config: config.clone(),
+            fourier,
+            temb1,
+            temb2,
+            conv_in,
+            down,
+            downsample,
+            mid1,
+            attn,
+            mid2,
+            up,
+            upsample,
+            norm_out,
+            conv_out,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// The noise estimate ẑ `[B, 2, F, T]` for input `[B, 4, F, T]` and times t `[B]` (F and T even, T a
+    /// multiple of [`NetConfig::frame_multiple`]).
+    pub fn forward(&self, input: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let size = input.size();
+        let m = self.config.frame_multiple() as i64;
+        if size.len() != 4 || size[1] != 4 || size[2] % STEM != 0 || size[3] % m != 0 {
+            return Err(Error::Shape {
+                op: "score network input",
+                expected: format!("[B, 4, F (even), T (multiple of {m})]"),
+                got: format!("{size:?}"),
+            });
+        }
+        // Time embedding: Fourier features of ln t.
+        let proj = t
+            .f_log()?
+            .f_unsqueeze(1)?
+            .f_mul(&self.fourier.f_unsqueeze(0)?)?
+            .f_mul_scalar(2.0 * std::f64::consts::PI)?;
+        let emb = Tensor::f_cat(&[proj.f_sin()?, proj.f_cos()?], 1)?;
+        let emb = self.temb2.forward(&self.temb1.forward(&emb)?.f_silu()?)?.f_silu()?;
+
+        let mut h = self.conv_in.forward(&input.f_pixel_unshuffle(STEM)?)?;
+        let mut skips = vec![h.shallow_clone()];
+        for (l, blocks) in self.down.iter().enumerate() {
+            for b in blocks {
+                h = b.forward(&h, &emb)?;
+                skips.push(h.shallow_clone());
+            }
+            if let Some(d) = self.downsample.get(l) {
+                h = d.forward(&h)?;
+                skips.push(h.shallow_clone());
+            }
+        }
+        h = self.mid1.forward(&h, &emb)?;
+        for a in &self.attn {
+            h = a.forward(&h)?;
+        }
+        h = self.mid2.forward(&h, &emb)?;
+        for (k, blocks) in self.up.iter().enumerate() {
+            for b in blocks {
+                let s = skips.pop().ok_or_else(|| Error::invalid("network", "skip connections out of step"))?;
+                h = b.forward(&Tensor::f_cat(&[&h, &s], 1)?, &emb)?;
+            }
+            if let Some(u) = self.upsample.get(k) {
+                let hs = h.size();
+                h = u.forward(&h.f_upsample_nearest2d([hs[2] * 2, hs[3] * 2], None, None)?)?;
+            }
+        }
+        let out = self.conv_out.forward(&self.norm_out.forward(&h)?.f_silu()?)?;
+        Ok(out.f_pixel_shuffle(STEM)?)
+    }
+}
+
+/// σ(t) of the OUVE path as a tensor (same formula as diffuse-core's `Ouve::sigma`), for batches of times.
+pub fn ouve_sigma(t: &Tensor, theta: f64, sigma_min: f64, sigma_max: f64) -> Result<Tensor> {
+    let l = (sigma_max / sigma_min).ln();
+    let scale = sigma_min * sigma_min * l / (theta + l);
+    let v = t.f_mul_scalar(-2.0 * theta)?.f_exp()?.f_mul(&t.f_mul_scalar(2.0 * (l + theta))?.f_expm1()?)?;
+    Ok(v.f_mul_scalar(scale)?.f_clamp_min(0.0)?.f_sqrt()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffuse_core::NoisePath;
+    use tch::Device;
+
+    #[test]
+    fn shapes_parameters_and_frame_multiple() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ScoreNet::new(&vs.root(), &NetConfig::tiny()).unwrap();
+        assert_eq!(NetConfig::tiny().frame_multiple(), 4);
+        assert_eq!(NetConfig::small().frame_multiple(), 16);
+        let x = Tensor::randn([2, 4, 256, 8], (Kind::Float, Device::Cpu));
+        let t = Tensor::from_slice(&[0.5f32, 0.1]);
+        let out = net.forward(&x, &t).unwrap();
+        assert_eq!(out.size(), [2, 2, 256, 8]);
+        let err = net.forward(&Tensor::zeros([1, 4, 256, 6], (Kind::Float, Device::Cpu)), &t).unwrap_err();
+        assert!(err.to_string().contains("multiple of 4"), "{err}");
+        // The Fourier frequencies are stored but not trained.
+        assert!(vs.variables().contains_key("fourier"));
+        assert_eq!(vs.trainable_variables().len() + 1, vs.variables().len());
+        let mut bad = NetConfig::tiny();
+        bad.groups = 3;
+        assert!(ScoreNet::new(&vs.root(), &bad).unwrap_err().to_string().contains("groups"));
+    }
+
+    #[test]
+    fn batch_items_are_independent_and_time_matters() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ScoreNet::new(&vs.root(), &NetConfig::tiny()).unwrap();
+        let x = Tensor::randn([2, 4, 16, 8], (Kind::Float, Device::Cpu));
+        let t = Tensor::from_slice(&[0.7f32, 0.2]);
+        let both = net.forward(&x, &t).unwrap();
+        let one = net.forward(&x.narrow(0, 1, 1), &t.narrow(0, 1, 1)).unwrap();
+        assert!(f64::try_from((both.get(1) - one.get(0)).abs().max()).unwrap() < 1e-5);
+        let other_t = net.forward(&x.narrow(0, 1, 1), &Tensor::from_slice(&[0.9f32])).unwrap();
+        assert!(f64::try_from((other_t - one).abs().max()).unwrap() > 1e-4);
+    }
+
+    #[test]
+    fn sigma_matches_the_core_path() {
+        let path = diffuse_core::path::Ouve::default();
+        let ts = [0.03, 0.2, 0.5, 1.0];
+        let s = ouve_sigma(&Tensor::from_slice(&ts).to_kind(Kind::Double), 1.5, 0.05, 0.5).unwrap();
+        for (i, &t) in ts.iter().enumerate() {
+            let v = f64::try_from(s.get(i as i64)).unwrap();
+            assert!((v - path.sigma(t)).abs() < 1e-12, "t {t}: {v} vs {}", path.sigma(t));
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! safetensors files of float32 tensors, to and from memory (so that outputs are written atomically and the
+//! default model can be read from bytes embedded in the binary). The format: an 8-byte little-endian header
+//! length, a JSON header `{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {…}}`, then
+//! the raw little-endian data.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tch::{Device, Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// Serializes named float tensors (converted to float32 on the CPU) with string metadata.
+pub fn to_bytes(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), json!(metadata));
+    }
+    let mut data: Vec<u8> = Vec::new();
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in sorted {
+        let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+        let n = t.numel();
+        let mut values = vec![0f32; n];
+        t.f_copy_data(&mut values, n)?;
+        let begin = data.len();
+        for v in values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        header.insert(name.clone(), json!({"dtype": "F32", "shape": t.size(), "data_offsets": [begin, data.len()]}));
+    }
+    let mut head =
+        serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::invalid("safetensors", e.to_string()))?;
+    // The data should start 8-byte aligned.
+    while (head.len() + 8) % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + head.len() + data.len());
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+/// Named tensors and the string metadata of a safetensors file.
+pub type Loaded = (Vec<(String, Tensor)>, BTreeMap<String, String>);
+
+/// The tensors and metadata of a safetensors buffer; `name` is the file for errors. Only F32 is accepted.
+pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<Loaded> {
+    let bad = |r: String| Error::model(name, format!("not a valid safetensors file: {r}"));
+    if bytes.len() < 8 {
+        return Err(bad(format!("{} bytes", bytes.len())));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[..8]);
+    let n = u64::from_le_bytes(len);
+    let n = usize::try_from(n).ok().filter(|&n| n <= bytes.len() - 8).ok_or_else(|| bad("header length".into()))?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(format!("header: {e}")))?;
+    let data = &bytes[8 + n..];
+    let mut metadata = BTreeMap::new();
+    let mut tensors = Vec::new();
+    for (key, v) in header {
+        if key == "__metadata__" {
+            if let Some(m) = v.as_object() {
+                for (k, v) in m {
+                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                }
+            }
+            continue;
+        }
+        let dtype = v["dtype"].as_str().unwrap_or_default();
+        if dtype != "F32" {
+            return Err(bad(format!("tensor {key} has dtype {dtype}; float32 (F32) is expected")));
+        }
+        let shape: Vec<i64> = v["shape"]
+            .as_array()
+            .ok_or_else(|| bad(format!("tensor {key}: no shape")))?
+            .iter()
+            .map(|d| d.as_i64().filter(|&d| d >= 0).ok_or_else(|| bad(format!("tensor {key}: bad shape"))))
+            .collect::<Result<_>>()?;
+        let off: Vec<usize> = v["data_offsets"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+            .unwrap_or_default();
+        let numel: i64 = shape.iter().product();
+        if off.len() != 2 || off[0] > off[1] || off[1] > data.len() || (off[1] - off[0]) as i64 != 4 * numel {
+            return Err(bad(format!("tensor {key}: data offsets {off:?} do not fit shape {shape:?}")));
+        }
+        let t = Tensor::f_from_data_size(&data[off[0]..off[1]], &shape, Kind::Float)?;
+        tensors.push((key, t));
+    }
+    Ok((tensors, metadata))
+}
+
+/// Writes `bytes` to `path` atomically (temporary file + rename, replacing an existing file): a failed write
+/// (disk full) leaves the previous file intact.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file_with(path, |f| std::io::Write::write_all(f, bytes))
+}
+
+/// [`write_file`] with the writing done by `write` (tests inject failures here).
+pub fn write_file_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+    diffuse_core::io::write_atomic(path, true, write).map_err(|e| match e {
+        diffuse_core::Error::File { path, reason, .. } => Error::bad_file(path, reason),
+        other => Error::Core(other),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bad_buffers() {
+        let a = Tensor::from_slice(&[1.0f32, -2.5, 3.25, 0.0, 7.0, 8.0]).view([2, 3]);
+        let b = Tensor::from_slice(&[0.5f64]).view([1]);
+        let meta = BTreeMap::from([("step".to_string(), "12".to_string())]);
+        let bytes = to_bytes(&[("w.a".into(), a.shallow_clone()), ("b".into(), b)], &meta).unwrap();
+        assert_eq!(&bytes[8..9], b"{");
+        let (back, m) = from_bytes(&bytes, Path::new("x.safetensors")).unwrap();
+        assert_eq!(m, meta);
+        let map: BTreeMap<_, _> = back.into_iter().collect();
+        assert_eq!(map["w.a"].size(), [2, 3]);
+        assert!(map["w.a"].equal(&a));
+        assert_eq!(f64::try_from(&map["b"].get(0)).unwrap(), 0.5);
+        let err = from_bytes(&bytes[..bytes.len() - 4], Path::new("x.safetensors")).unwrap_err().to_string();
+        assert!(err.contains("x.safetensors") && err.contains("do not fit"), "{err}");
+        assert!(from_bytes(b"abc", Path::new("y")).is_err());
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("checkpoint.safetensors");
+        write_file(&p, b"previous checkpoint").unwrap();
+        // Disk full half-way through the new checkpoint.
+        let err = write_file_with(&p, |f| {
+            std::io::Write::write_all(f, b"half of the new")?;
+            Err(std::io::Error::from_raw_os_error(28))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("checkpoint.safetensors") && err.contains("No space left"), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"previous checkpoint");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
+    }
+}

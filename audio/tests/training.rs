@@ -1,0 +1,157 @@
+//! Training (issue 6): determinism with a seed, exact resumption, and the bad-input cases (empty and unreadable
+//! folders, short clips, other sample rates, a non-finite loss). A tiny network on short synthetic clips.
+
+use std::path::{Path, PathBuf};
+
+use diffuse_audio::net::NetConfig;
+use diffuse_audio::train::{TrainEvent, TrainOptions, train};
+use diffuse_audio::wav::{Audio, SampleFormat, write_wav};
+
+fn tone_clip(seconds: f64, rate: u32, f0: f64, seed: u64) -> Vec<f32> {
+    let n = (seconds * f64::from(rate)) as usize;
+    let mut s = seed;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / f64::from(rate);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let env = (std::f64::consts::PI * 3.0 * t).sin().abs();
+            let v: f64 = (1..6).map(|k| (2.0 * std::f64::consts::PI * f0 * k as f64 * t).sin() / k as f64).sum();
+            (0.3 * env * v + 0.001 * ((s >> 40) as f64 / (1u64 << 24) as f64 - 0.5)) as f32
+        })
+        .collect()
+}
+
+fn noise_clip(seconds: f64, rate: u32, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..(seconds * f64::from(rate)) as usize)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f64 / (1u64 << 24) as f64 - 0.5) as f32 * 0.5
+        })
+        .collect()
+}
+
+fn write(path: &Path, rate: u32, x: Vec<f32>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    write_wav(
+        path,
+        &Audio { sample_rate: rate, channels: vec![x], format: SampleFormat::Int(16) },
+        SampleFormat::Int(16),
+    )
+    .unwrap();
+}
+
+/// A small corpus: four clean clips (one shorter than the crop, one at 8 kHz) and two noise clips.
+fn corpus(dir: &Path) -> (PathBuf, PathBuf) {
+    let (clean, noise) = (dir.join("clean"), dir.join("noise"));
+    write(&clean.join("a.wav"), 16000, tone_clip(0.5, 16000, 140.0, 1));
+    write(&clean.join("sub/b.wav"), 16000, tone_clip(0.4, 16000, 210.0, 2));
+    write(&clean.join("short.wav"), 16000, tone_clip(0.05, 16000, 180.0, 3));
+    write(&clean.join("c8k.wav"), 8000, tone_clip(0.5, 8000, 120.0, 4));
+    write(&noise.join("n1.wav"), 16000, noise_clip(0.7, 16000, 5));
+    write(&noise.join("n2.wav"), 16000, noise_clip(0.1, 16000, 6));
+    (clean, noise)
+}
+
+fn options(clean: &Path, noise: &Path, out: &Path, steps: u64) -> TrainOptions {
+    let mut o = TrainOptions::new(vec![clean.to_path_buf()], vec![noise.to_path_buf()], out.to_path_buf());
+    o.model.network = Some(NetConfig::tiny());
+    o.crop_frames = 16;
+    o.batch = 2;
+    o.steps = steps;
+    o.checkpoint_every = 2;
+    o.seed = 11;
+    o
+}
+
+fn run(o: &TrainOptions) -> (diffuse_audio::Result<diffuse_audio::train::TrainSummary>, Vec<String>) {
+    let mut notes = Vec::new();
+    let r = train(o, &mut |e| {
+        if let TrainEvent::Data { notes: n, .. } = e {
+            notes = n
+        }
+    });
+    (r, notes)
+}
+
+#[test]
+fn the_same_seed_gives_the_same_model_and_resuming_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, noise) = corpus(dir.path());
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+
+    let (r, notes) = run(&options(&clean, &noise, &a, 4));
+    let summary = r.unwrap();
+    assert_eq!((summary.steps_run, summary.step), (4, 4));
+    // Short clips and other rates are explained, not refused.
+    assert!(notes.iter().any(|n| n.contains("8000 Hz resampled")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("shorter than") && n.contains("zero-padded")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("noise clip(s) shorter than the crop are repeated")), "{notes:?}");
+
+    // Two steps, then --resume to four: the same weights as four steps in one go.
+    run(&options(&clean, &noise, &b, 2)).0.unwrap();
+    let mut resume = options(&clean, &noise, &b, 4);
+    resume.resume = true;
+    let s = run(&resume).0.unwrap();
+    assert_eq!((s.steps_run, s.step), (2, 4));
+    let model_a = std::fs::read(a.join("model.safetensors")).unwrap();
+    assert_eq!(model_a, std::fs::read(b.join("model.safetensors")).unwrap(), "resumed run differs");
+    assert_eq!(
+        std::fs::read(a.join("checkpoint.safetensors")).unwrap(),
+        std::fs::read(b.join("checkpoint.safetensors")).unwrap()
+    );
+
+    // Another seed, another model; the model loads through the same adapter as TorchScript ones.
+    let mut other = options(&clean, &noise, &c, 4);
+    other.seed = 12;
+    run(&other).0.unwrap();
+    assert_ne!(model_a, std::fs::read(c.join("model.safetensors")).unwrap());
+    let model = diffuse_audio::ScoreModel::load(&a.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    assert_eq!(model.config().network, Some(NetConfig::tiny()));
+    assert_eq!(model.config().source.as_ref().unwrap()["step"], 4);
+
+    // A finished run is not silently overwritten.
+    let err = run(&options(&clean, &noise, &a, 4)).0.unwrap_err().to_string();
+    assert!(err.contains("--resume") && err.contains("checkpoint.safetensors"), "{err}");
+}
+
+#[test]
+fn bad_folders_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, noise) = corpus(dir.path());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = dir.path().join("out");
+    let err = run(&options(&empty, &noise, &out, 1)).0.unwrap_err().to_string();
+    assert!(err.contains("empty") && err.contains("no .wav files"), "{err}");
+    let err = run(&options(&dir.path().join("missing"), &noise, &out, 1)).0.unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("does not exist"), "{err}");
+    let junk = dir.path().join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("x.wav"), b"not audio").unwrap();
+    let err = run(&options(&clean, &junk, &out, 1)).0.unwrap_err().to_string();
+    assert!(err.contains("no usable noise clip") && err.contains("1 files skipped"), "{err}");
+    assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+#[test]
+fn a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, noise) = corpus(dir.path());
+    let out = dir.path().join("out");
+    let mut o = options(&clean, &noise, &out, 50);
+    o.checkpoint_every = 1;
+    // An absurd learning rate: the first update makes the weights overflow, the next loss is not finite.
+    o.lr = 1e36;
+    let err = run(&o).0.unwrap_err();
+    let msg = err.to_string();
+    let step = match err {
+        diffuse_audio::Error::Training { step, .. } => step,
+        other => panic!("unexpected error {other}"),
+    };
+    assert!((2..50).contains(&step), "{msg}");
+    assert!(msg.contains(&format!("checkpoint (step {})", step - 1)), "{msg}");
+    let bytes = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    let (_, meta) = diffuse_audio::weights::from_bytes(&bytes, Path::new("c")).unwrap();
+    assert_eq!(meta["step"], (step - 1).to_string());
+}

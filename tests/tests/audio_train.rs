@@ -1,0 +1,176 @@
+//! End-to-end tests of issue 6: `diffuse audio train` (tiny network, a few steps), `eval`, `bench`, the built-in
+//! model picked when no `--model` is given, and the pc sampler from the command line.
+
+use std::path::Path;
+
+use diffuse_tests::{repo_root, run_in, text};
+
+/// A 16-bit mono WAV.
+fn write_wav(path: &Path, rate: u32, samples: &[f32]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let data_len = samples.len() as u32 * 2;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for &s in samples {
+        b.extend_from_slice(&((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+fn voice(n: usize, f0: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let t = i as f32 / 16000.0;
+            let env = (std::f32::consts::PI * 2.5 * t).sin().abs();
+            0.3 * env * (1..5).map(|k| (2.0 * std::f32::consts::PI * f0 * k as f32 * t).sin() / k as f32).sum::<f32>()
+        })
+        .collect()
+}
+
+fn hiss(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+#[test]
+fn train_a_tiny_model_then_enhance_and_evaluate_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_wav(&d.join("clean/a.wav"), 16000, &voice(8000, 150.0));
+    write_wav(&d.join("clean/b.wav"), 16000, &voice(6000, 220.0));
+    write_wav(&d.join("noise/n.wav"), 16000, &hiss(9000, 3));
+    let args = [
+        "audio",
+        "train",
+        "--clean",
+        "clean",
+        "--noise",
+        "noise",
+        "--val-clean",
+        "clean",
+        "--val-items",
+        "1",
+        "--out",
+        "run",
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--crop-frames",
+        "16",
+        "--channels",
+        "8,16",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "4",
+    ];
+    let out = run_in(d, &args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("trained 3 steps") && stdout.contains("validation SI-SDR"), "{stdout}");
+    assert!(d.join("run/model.safetensors").is_file() && d.join("run/model.json").is_file());
+    let again = run_in(d, &args);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again).1.contains("--resume"), "{}", text(&again).1);
+
+    // The trained model enhances through the same pipeline; eval pairs files by relative path.
+    let mut noisy = voice(8000, 150.0);
+    for (x, n) in noisy.iter_mut().zip(hiss(8000, 9)) {
+        *x += 0.1 * n;
+    }
+    write_wav(&d.join("noisy/a.wav"), 16000, &noisy);
+    let out =
+        run_in(d, &["audio", "enhance", "noisy", "-o", "enh", "--model", "run/model.safetensors", "--steps", "2"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out =
+        run_in(d, &["audio", "eval", "--clean", "clean", "--enhanced", "enh", "--noisy", "noisy", "--csv", "m.csv"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("mean of 1 files") && stdout.contains("improvement"), "{stdout}");
+    let csv = std::fs::read_to_string(d.join("m.csv")).unwrap();
+    assert!(csv.starts_with("file,si_sdr_db,estoi,pesq_wb,noisy_si_sdr_db") && csv.contains("a.wav,"), "{csv}");
+
+    // A length mismatch is reported by file, and the exit status says something failed.
+    write_wav(&d.join("enh/b.wav"), 16000, &voice(5000, 220.0));
+    let out = run_in(d, &["audio", "eval", "--clean", "clean", "--enhanced", "enh"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out).1;
+    assert!(stderr.contains("b.wav") && stderr.contains("5000 samples"), "{stderr}");
+}
+
+#[test]
+fn bench_writes_a_table_and_a_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let clean = voice(6000, 180.0);
+    let noisy: Vec<f32> = clean.iter().zip(hiss(6000, 5)).map(|(c, n)| c + 0.1 * n).collect();
+    write_wav(&d.join("c/x.wav"), 16000, &clean);
+    write_wav(&d.join("y/x.wav"), 16000, &noisy);
+    let model = repo_root().join("tests/fixtures/audio/seam_ncsnpp.pt");
+    let out = run_in(
+        d,
+        &[
+            "audio",
+            "bench",
+            "--clean",
+            "c",
+            "--noisy",
+            "y",
+            "--model",
+            model.to_str().unwrap(),
+            "--samplers",
+            "pc,dpm++2m",
+            "--steps",
+            "1,2",
+            "--markdown",
+            "b.md",
+            "--plot",
+            "b.svg",
+            "--json",
+            "b.json",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let md = std::fs::read_to_string(d.join("b.md")).unwrap();
+    assert!(md.contains("| noisy input |") && md.contains("| pc | 2 | 4 |") && md.contains("| dpm++2m | 1 |"), "{md}");
+    assert!(std::fs::read_to_string(d.join("b.svg")).unwrap().starts_with("<svg"));
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("b.json")).unwrap()).unwrap();
+    assert_eq!(j["points"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn the_built_in_model_is_used_without_model_and_pc_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let clean = voice(12000, 170.0);
+    let noisy: Vec<f32> = clean.iter().zip(hiss(12000, 2)).map(|(c, n)| c + 0.05 * n).collect();
+    write_wav(&d.join("x.wav"), 16000, &noisy);
+    let out = run_in(d, &["audio", "enhance", "x.wav", "-v"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("builtin:sgmse-s"), "{stderr}");
+    assert!(d.join("x_enhanced.wav").is_file());
+    let out =
+        run_in(d, &["audio", "enhance", "x.wav", "-o", "pc.wav", "--sampler", "pc", "--steps", "3", "--snr", "0.33"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("pc (N 3, snr 0.33") && stdout.contains("(6 NFE)"), "{stdout}");
+}
