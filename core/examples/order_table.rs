@@ -20,7 +20,7 @@ fn main() -> Result<(), diffuse_core::Error> {
         let reference = setup.reference(1e-11)?;
         for (row, name) in rows.iter_mut().zip(&solvers) {
             let solver = build_solver(name, &opts)?;
-            let mut run = |steps: usize| -> Result<(f64, f64), diffuse_core::Error> {
+            let run = |steps: usize| -> Result<(f64, f64), diffuse_core::Error> {
                 let (path, model, cond, x) = (setup.path.as_ref(), &setup.model, &setup.cond, &setup.x_start);
                 let s = sample(
                     solver.as_ref(),
