@@ -203,8 +203,22 @@ impl ModelConfig {
                     net.channels.len()
                 ));
             }
-            if !matches!(self.sde, SdeConfig::Ouve { .. }) || self.output.kind != OutputKind::Score {
-                return bad("native networks are OUVE score models".into());
+            if !matches!(self.sde, SdeConfig::Ouve { .. }) {
+                return bad("native networks run on the OUVE path (sde ouve)".into());
+            }
+            match (self.output.kind, net.sigma_data) {
+                (OutputKind::Score, Some(_)) => {
+                    return bad("network.sigma_data is for data-prediction networks; this one outputs a score".into());
+                }
+                (OutputKind::DataPrediction, None) => {
+                    return bad(
+                        "a native data-prediction network needs network.sigma_data (its preconditioning)".into()
+                    );
+                }
+                _ => {}
+            }
+            if self.output.sign != 1.0 {
+                return bad("native networks have output.sign 1".into());
             }
         }
         if !(self.output.sign == 1.0 || self.output.sign == -1.0) {
@@ -241,10 +255,7 @@ impl ModelConfig {
     /// Writes the sidecar as pretty JSON (atomically).
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::invalid("sidecar", e.to_string()))?;
-        crate::wav::atomic_write(path, |mut f| {
-            use std::io::Write;
-            f.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
-        })
+        crate::weights::write_file(path, text.as_bytes())
     }
 
     /// The fields that must agree between a sidecar file and the copy embedded in the module.

@@ -154,7 +154,7 @@ impl ScoreModel {
             Backend::Script(module) => module
                 .forward_ts(&[input, t])
                 .map_err(|e| Error::model(&self.path, format!("forward failed: {}", first_line(&e))))?,
-            Backend::Native { net, .. } => native_score(net, &self.config, &input, &t)
+            Backend::Native { net, .. } => native_output(net, &self.config, &input, &t)
                 .map_err(|e| Error::model(&self.path, format!("forward failed: {e}")))?,
         };
         if out.size() != size {
@@ -229,14 +229,25 @@ impl ScoreModel {
     }
 }
 
-/// The score `−ẑ/σ(t)` of a native network (which estimates the complex noise ẑ), for input `[B, 4, F, T]`.
-pub(crate) fn native_score(net: &ScoreNet, config: &ModelConfig, input: &Tensor, t: &Tensor) -> Result<Tensor> {
+/// The output of a native network for input `[B, 4, F, T]` (`[x_t, y]`): the score `−ẑ/σ(t)` of a network that
+/// estimates the complex noise ẑ, or the preconditioned x̂0 of a data-prediction network
+/// ([`crate::net::DataPrecond`]).
+pub(crate) fn native_output(net: &ScoreNet, config: &ModelConfig, input: &Tensor, t: &Tensor) -> Result<Tensor> {
     let SdeConfig::Ouve { theta, sigma_min, sigma_max } = config.sde else {
-        return Err(Error::invalid("sde", "native networks are OUVE score models"));
+        return Err(Error::invalid("sde", "native networks run on the OUVE path"));
     };
-    let z = net.forward(input, t)?;
-    let sigma = crate::net::ouve_sigma(t, theta, sigma_min, sigma_max)?.f_view([-1, 1, 1, 1])?;
-    Ok(z.f_div(&sigma)?.f_neg()?)
+    match config.output.kind {
+        OutputKind::Score => {
+            let z = net.forward(input, t)?;
+            let sigma = crate::net::ouve_sigma(t, theta, sigma_min, sigma_max)?.f_view([-1, 1, 1, 1])?;
+            Ok(z.f_div(&sigma)?.f_neg()?)
+        }
+        OutputKind::DataPrediction => {
+            let x_t = input.f_narrow(1, 0, 2)?;
+            let y = input.f_narrow(1, 2, 2)?;
+            Ok(net.denoise(&x_t, &y, t, (theta, sigma_min, sigma_max))?.0)
+        }
+    }
 }
 
 /// Copies `tensors` into the variables of `vs` by name, checking that the names and shapes agree exactly.

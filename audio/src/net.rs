@@ -8,8 +8,12 @@
 //! - a U-Net: per level `res_blocks` residual blocks (GroupNorm, SiLU, 3×3 conv, time embedding added, skip
 //!   rescaled by 1/√2 as NCSN++'s `skip_rescale`), stride-2 convolutions down, nearest upsampling + conv up,
 //!   skip connections concatenated; self-attention at the lowest resolution;
-//! - the output is the noise estimate `ẑ` (complex, as `[Re, Im]`); the score is `−ẑ/σ(t)` (NCSN++'s
-//!   `scale_by_sigma` idea), so the reference's denoising score-matching loss `|σ·score + z|²` is `|z − ẑ|²`.
+//! - score objective: the output is the noise estimate `ẑ` (complex, as `[Re, Im]`); the score is `−ẑ/σ(t)`
+//!   (NCSN++'s `scale_by_sigma` idea), so the reference's denoising score-matching loss `|σ·score + z|²` is
+//!   `|z − ẑ|²`;
+//! - data objective: the network `F` is wrapped in an EDM-style preconditioning on the OUVE path ([`DataPrecond`]):
+//!   `x̂0 = y + c_skip·(x_t − y) + c_out·F([c_in·(x_t − y), y], t)`, so that the linear minimum-mean-square
+//!   estimate is built in and `F`'s target has unit variance at every t.
 //!
 //! Frames must be a multiple of `2^levels` (the sidecar's `pad.multiple`).
 
@@ -38,6 +42,10 @@ pub struct NetConfig {
     pub fourier_scale: f64,
     /// Groups of every GroupNorm (must divide every level's channels).
     pub groups: usize,
+    /// Data-prediction networks only: the standard deviation σ_d of `x0 − y` per real coordinate, which sets the
+    /// preconditioning ([`DataPrecond`]); absent for noise-estimating (score) networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_data: Option<f64>,
 }
 
 fn one_usize() -> usize {
@@ -55,6 +63,7 @@ impl NetConfig {
             fourier_features: 32,
             fourier_scale: 16.0,
             groups: 8,
+            sigma_data: None,
         }
     }
 
@@ -68,6 +77,7 @@ impl NetConfig {
             fourier_features: 8,
             fourier_scale: 16.0,
             groups: 4,
+            sigma_data: None,
         }
     }
 
@@ -90,6 +100,11 @@ impl NetConfig {
         }
         if self.res_blocks == 0 || self.fourier_features == 0 || !(self.fourier_scale > 0.0) {
             return bad("res_blocks, fourier_features and fourier_scale must be positive".into());
+        }
+        if let Some(sd) = self.sigma_data
+            && !(sd.is_finite() && sd > 0.0)
+        {
+            return bad(format!("sigma_data must be positive and finite, got {sd}"));
         }
         Ok(())
     }
@@ -386,6 +401,66 @@ pub fn ouve_sigma(t: &Tensor, theta: f64, sigma_min: f64, sigma_max: f64) -> Res
     Ok(v.f_mul_scalar(scale)?.f_clamp_min(0.0)?.f_sqrt()?)
 }
 
+/// The preconditioning of a data-prediction network on the OUVE path `x_t = α·x0 + (1 − α)·y + σ·z` (complex z
+/// of variance ½ per part, so per real coordinate the noise has standard deviation `s = σ/√2`).
+///
+/// With `r = x0 − y` of standard deviation σ_d per coordinate, `u = x_t − y = α·r + σ·z`, and
+/// `D = √(α²σ_d² + s²)`:
+/// `c_in = 1/D` (the network sees `u` at unit variance), `c_skip = α·σ_d²/D²` (`y + c_skip·u` is the linear
+/// minimum-mean-square estimate of x0 from u), `c_out = σ_d·s/D` (the standard deviation of that estimate's error),
+/// and `x̂0 = y + c_skip·u + c_out·F`. Training minimises `‖(x̂0 − x0)/c_out‖²` (EDM's weighting
+/// λ = 1/c_out²: every t gets a unit-variance target for F), whose minimiser is the conditional mean
+/// `E[x0 | x_t, y]`. At t → 0, `c_skip → 1/α` and `c_out → 0`: the identity is built in.
+#[derive(Debug)]
+pub struct DataPrecond {
+    /// Input scale of `x_t − y`, `[B, 1, 1, 1]`.
+    pub c_in: Tensor,
+    /// Skip weight of `x_t − y`, `[B, 1, 1, 1]`.
+    pub c_skip: Tensor,
+    /// Output scale of the network, `[B, 1, 1, 1]`.
+    pub c_out: Tensor,
+}
+
+impl DataPrecond {
+    /// The coefficients at times `t` `[B]` for OUVE (θ, σmin, σmax) and σ_d.
+    pub fn new(t: &Tensor, theta: f64, sigma_min: f64, sigma_max: f64, sigma_data: f64) -> Result<Self> {
+        let b = t.size().first().copied().unwrap_or(1);
+        let s = ouve_sigma(t, theta, sigma_min, sigma_max)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?;
+        let alpha = t.f_mul_scalar(-theta)?.f_exp()?;
+        let sd2 = sigma_data * sigma_data;
+        let d2 = alpha.f_square()?.f_mul_scalar(sd2)?.f_add(&s.f_square()?)?;
+        let d = d2.f_sqrt()?;
+        let shape = [b, 1, 1, 1];
+        Ok(DataPrecond {
+            c_in: d.f_reciprocal()?.f_view(shape)?,
+            c_skip: alpha.f_mul_scalar(sd2)?.f_div(&d2)?.f_view(shape)?,
+            c_out: s.f_mul_scalar(sigma_data)?.f_div(&d)?.f_view(shape)?,
+        })
+    }
+}
+
+impl ScoreNet {
+    /// The data prediction x̂0 `[B, 2, F, T]` of a data-prediction network for `x_t`, `y` `[B, 2, F, T]` and t
+    /// `[B]`, with its preconditioning (OUVE θ, σmin, σmax; σ_d from the network's config).
+    pub fn denoise(
+        &self,
+        x_t: &Tensor,
+        y: &Tensor,
+        t: &Tensor,
+        (theta, sigma_min, sigma_max): (f64, f64, f64),
+    ) -> Result<(Tensor, DataPrecond)> {
+        let sigma_data = self
+            .config
+            .sigma_data
+            .ok_or_else(|| Error::invalid("network", "a data-prediction network needs sigma_data"))?;
+        let p = DataPrecond::new(t, theta, sigma_min, sigma_max, sigma_data)?;
+        let u = x_t.f_sub(y)?;
+        let f = self.forward(&Tensor::f_cat(&[&u.f_mul(&p.c_in)?, y], 1)?, t)?;
+        let x0 = y.f_add(&u.f_mul(&p.c_skip)?)?.f_add(&f.f_mul(&p.c_out)?)?;
+        Ok((x0, p))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +499,40 @@ mod tests {
         assert!(f64::try_from((both.get(1) - one.get(0)).abs().max()).unwrap() < 1e-5);
         let other_t = net.forward(&x.narrow(0, 1, 1), &Tensor::from_slice(&[0.9f32])).unwrap();
         assert!(f64::try_from((other_t - one).abs().max()).unwrap() > 1e-4);
+    }
+
+    #[test]
+    fn the_preconditioning_is_the_linear_mmse_estimate_and_its_error() {
+        // For Gaussian r ~ N(0, σ_d²) and u = α·r + s·n, E[r | u] = α σ_d²/(α²σ_d² + s²)·u and the error variance
+        // is σ_d² s²/(α²σ_d² + s²): check c_skip and c_out against these, and c_in·u at unit variance, by sampling.
+        tch::manual_seed(3);
+        let (theta, smin, smax, sd) = (1.5, 0.05, 0.5, 0.2);
+        for t in [0.03f64, 0.3, 1.0] {
+            let n = 400_000;
+            let tt = Tensor::from_slice(&[t as f32]);
+            let p = DataPrecond::new(&tt, theta, smin, smax, sd).unwrap();
+            let r = Tensor::randn([n], (Kind::Float, Device::Cpu)) * sd;
+            let s = ouve_sigma(&tt.to_kind(Kind::Double), theta, smin, smax).unwrap().double_value(&[0]) / 2f64.sqrt();
+            let alpha = (-theta * t).exp();
+            let u = &r * alpha + Tensor::randn([n], (Kind::Float, Device::Cpu)) * s;
+            let (c_in, c_skip, c_out) = (
+                p.c_in.double_value(&[0, 0, 0, 0]),
+                p.c_skip.double_value(&[0, 0, 0, 0]),
+                p.c_out.double_value(&[0, 0, 0, 0]),
+            );
+            // The least-squares slope of r on u is c_skip; the residual's spread is c_out.
+            let slope = f64::try_from((&r * &u).mean(Kind::Double)).unwrap()
+                / f64::try_from((&u * &u).mean(Kind::Double)).unwrap();
+            let resid = f64::try_from((&r - &u * c_skip).square().mean(Kind::Double)).unwrap().sqrt();
+            let unit = f64::try_from((&u * c_in).square().mean(Kind::Double)).unwrap().sqrt();
+            assert!((slope / c_skip - 1.0).abs() < 0.02, "t {t}: slope {slope} vs c_skip {c_skip}");
+            assert!((resid / c_out - 1.0).abs() < 0.02, "t {t}: residual {resid} vs c_out {c_out}");
+            assert!((unit - 1.0).abs() < 0.02, "t {t}: c_in·u has spread {unit}");
+        }
+        // Near t = 0 the skip undoes α and the network's share vanishes.
+        let p = DataPrecond::new(&Tensor::from_slice(&[1e-4f32]), theta, smin, smax, sd).unwrap();
+        assert!((p.c_skip.double_value(&[0, 0, 0, 0]) * (-theta * 1e-4).exp() - 1.0).abs() < 0.01);
+        assert!(p.c_out.double_value(&[0, 0, 0, 0]) < 0.01);
     }
 
     #[test]

@@ -212,15 +212,24 @@ impl Stft {
             });
         }
         let frames = spec.frames;
-        let pad = self.n_fft / 2;
-        let full = self.n_fft + self.hop * (frames - 1);
-        let mut out = vec![0.0f64; full];
-        let mut envelope = vec![0.0f64; full];
+        let (n_fft, hop) = (self.n_fft, self.hop);
+        let pad = n_fft / 2;
+        // Streaming overlap-add: `acc` holds the padded signal at positions [t·hop, t·hop + n_fft) while frame t
+        // is added; the first `hop` positions are final after it (the last frame finalises all of them). Memory
+        // is the output alone, whatever the length.
+        let mut out = vec![0.0f32; length];
+        let mut acc = vec![0.0f64; n_fft];
         let mut input = self.inverse.make_input_vec();
         let mut output = self.inverse.make_output_vec();
         let mut scratch = self.inverse.make_scratch_vec();
         let im_offset = bins * frames;
-        let norm = 1.0 / self.n_fft as f64;
+        let norm = 1.0 / n_fft as f64;
+        // The summed squared window at padded position j, over the frames that cover it, in frame order.
+        let envelope = |j: usize| -> f64 {
+            let first = (j + 1).saturating_sub(n_fft).div_ceil(hop);
+            let last = (j / hop).min(frames - 1);
+            (first..=last).map(|t| self.window[j - t * hop] * self.window[j - t * hop]).sum()
+        };
         for t in 0..frames {
             for (f, c) in input.iter_mut().enumerate() {
                 let k = f * frames + t;
@@ -232,18 +241,22 @@ impl Stft {
             self.inverse
                 .process_with_scratch(&mut input, &mut output, &mut scratch)
                 .map_err(|e| Error::invalid("istft", e.to_string()))?;
-            let start = t * self.hop;
-            for n in 0..self.n_fft {
-                out[start + n] += output[n] * norm * self.window[n];
-                envelope[start + n] += self.window[n] * self.window[n];
+            for n in 0..n_fft {
+                acc[n] += output[n] * norm * self.window[n];
             }
+            let start = t * hop;
+            let done = if t + 1 == frames { n_fft } else { hop };
+            for (n, &v) in acc[..done].iter().enumerate() {
+                let j = start + n;
+                if j >= pad && j - pad < length {
+                    let e = envelope(j);
+                    out[j - pad] = if e > 1e-11 { (v / e) as f32 } else { 0.0 };
+                }
+            }
+            acc.copy_within(hop.., 0);
+            acc[n_fft - hop..].fill(0.0);
         }
-        Ok((0..length)
-            .map(|i| {
-                let j = i + pad;
-                if j < full && envelope[j] > 1e-11 { (out[j] / envelope[j]) as f32 } else { 0.0 }
-            })
-            .collect())
+        Ok(out)
     }
 }
 
@@ -273,6 +286,51 @@ mod tests {
                     let y = stft.inverse(&spec, len).unwrap();
                     let err = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
                     assert!(err < 1e-6, "{n_fft}/{hop} {window:?} len {len}: round-trip error {err}");
+                }
+            }
+        }
+    }
+
+    /// The textbook inverse (whole-signal overlap-add and envelope buffers) that the streaming one replaces.
+    fn inverse_with_buffers(stft: &Stft, spec: &Spectrogram, length: usize) -> Vec<f32> {
+        let (n_fft, hop, frames, bins) = (stft.n_fft, stft.hop, spec.frames, spec.bins);
+        let full = n_fft + hop * (frames - 1);
+        let (mut out, mut env) = (vec![0.0f64; full], vec![0.0f64; full]);
+        let mut input = stft.inverse.make_input_vec();
+        let mut output = stft.inverse.make_output_vec();
+        for t in 0..frames {
+            for (f, c) in input.iter_mut().enumerate() {
+                let k = f * frames + t;
+                *c = Complex::new(f64::from(spec.data[k]), f64::from(spec.data[bins * frames + k]));
+            }
+            input[0].im = 0.0;
+            input[bins - 1].im = 0.0;
+            stft.inverse.process(&mut input, &mut output).unwrap();
+            for n in 0..n_fft {
+                out[t * hop + n] += output[n] * (1.0 / n_fft as f64) * stft.window[n];
+                env[t * hop + n] += stft.window[n] * stft.window[n];
+            }
+        }
+        (0..length)
+            .map(|i| {
+                let j = i + n_fft / 2;
+                if j < full && env[j] > 1e-11 { (out[j] / env[j]) as f32 } else { 0.0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_streaming_inverse_equals_whole_signal_overlap_add() {
+        for (n_fft, hop, window) in [(510, 128, Window::Hann), (16, 8, Window::SqrtHann), (12, 3, Window::Hann)] {
+            let stft = Stft::new(n_fft, hop, window).unwrap();
+            for frames in [1usize, 2, 7, 40] {
+                // Any spectrogram, not only one of a real signal.
+                let data = noise(2 * stft.bins() * frames, frames as u64 + 3);
+                let spec = Spectrogram { bins: stft.bins(), frames, data };
+                for length in [1, (frames - 1) * hop, frames * hop + n_fft] {
+                    let a = stft.inverse(&spec, length).unwrap();
+                    let b = inverse_with_buffers(&stft, &spec, length);
+                    assert_eq!(a, b, "n_fft {n_fft} hop {hop} frames {frames} length {length}");
                 }
             }
         }

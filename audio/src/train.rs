@@ -1,7 +1,11 @@
-//! Training a native score network ([`crate::net::ScoreNet`]) with the reference's denoising score-matching
-//! loss for OUVE (sgmse `ScoreModel._step`, loss type "score_matching"): t ~ U(t_eps, 1), `x_t = e^{−θt}x0 +
-//! (1 − e^{−θt})y + σ(t)z` with complex z (variance ½ per part), loss `mean_batch ½·Σ|σ(t)·score + z|²`, which
-//! for the network's score `−ẑ/σ` is `½·Σ|z − ẑ|²`.
+//! Training a native network ([`crate::net::ScoreNet`]) on the OUVE path: t ~ U(t_eps, 1), `x_t = e^{−θt}x0 +
+//! (1 − e^{−θt})y + σ(t)z` with complex z (variance ½ per part), with one of two objectives ([`Objective`]):
+//! - `score`: the reference's denoising score-matching loss (sgmse `ScoreModel._step`, loss type
+//!   "score_matching"), `mean_batch ½·Σ|σ(t)·score + z|²`, which for the network's score `−ẑ/σ` is `½·Σ|z − ẑ|²`;
+//! - `data`: data prediction with EDM-style preconditioning ([`crate::net::DataPrecond`]), loss
+//!   `mean ((x̂0 − x0)/c_out(t))²` over batch and coefficients, minimised by the conditional mean `E[x0 | x_t, y]`.
+//!   The model's sidecar says `output.kind: data_prediction`; core's solvers take x̂0 directly, and the PC sampler
+//!   converts it to the score `−(x_t − e^{−θt}x̂0 − (1 − e^{−θt})y)/σ²`.
 //!
 //! Data are mixed on the fly: a random crop of a clean clip plus a random crop of a noise clip at an SNR drawn
 //! uniformly from a range, normalised by the mixture's peak as the pipeline does, then both scaled by a random
@@ -13,15 +17,34 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diffuse_core::seed::mix64;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::config::{ModelConfig, SdeConfig, sidecar_path};
+use crate::config::{ModelConfig, OutputKind, SdeConfig, sidecar_path};
 use crate::net::{NetConfig, ScoreNet, ouve_sigma};
 use crate::stft::Stft;
 use crate::{Error, Result};
+
+/// What the network learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// The reference's denoising score matching (the network estimates the noise; the model outputs the score).
+    Score,
+    /// Data prediction with EDM-style preconditioning (the model outputs x̂0).
+    Data,
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Objective::Score => "score",
+            Objective::Data => "data",
+        })
+    }
+}
 
 /// Everything a training run needs.
 #[derive(Debug, Clone)]
@@ -48,8 +71,17 @@ pub struct TrainOptions {
     pub snr_db: (f64, f64),
     /// Gains down to −this many dB are applied after normalisation.
     pub gain_jitter_db: f64,
+    /// What the network learns.
+    pub objective: Objective,
+    /// σ_d of the data objective's preconditioning (standard deviation of `x0 − y` per real coordinate); `None`:
+    /// measured on 256 training mixtures before the first step.
+    pub sigma_data: Option<f64>,
     /// Adam learning rate.
     pub lr: f64,
+    /// The learning rate rises linearly from 0 over this many steps.
+    pub warmup: u64,
+    /// Stop (with a checkpoint) after the first step that ends past this wall time of this call.
+    pub time_limit: Option<Duration>,
     /// EMA decay per step.
     pub ema_decay: f64,
     /// Gradients are clipped to this global norm.
@@ -96,7 +128,11 @@ impl TrainOptions {
             crop_frames: 128,
             snr_db: (-5.0, 20.0),
             gain_jitter_db: 6.0,
+            objective: Objective::Score,
+            sigma_data: None,
             lr: 5e-4,
+            warmup: 0,
+            time_limit: None,
             ema_decay: 0.999,
             grad_clip: 1.0,
             checkpoint_every: 250,
@@ -123,6 +159,14 @@ impl TrainOptions {
         }
         if !(self.snr_db.0 <= self.snr_db.1) || !self.snr_db.0.is_finite() || !self.snr_db.1.is_finite() {
             return Err(Error::invalid("snr", format!("need LOW ≤ HIGH, got {:?}", self.snr_db)));
+        }
+        if let Some(sd) = self.sigma_data
+            && !(sd.is_finite() && sd > 0.0)
+        {
+            return Err(Error::invalid("sigma data", format!("must be positive, got {sd}")));
+        }
+        if !matches!(self.model.sde, SdeConfig::Ouve { .. }) {
+            return Err(Error::invalid("sde", "training supports OUVE"));
         }
         if !(self.lr > 0.0
             && (0.0..1.0).contains(&self.ema_decay)
@@ -308,9 +352,65 @@ pub fn spectrogram_batch(pairs: &[(Vec<f32>, Vec<f32>)], config: &ModelConfig) -
     Ok((Tensor::f_stack(&xs, 0)?, Tensor::f_stack(&ys, 0)?))
 }
 
-/// The denoising score-matching loss of a batch (sgmse "score_matching" for OUVE): returns the mean over the
-/// batch of `½·Σ|z − ẑ|²`. Noise and times are drawn from libtorch's generator (seed it first).
-pub fn dsm_loss(net: &ScoreNet, config: &ModelConfig, x0: &Tensor, y: &Tensor) -> Result<Tensor> {
+/// Transformed spectrograms `[B, 2, F, T]` of a batch of waveforms `[B, L]` with libtorch's STFT, on the
+/// waveforms' device (the training data path: the same values as [`spectrogram_batch`], which uses this crate's
+/// STFT, up to float rounding).
+pub fn spectrogram_batch_torch(waves: &Tensor, config: &ModelConfig) -> Result<Tensor> {
+    let n_fft = config.stft.n_fft as i64;
+    let opts = (Kind::Float, waves.device());
+    let hann = Tensor::f_hann_window_periodic(n_fft, true, opts)?;
+    let window = match config.stft.window {
+        crate::stft::Window::Hann => hann,
+        crate::stft::Window::SqrtHann => hann.f_sqrt()?,
+    };
+    // Centred frames by reflect padding here and an uncentred STFT: tch passes `align_to_window` as a set value,
+    // which libtorch refuses together with `center = true`.
+    let padded =
+        waves.f_to_kind(Kind::Float)?.f_unsqueeze(1)?.f_reflection_pad1d([n_fft / 2, n_fft / 2])?.f_squeeze_dim(1)?;
+    let z = padded.f_stft_center(
+        n_fft,
+        config.stft.hop as i64,
+        n_fft,
+        Some(&window),
+        false,
+        "constant",
+        false,
+        true,
+        true,
+        false,
+    )?;
+    let ri = z.f_view_as_real()?.f_permute([0, 3, 1, 2])?.f_contiguous()?;
+    let m = ri.f_square()?.f_sum_dim_intlist(Some(&[1i64][..]), true, None)?.f_sqrt()?;
+    // Coefficient-wise c = g(|z|)/|z|·z; at |z| = 0 the coefficient is 0 whatever the (finite) factor.
+    let safe = m.f_clamp_min(1e-12)?;
+    let scale = match config.transform {
+        crate::transform::SpecTransform::Exponent { alpha, beta } => {
+            safe.f_pow_tensor_scalar(alpha - 1.0)?.f_mul_scalar(beta)?
+        }
+        crate::transform::SpecTransform::Log { beta } => safe.f_log1p()?.f_div(&safe)?.f_mul_scalar(beta)?,
+        crate::transform::SpecTransform::None => return Ok(ri),
+    };
+    Ok(ri.f_mul(&scale)?)
+}
+
+/// `[B, L]` tensors of the clean and noisy waveforms of a batch.
+fn wave_batch(pairs: &[(Vec<f32>, Vec<f32>)]) -> Result<(Tensor, Tensor)> {
+    let shape = [pairs.len() as i64, pairs.first().map_or(0, |p| p.0.len()) as i64];
+    let clean: Vec<f32> = pairs.iter().flat_map(|p| p.0.iter().copied()).collect();
+    let noisy: Vec<f32> = pairs.iter().flat_map(|p| p.1.iter().copied()).collect();
+    Ok((Tensor::from_slice(&clean).f_view(shape)?, Tensor::from_slice(&noisy).f_view(shape)?))
+}
+
+/// A training input on the path: time `[B]`, the complex noise drawn and `x_t`.
+struct Perturbed {
+    t: Tensor,
+    z: Tensor,
+    x_t: Tensor,
+}
+
+/// Draws t ~ U(t_eps, 1) `[B]` and the complex noise z (variance ½ per part) from libtorch's generator and
+/// returns them with `x_t`.
+fn perturb(config: &ModelConfig, x0: &Tensor, y: &Tensor) -> Result<Perturbed> {
     let SdeConfig::Ouve { theta, sigma_min, sigma_max } = config.sde else {
         return Err(Error::invalid("sde", "training supports OUVE"));
     };
@@ -323,9 +423,48 @@ pub fn dsm_loss(net: &ScoreNet, config: &ModelConfig, x0: &Tensor, y: &Tensor) -
     let mean = x0.f_mul(&alpha)?.f_add(&y.f_mul(&alpha.f_neg()?.f_add_scalar(1.0)?)?)?;
     let z = Tensor::f_randn(x0.size(), opts)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?;
     let x_t = mean.f_add(&z.f_mul(&sigma)?)?;
+    Ok(Perturbed { t, z, x_t })
+}
+
+/// The denoising score-matching loss of a batch (sgmse "score_matching" for OUVE): returns the mean over the
+/// batch of `½·Σ|z − ẑ|²`. Noise and times are drawn from libtorch's generator (seed it first).
+pub fn dsm_loss(net: &ScoreNet, config: &ModelConfig, x0: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let Perturbed { t, z, x_t } = perturb(config, x0, y)?;
     let zhat = net.forward(&Tensor::f_cat(&[&x_t, y], 1)?, &t)?;
     let err = z.f_sub(&zhat)?;
     Ok(err.f_square()?.f_sum_dim_intlist(Some(&[1i64, 2, 3][..]), false, None)?.f_mul_scalar(0.5)?.f_mean(None)?)
+}
+
+/// The data-prediction loss of a batch: `mean ((x̂0 − x0)/c_out)²` over every coefficient, with x̂0 the
+/// preconditioned network's estimate ([`crate::net::DataPrecond`]; EDM's weighting λ(t) = 1/c_out², so F's target
+/// has unit variance at every t). Its minimiser is the conditional mean `E[x0 | x_t, y]`. Noise and times are drawn
+/// from libtorch's generator (seed it first).
+pub fn data_loss(net: &ScoreNet, config: &ModelConfig, x0: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let SdeConfig::Ouve { theta, sigma_min, sigma_max } = config.sde else {
+        return Err(Error::invalid("sde", "training supports OUVE"));
+    };
+    let Perturbed { t, x_t, .. } = perturb(config, x0, y)?;
+    let (x0_hat, p) = net.denoise(&x_t, y, &t, (theta, sigma_min, sigma_max))?;
+    Ok(x0_hat.f_sub(x0)?.f_div(&p.c_out)?.f_square()?.f_mean(Kind::Float)?)
+}
+
+/// σ_d for the data objective: the standard deviation of `x0 − y` per real coordinate of the transformed
+/// spectrograms over `items` training mixtures drawn from `seed` (independent of the steps' draws).
+pub fn estimate_sigma_data(clean: &ClipSet, noise: &ClipSet, opts: &TrainOptions, items: usize) -> Result<f64> {
+    let crop_len = (opts.crop_frames - 1) * opts.model.stft.hop;
+    let pairs: Vec<(Vec<f32>, Vec<f32>)> = (0..items)
+        .map(|i| {
+            let mut d = Draws::new(opts.seed ^ 0x7369_676d_615f_6461 ^ mix64(i as u64));
+            mix(clean, noise, crop_len, opts.snr_db, opts.gain_jitter_db, &mut d)
+        })
+        .collect();
+    let (c, n) = wave_batch(&pairs)?;
+    let r = spectrogram_batch_torch(&c, &opts.model)?.f_sub(&spectrogram_batch_torch(&n, &opts.model)?)?;
+    let v = r.f_square()?.f_mean(Kind::Double)?.f_double_value(&[])?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(Error::invalid("sigma data", format!("the training mixtures give σ_d² = {v}")));
+    }
+    Ok(v.sqrt())
 }
 
 /// What the training loop reports.
@@ -399,24 +538,35 @@ pub struct TrainSummary {
     pub last_validation: Option<Validation>,
     /// The model file.
     pub model: PathBuf,
+    /// Whether the run stopped at its time limit before `steps`.
+    pub stopped_by_time: bool,
 }
 
-/// Adam's state for one parameter.
+/// A trained variable: its name and where it lives in the flat buffers.
 struct Slot {
     name: String,
+    /// The variable (its data is a view of [`State::flat`]).
     param: Tensor,
+    shape: Vec<i64>,
+    offset: i64,
+    numel: i64,
+}
+
+/// The training state that goes into a checkpoint. The trained variables are views into one flat buffer, and the
+/// Adam moments and the EMA are flat buffers of the same layout, so an update is a handful of whole-buffer
+/// operations rather than a dozen per variable (what bounds a step on a GPU for a small network).
+struct State {
+    slots: Vec<Slot>,
+    flat: Tensor,
     m: Tensor,
     v: Tensor,
     ema: Tensor,
-}
-
-/// The training state that goes into a checkpoint.
-struct State {
-    slots: Vec<Slot>,
     /// Non-trained variables (the Fourier frequencies), saved as they are.
     fixed: Vec<(String, Tensor)>,
     step: u64,
     validations: Vec<Validation>,
+    /// Wall time spent training, over every call (resumes included).
+    seconds: f64,
 }
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -425,43 +575,61 @@ const MODEL: &str = "model.safetensors";
 impl State {
     fn new(vs: &nn::VarStore) -> Result<Self> {
         let trainable: Vec<Tensor> = vs.trainable_variables();
-        let mut slots = Vec::new();
-        let mut fixed = Vec::new();
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut slots = Vec::new();
+        let mut fixed = Vec::new();
+        let mut offset = 0i64;
         for (name, t) in vars {
-            let is_trained = trainable.iter().any(|p| p.data_ptr() == t.data_ptr());
-            if is_trained {
-                let _g = tch::no_grad_guard();
-                slots.push(Slot {
-                    m: t.f_zeros_like()?,
-                    v: t.f_zeros_like()?,
-                    ema: t.f_detach_copy()?,
-                    name,
-                    param: t,
-                });
+            if trainable.iter().any(|p| p.data_ptr() == t.data_ptr()) {
+                let numel = t.numel() as i64;
+                slots.push(Slot { name, shape: t.size(), param: t, offset, numel });
+                offset += numel;
             } else {
                 fixed.push((name, t));
             }
         }
-        Ok(State { slots, fixed, step: 0, validations: Vec::new() })
+        let _g = tch::no_grad_guard();
+        let flat = Tensor::f_zeros([offset], (Kind::Float, vs.device()))?;
+        for s in &mut slots {
+            let view = flat.f_narrow(0, s.offset, s.numel)?.f_view(s.shape.as_slice())?;
+            view.shallow_clone().f_copy_(&s.param)?;
+            s.param.f_set_data(&view)?;
+        }
+        Ok(State {
+            m: flat.f_zeros_like()?,
+            v: flat.f_zeros_like()?,
+            ema: flat.f_detach_copy()?,
+            flat,
+            slots,
+            fixed,
+            step: 0,
+            validations: Vec::new(),
+            seconds: 0.0,
+        })
     }
 
-    fn ema_tensors(&self) -> Vec<(String, Tensor)> {
-        self.slots
-            .iter()
-            .map(|s| (s.name.clone(), s.ema.shallow_clone()))
-            .chain(self.fixed.iter().map(|(n, t)| (n.clone(), t.shallow_clone())))
-            .collect()
+    /// Variable `s`'s part of a flat buffer, shaped like the variable.
+    fn part(&self, buffer: &Tensor, s: &Slot) -> Result<Tensor> {
+        Ok(buffer.f_narrow(0, s.offset, s.numel)?.f_view(s.shape.as_slice())?)
+    }
+
+    fn ema_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for s in &self.slots {
+            out.push((s.name.clone(), self.part(&self.ema, s)?));
+        }
+        out.extend(self.fixed.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+        Ok(out)
     }
 
     fn checkpoint_bytes(&self, options_json: &str) -> Result<Vec<u8>> {
         let mut tensors = Vec::new();
         for s in &self.slots {
-            tensors.push((format!("param/{}", s.name), s.param.shallow_clone()));
-            tensors.push((format!("adam_m/{}", s.name), s.m.shallow_clone()));
-            tensors.push((format!("adam_v/{}", s.name), s.v.shallow_clone()));
-            tensors.push((format!("ema/{}", s.name), s.ema.shallow_clone()));
+            tensors.push((format!("param/{}", s.name), self.part(&self.flat, s)?));
+            tensors.push((format!("adam_m/{}", s.name), self.part(&self.m, s)?));
+            tensors.push((format!("adam_v/{}", s.name), self.part(&self.v, s)?));
+            tensors.push((format!("ema/{}", s.name), self.part(&self.ema, s)?));
         }
         for (n, t) in &self.fixed {
             tensors.push((format!("fixed/{n}"), t.shallow_clone()));
@@ -469,6 +637,7 @@ impl State {
         let meta = BTreeMap::from([
             ("format".to_string(), "diffuse-audio-checkpoint".to_string()),
             ("step".to_string(), self.step.to_string()),
+            ("seconds".to_string(), format!("{:.1}", self.seconds)),
             ("options".to_string(), options_json.to_string()),
             (
                 "validations".to_string(),
@@ -487,7 +656,7 @@ impl State {
         }
         let map: BTreeMap<String, Tensor> = tensors.into_iter().collect();
         let _g = tch::no_grad_guard();
-        let get = |key: String, like: &Tensor| -> Result<Tensor> {
+        let get = |key: String, like: &Tensor| -> Result<&Tensor> {
             let t = map.get(&key).ok_or_else(|| {
                 Error::model(path, format!("missing '{key}': the checkpoint was made with another network"))
             })?;
@@ -497,19 +666,22 @@ impl State {
                     format!("'{key}' has shape {:?}, this network needs {:?}", t.size(), like.size()),
                 ));
             }
-            Ok(t.f_to_device(like.device())?)
+            Ok(t)
         };
-        for s in &mut self.slots {
-            s.param.f_copy_(&get(format!("param/{}", s.name), &s.param)?)?;
-            s.m = get(format!("adam_m/{}", s.name), &s.param)?;
-            s.v = get(format!("adam_v/{}", s.name), &s.param)?;
-            s.ema = get(format!("ema/{}", s.name), &s.param)?;
+        for s in &self.slots {
+            for (prefix, buffer) in
+                [("param", &self.flat), ("adam_m", &self.m), ("adam_v", &self.v), ("ema", &self.ema)]
+            {
+                let mut dst = self.part(buffer, s)?;
+                dst.f_copy_(get(format!("{prefix}/{}", s.name), &dst)?)?;
+            }
         }
         for (n, t) in &mut self.fixed {
             let v = get(format!("fixed/{n}"), t)?;
-            t.f_copy_(&v)?;
+            t.f_copy_(v)?;
         }
         self.step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| Error::model(path, "no step"))?;
+        self.seconds = meta.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(0.0);
         self.validations = meta.get("validations").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
         Ok(())
     }
@@ -518,56 +690,73 @@ impl State {
     fn update(&mut self, lr: f64, clip: f64, decay: f64) -> Result<f64> {
         let _g = tch::no_grad_guard();
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
-        let mut sq = 0.0;
+        let mut grads = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
             let g = s.param.grad();
-            if g.defined() {
-                sq += g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
-            }
+            grads.push(if g.defined() {
+                g.f_reshape([-1])?
+            } else {
+                Tensor::f_zeros([s.numel], (Kind::Float, self.flat.device()))?
+            });
         }
-        let norm = sq.sqrt();
+        let mut g = Tensor::f_cat(&grads, 0)?;
+        drop(grads);
+        let norm = g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?.sqrt();
         if !norm.is_finite() {
             return Err(Error::Numerical { op: "gradient", reason: "non-finite gradient norm".into() });
         }
-        let scale = if norm > clip { clip / norm } else { 1.0 };
+        if norm > clip {
+            let _ = g.f_mul_scalar_(clip / norm)?;
+        }
         let k = self.step as i32 + 1;
         let (c1, c2) = (1.0 - b1.powi(k), 1.0 - b2.powi(k));
         // torch_ema's warm-up (sgmse uses it with its defaults): the decay grows as (1 + k)/(10 + k) up to `decay`,
         // so the average is not dominated by the random initialisation early in training.
         let decay = decay.min((1.0 + f64::from(k)) / (10.0 + f64::from(k)));
-        for s in &mut self.slots {
+        // m ← b1·m + (1 − b1)·g, v ← b2·v + (1 − b2)·g², θ ← θ − lr·(m/c1)/(√(v/c2) + eps), ema ← decay·ema + (1 − decay)·θ.
+        let _ = self.m.f_lerp_(&g, 1.0 - b1)?;
+        let _ = self.v.f_lerp_(&g.f_square()?, 1.0 - b2)?;
+        let mut denom = self.v.f_div_scalar(c2)?;
+        let _ = denom.f_sqrt_()?.f_add_scalar_(eps)?;
+        let _ = self.flat.f_sub_(&self.m.f_div(&denom)?.f_mul_scalar(lr / c1)?)?;
+        let _ = self.ema.f_lerp_(&self.flat, 1.0 - decay)?;
+        for s in &self.slots {
             let mut g = s.param.grad();
-            if !g.defined() {
-                continue;
+            if g.defined() {
+                let _ = g.f_zero_()?;
             }
-            let g_s = g.f_mul_scalar(scale)?;
-            s.m = s.m.f_mul_scalar(b1)?.f_add(&g_s.f_mul_scalar(1.0 - b1)?)?;
-            s.v = s.v.f_mul_scalar(b2)?.f_add(&g_s.f_square()?.f_mul_scalar(1.0 - b2)?)?;
-            let denom = s.v.f_div_scalar(c2)?.f_sqrt()?.f_add_scalar(eps)?;
-            let delta = s.m.f_div_scalar(c1)?.f_div(&denom)?.f_mul_scalar(lr)?;
-            let _ = s.param.f_sub_(&delta)?;
-            s.ema = s.ema.f_mul_scalar(decay)?.f_add(&s.param.f_mul_scalar(1.0 - decay)?)?;
-            let _ = g.f_zero_()?;
         }
         Ok(norm)
     }
 }
 
 /// The sidecar of the trained model, with provenance.
-fn model_sidecar(opts: &TrainOptions, state: &State, data: &serde_json::Value) -> ModelConfig {
-    let mut c = opts.model.clone();
+fn model_sidecar(model: &ModelConfig, opts: &TrainOptions, state: &State, data: &serde_json::Value) -> ModelConfig {
+    let mut c = model.clone();
+    let loss = match opts.objective {
+        Objective::Score => "sgmse score_matching (OUVE), weights: EMA".to_string(),
+        Objective::Data => format!(
+            "data prediction, EDM-style preconditioning on OUVE (sigma_data {:.5}), mean ((x0_hat - x0)/c_out)^2, \
+             weights: EMA",
+            model.network.as_ref().and_then(|n| n.sigma_data).unwrap_or(f64::NAN)
+        ),
+    };
     c.source = Some(serde_json::json!({
         "trainer": "diffuse audio train",
+        "objective": opts.objective,
         "step": state.step,
         "batch": opts.batch,
         "crop_frames": opts.crop_frames,
         "snr_db": [opts.snr_db.0, opts.snr_db.1],
         "gain_jitter_db": opts.gain_jitter_db,
         "lr": opts.lr,
+        "warmup": opts.warmup,
         "ema_decay": opts.ema_decay,
         "grad_clip": opts.grad_clip,
         "seed": opts.seed,
-        "loss": "sgmse score_matching (OUVE), weights: EMA",
+        "loss": loss,
+        "device": diffuse_core::device::device_name(opts.device),
+        "train_seconds": (state.seconds * 10.0).round() / 10.0,
         "data": data,
         "validation": state.validations.last(),
     }));
@@ -617,7 +806,8 @@ pub fn validate(model: &crate::ScoreModel, set: &[(Vec<f32>, Vec<f32>)], step: u
 
 /// Trains (or resumes) as `opts` says, reporting through `on_event`. Checkpoints are written atomically, so an
 /// interruption or a failed write (disk full) leaves the previous checkpoint intact; a non-finite loss stops the
-/// run with the step number, keeping the last good checkpoint.
+/// run with the step number, keeping the last good checkpoint. Times and noise come from libtorch's global
+/// generator (reseeded every step), so two runs in one process at once are not reproducible: run them in turn.
 pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainSummary> {
     opts.validate()?;
     let started = Instant::now();
@@ -673,6 +863,28 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         }
         None => Vec::new(),
     };
+    // The model this run trains: the objective sets the output kind and, for data prediction, σ_d (kept from the
+    // checkpoint when resuming, so a resumed run continues with the same preconditioning).
+    let mut model_cfg = opts.model.clone();
+    let mut net_config = model_cfg.network.clone().ok_or_else(|| Error::invalid("network", "missing"))?;
+    match opts.objective {
+        Objective::Score => {
+            model_cfg.output = crate::config::OutputConfig { kind: OutputKind::Score, sign: 1.0 };
+            net_config.sigma_data = None;
+        }
+        Objective::Data => {
+            model_cfg.output = crate::config::OutputConfig { kind: OutputKind::DataPrediction, sign: 1.0 };
+            let resumed = if opts.resume { checkpoint_sigma_data(&checkpoint)? } else { None };
+            let sd = match resumed.or(opts.sigma_data) {
+                Some(sd) => sd,
+                None => estimate_sigma_data(&clean, &noise, opts, 256)?,
+            };
+            notes.push(format!("data objective: sigma_data {sd:.5} (RMS of x0 − y per real coefficient)"));
+            net_config.sigma_data = Some(sd);
+        }
+    }
+    model_cfg.network = Some(net_config.clone());
+    model_cfg.validate(Path::new("(training settings)"))?;
     on_event(TrainEvent::Data {
         clean: (clean.clips.len(), clean.seconds(rate)),
         noise: (noise.clips.len(), noise.seconds(rate)),
@@ -686,7 +898,10 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     });
 
     // Network and state.
-    let net_config = opts.model.network.clone().ok_or_else(|| Error::invalid("network", "missing"))?;
+    if opts.device.is_cuda() {
+        // Fixed shapes: let cuDNN pick the fastest convolution algorithms once.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     tch::manual_seed(mix64(opts.seed ^ 0x006e_6574_776f_726b) as i64);
     let vs = nn::VarStore::new(opts.device);
     let net = ScoreNet::new(&vs.root(), &net_config)?;
@@ -696,6 +911,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     }
     let options_json = serde_json::to_string(&serde_json::json!({
         "network": net_config, "batch": opts.batch, "crop_frames": opts.crop_frames, "seed": opts.seed,
+        "objective": opts.objective,
     }))
     .map_err(|e| Error::invalid("options", e.to_string()))?;
     let parameters: usize = state.slots.iter().map(|s| s.param.numel()).sum();
@@ -704,14 +920,16 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     let epoch = (clean.clips.len() as u64).div_ceil(opts.batch as u64).max(1);
     let val_every = opts.val_every.unwrap_or(epoch).max(1);
     let first = state.step;
+    let seconds_before = state.seconds;
     let mut last_saved = opts.resume.then_some(state.step);
+    let mut stopped_by_time = false;
     let save = |state: &State| -> Result<PathBuf> {
         // The checkpoint first: the model file is derived from it.
         crate::weights::write_file(&checkpoint, &state.checkpoint_bytes(&options_json)?)?;
         let model_path = opts.out.join(MODEL);
-        let bytes = crate::weights::to_bytes(&state.ema_tensors(), &BTreeMap::new())?;
+        let bytes = crate::weights::to_bytes(&state.ema_tensors()?, &BTreeMap::new())?;
         crate::weights::write_file(&model_path, &bytes)?;
-        model_sidecar(opts, state, &data_note).write(&sidecar_path(&model_path))?;
+        model_sidecar(&model_cfg, opts, state, &data_note).write(&sidecar_path(&model_path))?;
         Ok(checkpoint.clone())
     };
     while state.step < opts.steps {
@@ -723,10 +941,15 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
                 mix(&clean, &noise, crop_len, opts.snr_db, opts.gain_jitter_db, &mut d)
             })
             .collect();
-        let (x0, y) = spectrogram_batch(&pairs, &opts.model)?;
-        let (x0, y) = (x0.f_to_device(opts.device)?, y.f_to_device(opts.device)?);
+        let (c, n) = wave_batch(&pairs)?;
+        drop(pairs);
+        let x0 = spectrogram_batch_torch(&c.f_to_device(opts.device)?, &model_cfg)?;
+        let y = spectrogram_batch_torch(&n.f_to_device(opts.device)?, &model_cfg)?;
         tch::manual_seed(mix64(opts.seed ^ mix64(step) ^ 0x6c6f_7373) as i64);
-        let loss = dsm_loss(&net, &opts.model, &x0, &y)?;
+        let loss = match opts.objective {
+            Objective::Score => dsm_loss(&net, &model_cfg, &x0, &y)?,
+            Objective::Data => data_loss(&net, &model_cfg, &x0, &y)?,
+        };
         let loss_value = loss.f_double_value(&[])?;
         if !loss_value.is_finite() {
             return Err(Error::Training {
@@ -741,16 +964,20 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             });
         }
         loss.f_backward()?;
+        let lr = if opts.warmup > 0 { opts.lr * (step as f64 / opts.warmup as f64).min(1.0) } else { opts.lr };
         let grad_norm = state
-            .update(opts.lr, opts.grad_clip, opts.ema_decay)
+            .update(lr, opts.grad_clip, opts.ema_decay)
             .map_err(|e| Error::Training { step, reason: format!("{e}; the last good checkpoint is kept") })?;
         state.step = step;
+        state.seconds = seconds_before + started.elapsed().as_secs_f64();
         on_event(TrainEvent::Step { step, loss: loss_value, grad_norm });
 
-        if !val_set.is_empty() && (step % val_every == 0 || step == opts.steps) {
+        let out_of_time = opts.time_limit.is_some_and(|limit| started.elapsed() >= limit);
+        let last = step == opts.steps || out_of_time;
+        if !val_set.is_empty() && (step % val_every == 0 || last) {
             let model = crate::ScoreModel::native_from_tensors(
-                state.ema_tensors().into_iter().map(|(n, t)| (n, t.f_detach().unwrap_or(t))).collect(),
-                opts.model.clone(),
+                state.ema_tensors()?.into_iter().map(|(n, t)| (n, t.f_detach().unwrap_or(t))).collect(),
+                model_cfg.clone(),
                 &opts.out.join(MODEL),
                 opts.device,
             )?;
@@ -758,10 +985,14 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             state.validations.push(v);
             on_event(TrainEvent::Validation(v));
         }
-        if step % opts.checkpoint_every == 0 || step == opts.steps {
+        if step % opts.checkpoint_every == 0 || last {
             let path = save(&state)?;
             last_saved = Some(step);
             on_event(TrainEvent::Checkpoint { step, path });
+        }
+        if out_of_time && step < opts.steps {
+            stopped_by_time = true;
+            break;
         }
     }
     Ok(TrainSummary {
@@ -770,5 +1001,25 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         seconds: started.elapsed().as_secs_f64(),
         last_validation: state.validations.last().copied(),
         model: opts.out.join(MODEL),
+        stopped_by_time,
     })
+}
+
+/// σ_d recorded in a checkpoint's options (data-objective runs), read from its header only.
+fn checkpoint_sigma_data(path: &Path) -> Result<Option<f64>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
+    let n = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+    if n > 100 << 20 {
+        return Err(Error::model(path, "not a valid safetensors file: header length"));
+    }
+    let mut head = vec![0u8; n];
+    f.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&head).map_err(|e| Error::model(path, format!("not a valid safetensors file: {e}")))?;
+    let options = header["__metadata__"]["options"].as_str().unwrap_or("{}");
+    let options: serde_json::Value = serde_json::from_str(options).unwrap_or_default();
+    Ok(options["network"]["sigma_data"].as_f64())
 }

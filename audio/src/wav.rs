@@ -5,8 +5,8 @@
 //! Writing goes to a temporary file in the target folder that is renamed into place only when complete.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
 
 use crate::{Error, Result};
 
@@ -143,6 +143,11 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
         ));
     }
     let frames = interleaved.len() / n_channels;
+    if n_channels == 1 {
+        // Mono: the samples are the channel (no second copy of a long file).
+        interleaved.truncate(frames);
+        return Ok(Audio { sample_rate: spec.sample_rate, channels: vec![interleaved], format });
+    }
     let mut channels = vec![Vec::with_capacity(frames); n_channels];
     for frame in interleaved.chunks_exact(n_channels) {
         for (c, &s) in frame.iter().enumerate() {
@@ -195,13 +200,13 @@ pub fn write_wav(path: &Path, audio: &Audio, format: SampleFormat) -> Result<Wri
         sample_format,
     };
     let mut report = WriteReport::default();
-    atomic_write(path, |file| {
-        let mut writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(|e| hound_io(path, e))?;
+    crate::weights::write_file_with(path, |file| {
+        let mut writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(hound_io)?;
         for i in 0..frames {
             for ch in &audio.channels {
                 let s = ch[i];
                 match format {
-                    SampleFormat::Float32 => writer.write_sample(s).map_err(|e| hound_io(path, e))?,
+                    SampleFormat::Float32 => writer.write_sample(s).map_err(hound_io)?,
                     SampleFormat::Int(bits) => {
                         let max = ((1i64 << (bits - 1)) - 1) as f64;
                         let min = -((1i64 << (bits - 1)) as f64);
@@ -209,59 +214,22 @@ pub fn write_wav(path: &Path, audio: &Audio, format: SampleFormat) -> Result<Wri
                         if v > max || v < min {
                             report.clipped += 1;
                         }
-                        writer.write_sample(v.clamp(min, max) as i32).map_err(|e| hound_io(path, e))?;
+                        writer.write_sample(v.clamp(min, max) as i32).map_err(hound_io)?;
                     }
                 }
             }
         }
-        writer.finalize().map_err(|e| hound_io(path, e))
+        writer.finalize().map_err(hound_io)
     })?;
     Ok(report)
 }
 
-fn hound_io(path: &Path, e: hound::Error) -> Error {
+/// hound's errors as I/O errors (the atomic writer names the file).
+fn hound_io(e: hound::Error) -> std::io::Error {
     match e {
-        hound::Error::IoError(io) => Error::io(path, io),
-        other => Error::invalid("wav output", format!("{}: {other}", path.display())),
+        hound::Error::IoError(io) => io,
+        other => std::io::Error::other(other.to_string()),
     }
-}
-
-/// Runs `write` on a fresh temporary file beside `path` and renames it to `path` when `write` succeeds (after
-/// flushing it to disk); on failure the temporary file is removed and `path` is untouched.
-pub fn atomic_write(path: &Path, write: impl FnOnce(File) -> Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("output", format!("{}: not a file name", path.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let mut tmp = None;
-    for attempt in 0..1000u32 {
-        let candidate = dir.join(format!(".{name}.partial-{}-{attempt}", std::process::id()));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
-            Ok(file) => {
-                tmp = Some((candidate, file));
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&candidate, e)),
-        }
-    }
-    let (tmp_path, file) = tmp
-        .ok_or_else(|| Error::io(path, std::io::Error::other("could not create a temporary file beside the output")))?;
-    let sync_handle = file.try_clone().map_err(|e| Error::io(&tmp_path, e));
-    let result = sync_handle.and_then(|handle| {
-        write(file)?;
-        (&handle).flush().and_then(|_| handle.sync_all()).map_err(|e| Error::io(&tmp_path, e))?;
-        std::fs::rename(&tmp_path, path).map_err(|e| Error::io(path, e))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp_path);
-    }
-    result
 }
 
 #[cfg(test)]
@@ -380,16 +348,5 @@ mod tests {
         }
         let missing = dir.path().join("missing.wav");
         assert!(read_wav(&missing).unwrap_err().to_string().contains("missing.wav"));
-    }
-
-    #[test]
-    fn a_failed_atomic_write_leaves_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out.wav");
-        std::fs::write(&target, b"previous").unwrap();
-        let err = atomic_write(&target, |_| Err(Error::invalid("test", "fail on purpose"))).unwrap_err();
-        assert!(err.to_string().contains("fail on purpose"));
-        assert_eq!(std::fs::read(&target).unwrap(), b"previous");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
     }
 }

@@ -64,7 +64,12 @@ fn options(clean: &Path, noise: &Path, out: &Path, steps: u64) -> TrainOptions {
     o
 }
 
+/// Training draws its noise from libtorch's global generator, so runs in one process take turns (the test harness
+/// runs tests on parallel threads).
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(o: &TrainOptions) -> (diffuse_audio::Result<diffuse_audio::train::TrainSummary>, Vec<String>) {
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     let mut notes = Vec::new();
     let r = train(o, &mut |e| {
         if let TrainEvent::Data { notes: n, .. } = e {
@@ -154,4 +159,57 @@ fn a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
     let bytes = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
     let (_, meta) = diffuse_audio::weights::from_bytes(&bytes, Path::new("c")).unwrap();
     assert_eq!(meta["step"], (step - 1).to_string());
+}
+
+#[test]
+fn the_training_spectrograms_equal_the_pipeline_stft() {
+    // Training computes spectrograms with libtorch's STFT (on the training device); they must be the crate's STFT,
+    // which the parity fixtures tie to the reference.
+    let config = TrainOptions::new(vec![], vec![], PathBuf::from("unused")).model;
+    let pairs: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..3).map(|k| (tone_clip(0.3, 16000, 130.0 + 40.0 * k as f64, k), noise_clip(0.3, 16000, 9 + k))).collect();
+    let (x0, y) = diffuse_audio::train::spectrogram_batch(&pairs, &config).unwrap();
+    let waves = |clean: bool| {
+        let flat: Vec<f32> = pairs.iter().flat_map(|p| if clean { &p.0 } else { &p.1 }.iter().copied()).collect();
+        tch::Tensor::from_slice(&flat).view([pairs.len() as i64, -1])
+    };
+    for (ours, w) in [(x0, waves(true)), (y, waves(false))] {
+        let torch = diffuse_audio::train::spectrogram_batch_torch(&w, &config).unwrap();
+        assert_eq!(torch.size(), ours.size());
+        let err = f64::try_from((&torch - &ours).abs().max()).unwrap();
+        let scale = f64::try_from(ours.abs().max()).unwrap();
+        assert!(err <= 1e-4 * scale, "max difference {err} (scale {scale})");
+    }
+}
+
+#[test]
+fn a_data_prediction_run_records_its_preconditioning_and_enhances() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, noise) = corpus(dir.path());
+    let out = dir.path().join("data");
+    let mut o = options(&clean, &noise, &out, 2);
+    o.objective = diffuse_audio::train::Objective::Data;
+    let (r, notes) = run(&o);
+    r.unwrap();
+    assert!(notes.iter().any(|n| n.contains("sigma_data")), "{notes:?}");
+    let model = diffuse_audio::ScoreModel::load(&out.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    assert_eq!(model.config().output.kind, diffuse_audio::config::OutputKind::DataPrediction);
+    let sd = model.config().network.as_ref().unwrap().sigma_data.expect("sigma_data in the sidecar");
+    assert!(sd.is_finite() && sd > 0.0);
+
+    // Resuming keeps the preconditioning even when another σ_d is asked for.
+    let mut resume = options(&clean, &noise, &out, 3);
+    resume.objective = diffuse_audio::train::Objective::Data;
+    resume.resume = true;
+    resume.sigma_data = Some(sd * 3.0);
+    run(&resume).0.unwrap();
+    let again = diffuse_audio::ScoreModel::load(&out.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    assert_eq!(again.config().network.as_ref().unwrap().sigma_data, Some(sd));
+
+    // The model enhances through the ordinary pipeline (core's solvers take x̂0 directly).
+    let clean_set = diffuse_audio::train::ClipSet::load(&[clean], 16000, "clean").unwrap();
+    let noise_set = diffuse_audio::train::ClipSet::load(&[noise], 16000, "noise").unwrap();
+    let set = diffuse_audio::train::validation_set(&clean_set, &noise_set, 2, 16000, 1);
+    let v = diffuse_audio::train::validate(&again, &set, 3).unwrap();
+    assert!(v.si_sdr.is_finite() && v.estoi.is_finite(), "{v:?}");
 }

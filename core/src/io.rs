@@ -22,14 +22,29 @@ pub fn write_atomic(path: &Path, force: bool, write: impl FnOnce(&mut File) -> s
             .map_err(|e| Error::file(&dir, format!("cannot create the output folder: {e}")))?;
     }
     let name = path.file_name().ok_or_else(|| Error::file(path, "is not a file name"))?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // A fresh name (created exclusively) per write, so that concurrent writers of the same output, in this
+    // process or another, never share a temporary file.
+    let mut created = None;
+    for attempt in 0..1000u32 {
+        let candidate = dir.join(format!(".{name}.tmp-{}-{attempt}", std::process::id()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
+            Ok(f) => {
+                created = Some((candidate, f));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::file(&candidate, format!("cannot create a temporary file: {e}"))),
+        }
+    }
+    let (tmp, mut f) =
+        created.ok_or_else(|| Error::file(path, "cannot create a temporary file beside it (1000 names taken)"))?;
     let result = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
         write(&mut f)?;
         f.flush()?;
         f.sync_all()?;
         Ok(())
     })();
+    drop(f);
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::file(path, format!("cannot write: {e}")));
@@ -68,6 +83,10 @@ mod tests {
             .count();
         assert_eq!(leftovers, 0);
         write_bytes_atomic(&dir.join("new/sub/x.txt"), false, b"x").unwrap();
+        // A stale temporary file of this process (e.g. left by a crash) does not block the next write.
+        std::fs::write(dir.join(format!(".out.txt.tmp-{}-0", std::process::id())), b"stale").unwrap();
+        write_bytes_atomic(&p, true, b"three").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"three");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -115,9 +115,22 @@ pub struct TrainArgs {
     /// After peak normalisation, mixtures are scaled by a random gain down to −DB dB.
     #[arg(long, default_value_t = 6.0, value_name = "DB")]
     pub gain_jitter: f64,
+    /// What the network learns: score (the reference's denoising score matching; the model outputs the score)
+    /// or data (x0 prediction with EDM-style preconditioning; the model outputs x̂0).
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Score)]
+    pub objective: ObjectiveArg,
+    /// σ_d of the data objective's preconditioning (default: measured on the training mixtures).
+    #[arg(long, value_name = "X")]
+    pub sigma_data: Option<f64>,
     /// Adam learning rate.
     #[arg(long, default_value_t = 5e-4)]
     pub lr: f64,
+    /// Linear learning-rate warm-up over this many steps.
+    #[arg(long, default_value_t = 0, value_name = "STEPS")]
+    pub warmup: u64,
+    /// Stop after this many minutes of this call (with a checkpoint and the model), even before --steps.
+    #[arg(long, value_name = "MINUTES")]
+    pub time_limit: Option<f64>,
     /// EMA decay of the weights (the EMA weights are the model).
     #[arg(long, default_value_t = 0.999)]
     pub ema: f64,
@@ -147,6 +160,15 @@ pub struct TrainArgs {
     pub force: bool,
 }
 
+/// `--objective` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectiveArg {
+    /// Denoising score matching (sgmse "score_matching").
+    Score,
+    /// Data prediction with EDM-style preconditioning.
+    Data,
+}
+
 /// Arguments of `diffuse audio enhance`.
 #[derive(Debug, Args)]
 pub struct EnhanceArgs {
@@ -174,11 +196,11 @@ pub struct EnhanceArgs {
     /// Overwrite existing outputs (inputs are never overwritten).
     #[arg(long)]
     pub force: bool,
-    /// Long files are enhanced in chunks of this many STFT frames…
-    #[arg(long, default_value_t = 512, value_name = "FRAMES")]
+    /// Long files are enhanced in chunks of this many STFT frames (memory of the network grows with it)…
+    #[arg(long, default_value_t = 256, value_name = "FRAMES")]
     pub chunk_frames: usize,
     /// …that overlap by this many frames and are cross-faded.
-    #[arg(long, default_value_t = 64, value_name = "FRAMES")]
+    #[arg(long, default_value_t = 32, value_name = "FRAMES")]
     pub overlap_frames: usize,
 }
 
@@ -672,6 +694,16 @@ fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     opts.snr_db = parse_range(&args.snr).context("--snr")?;
     opts.gain_jitter_db = args.gain_jitter;
     opts.lr = args.lr;
+    opts.objective = match args.objective {
+        ObjectiveArg::Score => diffuse_audio::train::Objective::Score,
+        ObjectiveArg::Data => diffuse_audio::train::Objective::Data,
+    };
+    opts.sigma_data = args.sigma_data;
+    opts.warmup = args.warmup;
+    if let Some(m) = args.time_limit {
+        anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit: need a positive number of minutes, got {m}");
+        opts.time_limit = Some(std::time::Duration::from_secs_f64(m * 60.0));
+    }
     opts.ema_decay = args.ema;
     opts.grad_clip = args.grad_clip;
     opts.checkpoint_every = args.checkpoint_every;
@@ -734,7 +766,14 @@ fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             if step % 100 == 0 && bar.as_ref().is_none_or(|b| b.is_hidden()) {
-                p.verbose(format!("step {step}: loss {loss:.5}, grad norm {grad_norm:.3}"));
+                let rate = (step - first_step) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                p.verbose(format!(
+                    "step {step}: loss {loss:.5} (mean of last {} {:.5}), grad norm {grad_norm:.3}, {rate:.2} steps/s, \
+                     {:.0} s",
+                    window.len(),
+                    window.iter().sum::<f64>() / window.len().max(1) as f64,
+                    start.elapsed().as_secs_f64()
+                ));
             }
         }
         TrainEvent::Validation(v) => {
@@ -757,9 +796,10 @@ fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let summary = result?;
     println!(
-        "trained {} steps (to step {}) in {:.1} min; model: {}{}",
+        "trained {} steps (to step {}{}) in {:.1} min; model: {}{}",
         summary.steps_run,
         summary.step,
+        if summary.stopped_by_time { ", stopped at the time limit" } else { "" },
         summary.seconds / 60.0,
         summary.model.display(),
         summary
