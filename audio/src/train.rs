@@ -24,7 +24,6 @@ use tch::{Device, Kind, Tensor, nn};
 
 use crate::config::{ModelConfig, OutputKind, SdeConfig, sidecar_path};
 use crate::net::{NetConfig, ScoreNet, ouve_sigma};
-use crate::stft::Stft;
 use crate::{Error, Result};
 
 /// What the network learns.
@@ -336,25 +335,8 @@ pub fn mix(
     (c.iter().map(|v| v * gain).collect(), noisy.iter().map(|v| v * gain).collect())
 }
 
-/// Turns a batch of (clean, noisy) waveforms into transformed spectrograms `[B, 2, F, T]` (x0, y).
-pub fn spectrogram_batch(pairs: &[(Vec<f32>, Vec<f32>)], config: &ModelConfig) -> Result<(Tensor, Tensor)> {
-    let stft = Stft::new(config.stft.n_fft, config.stft.hop, config.stft.window)?;
-    let mut xs = Vec::new();
-    let mut ys = Vec::new();
-    for (c, n) in pairs {
-        let mut x = stft.forward(c)?;
-        let mut y = stft.forward(n)?;
-        config.transform.forward(&mut x);
-        config.transform.forward(&mut y);
-        xs.push(x.to_tensor());
-        ys.push(y.to_tensor());
-    }
-    Ok((Tensor::f_stack(&xs, 0)?, Tensor::f_stack(&ys, 0)?))
-}
-
 /// Transformed spectrograms `[B, 2, F, T]` of a batch of waveforms `[B, L]` with libtorch's STFT, on the
-/// waveforms' device (the training data path: the same values as [`spectrogram_batch`], which uses this crate's
-/// STFT, up to float rounding).
+/// waveforms' device (the same values as this crate's [`crate::stft::Stft`] and transform, up to float rounding).
 pub fn spectrogram_batch_torch(waves: &Tensor, config: &ModelConfig) -> Result<Tensor> {
     let n_fft = config.stft.n_fft as i64;
     let opts = (Kind::Float, waves.device());
@@ -380,17 +362,7 @@ pub fn spectrogram_batch_torch(waves: &Tensor, config: &ModelConfig) -> Result<T
         false,
     )?;
     let ri = z.f_view_as_real()?.f_permute([0, 3, 1, 2])?.f_contiguous()?;
-    let m = ri.f_square()?.f_sum_dim_intlist(Some(&[1i64][..]), true, None)?.f_sqrt()?;
-    // Coefficient-wise c = g(|z|)/|z|·z; at |z| = 0 the coefficient is 0 whatever the (finite) factor.
-    let safe = m.f_clamp_min(1e-12)?;
-    let scale = match config.transform {
-        crate::transform::SpecTransform::Exponent { alpha, beta } => {
-            safe.f_pow_tensor_scalar(alpha - 1.0)?.f_mul_scalar(beta)?
-        }
-        crate::transform::SpecTransform::Log { beta } => safe.f_log1p()?.f_div(&safe)?.f_mul_scalar(beta)?,
-        crate::transform::SpecTransform::None => return Ok(ri),
-    };
-    Ok(ri.f_mul(&scale)?)
+    config.transform.forward_tensor(&ri)
 }
 
 /// `[B, L]` tensors of the clean and noisy waveforms of a batch.
@@ -1007,19 +979,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
 
 /// σ_d recorded in a checkpoint's options (data-objective runs), read from its header only.
 fn checkpoint_sigma_data(path: &Path) -> Result<Option<f64>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
-    let n = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
-    if n > 100 << 20 {
-        return Err(Error::model(path, "not a valid safetensors file: header length"));
-    }
-    let mut head = vec![0u8; n];
-    f.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&head).map_err(|e| Error::model(path, format!("not a valid safetensors file: {e}")))?;
-    let options = header["__metadata__"]["options"].as_str().unwrap_or("{}");
-    let options: serde_json::Value = serde_json::from_str(options).unwrap_or_default();
+    let meta = crate::weights::read_metadata(path)?;
+    let options: serde_json::Value = meta.get("options").and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default();
     Ok(options["network"]["sigma_data"].as_f64())
 }

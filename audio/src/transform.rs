@@ -94,6 +94,19 @@ impl SpecTransform {
     pub fn backward(&self, spec: &mut Spectrogram) {
         self.apply(spec, |m| self.backward_mag(m));
     }
+
+    /// [`SpecTransform::forward`] on a tensor `[B, 2, F, T]` (real and imaginary parts on dim 1), on its device.
+    pub fn forward_tensor(&self, ri: &tch::Tensor) -> Result<tch::Tensor> {
+        let m = ri.f_square()?.f_sum_dim_intlist(Some(&[1i64][..]), true, None)?.f_sqrt()?;
+        // c = g(|z|)/|z|·z; at |z| = 0 the coefficient is 0 whatever the (finite) factor.
+        let safe = m.f_clamp_min(1e-12)?;
+        let scale = match *self {
+            SpecTransform::Exponent { alpha, beta } => safe.f_pow_tensor_scalar(alpha - 1.0)?.f_mul_scalar(beta)?,
+            SpecTransform::Log { beta } => safe.f_log1p()?.f_div(&safe)?.f_mul_scalar(beta)?,
+            SpecTransform::None => return Ok(ri.shallow_clone()),
+        };
+        Ok(ri.f_mul(&scale)?)
+    }
 }
 
 /// Largest magnitude of a waveform, the SGMSE+ normalisation factor; `None` when every sample is zero.
@@ -174,6 +187,24 @@ pub fn crop_frames(spec: &Spectrogram, frames: usize) -> Result<Spectrogram> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_tensor_transform_equals_the_in_place_one() {
+        let values: Vec<(f32, f32)> = (0..24)
+            .map(|k| if k == 5 { (0.0, 0.0) } else { ((k as f32 * 0.37).sin() * 3.0, (k as f32 * 0.91).cos()) })
+            .collect();
+        for t in [SpecTransform::SGMSE_16K, SpecTransform::Log { beta: 0.4 }, SpecTransform::None] {
+            let spec = spec_from(&values, 4);
+            let mut expected = spec.clone();
+            t.forward(&mut expected);
+            let got =
+                Spectrogram::from_tensor(&t.forward_tensor(&spec.to_tensor().unsqueeze(0)).unwrap().squeeze_dim(0))
+                    .unwrap();
+            for (a, b) in got.data.iter().zip(&expected.data) {
+                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{t:?}: {a} vs {b}");
+            }
+        }
+    }
 
     fn spec_from(values: &[(f32, f32)], bins: usize) -> Spectrogram {
         let frames = values.len() / bins;

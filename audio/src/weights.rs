@@ -47,6 +47,30 @@ pub fn to_bytes(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String
 /// Named tensors and the string metadata of a safetensors file.
 pub type Loaded = (Vec<(String, Tensor)>, BTreeMap<String, String>);
 
+/// The string metadata (`__metadata__`) of a parsed safetensors header.
+fn metadata_of(header: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
+    header
+        .get("__metadata__")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// The string metadata of a safetensors file, reading only its header (a checkpoint's tensors can be large).
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let bad = |r: String| Error::model(path, format!("not a valid safetensors file: {r}"));
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
+    let n = usize::try_from(u64::from_le_bytes(len)).ok().filter(|&n| n <= 100 << 20);
+    let mut head = vec![0u8; n.ok_or_else(|| bad("header length".into()))?];
+    f.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&head).map_err(|e| bad(format!("header: {e}")))?;
+    Ok(metadata_of(&header))
+}
+
 /// The tensors and metadata of a safetensors buffer; `name` is the file for errors. Only F32 is accepted.
 pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<Loaded> {
     let bad = |r: String| Error::model(name, format!("not a valid safetensors file: {r}"));
@@ -60,15 +84,10 @@ pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<Loaded> {
     let header: serde_json::Map<String, Value> =
         serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(format!("header: {e}")))?;
     let data = &bytes[8 + n..];
-    let mut metadata = BTreeMap::new();
+    let metadata = metadata_of(&header);
     let mut tensors = Vec::new();
     for (key, v) in header {
         if key == "__metadata__" {
-            if let Some(m) = v.as_object() {
-                for (k, v) in m {
-                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-                }
-            }
             continue;
         }
         let dtype = v["dtype"].as_str().unwrap_or_default();
