@@ -226,7 +226,7 @@ impl ClipSet {
                 return Err(Error::data(dir, format!("the {role} folder does not exist or is not a folder")));
             }
             let mut files = Vec::new();
-            collect_wavs(dir, &mut files)?;
+            crate::wav::collect_wavs(dir, &mut files)?;
             if files.is_empty() {
                 return Err(Error::data(dir, format!("no .wav files in the {role} folder")));
             }
@@ -273,22 +273,6 @@ impl ClipSet {
     pub fn seconds(&self, rate: u32) -> f64 {
         self.clips.iter().map(Vec::len).sum::<usize>() as f64 / f64::from(rate)
     }
-}
-
-fn collect_wavs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::data(dir, format!("cannot list the folder: {e}")))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect_wavs(&p, out)?;
-        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// One mixture: (clean, noisy), both `len` samples, normalised by the mixture's peak and scaled by the gain.

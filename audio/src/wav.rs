@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
@@ -230,6 +230,23 @@ fn hound_io(e: hound::Error) -> std::io::Error {
         hound::Error::IoError(io) => io,
         other => std::io::Error::other(other.to_string()),
     }
+}
+
+/// Appends every `.wav` file under `dir` (recursively, any letter case, sorted by path) to `out`.
+pub fn collect_wavs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::data(dir, format!("cannot list the folder: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_wavs(&p, out)?;
+        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
+            out.push(p);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -263,26 +263,6 @@ struct Job {
     output: PathBuf,
 }
 
-fn is_wav(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"))
-}
-
-fn collect_wavs(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list the folder", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect_wavs(&p, out)?;
-        } else if is_wav(&p) {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 /// Where every input goes; errors for missing inputs, missing -o with several inputs and name collisions.
 fn plan_jobs(inputs: &[PathBuf], output: Option<&Path>) -> anyhow::Result<Vec<Job>> {
     for i in inputs {
@@ -320,7 +300,7 @@ fn plan_jobs(inputs: &[PathBuf], output: Option<&Path>) -> anyhow::Result<Vec<Jo
     for i in inputs {
         let pairs: Vec<(PathBuf, PathBuf)> = if i.is_dir() {
             let mut files = Vec::new();
-            collect_wavs(i, &mut files)?;
+            diffuse_audio::wav::collect_wavs(i, &mut files)?;
             files.into_iter().map(|f| (f.strip_prefix(i).map(Path::to_path_buf).unwrap_or_default(), f)).collect()
         } else {
             vec![(PathBuf::from(i.file_name().unwrap_or_default()), i.clone())]
