@@ -243,6 +243,32 @@ impl CoreSampler {
     }
 }
 
+impl CoreSampler {
+    /// [`CoreSampler::solve`] for deterministic solvers, keeping the autograd graph through every network call
+    /// (training through the sampler); returns the output.
+    pub fn solve_differentiable(&self, denoiser: &dyn Denoiser, y: &Tensor, x_t: &Tensor) -> Result<Tensor> {
+        if self.stochastic {
+            return Err(Error::invalid(
+                "sampler",
+                format!("'{}' is stochastic; train through a deterministic one", self.name),
+            ));
+        }
+        let cond = Conditioning::with_anchor(y.shallow_clone());
+        Ok(solvers::sample_differentiable(
+            self.solver.as_ref(),
+            &self.path,
+            denoiser,
+            &cond,
+            x_t,
+            &self.grid,
+            self.budget,
+            &mut NoNoise,
+            &mut (),
+        )?
+        .x)
+    }
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }

@@ -5,7 +5,13 @@
 //! - `data`: data prediction with EDM-style preconditioning ([`crate::net::DataPrecond`]), loss
 //!   `mean ((x̂0 − x0)/c_out(t))²` over batch and coefficients, minimised by the conditional mean `E[x0 | x_t, y]`.
 //!   The model's sidecar says `output.kind: data_prediction`; core's solvers take x̂0 directly, and the PC sampler
-//!   converts it to the score `−(x_t − e^{−θt}x̂0 − (1 − e^{−θt})y)/σ²`.
+//!   converts it to the score `−(x_t − e^{−θt}x̂0 − (1 − e^{−θt})y)/σ²`;
+//! - `crp`: "correcting the reverse process" (Lay et al. 2023, *Single and few-step diffusion for generative
+//!   speech enhancement*), a second stage that fine-tunes a data-prediction model (`--init`) through the sampler it
+//!   will run: from the prior `x_T = y + σ(1)z`, the N-step solver's output x̂ (gradients through every network
+//!   call, [`diffuse_core::solvers::sample_differentiable`]) is compared with the clean target,
+//!   `mean ((x̂ − x0)/σ_d)²`. It removes the prior mismatch and the discretisation error of that sampler and turns
+//!   its output from one posterior sample into an estimate trained for the target.
 //!
 //! Data are mixed on the fly: a random crop of a clean clip plus a random crop of a noise clip at an SNR drawn
 //! uniformly from a range, normalised by the mixture's peak as the pipeline does, then both scaled by a random
@@ -34,6 +40,8 @@ pub enum Objective {
     Score,
     /// Data prediction with EDM-style preconditioning (the model outputs x̂0).
     Data,
+    /// Fine-tuning a data-prediction model through its N-step sampler ("correcting the reverse process").
+    Crp,
 }
 
 impl std::fmt::Display for Objective {
@@ -41,6 +49,7 @@ impl std::fmt::Display for Objective {
         f.write_str(match self {
             Objective::Score => "score",
             Objective::Data => "data",
+            Objective::Crp => "crp",
         })
     }
 }
@@ -72,6 +81,13 @@ pub struct TrainOptions {
     pub gain_jitter_db: f64,
     /// What the network learns.
     pub objective: Objective,
+    /// Start from this trained native model (its network, σ_d and weights; fresh optimiser state). Required by
+    /// the `crp` objective.
+    pub init: Option<PathBuf>,
+    /// The sampler the `crp` objective trains through: a deterministic diffuse-core solver by name.
+    pub crp_solver: String,
+    /// Its steps (network evaluations for first-order and multistep solvers).
+    pub crp_steps: usize,
     /// σ_d of the data objective's preconditioning (standard deviation of `x0 − y` per real coordinate); `None`:
     /// measured on 256 training mixtures before the first step.
     pub sigma_data: Option<f64>,
@@ -128,6 +144,9 @@ impl TrainOptions {
             snr_db: (-5.0, 20.0),
             gain_jitter_db: 6.0,
             objective: Objective::Score,
+            init: None,
+            crp_solver: "dpm++2m".into(),
+            crp_steps: 10,
             sigma_data: None,
             lr: 5e-4,
             warmup: 0,
@@ -163,6 +182,17 @@ impl TrainOptions {
             && !(sd.is_finite() && sd > 0.0)
         {
             return Err(Error::invalid("sigma data", format!("must be positive, got {sd}")));
+        }
+        if self.objective == Objective::Crp {
+            if self.init.is_none() {
+                return Err(Error::invalid(
+                    "init",
+                    "the crp objective fine-tunes a trained data-prediction model: pass it with --init",
+                ));
+            }
+            if self.crp_steps == 0 {
+                return Err(Error::invalid("crp steps", "need at least 1"));
+            }
         }
         if !matches!(self.model.sde, SdeConfig::Ouve { .. }) {
             return Err(Error::invalid("sde", "training supports OUVE"));
@@ -402,6 +432,53 @@ pub fn data_loss(net: &ScoreNet, config: &ModelConfig, x0: &Tensor, y: &Tensor) 
     let Perturbed { t, x_t, .. } = perturb(config, x0, y)?;
     let (x0_hat, p) = net.denoise(&x_t, y, &t, (theta, sigma_min, sigma_max))?;
     Ok(x0_hat.f_sub(x0)?.f_div(&p.c_out)?.f_square()?.f_mean(Kind::Float)?)
+}
+
+/// A network being trained, seen as a core data-prediction denoiser (its calls keep the autograd graph).
+struct NetDenoiser<'a> {
+    net: &'a ScoreNet,
+    sde: (f64, f64, f64),
+}
+
+impl diffuse_core::denoiser::Denoiser for NetDenoiser<'_> {
+    fn parameterization(&self) -> diffuse_core::param::Parameterization {
+        diffuse_core::param::Parameterization::Data
+    }
+
+    fn predict(
+        &self,
+        x: &Tensor,
+        t: f64,
+        cond: &diffuse_core::denoiser::Conditioning,
+    ) -> diffuse_core::Result<diffuse_core::param::Prediction> {
+        let y = cond.anchor.as_ref().ok_or_else(|| diffuse_core::Error::invalid("conditioning", "need y"))?;
+        let tt = Tensor::f_full([x.size()[0]], t, (Kind::Float, x.device()))?;
+        let (x0, _) = self.net.denoise(x, y, &tt, self.sde).map_err(|e| match e {
+            Error::Torch(t) => diffuse_core::Error::Torch(t),
+            other => diffuse_core::Error::invalid("network", other.to_string()),
+        })?;
+        Ok(diffuse_core::param::Prediction::Data(x0))
+    }
+}
+
+/// The `crp` loss: `mean ((x̂ − x0)/σ_d)²` for the output x̂ of `sampler` run from the prior `y + σ(1)z` (z complex,
+/// variance ½ per part, from libtorch's generator), differentiable through every network call.
+pub fn crp_loss(
+    net: &ScoreNet,
+    config: &ModelConfig,
+    sampler: &crate::sampling::CoreSampler,
+    x0: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor> {
+    let SdeConfig::Ouve { theta, sigma_min, sigma_max } = config.sde else {
+        return Err(Error::invalid("sde", "training supports OUVE"));
+    };
+    let sd = net.config().sigma_data.ok_or_else(|| Error::invalid("network", "crp needs a data-prediction network"))?;
+    let z = Tensor::f_randn(x0.size(), (Kind::Float, x0.device()))?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?;
+    let x_t = sampler.prior_with(y, &z)?;
+    let denoiser = NetDenoiser { net, sde: (theta, sigma_min, sigma_max) };
+    let out = sampler.solve_differentiable(&denoiser, y, &x_t)?;
+    Ok(out.f_sub(x0)?.f_div_scalar(sd)?.f_square()?.f_mean(Kind::Float)?)
 }
 
 /// σ_d for the data objective: the standard deviation of `x0 − y` per real coordinate of the transformed
@@ -696,10 +773,19 @@ fn model_sidecar(model: &ModelConfig, opts: &TrainOptions, state: &State, data: 
              weights: EMA",
             model.network.as_ref().and_then(|n| n.sigma_data).unwrap_or(f64::NAN)
         ),
+        Objective::Crp => format!(
+            "correcting the reverse process (Lay et al. 2023): mean ((x_hat - x0)/sigma_data)^2 for the output x_hat \
+             of {} with {} steps from the prior y + sigma(1) z, gradients through every network call; started from \
+             {}; weights: EMA",
+            opts.crp_solver,
+            opts.crp_steps,
+            opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        ),
     };
     c.source = Some(serde_json::json!({
         "trainer": "diffuse audio train",
         "objective": opts.objective,
+        "init": opts.init.as_ref().map(|_| model.source.clone()),
         "step": state.step,
         "batch": opts.batch,
         "crop_frames": opts.crop_frames,
@@ -736,10 +822,11 @@ pub fn validation_set(
         .collect()
 }
 
-/// Enhances the validation set with `model` (10-step DPM-Solver++(2M)) and returns the mean metrics.
+/// Enhances the validation set with `model` and its sidecar's sampler and returns the mean metrics.
 pub fn validate(model: &crate::ScoreModel, set: &[(Vec<f32>, Vec<f32>)], step: u64) -> Result<Validation> {
-    let sampler = crate::sampling::CoreSampler::new("dpm++2m", 10, model.config())?;
-    let enhancer = crate::Enhancer::new(model, &sampler, crate::Chunking::default(), 0)?;
+    let cfg = model.config();
+    let sampler = crate::sampling::build_sampler(&cfg.sampler.name, Some(cfg.sampler.steps), None, cfg)?;
+    let enhancer = crate::Enhancer::new(model, sampler.as_ref(), crate::Chunking::default(), 0)?;
     let rate = model.config().sample_rate;
     let mut v = Validation { step, noisy_si_sdr: 0.0, si_sdr: 0.0, noisy_estoi: 0.0, estoi: 0.0 };
     for (i, (c, n)) in set.iter().enumerate() {
@@ -821,7 +908,14 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     };
     // The model this run trains: the objective sets the output kind and, for data prediction, σ_d (kept from the
     // checkpoint when resuming, so a resumed run continues with the same preconditioning).
-    let mut model_cfg = opts.model.clone();
+    let init = match &opts.init {
+        Some(path) => Some(InitModel::load(path, opts.objective)?),
+        None => None,
+    };
+    let mut model_cfg = match &init {
+        Some(i) => i.config.clone(),
+        None => opts.model.clone(),
+    };
     let mut net_config = model_cfg.network.clone().ok_or_else(|| Error::invalid("network", "missing"))?;
     match opts.objective {
         Objective::Score => {
@@ -831,12 +925,24 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         Objective::Data => {
             model_cfg.output = crate::config::OutputConfig { kind: OutputKind::DataPrediction, sign: 1.0 };
             let resumed = if opts.resume { checkpoint_sigma_data(&checkpoint)? } else { None };
-            let sd = match resumed.or(opts.sigma_data) {
+            let sd = match resumed.or(opts.sigma_data).or(net_config.sigma_data) {
                 Some(sd) => sd,
                 None => estimate_sigma_data(&clean, &noise, opts, 256)?,
             };
             notes.push(format!("data objective: sigma_data {sd:.5} (RMS of x0 − y per real coefficient)"));
             net_config.sigma_data = Some(sd);
+        }
+        Objective::Crp => {
+            // The network, σ_d and output kind are the initial model's (checked by InitModel::load); the model
+            // learns the sampler it will run, so that sampler becomes its default.
+            model_cfg.sampler.name = opts.crp_solver.clone();
+            model_cfg.sampler.steps = opts.crp_steps;
+            notes.push(format!(
+                "crp: fine-tuning {} through {} with {} steps",
+                opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                opts.crp_solver,
+                opts.crp_steps
+            ));
         }
     }
     model_cfg.network = Some(net_config.clone());
@@ -859,15 +965,23 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         tch::Cuda::cudnn_set_benchmark(true);
     }
     tch::manual_seed(mix64(opts.seed ^ 0x006e_6574_776f_726b) as i64);
-    let vs = nn::VarStore::new(opts.device);
+    let mut vs = nn::VarStore::new(opts.device);
     let net = ScoreNet::new(&vs.root(), &net_config)?;
+    if let Some(i) = init {
+        crate::model::load_vars(&mut vs, i.tensors, &i.path)?;
+    }
     let mut state = State::new(&vs)?;
+    let crp_sampler = match opts.objective {
+        Objective::Crp => Some(crate::sampling::CoreSampler::new(&opts.crp_solver, opts.crp_steps, &model_cfg)?),
+        _ => None,
+    };
     if opts.resume {
         state.restore(&checkpoint)?;
     }
     let options_json = serde_json::to_string(&serde_json::json!({
         "network": net_config, "batch": opts.batch, "crop_frames": opts.crop_frames, "seed": opts.seed,
         "objective": opts.objective,
+        "crp": (opts.objective == Objective::Crp).then(|| (opts.crp_solver.clone(), opts.crp_steps)),
     }))
     .map_err(|e| Error::invalid("options", e.to_string()))?;
     let parameters: usize = state.slots.iter().map(|s| s.param.numel()).sum();
@@ -905,6 +1019,11 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         let loss = match opts.objective {
             Objective::Score => dsm_loss(&net, &model_cfg, &x0, &y)?,
             Objective::Data => data_loss(&net, &model_cfg, &x0, &y)?,
+            Objective::Crp => {
+                // Built above for this objective.
+                let sampler = crp_sampler.as_ref().ok_or_else(|| Error::invalid("crp", "no sampler"))?;
+                crp_loss(&net, &model_cfg, sampler, &x0, &y)?
+            }
         };
         let loss_value = loss.f_double_value(&[])?;
         if !loss_value.is_finite() {
@@ -966,4 +1085,39 @@ fn checkpoint_sigma_data(path: &Path) -> Result<Option<f64>> {
     let meta = crate::weights::read_metadata(path)?;
     let options: serde_json::Value = meta.get("options").and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default();
     Ok(options["network"]["sigma_data"].as_f64())
+}
+
+/// The model a run starts from (`--init`).
+struct InitModel {
+    path: PathBuf,
+    config: ModelConfig,
+    tensors: Vec<(String, Tensor)>,
+}
+
+impl InitModel {
+    /// Reads a native model and its sidecar and checks that `objective` can continue from it.
+    fn load(path: &Path, objective: Objective) -> Result<Self> {
+        if !crate::model::is_native(path) {
+            return Err(Error::model(path, "--init needs a native model (.safetensors with its .json sidecar)"));
+        }
+        let config = ModelConfig::read(&sidecar_path(path))?;
+        let Some(net) = config.network.as_ref() else {
+            return Err(Error::model(path, "the sidecar has no `network`: not a native model"));
+        };
+        let wants_data = matches!(objective, Objective::Data | Objective::Crp);
+        let is_data = config.output.kind == OutputKind::DataPrediction && net.sigma_data.is_some();
+        if wants_data != is_data {
+            return Err(Error::model(
+                path,
+                format!(
+                    "the {objective} objective needs a {} model, this one predicts {}",
+                    if wants_data { "data-prediction" } else { "score" },
+                    if is_data { "data" } else { "the score" }
+                ),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (tensors, _) = crate::weights::from_bytes(&bytes, path)?;
+        Ok(InitModel { path: path.to_path_buf(), config, tensors })
+    }
 }

@@ -224,3 +224,77 @@ fn a_data_prediction_run_records_its_preconditioning_and_enhances() {
     let v = diffuse_audio::train::validate(&again, &set, 3).unwrap();
     assert!(v.si_sdr.is_finite() && v.estoi.is_finite(), "{v:?}");
 }
+
+/// The crp objective: it needs a data-prediction model to start from, starts from its weights, and records the
+/// sampler it trained through as the model's default.
+#[test]
+fn a_crp_run_fine_tunes_a_data_model_through_its_sampler() {
+    use diffuse_audio::train::Objective;
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, noise) = corpus(dir.path());
+    let base = dir.path().join("base");
+    let mut o = options(&clean, &noise, &base, 2);
+    o.objective = Objective::Data;
+    run(&o).0.unwrap();
+    let init = base.join("model.safetensors");
+
+    let out = dir.path().join("crp");
+    let mut c = options(&clean, &noise, &out, 1);
+    c.objective = Objective::Crp;
+    let err = run(&c).0.unwrap_err().to_string();
+    assert!(err.contains("--init"), "{err}");
+
+    let score_dir = dir.path().join("score");
+    run(&options(&clean, &noise, &score_dir, 1)).0.unwrap();
+    c.init = Some(score_dir.join("model.safetensors"));
+    let err = run(&c).0.unwrap_err().to_string();
+    assert!(err.contains("data-prediction") && err.contains("score"), "{err}");
+
+    // A vanishing learning rate: the fine-tuned model must still be the initial one (its weights were loaded).
+    c.init = Some(init.clone());
+    c.crp_steps = 3;
+    c.lr = 1e-12;
+    run(&c).0.unwrap();
+    let before = diffuse_audio::ScoreModel::load(&init, tch::Device::Cpu).unwrap();
+    let after = diffuse_audio::ScoreModel::load(&out.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    assert_eq!(after.config().sampler.name, "dpm++2m");
+    assert_eq!(after.config().sampler.steps, 3);
+    assert_eq!(after.config().network, before.config().network);
+    assert_eq!(after.config().source.as_ref().unwrap()["objective"], "crp");
+    tch::manual_seed(3);
+    let x = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
+    let y = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
+    let t = tch::Tensor::from_slice(&[0.5f32]);
+    let a = before.forward(&x, &y, &t).unwrap();
+    let b = after.forward(&x, &y, &t).unwrap();
+    let diff = f64::try_from((&a - &b).abs().max()).unwrap();
+    assert!(diff < 1e-4, "the crp run did not start from --init: {diff}");
+}
+
+/// The crp loss is differentiable through the sampler: Adam on it lowers it on a fixed batch and noise.
+#[test]
+fn the_crp_loss_falls_when_optimised_through_the_sampler() {
+    use tch::nn::OptimizerConfig;
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cfg = TrainOptions::new(vec![], vec![], PathBuf::from("unused")).model;
+    let mut net_cfg = NetConfig::tiny();
+    net_cfg.sigma_data = Some(0.1);
+    cfg.network = Some(net_cfg.clone());
+    cfg.output.kind = diffuse_audio::config::OutputKind::DataPrediction;
+    tch::manual_seed(5);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = diffuse_audio::net::ScoreNet::new(&vs.root(), &net_cfg).unwrap();
+    let sampler = diffuse_audio::sampling::CoreSampler::new("dpm++2m", 3, &cfg).unwrap();
+    let x0 = tch::Tensor::randn([2, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
+    let y = &x0 + tch::Tensor::randn([2, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
+    let mut opt = tch::nn::Adam::default().build(&vs, 3e-3).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..12 {
+        tch::manual_seed(9); // the same prior noise every step
+        let loss = diffuse_audio::train::crp_loss(&net, &cfg, &sampler, &x0, &y).unwrap();
+        losses.push(f64::try_from(&loss).unwrap());
+        opt.backward_step(&loss);
+    }
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses.windows(2).all(|w| w[1] < w[0]) && losses[11] < 0.9 * losses[0], "{losses:?}");
+}

@@ -115,10 +115,21 @@ pub struct TrainArgs {
     /// After peak normalisation, mixtures are scaled by a random gain down to −DB dB.
     #[arg(long, default_value_t = 6.0, value_name = "DB")]
     pub gain_jitter: f64,
-    /// What the network learns: score (the reference's denoising score matching; the model outputs the score)
-    /// or data (x0 prediction with EDM-style preconditioning; the model outputs x̂0).
+    /// What the network learns: score (the reference's denoising score matching; the model outputs the score),
+    /// data (x0 prediction with EDM-style preconditioning; the model outputs x̂0), or crp (fine-tunes the
+    /// data-prediction model given by --init through its --crp-steps sampler: "correcting the reverse process").
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Score)]
     pub objective: ObjectiveArg,
+    /// Start from this trained native model (.safetensors + sidecar): its network, σ_d and weights, with a
+    /// fresh optimiser. Required by --objective crp.
+    #[arg(long, value_name = "MODEL")]
+    pub init: Option<PathBuf>,
+    /// The sampler --objective crp trains through (a deterministic solver: dpm++2m, ddim, unipc-bh2, ...).
+    #[arg(long, default_value = "dpm++2m", value_name = "SOLVER")]
+    pub crp_solver: String,
+    /// Its steps.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub crp_steps: usize,
     /// σ_d of the data objective's preconditioning (default: measured on the training mixtures).
     #[arg(long, value_name = "X")]
     pub sigma_data: Option<f64>,
@@ -167,6 +178,8 @@ pub enum ObjectiveArg {
     Score,
     /// Data prediction with EDM-style preconditioning.
     Data,
+    /// Correcting the reverse process: fine-tuning through the sampler (Lay et al. 2023).
+    Crp,
 }
 
 /// Arguments of `diffuse audio enhance`.
@@ -677,7 +690,11 @@ fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     opts.objective = match args.objective {
         ObjectiveArg::Score => diffuse_audio::train::Objective::Score,
         ObjectiveArg::Data => diffuse_audio::train::Objective::Data,
+        ObjectiveArg::Crp => diffuse_audio::train::Objective::Crp,
     };
+    opts.init = args.init.clone();
+    opts.crp_solver = args.crp_solver.clone();
+    opts.crp_steps = args.crp_steps;
     opts.sigma_data = args.sigma_data;
     opts.warmup = args.warmup;
     if let Some(m) = args.time_limit {

@@ -392,6 +392,40 @@ pub fn sample(
     noise: &mut dyn NoiseSource,
     observer: &mut dyn Observer,
 ) -> Result<Sample> {
+    sample_impl(solver, path, model, cond, x, grid, budget, noise, observer, false)
+}
+
+/// [`sample`] keeping libtorch's autograd graph, so that a loss on the result can be differentiated through every
+/// step into the model's parameters (training through the sampler: "correcting the reverse process", Lay et al.
+/// 2023). The graph holds every step's activations: memory grows with the number of model evaluations.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_differentiable(
+    solver: &dyn Solver,
+    path: &dyn NoisePath,
+    model: &dyn Denoiser,
+    cond: &Conditioning,
+    x: &Tensor,
+    grid: &GridSpec,
+    budget: Budget,
+    noise: &mut dyn NoiseSource,
+    observer: &mut dyn Observer,
+) -> Result<Sample> {
+    sample_impl(solver, path, model, cond, x, grid, budget, noise, observer, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sample_impl(
+    solver: &dyn Solver,
+    path: &dyn NoisePath,
+    model: &dyn Denoiser,
+    cond: &Conditioning,
+    x: &Tensor,
+    grid: &GridSpec,
+    budget: Budget,
+    noise: &mut dyn NoiseSource,
+    observer: &mut dyn Observer,
+    differentiable: bool,
+) -> Result<Sample> {
     let to_data = grid.end == crate::spacing::End::Zero;
     let orders = match budget {
         Budget::Steps(n) => {
@@ -404,8 +438,12 @@ pub fn sample(
     };
     let points = grid.build(path, orders.len())?;
     let mut run = Run::new(path, model, cond, noise, observer);
-    // Sampling never needs gradients: no autograd graph is built, whatever the model.
-    let out = tch::no_grad(|| solver.solve(&mut run, x, &points, &orders))?;
+    let out = if differentiable {
+        solver.solve(&mut run, x, &points, &orders)?
+    } else {
+        // Plain sampling needs no gradients: no autograd graph is built, whatever the model.
+        tch::no_grad(|| solver.solve(&mut run, x, &points, &orders))?
+    };
     let nfe = run.nfe();
     if bool::try_from(out.f_isfinite()?.f_all()?.f_logical_not()?)? {
         return Err(Error::Numerical { op: "sample", reason: format!("{} produced NaN/Inf", solver.info().name) });
