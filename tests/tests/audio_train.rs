@@ -115,6 +115,46 @@ fn train_a_tiny_model_then_enhance_and_evaluate_with_it() {
     assert!(stderr.contains("b.wav") && stderr.contains("5000 samples"), "{stderr}");
 }
 
+/// Two-stage training from the command line: a data-prediction model, then `--objective crp` from it; crp without
+/// `--init`, or from a score model, is a clear error.
+#[test]
+fn crp_fine_tunes_a_data_model_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_wav(&d.join("clean/a.wav"), 16000, &voice(8000, 150.0));
+    write_wav(&d.join("noise/n.wav"), 16000, &hiss(9000, 3));
+    let common = ["audio", "train", "--clean", "clean", "--noise", "noise", "--batch", "2", "--crop-frames", "16"];
+    let stage = |out: &str, extra: &[&str]| {
+        let mut args: Vec<&str> = common.to_vec();
+        args.extend(["--out", out, "--channels", "8,16", "--steps", "2"]);
+        args.extend(extra);
+        run_in(d, &args)
+    };
+    let out = stage("score", &[]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = stage("data", &["--objective", "data"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let out = stage("crp", &["--objective", "crp"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("--init"), "{}", text(&out).1);
+    let out = stage("crp", &["--objective", "crp", "--init", "score/model.safetensors"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out).1;
+    assert!(stderr.contains("score/model.safetensors") && stderr.contains("data-prediction"), "{stderr}");
+
+    let out = stage("crp", &["--objective", "crp", "--init", "data/model.safetensors", "--crp-steps", "3"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("trained 2 steps"), "{stdout}");
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("crp/model.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["sampler"]["name"], "dpm++2m");
+    assert_eq!(sidecar["sampler"]["steps"], 3);
+    assert_eq!(sidecar["source"]["objective"], "crp");
+    assert_eq!(sidecar["source"]["init"]["objective"], "data");
+}
+
 #[test]
 fn bench_writes_a_table_and_a_plot() {
     let dir = tempfile::tempdir().unwrap();
