@@ -221,19 +221,28 @@ pub fn truncated_score(source: &[Point3<f64>], target: &Target, pose: &Pose, tau
 
 /// Like [`truncated_score`] but with the residual `r² = (n·(T·s − q))² + max(0, |T·s − q| − spacing)²` to the
 /// nearest target point `q` (when it lies within `gate`): the sampling gaps of the target do not count as misfit,
-/// while points beyond the target's edges still do.
-pub fn plane_score(source: &[Point3<f64>], target: &Target, pose: &Pose, tau: f64, gate: f64) -> f64 {
+/// while points beyond the target's edges still do. With a `viewpoint` (target frame), `q` is the nearest point
+/// that faces it (see [`Target::correspondence`]): a sensor cannot have measured the far side of a thin wall, so a
+/// scan point is not scored against it when the near side's samples happen to lie a little farther away.
+pub fn plane_score(
+    source: &[Point3<f64>],
+    target: &Target,
+    pose: &Pose,
+    tau: f64,
+    gate: f64,
+    viewpoint: Option<&Point3<f64>>,
+) -> f64 {
     let (t2, g2) = (tau * tau, gate * gate);
     let s: f64 = source
         .iter()
         .map(|s| {
             let p = pose * s;
-            let nb = target.tree.nearest(&p);
-            if nb.dist2 > g2 {
+            let Some(i) = target.correspondence(&p, g2, viewpoint) else {
                 return 0.0;
-            }
-            let r = target.normal(nb.index).dot(&(p - target.cloud.points[nb.index]));
-            let excess = (nb.dist2.sqrt() - target.spacing).max(0.0);
+            };
+            let q = target.cloud.points[i];
+            let r = target.normal(i).dot(&(p - q));
+            let excess = ((p - q).norm() - target.spacing).max(0.0);
             (1.0 - (r * r + excess * excess) / t2).max(0.0)
         })
         .sum();
@@ -269,6 +278,38 @@ pub fn icp(source: &[Point3<f64>], target: &Target, init: &Pose, cfg: &IcpConfig
     se3::renormalize(&mut pose);
     let (fitness, inlier_rmse) = evaluate(source, target, &pose, cfg.max_correspondence);
     Ok(IcpResult { pose, fitness, inlier_rmse, iterations, converged })
+}
+
+/// The point-to-plane information matrix `Σ w·JᵀJ`, `J = [(p × n)ᵀ, nᵀ]`, of `source` under `pose` against
+/// `target` (correspondences within `max_correspondence` as in [`Target::correspondence`], Tukey weights): how
+/// strongly the data pin each left perturbation `exp(δ)·pose`, `δ = [ω, v]` in the target frame. Its near-null
+/// directions are the motions the data cannot see (a cylinder turning about its axis). `None` with fewer than
+/// 6 correspondences.
+pub fn plane_information(
+    source: &[Point3<f64>],
+    target: &Target,
+    pose: &Pose,
+    max_correspondence: f64,
+    viewpoint: Option<&Point3<f64>>,
+) -> Option<Matrix6<f64>> {
+    let max2 = max_correspondence * max_correspondence;
+    let kernel = RobustKernel::Tukey(max_correspondence);
+    let (mut h, mut count) = (Matrix6::zeros(), 0);
+    for s in source {
+        let p = pose * s;
+        let Some(i) = target.correspondence(&p, max2, viewpoint) else {
+            continue;
+        };
+        let n = target.normal(i);
+        let w = kernel.weight(n.dot(&(p - target.cloud.points[i])));
+        if w > 0.0 {
+            let pxn = p.coords.cross(&n);
+            let j = Vector6::new(pxn.x, pxn.y, pxn.z, n.x, n.y, n.z);
+            h += j * j.transpose() * w;
+            count += 1;
+        }
+    }
+    (count >= 6).then_some(h)
 }
 
 /// One damped Gauss–Newton step of point-to-plane ICP; `None` when too few correspondences constrain it.
@@ -384,6 +425,61 @@ mod tests {
         assert_eq!(RobustKernel::Tukey(2.0).weight(1.0), 0.5625);
         assert_eq!(RobustKernel::Tukey(2.0).weight(2.5), 0.0);
         assert_eq!(RobustKernel::Cauchy(1.0).weight(1.0), 0.5);
+    }
+
+    /// A wall 0.004 thick: its top face (normal +z) sampled every 0.02 in x and y, its bottom face (normal −z)
+    /// on the grid shifted by 0.01 in x.
+    fn thin_wall() -> Target {
+        let (mut points, mut normals) = (Vec::new(), Vec::new());
+        for i in 0..10 {
+            for j in 0..10 {
+                points.push(Point3::new(i as f64 * 0.02, j as f64 * 0.02, 0.002));
+                normals.push(Vector3::z());
+                points.push(Point3::new(i as f64 * 0.02 + 0.01, j as f64 * 0.02, -0.002));
+                normals.push(-Vector3::z());
+            }
+        }
+        Target::new(PointCloud { points, normals: Some(normals), colors: None }, 12).unwrap()
+    }
+
+    #[test]
+    fn the_plane_score_seen_from_the_sensor_ignores_the_far_side_of_a_thin_wall() {
+        let target = thin_wall();
+        // Scan points on the top face, half of them right above a bottom-face sample (nearer than the top
+        // face's own samples), seen from above.
+        let scan: Vec<Point3<f64>> = (1..8)
+            .flat_map(|i| [Point3::new(i as f64 * 0.02, 0.06, 0.002), Point3::new(i as f64 * 0.02 + 0.01, 0.06, 0.002)])
+            .collect();
+        let above = Point3::new(0.1, 0.1, 1.0);
+        let blind = plane_score(&scan, &target, &Pose::identity(), 0.003, 0.05, None);
+        let seen = plane_score(&scan, &target, &Pose::identity(), 0.003, 0.05, Some(&above));
+        assert!((blind - 0.5).abs() < 1e-9, "{blind}");
+        assert!((seen - 1.0).abs() < 1e-9, "{seen}");
+        // Seen from below, the bottom face is the visible one and the top-face points do not fit it.
+        let below = Point3::new(0.1, 0.1, -1.0);
+        assert!(plane_score(&scan, &target, &Pose::identity(), 0.003, 0.05, Some(&below)) < 0.01);
+    }
+
+    #[test]
+    fn the_information_matrix_has_a_null_rotation_for_a_surface_of_revolution() {
+        // A sphere: every rotation about its centre leaves the point-to-plane residuals unchanged.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let sphere: Vec<Point3<f64>> = (0..800)
+            .map(|_| {
+                let v = Vector3::new(rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5, rng.random::<f64>() - 0.5);
+                Point3::from(v.normalize() * 0.5)
+            })
+            .collect();
+        let normals = sphere.iter().map(|p| p.coords.normalize()).collect();
+        let target =
+            Target::new(PointCloud { points: sphere.clone(), normals: Some(normals), colors: None }, 12).unwrap();
+        let a = plane_information(&sphere, &target, &Pose::identity(), 0.05, None).unwrap();
+        let rot = a.fixed_view::<3, 3>(0, 0).norm();
+        let trans = a.fixed_view::<3, 3>(3, 3);
+        assert!(rot < 1e-9 * trans.norm(), "{rot} vs {}", trans.norm());
+        // Translations are pinned in every direction.
+        assert!(trans.symmetric_eigen().eigenvalues.min() > 100.0);
+        assert!(plane_information(&sphere[..3], &target, &Pose::identity(), 0.05, None).is_none());
     }
 
     /// Both methods recover a known moderate misalignment of the bunny exactly (noise-free), and
