@@ -20,7 +20,7 @@ pub enum AudioCommand {
     /// Enhance noisy speech with a score-based model (SGMSE+): one file, several files or folders.
     Enhance(EnhanceArgs),
     /// Train a native score network on clean speech and noise mixed on the fly.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Score enhanced files against clean references (SI-SDR, ESTOI), matched by relative path.
     Eval(EvalArgs),
     /// Quality vs NFE and real-time factor of samplers on (clean, noisy) pairs.
