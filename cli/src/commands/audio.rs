@@ -91,7 +91,7 @@ pub struct TrainArgs {
     /// Folder(s) of noise.
     #[arg(long, required = true, num_args = 1.., value_name = "DIR")]
     pub noise: Vec<PathBuf>,
-    /// Validation clean speech (SI-SDR and ESTOI of a 10-step DPM-Solver++ enhancement each epoch).
+    /// Validation clean speech (SI-SDR and ESTOI of an enhancement with the model's own sampler each epoch).
     #[arg(long, value_name = "DIR")]
     pub val_clean: Option<PathBuf>,
     /// Validation noise (default: the training noise).
