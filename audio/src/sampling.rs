@@ -228,22 +228,9 @@ impl CoreSampler {
         noise: &mut dyn NoiseSource,
         observer: &mut dyn solvers::Observer,
     ) -> Result<solvers::Sample> {
-        let cond = Conditioning::with_anchor(y.shallow_clone());
-        Ok(solvers::sample(
-            self.solver.as_ref(),
-            &self.path,
-            denoiser,
-            &cond,
-            x_t,
-            &self.grid,
-            self.budget,
-            noise,
-            observer,
-        )?)
+        self.run(denoiser, y, x_t, noise, observer, false)
     }
-}
 
-impl CoreSampler {
     /// [`CoreSampler::solve`] for deterministic solvers, keeping the autograd graph through every network call
     /// (training through the sampler); returns the output.
     pub fn solve_differentiable(&self, denoiser: &dyn Denoiser, y: &Tensor, x_t: &Tensor) -> Result<Tensor> {
@@ -253,19 +240,21 @@ impl CoreSampler {
                 format!("'{}' is stochastic; train through a deterministic one", self.name),
             ));
         }
+        Ok(self.run(denoiser, y, x_t, &mut NoNoise, &mut (), true)?.x)
+    }
+
+    fn run(
+        &self,
+        denoiser: &dyn Denoiser,
+        y: &Tensor,
+        x_t: &Tensor,
+        noise: &mut dyn NoiseSource,
+        observer: &mut dyn solvers::Observer,
+        differentiable: bool,
+    ) -> Result<solvers::Sample> {
         let cond = Conditioning::with_anchor(y.shallow_clone());
-        Ok(solvers::sample_differentiable(
-            self.solver.as_ref(),
-            &self.path,
-            denoiser,
-            &cond,
-            x_t,
-            &self.grid,
-            self.budget,
-            &mut NoNoise,
-            &mut (),
-        )?
-        .x)
+        let sample = if differentiable { solvers::sample_differentiable } else { solvers::sample };
+        Ok(sample(self.solver.as_ref(), &self.path, denoiser, &cond, x_t, &self.grid, self.budget, noise, observer)?)
     }
 }
 
