@@ -54,6 +54,27 @@ impl std::fmt::Display for Objective {
     }
 }
 
+/// What the `crp` objective compares with the clean target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrpLoss {
+    /// `mean ((x̂ − x0)/σ_d)²` on the compressed spectrogram the network sees (Lay et al. 2023).
+    Spec,
+    /// The negative SNR of the waveform (inverse transform and iSTFT of x̂ against the clean crop), per mixture
+    /// and soft-capped at 30 dB: `10·log10(‖s − ŝ‖² + 10⁻³‖s‖²) − 10·log10 ‖s‖²`. It weighs coefficients as
+    /// SI-SDR does (by their linear energy) instead of the compressed domain's emphasis on quiet ones.
+    Snr,
+}
+
+impl std::fmt::Display for CrpLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CrpLoss::Spec => "spec",
+            CrpLoss::Snr => "snr",
+        })
+    }
+}
+
 /// Everything a training run needs.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -88,6 +109,8 @@ pub struct TrainOptions {
     pub crp_solver: String,
     /// Its steps (network evaluations for first-order and multistep solvers).
     pub crp_steps: usize,
+    /// What the `crp` objective compares with the clean target.
+    pub crp_loss: CrpLoss,
     /// σ_d of the data objective's preconditioning (standard deviation of `x0 − y` per real coordinate); `None`:
     /// measured on 256 training mixtures before the first step.
     pub sigma_data: Option<f64>,
@@ -147,6 +170,7 @@ impl TrainOptions {
             init: None,
             crp_solver: "dpm++2m".into(),
             crp_steps: 10,
+            crp_loss: CrpLoss::Spec,
             sigma_data: None,
             lr: 5e-4,
             warmup: 0,
@@ -353,12 +377,7 @@ pub fn mix(
 /// waveforms' device (the same values as this crate's [`crate::stft::Stft`] and transform, up to float rounding).
 pub fn spectrogram_batch_torch(waves: &Tensor, config: &ModelConfig) -> Result<Tensor> {
     let n_fft = config.stft.n_fft as i64;
-    let opts = (Kind::Float, waves.device());
-    let hann = Tensor::f_hann_window_periodic(n_fft, true, opts)?;
-    let window = match config.stft.window {
-        crate::stft::Window::Hann => hann,
-        crate::stft::Window::SqrtHann => hann.f_sqrt()?,
-    };
+    let window = stft_window(config, waves.device())?;
     // Centred frames by reflect padding here and an uncentred STFT: tch passes `align_to_window` as a set value,
     // which libtorch refuses together with `center = true`.
     let padded =
@@ -461,12 +480,13 @@ impl diffuse_core::denoiser::Denoiser for NetDenoiser<'_> {
     }
 }
 
-/// The `crp` loss: `mean ((x̂ − x0)/σ_d)²` for the output x̂ of `sampler` run from the prior `y + σ(1)z` (z complex,
-/// variance ½ per part, from libtorch's generator), differentiable through every network call.
+/// The `crp` loss ([`CrpLoss`]) of the output x̂ of `sampler` run from the prior `y + σ(1)z` (z complex, variance ½
+/// per part, from libtorch's generator), differentiable through every network call.
 pub fn crp_loss(
     net: &ScoreNet,
     config: &ModelConfig,
     sampler: &crate::sampling::CoreSampler,
+    loss: CrpLoss,
     x0: &Tensor,
     y: &Tensor,
 ) -> Result<Tensor> {
@@ -478,7 +498,47 @@ pub fn crp_loss(
     let x_t = sampler.prior_with(y, &z)?;
     let denoiser = NetDenoiser { net, sde: (theta, sigma_min, sigma_max) };
     let out = sampler.solve_differentiable(&denoiser, y, &x_t)?;
-    Ok(out.f_sub(x0)?.f_div_scalar(sd)?.f_square()?.f_mean(Kind::Float)?)
+    match loss {
+        CrpLoss::Spec => Ok(out.f_sub(x0)?.f_div_scalar(sd)?.f_square()?.f_mean(Kind::Float)?),
+        CrpLoss::Snr => {
+            let s = waveform_batch_torch(x0, config)?;
+            let s_hat = waveform_batch_torch(&out, config)?;
+            let dims = Some(&[1i64][..]);
+            let power = s.f_square()?.f_sum_dim_intlist(dims, false, None)?;
+            let error = s.f_sub(&s_hat)?.f_square()?.f_sum_dim_intlist(dims, false, None)?;
+            let ratio =
+                error.f_add(&power.f_mul_scalar(1e-3)?)?.f_add_scalar(1e-8)?.f_div(&power.f_add_scalar(1e-8)?)?;
+            Ok(ratio.f_log10()?.f_mul_scalar(10.0)?.f_mean(Kind::Float)?)
+        }
+    }
+}
+
+/// The waveforms `[B, (T − 1)·hop]` of transformed spectrograms `[B, 2, F, T]` made by [`spectrogram_batch_torch`]:
+/// the inverse transform and the inverse of its centred STFT, differentiable.
+pub fn waveform_batch_torch(spec: &Tensor, config: &ModelConfig) -> Result<Tensor> {
+    let n_fft = config.stft.n_fft as i64;
+    let frames = spec.size().last().copied().unwrap_or(0);
+    let window = stft_window(config, spec.device())?;
+    let z = config.transform.backward_tensor(spec)?.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_view_as_complex()?;
+    Ok(z.f_istft(
+        n_fft,
+        config.stft.hop as i64,
+        n_fft,
+        Some(&window),
+        true,
+        false,
+        true,
+        (frames - 1).max(0) * config.stft.hop as i64,
+        false,
+    )?)
+}
+
+fn stft_window(config: &ModelConfig, device: Device) -> Result<Tensor> {
+    let hann = Tensor::f_hann_window_periodic(config.stft.n_fft as i64, true, (Kind::Float, device))?;
+    Ok(match config.stft.window {
+        crate::stft::Window::Hann => hann,
+        crate::stft::Window::SqrtHann => hann.f_sqrt()?,
+    })
 }
 
 /// σ_d for the data objective: the standard deviation of `x0 − y` per real coordinate of the transformed
@@ -774,9 +834,12 @@ fn model_sidecar(model: &ModelConfig, opts: &TrainOptions, state: &State, data: 
             model.network.as_ref().and_then(|n| n.sigma_data).unwrap_or(f64::NAN)
         ),
         Objective::Crp => format!(
-            "correcting the reverse process (Lay et al. 2023): mean ((x_hat - x0)/sigma_data)^2 for the output x_hat \
-             of {} with {} steps from the prior y + sigma(1) z, gradients through every network call; started from \
-             {}; weights: EMA",
+            "correcting the reverse process (Lay et al. 2023): {} for the output x_hat of {} with {} steps from the \
+             prior y + sigma(1) z, gradients through every network call; started from {}; weights: EMA",
+            match opts.crp_loss {
+                CrpLoss::Spec => "mean ((x_hat - x0)/sigma_data)^2",
+                CrpLoss::Snr => "negative waveform SNR, 10 log10((|s - s_hat|^2 + 1e-3 |s|^2)/|s|^2) per mixture",
+            },
             opts.crp_solver,
             opts.crp_steps,
             opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
@@ -938,10 +1001,11 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             model_cfg.sampler.name = opts.crp_solver.clone();
             model_cfg.sampler.steps = opts.crp_steps;
             notes.push(format!(
-                "crp: fine-tuning {} through {} with {} steps",
+                "crp: fine-tuning {} through {} with {} steps, {} loss",
                 opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
                 opts.crp_solver,
-                opts.crp_steps
+                opts.crp_steps,
+                opts.crp_loss
             ));
         }
     }
@@ -981,7 +1045,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     let options_json = serde_json::to_string(&serde_json::json!({
         "network": net_config, "batch": opts.batch, "crop_frames": opts.crop_frames, "seed": opts.seed,
         "objective": opts.objective,
-        "crp": (opts.objective == Objective::Crp).then(|| (opts.crp_solver.clone(), opts.crp_steps)),
+        "crp": (opts.objective == Objective::Crp).then(|| (opts.crp_solver.clone(), opts.crp_steps, opts.crp_loss)),
     }))
     .map_err(|e| Error::invalid("options", e.to_string()))?;
     let parameters: usize = state.slots.iter().map(|s| s.param.numel()).sum();
@@ -1022,7 +1086,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             Objective::Crp => {
                 // Built above for this objective.
                 let sampler = crp_sampler.as_ref().ok_or_else(|| Error::invalid("crp", "no sampler"))?;
-                crp_loss(&net, &model_cfg, sampler, &x0, &y)?
+                crp_loss(&net, &model_cfg, sampler, opts.crp_loss, &x0, &y)?
             }
         };
         let loss_value = loss.f_double_value(&[])?;

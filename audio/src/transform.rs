@@ -107,6 +107,20 @@ impl SpecTransform {
         };
         Ok(ri.f_mul(&scale)?)
     }
+
+    /// [`SpecTransform::backward`] on a tensor `[B, 2, F, T]`, differentiable (for losses on the waveform).
+    pub fn backward_tensor(&self, ri: &tch::Tensor) -> Result<tch::Tensor> {
+        let m = ri.f_square()?.f_sum_dim_intlist(Some(&[1i64][..]), true, None)?.f_sqrt()?;
+        let safe = m.f_clamp_min(1e-12)?;
+        let scale = match *self {
+            SpecTransform::Exponent { alpha, beta } => {
+                safe.f_div_scalar(beta)?.f_pow_tensor_scalar(1.0 / alpha)?.f_div(&safe)?
+            }
+            SpecTransform::Log { beta } => safe.f_div_scalar(beta)?.f_expm1()?.f_div(&safe)?,
+            SpecTransform::None => return Ok(ri.shallow_clone()),
+        };
+        Ok(ri.f_mul(&scale)?)
+    }
 }
 
 /// Largest magnitude of a waveform, the SGMSE+ normalisation factor; `None` when every sample is zero.
@@ -189,7 +203,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn the_tensor_transform_equals_the_in_place_one() {
+    fn the_tensor_transforms_equal_the_in_place_ones() {
         let values: Vec<(f32, f32)> = (0..24)
             .map(|k| if k == 5 { (0.0, 0.0) } else { ((k as f32 * 0.37).sin() * 3.0, (k as f32 * 0.91).cos()) })
             .collect();
@@ -202,6 +216,14 @@ mod tests {
                     .unwrap();
             for (a, b) in got.data.iter().zip(&expected.data) {
                 assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{t:?}: {a} vs {b}");
+            }
+            let mut back = spec.clone();
+            t.backward(&mut back);
+            let got =
+                Spectrogram::from_tensor(&t.backward_tensor(&spec.to_tensor().unsqueeze(0)).unwrap().squeeze_dim(0))
+                    .unwrap();
+            for (a, b) in got.data.iter().zip(&back.data) {
+                assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{t:?} backward: {a} vs {b}");
             }
         }
     }

@@ -281,9 +281,10 @@ fn a_crp_run_fine_tunes_a_data_model_through_its_sampler() {
     assert!(diff < 1e-4, "the crp run did not start from --init: {diff}");
 }
 
-/// The crp loss is differentiable through the sampler: Adam on it lowers it on a fixed batch and noise.
+/// The crp losses are differentiable through the sampler: Adam on each lowers it on a fixed batch and noise.
 #[test]
-fn the_crp_loss_falls_when_optimised_through_the_sampler() {
+fn the_crp_losses_fall_when_optimised_through_the_sampler() {
+    use diffuse_audio::train::CrpLoss;
     use tch::nn::OptimizerConfig;
     let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     let mut cfg = TrainOptions::new(vec![], vec![], PathBuf::from("unused")).model;
@@ -291,20 +292,43 @@ fn the_crp_loss_falls_when_optimised_through_the_sampler() {
     net_cfg.sigma_data = Some(0.1);
     cfg.network = Some(net_cfg.clone());
     cfg.output.kind = diffuse_audio::config::OutputKind::DataPrediction;
-    tch::manual_seed(5);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let net = diffuse_audio::net::ScoreNet::new(&vs.root(), &net_cfg).unwrap();
     let sampler = diffuse_audio::sampling::CoreSampler::new("dpm++2m", 3, &cfg).unwrap();
     let x0 = tch::Tensor::randn([2, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
     let y = &x0 + tch::Tensor::randn([2, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
-    let mut opt = tch::nn::Adam::default().build(&vs, 3e-3).unwrap();
-    let mut losses = Vec::new();
-    for _ in 0..12 {
-        tch::manual_seed(9); // the same prior noise every step
-        let loss = diffuse_audio::train::crp_loss(&net, &cfg, &sampler, &x0, &y).unwrap();
-        losses.push(f64::try_from(&loss).unwrap());
-        opt.backward_step(&loss);
+    for loss_kind in [CrpLoss::Spec, CrpLoss::Snr] {
+        tch::manual_seed(5);
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let net = diffuse_audio::net::ScoreNet::new(&vs.root(), &net_cfg).unwrap();
+        let mut opt = tch::nn::Adam::default().build(&vs, 3e-3).unwrap();
+        let mut losses = Vec::new();
+        for _ in 0..12 {
+            tch::manual_seed(9); // the same prior noise every step
+            let loss = diffuse_audio::train::crp_loss(&net, &cfg, &sampler, loss_kind, &x0, &y).unwrap();
+            losses.push(f64::try_from(&loss).unwrap());
+            opt.backward_step(&loss);
+        }
+        assert!(losses.iter().all(|l| l.is_finite()), "{loss_kind}: {losses:?}");
+        assert!(losses.windows(2).all(|w| w[1] < w[0]), "{loss_kind}: {losses:?}");
+        match loss_kind {
+            CrpLoss::Spec => assert!(losses[11] < 0.9 * losses[0], "{losses:?}"),
+            // dB of error over signal: at least 1 dB better.
+            CrpLoss::Snr => assert!(losses[11] < losses[0] - 1.0, "{losses:?}"),
+        }
     }
-    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
-    assert!(losses.windows(2).all(|w| w[1] < w[0]) && losses[11] < 0.9 * losses[0], "{losses:?}");
+}
+
+/// The waveform loss sees the crop itself: the inverse of the training spectrogram returns the waveform.
+#[test]
+fn the_training_spectrogram_inverts_to_the_waveform() {
+    let cfg = TrainOptions::new(vec![], vec![], PathBuf::from("unused")).model;
+    let hop = cfg.stft.hop;
+    let wave: Vec<f32> = tone_clip(1.1, 16_000, 220.0, 3)[..127 * hop].to_vec();
+    let w = tch::Tensor::from_slice(&wave).view([1, -1]);
+    let spec = diffuse_audio::train::spectrogram_batch_torch(&w, &cfg).unwrap();
+    assert_eq!(spec.size(), [1, 2, 256, 128]);
+    let back = diffuse_audio::train::waveform_batch_torch(&spec, &cfg).unwrap();
+    assert_eq!(back.size(), w.size());
+    let err = f64::try_from((&back - &w).abs().max()).unwrap();
+    let peak = f64::try_from(w.abs().max()).unwrap();
+    assert!(err < 1e-4 * peak, "max error {err} (peak {peak})");
 }

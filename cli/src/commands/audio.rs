@@ -130,6 +130,10 @@ pub struct TrainArgs {
     /// Its steps.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub crp_steps: usize,
+    /// What --objective crp compares with the clean target: spec (squared error on the compressed spectrogram,
+    /// as Lay et al.) or snr (negative waveform SNR per mixture, capped at 30 dB: weighs errors as SI-SDR does).
+    #[arg(long, value_enum, default_value_t = CrpLossArg::Spec)]
+    pub crp_loss: CrpLossArg,
     /// σ_d of the data objective's preconditioning (default: measured on the training mixtures).
     #[arg(long, value_name = "X")]
     pub sigma_data: Option<f64>,
@@ -180,6 +184,15 @@ pub enum ObjectiveArg {
     Data,
     /// Correcting the reverse process: fine-tuning through the sampler (Lay et al. 2023).
     Crp,
+}
+
+/// `--crp-loss` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrpLossArg {
+    /// Squared error on the compressed spectrogram.
+    Spec,
+    /// Negative waveform SNR per mixture.
+    Snr,
 }
 
 /// Arguments of `diffuse audio enhance`.
@@ -695,6 +708,10 @@ fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     opts.init = args.init.clone();
     opts.crp_solver = args.crp_solver.clone();
     opts.crp_steps = args.crp_steps;
+    opts.crp_loss = match args.crp_loss {
+        CrpLossArg::Spec => diffuse_audio::train::CrpLoss::Spec,
+        CrpLossArg::Snr => diffuse_audio::train::CrpLoss::Snr,
+    };
     opts.sigma_data = args.sigma_data;
     opts.warmup = args.warmup;
     if let Some(m) = args.time_limit {
