@@ -115,8 +115,8 @@ fn train_a_tiny_model_then_enhance_and_evaluate_with_it() {
     assert!(stderr.contains("b.wav") && stderr.contains("5000 samples"), "{stderr}");
 }
 
-/// Two-stage training from the command line: a data-prediction model, then `--objective crp` from it; crp without
-/// `--init`, or from a score model, is a clear error.
+/// Two-stage training from the command line: a data-prediction model, then `--objective crp` from it (with either
+/// loss); crp without `--init`, or from a score model, is a clear error.
 #[test]
 fn crp_fine_tunes_a_data_model_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,6 +153,14 @@ fn crp_fine_tunes_a_data_model_from_the_command_line() {
     assert_eq!(sidecar["sampler"]["steps"], 3);
     assert_eq!(sidecar["source"]["objective"], "crp");
     assert_eq!(sidecar["source"]["init"]["objective"], "data");
+    assert!(sidecar["source"]["loss"].as_str().unwrap().contains("sigma_data"), "{}", sidecar["source"]["loss"]);
+
+    let out = stage("crp-snr", &["--objective", "crp", "--init", "data/model.safetensors", "--crp-loss", "snr"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("crp-snr/model.json")).unwrap()).unwrap();
+    assert!(sidecar["source"]["loss"].as_str().unwrap().contains("SNR"), "{}", sidecar["source"]["loss"]);
 }
 
 #[test]
