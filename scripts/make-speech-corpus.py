@@ -310,6 +310,21 @@ def make_noise(out, split, per_type, seconds, rng, manifest, speech_files):
         print(f"{split}: noise {kind}", flush=True)
 
 
+def mix_at_snr(c, nz, rng):
+    """Clean c plus a random stretch of the noise nz at an SNR uniform in [0, 10] dB, both scaled together when the
+    peak passes 0.9: (clean, noisy, snr). Also used by scripts/make-val-pairs.py."""
+    start = rng.randrange(max(1, len(nz) - len(c)))
+    seg = [nz[(start + k) % len(nz)] for k in range(len(c))]
+    snr = rng.uniform(0, 10)
+    pc = sum(v * v for v in c) / len(c)
+    pn = sum(v * v for v in seg) / len(seg) or 1e-12
+    k = math.sqrt(pc / (pn * 10 ** (snr / 10)))
+    noisy = [a + k * b for a, b in zip(c, seg)]
+    peak = max(abs(v) for v in noisy + c)
+    g = 0.9 / peak if peak > 0.9 else 1.0
+    return [g * v for v in c], [g * v for v in noisy], snr
+
+
 def make_pairs(out, count, rng, manifest):
     """Fixed test mixtures: each test utterance with a test noise at an SNR uniform in [0, 10] dB."""
     clean_dir, noise_dir = os.path.join(out, "test", "clean"), os.path.join(out, "test", "noise")
@@ -326,18 +341,10 @@ def make_pairs(out, count, rng, manifest):
     for i in range(min(count, len(cleans))):
         _, c = read_wav(os.path.join(clean_dir, cleans[i]))
         name, nz = noises[i % len(noises)]
-        start = rng.randrange(max(1, len(nz) - len(c)))
-        seg = [nz[(start + k) % len(nz)] for k in range(len(c))]
-        snr = rng.uniform(0, 10)
-        pc = sum(v * v for v in c) / len(c)
-        pn = sum(v * v for v in seg) / len(seg) or 1e-12
-        k = math.sqrt(pc / (pn * 10 ** (snr / 10)))
-        noisy = [a + k * b for a, b in zip(c, seg)]
-        peak = max(abs(v) for v in noisy + c)
-        g = 0.9 / peak if peak > 0.9 else 1.0
+        clean, noisy, snr = mix_at_snr(c, nz, rng)
         stem = f"pair_{i:03d}.wav"
-        write_wav(os.path.join(out, "test", "pairs", "clean", stem), [g * v for v in c])
-        write_wav(os.path.join(out, "test", "pairs", "noisy", stem), [g * v for v in noisy])
+        write_wav(os.path.join(out, "test", "pairs", "clean", stem), clean)
+        write_wav(os.path.join(out, "test", "pairs", "noisy", stem), noisy)
         manifest.append({"file": f"test/pairs/noisy/{stem}", "clean": cleans[i], "noise": name, "snr_db": round(snr, 2)})
 
 
