@@ -108,8 +108,9 @@ def write_wav(path, samples, rate=RATE):
 
 
 def to_16k(src, dst, extra=()):
-    """sox: mono, 16 kHz, 16 bit, optional effects (tempo, trimming silence)."""
-    subprocess.run(["sox", src, "-r", str(RATE), "-c", "1", "-b", "16", dst, *extra], check=True,
+    """sox: mono, 16 kHz, 16 bit, optional effects (tempo, trimming silence). -R: the same dither on every run, so
+    outputs are reproducible byte for byte."""
+    subprocess.run(["sox", "-R", src, "-r", str(RATE), "-c", "1", "-b", "16", dst, *extra], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
