@@ -207,24 +207,22 @@ mod tests {
         let values: Vec<(f32, f32)> = (0..24)
             .map(|k| if k == 5 { (0.0, 0.0) } else { ((k as f32 * 0.37).sin() * 3.0, (k as f32 * 0.91).cos()) })
             .collect();
+        // The tensor result (a batch of one) against the in-place one, within a relative tolerance.
+        let check = |label: String, tensor: tch::Tensor, expected: &Spectrogram, tol: f32| {
+            let got = Spectrogram::from_tensor(&tensor.squeeze_dim(0)).unwrap();
+            for (a, b) in got.data.iter().zip(&expected.data) {
+                assert!((a - b).abs() <= tol * b.abs().max(1.0), "{label}: {a} vs {b}");
+            }
+        };
         for t in [SpecTransform::SGMSE_16K, SpecTransform::Log { beta: 0.4 }, SpecTransform::None] {
             let spec = spec_from(&values, 4);
-            let mut expected = spec.clone();
-            t.forward(&mut expected);
-            let got =
-                Spectrogram::from_tensor(&t.forward_tensor(&spec.to_tensor().unsqueeze(0)).unwrap().squeeze_dim(0))
-                    .unwrap();
-            for (a, b) in got.data.iter().zip(&expected.data) {
-                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{t:?}: {a} vs {b}");
-            }
+            let batch = spec.to_tensor().unsqueeze(0);
+            let mut forward = spec.clone();
+            t.forward(&mut forward);
+            check(format!("{t:?} forward"), t.forward_tensor(&batch).unwrap(), &forward, 1e-6);
             let mut back = spec.clone();
             t.backward(&mut back);
-            let got =
-                Spectrogram::from_tensor(&t.backward_tensor(&spec.to_tensor().unsqueeze(0)).unwrap().squeeze_dim(0))
-                    .unwrap();
-            for (a, b) in got.data.iter().zip(&back.data) {
-                assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{t:?} backward: {a} vs {b}");
-            }
+            check(format!("{t:?} backward"), t.backward_tensor(&batch).unwrap(), &back, 1e-5);
         }
     }
 
