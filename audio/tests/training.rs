@@ -332,3 +332,52 @@ fn the_training_spectrogram_inverts_to_the_waveform() {
     let peak = f64::try_from(w.abs().max()).unwrap();
     assert!(err < 1e-4 * peak, "max error {err} (peak {peak})");
 }
+
+/// Low-band over high-band energy in dB (first difference against first sum: 0 dB for white noise).
+fn tilt_db(x: &[f32]) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 0.0f64);
+    for w in x.windows(2) {
+        let (a, b) = (f64::from(w[0]), f64::from(w[1]));
+        lo += (a + b) * (a + b);
+        hi += (b - a) * (b - a);
+    }
+    10.0 * (lo / hi).log10()
+}
+
+#[test]
+fn spectral_shaping_colours_speech_and_noise_and_keeps_the_drawn_snr() {
+    use diffuse_audio::train::{ClipSet, Draws, mix, shape_spectrum};
+    let set = |clip: Vec<f32>| ClipSet { clips: vec![clip], ..Default::default() };
+    let (clean, noise) = (set(tone_clip(1.0, 16000, 150.0, 7)), set(noise_clip(2.0, 16000, 8)));
+    let snr_db = |c: &[f32], y: &[f32]| {
+        let e: f64 = c.iter().map(|&v| f64::from(v).powi(2)).sum();
+        let r: f64 = c.iter().zip(y).map(|(&a, &b)| f64::from(b - a).powi(2)).sum();
+        10.0 * (e / r).log10()
+    };
+    let (mut plain, mut shaped) = (Vec::new(), Vec::new());
+    for k in 0..40u64 {
+        let (c0, y0) = mix(&clean, &noise, 8000, (3.0, 3.0), 0.0, false, &mut Draws::new(k));
+        let (c1, y1) = mix(&clean, &noise, 8000, (3.0, 3.0), 0.0, true, &mut Draws::new(k));
+        // The SNR is set after shaping, and the target is the shaped speech inside the mixture.
+        assert!((snr_db(&c1, &y1) - 3.0).abs() < 1e-3, "draw {k}: SNR {}", snr_db(&c1, &y1));
+        assert!(c0 != c1, "draw {k}: shaping left the speech as it was");
+        let n0: Vec<f32> = c0.iter().zip(&y0).map(|(a, b)| b - a).collect();
+        let n1: Vec<f32> = c1.iter().zip(&y1).map(|(a, b)| b - a).collect();
+        plain.push(tilt_db(&n0));
+        shaped.push(tilt_db(&n1));
+    }
+    let spread = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min);
+    // White noise stays white without shaping; with it the noise colour varies by many dB between mixtures.
+    assert!(spread(&plain) < 1.0, "unshaped tilt spread {:.2} dB", spread(&plain));
+    assert!(spread(&shaped) > 10.0, "shaped tilt spread {:.2} dB", spread(&shaped));
+
+    // Every draw is a stable filter: bounded output from bounded input (|H| ≤ 7 at every frequency).
+    let x = noise_clip(1.0, 16000, 9);
+    let peak_in = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for k in 0..500u64 {
+        let mut y = x.clone();
+        shape_spectrum(&mut y, &mut Draws::new(k));
+        let peak = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(peak.is_finite() && peak < 30.0 * peak_in, "draw {k}: peak {peak}");
+    }
+}

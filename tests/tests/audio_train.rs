@@ -155,12 +155,15 @@ fn crp_fine_tunes_a_data_model_from_the_command_line() {
     assert_eq!(sidecar["source"]["init"]["objective"], "data");
     assert!(sidecar["source"]["loss"].as_str().unwrap().contains("sigma_data"), "{}", sidecar["source"]["loss"]);
 
-    let out = stage("crp-snr", &["--objective", "crp", "--init", "data/model.safetensors", "--crp-loss", "snr"]);
+    let crp_snr = ["--objective", "crp", "--init", "data/model.safetensors", "--crp-loss", "snr", "--spectral-shaping"];
+    let out = stage("crp-snr", &crp_snr);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let sidecar: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("crp-snr/model.json")).unwrap()).unwrap();
     assert!(sidecar["source"]["loss"].as_str().unwrap().contains("SNR"), "{}", sidecar["source"]["loss"]);
+    assert_eq!(sidecar["source"]["spectral_shaping"], true);
+    assert_eq!(sidecar["source"]["init"]["spectral_shaping"], false);
 }
 
 #[test]

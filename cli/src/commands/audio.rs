@@ -115,6 +115,10 @@ pub struct TrainArgs {
     /// After peak normalisation, mixtures are scaled by a random gain down to −DB dB.
     #[arg(long, default_value_t = 6.0, value_name = "DB")]
     pub gain_jitter: f64,
+    /// Pass the speech and the noise of each mixture through their own random second-order filter (RNNoise's
+    /// spectral-shaping augmentation): more timbres and noise colours than the folders hold.
+    #[arg(long)]
+    pub spectral_shaping: bool,
     /// What the network learns: score (the reference's denoising score matching; the model outputs the score),
     /// data (x0 prediction with EDM-style preconditioning; the model outputs x̂0), or crp (fine-tunes the
     /// data-prediction model given by --init through its --crp-steps sampler: "correcting the reverse process").
@@ -699,6 +703,7 @@ fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     opts.crop_frames = args.crop_frames;
     opts.snr_db = parse_range(&args.snr).context("--snr")?;
     opts.gain_jitter_db = args.gain_jitter;
+    opts.spectral_shaping = args.spectral_shaping;
     opts.lr = args.lr;
     opts.objective = match args.objective {
         ObjectiveArg::Score => diffuse_audio::train::Objective::Score,
