@@ -191,6 +191,11 @@ impl TrainOptions {
         }
     }
 
+    /// The mixing fields.
+    pub fn mixing(&self) -> Mixing {
+        Mixing { snr_db: self.snr_db, gain_jitter_db: self.gain_jitter_db, spectral_shaping: self.spectral_shaping }
+    }
+
     fn validate(&self) -> Result<()> {
         let net = self.model.network.as_ref().ok_or_else(|| Error::invalid("network", "no network given"))?;
         self.model.validate(Path::new("(training settings)"))?;
@@ -350,17 +355,25 @@ pub fn shape_spectrum(x: &mut [f32], draws: &mut Draws) {
     }
 }
 
+/// How [`mix`] draws a mixture (the mixing fields of [`TrainOptions`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mixing {
+    /// SNR range in dB.
+    pub snr_db: (f64, f64),
+    /// Gains down to −this many dB are applied after normalisation.
+    pub gain_jitter_db: f64,
+    /// Speech and noise are first shaped by [`shape_spectrum`].
+    pub spectral_shaping: bool,
+}
+
+impl Mixing {
+    /// The validation mixtures: SNR uniform in [0, 10] dB, no gain jitter, no shaping.
+    pub const VALIDATION: Mixing = Mixing { snr_db: (0.0, 10.0), gain_jitter_db: 0.0, spectral_shaping: false };
+}
+
 /// One mixture: (clean, noisy), both `len` samples, normalised by the mixture's peak and scaled by the gain;
-/// with `shaping`, speech and noise are first shaped by [`shape_spectrum`] (the target is the shaped speech).
-pub fn mix(
-    clean: &ClipSet,
-    noise: &ClipSet,
-    len: usize,
-    snr_db: (f64, f64),
-    gain_jitter_db: f64,
-    shaping: bool,
-    draws: &mut Draws,
-) -> (Vec<f32>, Vec<f32>) {
+/// with spectral shaping the target is the shaped speech.
+pub fn mix(clean: &ClipSet, noise: &ClipSet, len: usize, how: Mixing, draws: &mut Draws) -> (Vec<f32>, Vec<f32>) {
     let crop = |clip: &[f32], draws: &mut Draws, tile: bool| -> Vec<f32> {
         if clip.len() >= len {
             let start = draws.below(clip.len() - len + 1);
@@ -387,16 +400,16 @@ pub fn mix(
         }
     }
     let mut n = crop(&noise.clips[draws.below(noise.clips.len())], draws, true);
-    if shaping {
+    if how.spectral_shaping {
         shape_spectrum(&mut c, draws);
         shape_spectrum(&mut n, draws);
     }
-    let snr = snr_db.0 + (snr_db.1 - snr_db.0) * draws.uniform();
+    let snr = how.snr_db.0 + (how.snr_db.1 - how.snr_db.0) * draws.uniform();
     let (pc, pn) = (energy(&c), energy(&n).max(1e-20));
     let k = if pc > 0.0 { (pc / (pn * 10f64.powf(snr / 10.0))).sqrt() } else { 0.0 } as f32;
     let noisy: Vec<f32> = c.iter().zip(&n).map(|(a, b)| a + k * b).collect();
     let peak = noisy.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-8);
-    let gain = 10f64.powf(-gain_jitter_db * draws.uniform() / 20.0) as f32 / peak;
+    let gain = 10f64.powf(-how.gain_jitter_db * draws.uniform() / 20.0) as f32 / peak;
     (c.iter().map(|v| v * gain).collect(), noisy.iter().map(|v| v * gain).collect())
 }
 
@@ -575,7 +588,7 @@ pub fn estimate_sigma_data(clean: &ClipSet, noise: &ClipSet, opts: &TrainOptions
     let pairs: Vec<(Vec<f32>, Vec<f32>)> = (0..items)
         .map(|i| {
             let mut d = Draws::new(opts.seed ^ 0x7369_676d_615f_6461 ^ mix64(i as u64));
-            mix(clean, noise, crop_len, opts.snr_db, opts.gain_jitter_db, opts.spectral_shaping, &mut d)
+            mix(clean, noise, crop_len, opts.mixing(), &mut d)
         })
         .collect();
     let (c, n) = wave_batch(&pairs)?;
@@ -908,7 +921,7 @@ pub fn validation_set(
     (0..items)
         .map(|i| {
             let mut d = Draws::new(seed ^ 0x7661_6c69_6461_7465 ^ i as u64);
-            mix(clean, noise, len, (0.0, 10.0), 0.0, false, &mut d)
+            mix(clean, noise, len, Mixing::VALIDATION, &mut d)
         })
         .collect()
 }
@@ -1100,7 +1113,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         let pairs: Vec<(Vec<f32>, Vec<f32>)> = (0..opts.batch)
             .map(|i| {
                 let mut d = Draws::new(opts.seed ^ mix64(step) ^ mix64(i as u64 + 0x1000));
-                mix(&clean, &noise, crop_len, opts.snr_db, opts.gain_jitter_db, opts.spectral_shaping, &mut d)
+                mix(&clean, &noise, crop_len, opts.mixing(), &mut d)
             })
             .collect();
         let (c, n) = wave_batch(&pairs)?;
