@@ -1080,15 +1080,18 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         Objective::Crp => Some(crate::sampling::CoreSampler::new(&opts.crp_solver, opts.crp_steps, &model_cfg)?),
         _ => None,
     };
-    if opts.resume {
-        state.restore(&checkpoint)?;
-    }
-    let options_json = serde_json::to_string(&serde_json::json!({
+    let options = serde_json::json!({
         "network": net_config, "batch": opts.batch, "crop_frames": opts.crop_frames, "seed": opts.seed,
         "objective": opts.objective,
         "crp": (opts.objective == Objective::Crp).then(|| (opts.crp_solver.clone(), opts.crp_steps, opts.crp_loss)),
-    }))
-    .map_err(|e| Error::invalid("options", e.to_string()))?;
+        "mixing": { "snr_db": [opts.snr_db.0, opts.snr_db.1], "gain_jitter_db": opts.gain_jitter_db,
+                    "spectral_shaping": opts.spectral_shaping },
+    });
+    if opts.resume {
+        check_resume_options(&checkpoint, &options)?;
+        state.restore(&checkpoint)?;
+    }
+    let options_json = serde_json::to_string(&options).map_err(|e| Error::invalid("options", e.to_string()))?;
     let parameters: usize = state.slots.iter().map(|s| s.param.numel()).sum();
     on_event(TrainEvent::Start { step: state.step + 1, steps: opts.steps, parameters });
 
@@ -1183,6 +1186,32 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         model: opts.out.join(MODEL),
         stopped_by_time,
     })
+}
+
+/// Refuses to resume with options that change what the run draws or optimises (batch, crop, seed, objective, crp
+/// sampler, mixing), since the resumed run would no longer continue the checkpoint's. Options a checkpoint predates
+/// (mixing before it was recorded) are not checked.
+fn check_resume_options(path: &Path, now: &serde_json::Value) -> Result<()> {
+    let meta = crate::weights::read_metadata(path)?;
+    let Some(then) = meta.get("options").and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok()) else {
+        return Ok(());
+    };
+    let differ: Vec<String> = ["batch", "crop_frames", "seed", "objective", "crp", "mixing"]
+        .iter()
+        .filter(|k| then.get(**k).is_some_and(|v| Some(v) != now.get(**k)))
+        .map(|k| format!("{k}: checkpoint {}, now {}", then[*k], now[*k]))
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(Error::bad_file(
+        path,
+        format!(
+            "the run was made with other options ({}); resume with the same options, or start a new run from its \
+             model with --init",
+            differ.join("; ")
+        ),
+    ))
 }
 
 /// σ_d recorded in a checkpoint's options (data-objective runs), read from its header only.

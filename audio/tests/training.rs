@@ -116,6 +116,23 @@ fn the_same_seed_gives_the_same_model_and_resuming_continues_exactly() {
         assert!(xa.equal(xb), "{na} differs after resuming");
     }
 
+    // Resuming with options that change the draws is refused, naming them, and leaves the run as it was.
+    let before = std::fs::read(b.join("checkpoint.safetensors")).unwrap();
+    type Change = fn(&mut TrainOptions);
+    let changes: [(Change, &str); 3] = [
+        (|o| o.spectral_shaping = true, "\"spectral_shaping\":true"),
+        (|o| o.snr_db = (0.0, 5.0), "\"snr_db\":[0.0,5.0]"),
+        (|o| o.batch = 3, "batch: checkpoint 2, now 3"),
+    ];
+    for (change, named) in changes {
+        let mut changed = options(&clean, &noise, &b, 6);
+        changed.resume = true;
+        change(&mut changed);
+        let err = run(&changed).0.unwrap_err().to_string();
+        assert!(err.contains("checkpoint.safetensors") && err.contains("--init") && err.contains(named), "{err}");
+    }
+    assert_eq!(before, std::fs::read(b.join("checkpoint.safetensors")).unwrap());
+
     // Another seed, another model; the model loads through the same adapter as TorchScript ones.
     let mut other = options(&clean, &noise, &c, 4);
     other.seed = 12;
