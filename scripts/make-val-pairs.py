@@ -7,7 +7,13 @@ the test pairs are (scripts/make-speech-corpus.py: SNR uniform in [0, 10] dB, sc
 The validation voices and noise types are held out from training and differ from the test ones.
 docs/audio.md and docs/benchmarks.md call these "the 24 validation mixtures".
 
-Usage: scripts/make-val-pairs.py CORPUS OUT [--count 24] [--seed 7]   → OUT/clean/vNN.wav, OUT/noisy/vNN.wav
+`--split test` draws fresh mixtures of the test voices and 16 kHz test noises (fan, pink; the 48 kHz recording is
+left out) to check a figure measured on the fixed test pairs. With `--noise DIR` the noise clips come from DIR
+instead of CORPUS/SPLIT/noise, e.g. unseen draws of scripts/make-random-noise.py (`--seed 29`): "validation voices
+in randomised noise".
+
+Usage: scripts/make-val-pairs.py CORPUS OUT [--count 24] [--seed 7] [--noise DIR] [--split val|test]
+       → OUT/clean/vNN.wav, OUT/noisy/vNN.wav
 """
 
 import argparse
@@ -31,18 +37,22 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--count", type=int, default=24)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--noise", help="folder of noise clips (default: CORPUS/SPLIT/noise)")
+    ap.add_argument("--split", default="val", choices=["val", "test"],
+                    help="voices and noises of this split (test: fresh mixtures besides the fixed test pairs)")
     args = ap.parse_args()
     corpus = corpus_module()
     rng = random.Random(args.seed)
-    val = os.path.join(args.corpus, "val")
+    val = os.path.join(args.corpus, args.split)
     cleans = sorted(os.listdir(os.path.join(val, "clean")))
+    noise_dir = args.noise or os.path.join(val, "noise")
     noises = []
-    for f in sorted(os.listdir(os.path.join(val, "noise"))):
-        rate, x = corpus.read_wav(os.path.join(val, "noise", f))
+    for f in sorted(n for n in os.listdir(noise_dir) if n.endswith(".wav")):
+        rate, x = corpus.read_wav(os.path.join(noise_dir, f))
         if rate == corpus.RATE:
             noises.append(x)
     if not noises or len(cleans) < 2 * args.count - 1:
-        raise SystemExit(f"{val}: need 16 kHz noise and {2 * args.count - 1} clean clips")
+        raise SystemExit(f"{val}, {noise_dir}: need 16 kHz noise and {2 * args.count - 1} clean clips")
     for i in range(args.count):
         _, c = corpus.read_wav(os.path.join(val, "clean", cleans[2 * i]))
         clean, noisy, _ = corpus.mix_at_snr(c, noises[i % len(noises)], rng)

@@ -1,6 +1,6 @@
 //! The built-in model: a native NCSN++-family network trained by `diffuse audio train` on the offline corpus of
-//! scripts/make-speech-corpus.py plus the recorded noise of scripts/make-opensfx-noise.py (its sidecar,
-//! audio/models/default/sgmse-s.json, says how). It is compiled into the library, so
+//! scripts/make-speech-corpus.py plus the noise of scripts/make-opensfx-noise.py and make-random-noise.py (its
+//! sidecar, audio/models/default/sgmse-s.json, says how). It is compiled into the library, so
 //! `diffuse audio enhance noisy.wav` works without any download.
 
 use std::path::Path;
