@@ -43,18 +43,18 @@ def main():
     args = ap.parse_args()
     corpus = corpus_module()
     rng = random.Random(args.seed)
-    val = os.path.join(args.corpus, args.split)
-    cleans = sorted(os.listdir(os.path.join(val, "clean")))
-    noise_dir = args.noise or os.path.join(val, "noise")
+    split_dir = os.path.join(args.corpus, args.split)
+    cleans = sorted(os.listdir(os.path.join(split_dir, "clean")))
+    noise_dir = args.noise or os.path.join(split_dir, "noise")
     noises = []
     for f in sorted(n for n in os.listdir(noise_dir) if n.endswith(".wav")):
         rate, x = corpus.read_wav(os.path.join(noise_dir, f))
         if rate == corpus.RATE:
             noises.append(x)
     if not noises or len(cleans) < 2 * args.count - 1:
-        raise SystemExit(f"{val}, {noise_dir}: need 16 kHz noise and {2 * args.count - 1} clean clips")
+        raise SystemExit(f"{split_dir}, {noise_dir}: need 16 kHz noise and {2 * args.count - 1} clean clips")
     for i in range(args.count):
-        _, c = corpus.read_wav(os.path.join(val, "clean", cleans[2 * i]))
+        _, c = corpus.read_wav(os.path.join(split_dir, "clean", cleans[2 * i]))
         clean, noisy, _ = corpus.mix_at_snr(c, noises[i % len(noises)], rng)
         corpus.write_wav(os.path.join(args.out, "clean", f"v{i:02d}.wav"), clean)
         corpus.write_wav(os.path.join(args.out, "noisy", f"v{i:02d}.wav"), noisy)
