@@ -356,7 +356,7 @@ pub fn shape_spectrum(x: &mut [f32], draws: &mut Draws) {
 }
 
 /// How [`mix`] draws a mixture (the mixing fields of [`TrainOptions`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Mixing {
     /// SNR range in dB.
     pub snr_db: (f64, f64),
@@ -1084,8 +1084,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         "network": net_config, "batch": opts.batch, "crop_frames": opts.crop_frames, "seed": opts.seed,
         "objective": opts.objective,
         "crp": (opts.objective == Objective::Crp).then(|| (opts.crp_solver.clone(), opts.crp_steps, opts.crp_loss)),
-        "mixing": { "snr_db": [opts.snr_db.0, opts.snr_db.1], "gain_jitter_db": opts.gain_jitter_db,
-                    "spectral_shaping": opts.spectral_shaping },
+        "mixing": opts.mixing(),
     });
     if opts.resume {
         check_resume_options(&checkpoint, &options)?;
