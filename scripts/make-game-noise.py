@@ -24,10 +24,10 @@ import argparse
 import glob
 import json
 import os
+import random
 import runpy
 import subprocess
 import sys
-import random
 import tempfile
 
 ETR = "/usr/share/games/etr/sounds"
@@ -61,7 +61,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=31)
     args = ap.parse_args()
-    corpus = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "make-speech-corpus.py"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    corpus = runpy.run_path(os.path.join(here, "make-speech-corpus.py"))
+    # Clips are stitched as the OpenSFX ones are (that file's name is not importable either).
+    stitch = runpy.run_path(os.path.join(here, "make-opensfx-noise.py"))["stitch"]
     rate = corpus["RATE"]
     rng = random.Random(args.seed)
     n, fade = int(args.seconds * rate), int(0.02 * rate)
@@ -78,22 +81,10 @@ def main():
                     sounds.append((os.path.basename(src), x))
             manifest["types"][kind] = [name for name, _ in sounds]
             for i in range(args.per_type):
-                out, used = [], []
-                while len(out) < n:
-                    idx = rng.randrange(len(sounds))
-                    x = sounds[idx][1]
-                    g = 10 ** (rng.uniform(-6, 6) / 20) * 0.5 / max(abs(v) for v in x)
-                    seg = [g * v for v in x]
-                    if len(out) >= fade and len(seg) > fade:
-                        for k in range(fade):
-                            w = (k + 1) / (fade + 1)
-                            out[len(out) - fade + k] = (1 - w) * out[len(out) - fade + k] + w * seg[k]
-                        seg = seg[fade:]
-                    out.extend(seg)
-                    used.append(sounds[idx][0])
+                out, used = stitch([x for _, x in sounds], n, fade, rng)
                 name = f"{kind}_{i:03d}.wav"
-                corpus["write_wav"](os.path.join(args.out, name), out[:n])
-                manifest["files"].append({"file": name, "recordings": used})
+                corpus["write_wav"](os.path.join(args.out, name), out)
+                manifest["files"].append({"file": name, "recordings": [sounds[k][0] for k in used]})
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     counts = ", ".join(f"{k} {len(v)}" for k, v in manifest["types"].items())

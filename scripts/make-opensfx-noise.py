@@ -42,6 +42,25 @@ def read_cat(path):
     return entries
 
 
+def stitch(sounds, n, fade, rng):
+    """n samples from a run of randomly picked sounds, each peak-normalised to 0.5 at a random gain (+-6 dB), joined
+    by linear cross-fades of `fade` samples; also the indices picked. Shared with scripts/make-game-noise.py."""
+    out, used = [], []
+    while len(out) < n:
+        idx = rng.randrange(len(sounds))
+        x = sounds[idx]
+        g = 10 ** (rng.uniform(-6, 6) / 20) * 0.5 / max(abs(v) for v in x)
+        seg = [g * v for v in x]
+        if len(out) >= fade and len(seg) > fade:
+            for k in range(fade):
+                w = (k + 1) / (fade + 1)
+                out[len(out) - fade + k] = (1 - w) * out[len(out) - fade + k] + w * seg[k]
+            seg = seg[fade:]
+        out.extend(seg)
+        used.append(idx)
+    return out[:n], used
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
@@ -70,22 +89,9 @@ def main():
     n, fade = int(args.seconds * rate), int(0.02 * rate)
     manifest = {"source": args.cat, "seed": args.seed, "recordings": len(sounds), "files": []}
     for i in range(args.files):
-        out, used = [], []
-        while len(out) < n:
-            idx = rng.randrange(len(sounds))
-            x = sounds[idx][1]
-            peak = max(abs(v) for v in x)
-            g = 10 ** (rng.uniform(-6, 6) / 20) * 0.5 / peak
-            seg = [g * v for v in x]
-            if len(out) >= fade and len(seg) > fade:
-                for k in range(fade):
-                    w = (k + 1) / (fade + 1)
-                    out[len(out) - fade + k] = (1 - w) * out[len(out) - fade + k] + w * seg[k]
-                seg = seg[fade:]
-            out.extend(seg)
-            used.append(idx)
+        out, used = stitch([x for _, x in sounds], n, fade, rng)
         name = f"opensfx_{i:03d}.wav"
-        corpus["write_wav"](os.path.join(args.out, name), out[:n])
+        corpus["write_wav"](os.path.join(args.out, name), out)
         manifest["files"].append({"file": name, "recordings": used})
     with open(os.path.join(args.out, "credits.json"), "w") as f:
         json.dump({**manifest, "credits": [c for c, _ in sounds]}, f, indent=1)
