@@ -13,6 +13,8 @@ use crate::{Error, Result};
 pub const FORMAT: &str = "diffuse-sgmse";
 /// The sidecar version this build reads.
 pub const VERSION: u32 = 1;
+/// Largest frame-count multiple a sidecar may ask the input to be padded to (NCSN++ needs 64).
+pub const MAX_PAD_MULTIPLE: usize = 4096;
 
 /// STFT settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,11 +174,15 @@ impl ModelConfig {
         if self.sample_rate == 0 {
             return bad("sample_rate is 0".into());
         }
+        crate::wav::check_sample_rate(self.sample_rate).map_err(|why| Error::model(path, why.to_string()))?;
         crate::stft::Stft::new(self.stft.n_fft, self.stft.hop, self.stft.window)
             .map_err(|e| Error::model(path, format!("stft: {e}")))?;
         self.transform.validate().map_err(|e| Error::model(path, e.to_string()))?;
         if self.pad.multiple == 0 {
             return bad("pad.multiple is 0".into());
+        }
+        if self.pad.multiple > MAX_PAD_MULTIPLE {
+            return bad(format!("pad.multiple {} is over the limit of {MAX_PAD_MULTIPLE}", self.pad.multiple));
         }
         let pos = |v: f64| v.is_finite() && v > 0.0;
         match self.sde {
@@ -316,6 +322,14 @@ mod tests {
         let mut c = ModelConfig::sgmse_16k();
         c.stft.n_fft = 511;
         assert!(c.validate(Path::new("m.json")).unwrap_err().to_string().contains("n_fft"));
+        // Issue 23: n_fft = 10^9 drove enhancement to 13.7 GB; it is refused before any window is built.
+        let mut c = ModelConfig::sgmse_16k();
+        c.stft.n_fft = 1_000_000_000;
+        let err = c.validate(Path::new("m.json")).unwrap_err().to_string();
+        assert!(err.contains("n_fft") && err.contains("limit"), "{err}");
+        let mut c = ModelConfig::sgmse_16k();
+        c.sample_rate = 1;
+        assert!(c.validate(Path::new("m.json")).unwrap_err().to_string().contains("1 Hz"));
         let mut c = ModelConfig::sgmse_16k();
         c.version = 7;
         assert!(c.validate(Path::new("m.json")).unwrap_err().to_string().contains("version 7"));

@@ -279,13 +279,5 @@ pub(crate) fn load_vars(vs: &mut nn::VarStore, tensors: Vec<(String, Tensor)>, n
 }
 
 fn first_line(e: &tch::TchError) -> String {
-    // TorchScript errors span many lines; the line naming the error ("RuntimeError: …") says the most.
-    let s = e.to_string();
-    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let line = lines.iter().rev().find(|l| l.contains("Error:")).or(lines.first()).copied().unwrap_or("").to_string();
-    if line.len() > 300 {
-        format!("{}…", &line[..line.char_indices().nth(300).map_or(line.len(), |(i, _)| i)])
-    } else {
-        line
-    }
+    diffuse_core::error::torch_message(e)
 }

@@ -20,7 +20,7 @@ use crate::model::ScoreModel;
 use crate::resample::resample;
 use crate::stft::{Spectrogram, Stft};
 use crate::transform::{crop_frames, norm_factor, pad_frames};
-use crate::wav::{Audio, SampleFormat, WriteReport, read_wav, write_wav};
+use crate::wav::{Audio, SampleFormat, WriteReport, read_wav, write_wav_new};
 use crate::{Error, Result};
 
 /// The random source of one sampler call: frame `t` of a chunk starting at `first_frame` draws from the stream of
@@ -405,13 +405,19 @@ impl<'a> Enhancer<'a> {
     }
 
     /// Reads `input`, enhances it and writes `output` atomically in the input's sample format.
-    pub fn enhance_file(&self, input: &Path, output: &Path, step: &mut dyn FnMut()) -> Result<EnhanceReport> {
+    pub fn enhance_file(
+        &self,
+        input: &Path,
+        output: &Path,
+        force: bool,
+        step: &mut dyn FnMut(),
+    ) -> Result<EnhanceReport> {
         let t = Instant::now();
         let audio = read_wav(input)?;
         let read = t.elapsed();
         let (enhanced, mut report) = self.enhance_audio(&audio, input, step)?;
         let t = Instant::now();
-        let WriteReport { clipped } = write_wav(output, &enhanced, output_format(audio.format))?;
+        let WriteReport { clipped } = write_wav_new(output, &enhanced, output_format(audio.format), force)?;
         report.times.io += read + t.elapsed();
         report.clipped = clipped;
         Ok(report)

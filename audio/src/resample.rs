@@ -11,8 +11,9 @@ use crate::{Error, Result};
 
 /// Resamples one channel from `from` Hz to `to` Hz; returns a copy when the rates are equal.
 pub fn resample(signal: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
-    if from == 0 || to == 0 {
-        return Err(Error::invalid("sample rate", format!("cannot resample {from} Hz to {to} Hz")));
+    for rate in [from, to] {
+        crate::wav::check_sample_rate(rate)
+            .map_err(|why| Error::invalid("sample rate", format!("cannot resample {from} Hz to {to} Hz: {why}")))?;
     }
     if from == to || signal.is_empty() {
         return Ok(signal.to_vec());
@@ -45,9 +46,16 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Number of samples [`resample`] returns for `len` input samples.
+/// Number of samples [`resample`] returns for `len` input samples (saturating; a rate of 0 gives 0, since
+/// [`resample`] refuses it).
 pub fn resampled_len(len: usize, from: u32, to: u32) -> usize {
-    if from == to { len } else { (len as u128 * u128::from(to)).div_ceil(u128::from(from)) as usize }
+    if from == to {
+        len
+    } else if from == 0 {
+        0
+    } else {
+        usize::try_from((len as u128 * u128::from(to)).div_ceil(u128::from(from))).unwrap_or(usize::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +103,8 @@ mod tests {
         assert_eq!(back.len(), x.len());
         assert!(max_err(&back[200..15800], &x[200..15800]) < 1e-3);
         assert!(resample(&x, 0, 16000).is_err());
+        // Issue 23: a 1 Hz header asked for 16 000× its length; rates outside 1 kHz–768 kHz are refused.
+        assert!(resample(&x, 1, 16000).unwrap_err().to_string().contains("1000"));
+        assert_eq!(resampled_len(100, 0, 16000), 0);
     }
 }

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// Longest FFT accepted (0.34 s at 48 kHz; SGMSE+ uses 510 at 16 kHz).
+pub const MAX_N_FFT: usize = 16_384;
+
 /// The analysis/synthesis window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +112,13 @@ impl Stft {
     pub fn new(n_fft: usize, hop: usize, window: Window) -> Result<Self> {
         if n_fft < 2 || !n_fft.is_multiple_of(2) {
             return Err(Error::invalid("n_fft", format!("{n_fft}: must be even and at least 2")));
+        }
+        // A sidecar asking for n_fft = 10^9 drove enhancement to 13.7 GB; no speech model uses frames this long.
+        if n_fft > MAX_N_FFT {
+            return Err(Error::invalid(
+                "n_fft",
+                format!("{n_fft} is over the limit of {MAX_N_FFT} (docs/reliability.md lists every limit)"),
+            ));
         }
         if hop == 0 || hop > n_fft {
             return Err(Error::invalid("hop", format!("{hop}: must be between 1 and n_fft = {n_fft}")));

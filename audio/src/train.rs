@@ -956,6 +956,17 @@ pub fn validate(model: &crate::ScoreModel, set: &[(Vec<f32>, Vec<f32>)], step: u
 /// run with the step number, keeping the last good checkpoint. Times and noise come from libtorch's global
 /// generator (reseeded every step), so two runs in one process at once are not reproducible: run them in turn.
 pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainSummary> {
+    let created_out = !opts.out.exists();
+    let result = train_into(opts, on_event);
+    // A run that fails before writing anything leaves no empty output folder behind.
+    if result.is_err() && created_out && std::fs::read_dir(&opts.out).is_ok_and(|mut entries| entries.next().is_none())
+    {
+        let _ = std::fs::remove_dir(&opts.out);
+    }
+    result
+}
+
+fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainSummary> {
     opts.validate()?;
     let started = Instant::now();
     let rate = opts.model.sample_rate;

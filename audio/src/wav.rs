@@ -10,6 +10,21 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+/// Lowest sample rate accepted in a WAV header or a model sidecar. Lower rates are not audio a speech model can
+/// use, and resampling 1 Hz to 16 kHz would multiply the length by 16 000 (a 133 KB file asked for 8.7 GB).
+pub const MIN_SAMPLE_RATE: u32 = 1000;
+/// Highest sample rate accepted (the highest rate of common audio hardware).
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
+
+/// Checks a sample rate against [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`]; `what` says where it came from.
+pub fn check_sample_rate(rate: u32) -> std::result::Result<(), String> {
+    if (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!("sample rate {rate} Hz is outside the supported {MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"))
+    }
+}
+
 /// How samples are stored in a WAV file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleFormat {
@@ -58,8 +73,10 @@ impl Audio {
 
 /// Frames, sample rate and channel count from a WAV header (for planning; [`read_wav`] checks the data).
 pub fn probe(path: &Path) -> Result<(usize, u32, usize)> {
-    let reader = hound::WavReader::open(path).map_err(|e| header_error(path, e))?;
+    let file = open(path)?;
+    let reader = hound::WavReader::new(BufReader::new(file)).map_err(|e| header_error(path, e))?;
     let spec = reader.spec();
+    check_sample_rate(spec.sample_rate).map_err(|why| Error::bad_audio(path, why))?;
     Ok((reader.duration() as usize, spec.sample_rate, usize::from(spec.channels)))
 }
 
@@ -72,7 +89,8 @@ pub struct WriteReport {
 
 /// Reads a WAV file; every way it can be unusable is an [`Error::BadAudio`] naming the file.
 pub fn read_wav(path: &Path) -> Result<Audio> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = open(path)?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let reader = hound::WavReader::new(BufReader::new(file)).map_err(|e| header_error(path, e))?;
     let spec = reader.spec();
     let format = match (spec.sample_format, spec.bits_per_sample) {
@@ -94,12 +112,15 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
     if spec.sample_rate == 0 {
         return Err(Error::bad_audio(path, "the header declares a sample rate of 0 Hz"));
     }
+    check_sample_rate(spec.sample_rate).map_err(|why| Error::bad_audio(path, format!("header: {why}")))?;
     let n_channels = usize::from(spec.channels);
     let declared = reader.len() as usize;
     if declared == 0 {
         return Err(Error::bad_audio(path, "the file contains no audio samples"));
     }
-    let mut interleaved = Vec::with_capacity(declared);
+    // The header's count is only a claim: reserve no more than the file can hold.
+    let bytes_per_sample = usize::from(spec.bits_per_sample.div_ceil(8)).max(1);
+    let mut interleaved = Vec::with_capacity(declared.min(file_len as usize / bytes_per_sample));
     let data_error = |e: hound::Error, read: usize| -> Error {
         match e {
             hound::Error::IoError(_) => Error::bad_audio(
@@ -166,6 +187,11 @@ fn header_error(path: &Path, e: hound::Error) -> Error {
             "not a WAV file or truncated header (the file ends before the header is complete)".to_string()
         }
         hound::Error::IoError(io) => return Error::io(path, io),
+        hound::Error::FormatError(_) if float_bits(path) == Some(64) => {
+            "64-bit float samples are not supported (supported: 8/16/24/32-bit integer and 32-bit float); convert \
+             with e.g. `sox IN.wav -e floating-point -b 32 OUT.wav`"
+                .to_string()
+        }
         hound::Error::FormatError(msg) => format!("not a valid WAV file ({msg})"),
         hound::Error::Unsupported => "unsupported WAV encoding (only PCM integer and IEEE float)".to_string(),
         hound::Error::TooWide => "sample width too large (more than 32 bits)".to_string(),
@@ -175,9 +201,48 @@ fn header_error(path: &Path, e: hound::Error) -> Error {
     Error::bad_audio(path, reason)
 }
 
+/// Opens an input WAV file: a regular file (a FIFO would block), marked as an input so no output replaces it.
+fn open(path: &Path) -> Result<File> {
+    diffuse_core::io::open_input(path).map_err(|e| match e {
+        diffuse_core::Error::File { path, reason } => Error::bad_audio(path, reason),
+        other => Error::Core(other),
+    })
+}
+
+/// The bits per sample of an IEEE-float `fmt ` chunk (format tag 3, or 0xFFFE with the float sub-format), read
+/// directly from the file: hound rejects 64-bit float before saying what it is, and the error should name it.
+fn float_bits(path: &Path) -> Option<u16> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    File::open(path).ok()?.take(4096).read_to_end(&mut head).ok()?;
+    if head.get(0..4)? != b"RIFF" || head.get(8..12)? != b"WAVE" {
+        return None;
+    }
+    let mut at = 12;
+    while at + 8 <= head.len() {
+        let size = u32::from_le_bytes(head[at + 4..at + 8].try_into().ok()?) as usize;
+        if &head[at..at + 4] == b"fmt " {
+            let fmt = head.get(at + 8..at + 8 + size.min(40))?;
+            let tag = u16::from_le_bytes(fmt.get(0..2)?.try_into().ok()?);
+            let bits = u16::from_le_bytes(fmt.get(14..16)?.try_into().ok()?);
+            let float_ext = tag == 0xFFFE && fmt.get(24..26) == Some(&[3, 0]);
+            return (tag == 3 || float_ext).then_some(bits);
+        }
+        at = at.checked_add(8 + size + (size & 1))?;
+    }
+    None
+}
+
 /// Writes `audio` as a WAV file in `format`, atomically: nothing appears at `path` unless the whole file was
-/// written. Integer formats clip samples outside `[-1, 1)`; the report counts them.
+/// written, and an existing file is replaced (see [`write_wav_new`] for outputs a user names). Integer formats
+/// clip samples outside `[-1, 1)`; the report counts them.
 pub fn write_wav(path: &Path, audio: &Audio, format: SampleFormat) -> Result<WriteReport> {
+    write_wav_new(path, audio, format, true)
+}
+
+/// [`write_wav`] that keeps an existing file unless `force` (also one created meanwhile by another process) and
+/// never replaces an input of this run.
+pub fn write_wav_new(path: &Path, audio: &Audio, format: SampleFormat, force: bool) -> Result<WriteReport> {
     let n_channels = audio.channels.len();
     if n_channels == 0 || n_channels > usize::from(u16::MAX) {
         return Err(Error::invalid("audio", format!("cannot write {n_channels} channels")));
@@ -200,8 +265,8 @@ pub fn write_wav(path: &Path, audio: &Audio, format: SampleFormat) -> Result<Wri
         sample_format,
     };
     let mut report = WriteReport::default();
-    crate::weights::write_file_with(path, |file| {
-        let mut writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(hound_io)?;
+    crate::weights::write_file_forced(path, force, |file| {
+        let mut writer = hound::WavWriter::new(BufWriter::new(&mut *file), spec).map_err(hound_io)?;
         for i in 0..frames {
             for ch in &audio.channels {
                 let s = ch[i];
@@ -219,9 +284,25 @@ pub fn write_wav(path: &Path, audio: &Audio, format: SampleFormat) -> Result<Wri
                 }
             }
         }
-        writer.finalize().map_err(hound_io)
+        writer.finalize().map_err(hound_io)?;
+        pad_odd_data_chunk(file)
     })?;
     Ok(report)
+}
+
+/// RIFF chunks are word-aligned: a data chunk of odd length (8-bit mono of odd length) needs a pad byte after
+/// it, counted in the RIFF size but not in the chunk's own size. hound omits it.
+fn pad_odd_data_chunk(file: &mut File) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let len = file.seek(SeekFrom::End(0))?;
+    if len % 2 == 0 {
+        return Ok(());
+    }
+    file.write_all(&[0])?;
+    let riff_size = u32::try_from(len + 1 - 8).map_err(|_| std::io::Error::other("WAV file over 4 GiB"))?;
+    file.seek(SeekFrom::Start(4))?;
+    file.write_all(&riff_size.to_le_bytes())?;
+    Ok(())
 }
 
 /// hound's errors as I/O errors (the atomic writer names the file).
@@ -232,20 +313,16 @@ fn hound_io(e: hound::Error) -> std::io::Error {
     }
 }
 
-/// Appends every `.wav` file under `dir` (recursively, any letter case, sorted by path) to `out`.
+/// Appends every `.wav` file under `dir` (recursively, any letter case, sorted by path) to `out`: each real
+/// file once (symlink cycles and repeated links are not followed again), regular files only (no FIFOs).
 pub fn collect_wavs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::data(dir, format!("cannot list the folder: {e}")))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect_wavs(&p, out)?;
-        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
-            out.push(p);
-        }
-    }
+    let files =
+        diffuse_core::io::walk_files(dir, &|p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")))
+            .map_err(|e| match e {
+                diffuse_core::Error::File { path, reason } => Error::data(path, reason),
+                other => Error::Core(other),
+            })?;
+    out.extend(files);
     Ok(())
 }
 
@@ -298,6 +375,20 @@ mod tests {
         let back = read_wav(&path).unwrap();
         assert_eq!(back.channels[0][1], -1.0);
         assert!((back.channels[0][0] - 32767.0 / 32768.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn odd_length_8_bit_output_has_the_riff_pad_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd.wav");
+        let audio = Audio { sample_rate: 8000, channels: vec![vec![0.25; 3]], format: SampleFormat::Int(8) };
+        write_wav(&path, &audio, SampleFormat::Int(8)).unwrap();
+        let b = std::fs::read(&path).unwrap();
+        // 44-byte header + 3 data bytes + 1 pad byte; the RIFF size counts the pad, the data size does not.
+        assert_eq!(b.len(), 48);
+        assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 40);
+        assert_eq!(u32::from_le_bytes(b[40..44].try_into().unwrap()), 3);
+        assert_eq!(read_wav(&path).unwrap().channels[0].len(), 3);
     }
 
     #[test]

@@ -60,27 +60,44 @@ fn metadata_of(header: &serde_json::Map<String, Value>) -> BTreeMap<String, Stri
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     use std::io::Read;
     let bad = |r: String| Error::model(path, format!("not a valid safetensors file: {r}"));
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = diffuse_core::io::open_input(path).map_err(|e| Error::model(path, e.to_string()))?;
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
-    let n = usize::try_from(u64::from_le_bytes(len)).ok().filter(|&n| n <= 100 << 20);
-    let mut head = vec![0u8; n.ok_or_else(|| bad("header length".into()))?];
+    f.read_exact(&mut len)
+        .map_err(|_| bad(format!("the file is {file_len} bytes, shorter than the 8-byte header length")))?;
+    let n = header_len(u64::from_le_bytes(len), file_len.saturating_sub(8)).map_err(bad)?;
+    let mut head = vec![0u8; n];
     f.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
     let header: serde_json::Map<String, Value> =
         serde_json::from_slice(&head).map_err(|e| bad(format!("header: {e}")))?;
     Ok(metadata_of(&header))
 }
 
+/// Largest safetensors JSON header read (the format's own limit).
+pub const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// Checks a header length against the bytes that follow it and [`MAX_HEADER_BYTES`].
+fn header_len(declared: u64, available: u64) -> std::result::Result<usize, String> {
+    if declared > MAX_HEADER_BYTES {
+        return Err(format!("the header length field says {declared} bytes, over the limit of {MAX_HEADER_BYTES}"));
+    }
+    if declared > available {
+        return Err(format!(
+            "the header length field says {declared} bytes but only {available} follow it (truncated file?)"
+        ));
+    }
+    Ok(declared as usize)
+}
+
 /// The tensors and metadata of a safetensors buffer; `name` is the file for errors. Only F32 is accepted.
 pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<Loaded> {
     let bad = |r: String| Error::model(name, format!("not a valid safetensors file: {r}"));
     if bytes.len() < 8 {
-        return Err(bad(format!("{} bytes", bytes.len())));
+        return Err(bad(format!("the file is {} bytes, shorter than the 8-byte header length", bytes.len())));
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[..8]);
-    let n = u64::from_le_bytes(len);
-    let n = usize::try_from(n).ok().filter(|&n| n <= bytes.len() - 8).ok_or_else(|| bad("header length".into()))?;
+    let n = header_len(u64::from_le_bytes(len), (bytes.len() - 8) as u64).map_err(bad)?;
     let header: serde_json::Map<String, Value> =
         serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(format!("header: {e}")))?;
     let data = &bytes[8 + n..];
@@ -104,8 +121,12 @@ pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<Loaded> {
             .as_array()
             .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
             .unwrap_or_default();
-        let numel: i64 = shape.iter().product();
-        if off.len() != 2 || off[0] > off[1] || off[1] > data.len() || (off[1] - off[0]) as i64 != 4 * numel {
+        let numel = shape.iter().try_fold(1i64, |a, &d| a.checked_mul(d)).unwrap_or(i64::MAX);
+        if off.len() != 2
+            || off[0] > off[1]
+            || off[1] > data.len()
+            || Some((off[1] - off[0]) as i64) != numel.checked_mul(4)
+        {
             return Err(bad(format!("tensor {key}: data offsets {off:?} do not fit shape {shape:?}")));
         }
         let t = Tensor::f_from_data_size(&data[off[0]..off[1]], &shape, Kind::Float)?;
@@ -122,7 +143,17 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_file`] with the writing done by `write` (tests inject failures here).
 pub fn write_file_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
-    diffuse_core::io::write_atomic(path, true, write).map_err(|e| match e {
+    write_file_forced(path, true, write)
+}
+
+/// [`write_file_with`] that keeps an existing file unless `force` (core's output rule: inputs are never
+/// replaced, and a file created meanwhile by another process is kept).
+pub fn write_file_forced(
+    path: &Path,
+    force: bool,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    diffuse_core::io::write_atomic(path, force, write).map_err(|e| match e {
         diffuse_core::Error::File { path, reason, .. } => Error::bad_file(path, reason),
         other => Error::Core(other),
     })
@@ -148,6 +179,16 @@ mod tests {
         let err = from_bytes(&bytes[..bytes.len() - 4], Path::new("x.safetensors")).unwrap_err().to_string();
         assert!(err.contains("x.safetensors") && err.contains("do not fit"), "{err}");
         assert!(from_bytes(b"abc", Path::new("y")).is_err());
+        // Issue 23: a truncated header said only "header length".
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("cut.safetensors");
+        std::fs::write(&cut, &bytes[..20]).unwrap();
+        let err = read_metadata(&cut).unwrap_err().to_string();
+        assert!(err.contains("cut.safetensors") && err.contains("only 12 follow it"), "{err}");
+        let err = from_bytes(&bytes[..20], Path::new("c")).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        std::fs::write(&cut, &bytes[..5]).unwrap();
+        assert!(read_metadata(&cut).unwrap_err().to_string().contains("shorter than the 8-byte"));
     }
 
     #[test]

@@ -10,6 +10,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Interrupted or terminated runs leave no half-written outputs: remove the temporary files being written.
+    // (Failing to install the handler only loses that clean-up, so it is not fatal.)
+    let _ = ctrlc::set_handler(|| {
+        diffuse_core::io::remove_temp_files();
+        eprintln!("interrupted; unfinished outputs removed");
+        std::process::exit(130);
+    });
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

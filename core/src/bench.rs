@@ -18,7 +18,12 @@ use crate::solvers::{
     Budget, LowerOrderFinal, NoNoise, SeededNoise, SolverOptions, Warmup, build_solver, plan_cost, sample,
 };
 use crate::spacing::{End, GridSpec, Spacing};
-use crate::{Error, Result};
+use crate::{Error, Result, limits};
+
+/// Largest problem file read.
+pub const MAX_PROBLEM_FILE_BYTES: u64 = 64 << 20;
+/// Smallest tolerance an adaptive solver is run at.
+pub const MIN_TOLERANCE: f64 = 1e-13;
 
 /// The data distribution of a problem file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,7 +111,8 @@ fn default_reference_rtol() -> f64 {
 impl Problem {
     /// Reads and validates a problem file (errors name the file and the field).
     pub fn load(path: &FsPath) -> Result<Problem> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let bytes = crate::io::read_input(path, MAX_PROBLEM_FILE_BYTES)?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::file(path, "is not UTF-8 text (a JSON problem is)"))?;
         let p: Problem = serde_json::from_str(&text).map_err(|e| Error::file(path, e))?;
         p.validate().map_err(|e| Error::file(path, e))?;
         Ok(p)
@@ -131,11 +137,39 @@ impl Problem {
         if self.samples == 0 {
             return Err(Error::invalid("samples", "must be ≥ 1"));
         }
+        limits::at_most("samples", self.samples, limits::MAX_BENCH_SAMPLES)?;
+        limits::product_at_most("samples × dim", self.samples, self.dim, limits::MAX_BENCH_ELEMENTS)?;
+        limits::product_at_most(
+            "mixture components × dim",
+            self.mixture.means.len(),
+            self.dim,
+            limits::MAX_BENCH_ELEMENTS,
+        )?;
+        limits::at_most("nfe (entries)", self.nfe.len(), limits::MAX_BUDGETS)?;
+        limits::at_most("tolerances (entries)", self.tolerances.len(), limits::MAX_BUDGETS)?;
+        if let Some(n) = self.nfe.iter().find(|n| **n > limits::MAX_NFE) {
+            limits::at_most("nfe", *n, limits::MAX_NFE)?;
+        }
+        // Smallest tolerance: an adaptive solver's step count grows like rtol^(-1/5); 1e-12 is already ~300 steps
+        // per unit of λ, and below it f64 round-off makes the control loop stall.
+        if let Some(t) = self.tolerances.iter().find(|t| **t < MIN_TOLERANCE) {
+            return Err(Error::invalid("tolerances", format!("{t} is below the smallest supported {MIN_TOLERANCE}")));
+        }
         if self.solvers.is_empty() {
             return Err(Error::invalid("solvers", "list at least one solver"));
         }
+        let mut fixed_step = false;
+        let mut adaptive = false;
         for name in &self.solvers {
-            build_solver(name, &SolverOptions::default()).map_err(|e| Error::invalid("solvers", e.to_string()))?;
+            let solver =
+                build_solver(name, &SolverOptions::default()).map_err(|e| Error::invalid("solvers", e.to_string()))?;
+            if solver.info().adaptive { adaptive = true } else { fixed_step = true }
+        }
+        if fixed_step && self.nfe.is_empty() {
+            return Err(Error::invalid("nfe", "list at least one budget for the fixed-step solvers"));
+        }
+        if adaptive && self.tolerances.is_empty() {
+            return Err(Error::invalid("tolerances", "list at least one tolerance for the adaptive solvers"));
         }
         if self.samples < 2
             && self

@@ -281,8 +281,9 @@ impl TorchScriptDenoiser {
             }
         };
         let path = sidecar.path.build().map_err(|e| Error::file(&sidecar_path, e))?;
-        let module = CModule::load_on_device(model, device)
-            .map_err(|e| Error::file(model, format!("not a loadable TorchScript module: {e}")))?;
+        let module = CModule::load_on_device(model, device).map_err(|e| {
+            Error::file(model, format!("not a loadable TorchScript module: {}", crate::error::torch_message(&e)))
+        })?;
         let me = TorchScriptDenoiser { module, sidecar, path, kind, device };
         if let Some(shape) = me.sidecar.sample_shape.clone() {
             me.probe(&shape)

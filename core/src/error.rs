@@ -75,5 +75,28 @@ impl Error {
     }
 }
 
+/// The line of a libtorch error that says what went wrong, without the C++ stack: TorchScript and loader
+/// errors span many lines of frames ("Exception raised from … frame #0: …"), and the line naming the error
+/// (`RuntimeError: …`, `PytorchStreamReader failed …`) says the most. At most 300 characters.
+pub fn torch_message(e: &tch::TchError) -> String {
+    let s = e.to_string();
+    let is_frame = |l: &str| {
+        l.starts_with("frame #") || l.starts_with("Exception raised from") || l.starts_with("Traceback") || l == "}"
+    };
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty() && !is_frame(l)).collect();
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("Error:") || l.contains("failed"))
+        .or(lines.first())
+        .copied()
+        .unwrap_or("libtorch gave no message");
+    let line = line.trim_start_matches("Internal torch error: ");
+    match line.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
 /// Result with diffuse-core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

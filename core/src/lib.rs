@@ -12,6 +12,7 @@ pub mod error;
 pub mod exact;
 pub mod io;
 pub mod likelihood;
+pub mod limits;
 pub mod models;
 pub mod obc;
 pub mod param;

@@ -15,6 +15,15 @@ use crate::sampler::{self, SamplerConfig};
 use crate::schedule::Schedule;
 use crate::{Error, Result};
 
+/// Most samples one check draws (`--samples`).
+pub const MAX_SAMPLES: usize = 100_000_000;
+/// Most tokens held for the drawn samples (`samples × length`): 2^28 tokens are 2 GiB.
+pub const MAX_SAMPLED_TOKENS: usize = 1 << 28;
+/// Largest batch of sequences per model call (`--batch`).
+pub const MAX_BATCH: usize = 1 << 20;
+/// Largest cap on the sampler states enumerated for the exact law (`--max-states`).
+pub const MAX_STATES: usize = 10_000_000;
+
 /// What to check.
 #[derive(Debug, Clone)]
 pub struct CheckSpec {
@@ -75,6 +84,10 @@ pub fn check(spec: &CheckSpec, progress: &mut dyn FnMut(usize)) -> Result<CheckR
     if spec.batch < 1 {
         return Err(Error::invalid("batch", "must be at least 1"));
     }
+    diffuse_core::limits::at_most("samples", spec.samples, MAX_SAMPLES)?;
+    diffuse_core::limits::product_at_most("samples × length", spec.samples, spec.target.len(), MAX_SAMPLED_TOKENS)?;
+    diffuse_core::limits::at_most("batch", spec.batch, MAX_BATCH)?;
+    diffuse_core::limits::at_most("max_states", spec.max_states, MAX_STATES)?;
     if !(spec.delta > 0.0 && spec.delta < 1.0) {
         return Err(Error::invalid("delta", format!("{} must lie in (0, 1)", spec.delta)));
     }

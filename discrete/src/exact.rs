@@ -21,6 +21,9 @@ use crate::{Error, Result};
 
 /// Largest number of sequences K^L an exact target may have.
 pub const MAX_SEQUENCES: usize = 1 << 16;
+
+/// Largest target file read (a table of [`MAX_SEQUENCES`] entries is well under this).
+pub const MAX_TARGET_FILE_BYTES: u64 = 64 << 20;
 /// Tolerance on probabilities summing to 1 in target files.
 pub const SUM_TOLERANCE: f64 = 1e-6;
 
@@ -89,9 +92,13 @@ impl Target {
         if len < 1 {
             return Err(Error::invalid("length", "must be at least 1"));
         }
+        // Stop multiplying once past the limit: a length of 10^19 must not loop 10^19 times.
         let mut n: usize = 1;
         for _ in 0..len {
             n = n.saturating_mul(vocab);
+            if n > MAX_SEQUENCES {
+                break;
+            }
         }
         if n > MAX_SEQUENCES {
             return Err(Error::TooLarge(format!("vocab^length = {vocab}^{len} exceeds {MAX_SEQUENCES} sequences")));
@@ -190,7 +197,22 @@ impl Target {
 
     /// Parses the JSON format of docs/discrete.md (`{"table": {…}}` or `{"markov": {…}}`).
     pub fn from_json(text: &str) -> Result<Self> {
-        let file: TargetFile = serde_json::from_str(text).map_err(|e| Error::invalid("target", e.to_string()))?;
+        // Read the outer object first, so that a stray top-level key is named instead of reported as a syntax
+        // error somewhere in the text.
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::invalid("target", format!("not valid JSON: {e}")))?;
+        let keys: Vec<String> = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        if keys.len() != 1 || !matches!(keys[0].as_str(), "table" | "markov") {
+            return Err(Error::invalid(
+                "target",
+                format!(
+                    "expected an object with exactly one key, \"table\" or \"markov\"; found {}",
+                    if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
+                ),
+            ));
+        }
+        let file: TargetFile =
+            serde_json::from_value(value).map_err(|e| Error::invalid(keys[0].as_str(), e.to_string()))?;
         match file {
             TargetFile::Table(t) => {
                 let entries: Vec<(Vec<usize>, f64)> = t.entries.into_iter().map(|e| (e.tokens, e.p)).collect();
@@ -202,8 +224,10 @@ impl Target {
 
     /// Reads a target file; errors name the file.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+        let bytes = diffuse_core::io::read_input(path, MAX_TARGET_FILE_BYTES)
+            .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::invalid(path.display().to_string(), "is not UTF-8 text (a JSON target is)"))?;
         Self::from_json(&text).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
     }
 

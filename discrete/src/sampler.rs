@@ -296,6 +296,7 @@ impl SamplerConfig {
         if self.steps < 1 {
             return Err(Error::invalid("steps", "must be at least 1"));
         }
+        diffuse_core::limits::at_most("steps", self.steps, diffuse_core::limits::MAX_NFE)?;
         if len < 1 {
             return Err(Error::invalid("length", "must be at least 1"));
         }

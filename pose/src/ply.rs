@@ -7,7 +7,7 @@
 //! to a temporary file renamed into place, so a failed write never leaves a partial file.
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nalgebra::{Point3, Vector3};
 use ply_rs_bw::parser::Parser;
@@ -55,7 +55,7 @@ pub enum PlyEncoding {
 
 /// Reads a PLY file; errors name the file and, for content problems, the element and property.
 pub fn read_ply(path: &Path) -> Result<PlyData> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = diffuse_core::io::read_input(path, MAX_PLY_BYTES).map_err(file_error)?;
     read_ply_bytes(&bytes, path)
 }
 
@@ -196,6 +196,18 @@ fn list_indices(p: &Property) -> Option<Vec<i64>> {
 
 /// Writes a cloud (and optional triangles) as PLY, atomically: a temporary file next to `path` renamed onto it.
 pub fn write_ply(path: &Path, cloud: &PointCloud, triangles: &[[u32; 3]], encoding: PlyEncoding) -> Result<()> {
+    write_ply_new(path, cloud, triangles, encoding, true)
+}
+
+/// [`write_ply`] that keeps an existing file unless `force` (also one another process created meanwhile) and
+/// never replaces an input of this run (core's output rule).
+pub fn write_ply_new(
+    path: &Path,
+    cloud: &PointCloud,
+    triangles: &[[u32; 3]],
+    encoding: PlyEncoding,
+    force: bool,
+) -> Result<()> {
     let mut ply = Ply::<DefaultElement>::new();
     ply.header.encoding = match encoding {
         PlyEncoding::Ascii => Encoding::Ascii,
@@ -252,32 +264,41 @@ pub fn write_ply(path: &Path, cloud: &PointCloud, triangles: &[[u32; 3]], encodi
             .collect();
         ply.payload.insert("face".into(), faces);
     }
-    write_atomically(path, |out| Writer::new().write_ply(out, &mut ply).map(|_| ()).map_err(std::io::Error::other))
+    write_output(path, force, |out| Writer::new().write_ply(out, &mut ply).map(|_| ()).map_err(std::io::Error::other))
 }
 
 /// Writes through `f` into a temporary file beside `path`, then renames it onto `path`.
 pub fn write_atomically(
     path: &Path,
-    f: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
+    f: impl FnOnce(&mut BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("output path", format!("{} has no file name", path.display())))?;
-    let tmp: PathBuf = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut out = BufWriter::new(std::fs::File::create(&tmp)?);
-        f(&mut out)?;
-        out.flush()?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+    write_output(path, true, f)
 }
+
+/// Core's atomic output rule ([`diffuse_core::io::write_atomic`]) with a buffered writer.
+fn write_output(
+    path: &Path,
+    force: bool,
+    f: impl FnOnce(&mut BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    diffuse_core::io::write_atomic(path, force, |file| {
+        let mut out = BufWriter::new(file);
+        f(&mut out)?;
+        out.flush()
+    })
+    .map_err(file_error)
+}
+
+/// Core's file errors as this crate's, keeping the file's name.
+fn file_error(e: diffuse_core::Error) -> Error {
+    match e {
+        diffuse_core::Error::File { path, reason } => Error::ply(path, reason),
+        other => Error::Core(other),
+    }
+}
+
+/// Largest PLY file read (about 40 million points in binary form).
+pub const MAX_PLY_BYTES: u64 = 1 << 30;
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,10 @@ type Track = (usize, Pose, Option<Pose>);
 
 /// Fewest points an object or scene may have.
 pub const MIN_POINTS: usize = 10;
+/// Most hypotheses one estimate runs (`--hypotheses`).
+pub const MAX_HYPOTHESES: usize = 4096;
+/// Most reverse-process steps per hypothesis (`--steps`).
+pub const MAX_STEPS: usize = 10_000;
 
 /// Translation-only correspondence steps per scanned rotation.
 const SCAN_TRANSLATION_STEPS: usize = 6;
@@ -359,6 +363,10 @@ impl EstimateConfig {
         if self.steps == 0 {
             return Err(Error::invalid("steps", "at least one reverse step is needed"));
         }
+        // Each hypothesis holds its own pose track and surrogate work: a billion of them asked for 96 GB.
+        diffuse_core::limits::at_most("hypotheses", self.hypotheses, MAX_HYPOTHESES)?;
+        diffuse_core::limits::at_most("steps", self.steps, MAX_STEPS)?;
+        diffuse_core::limits::at_most("scan rotations", self.scan_rotations, MAX_HYPOTHESES)?;
         for (n, v) in [
             ("object voxel", self.object_voxel),
             ("coarse voxel", self.coarse_voxel),
@@ -563,6 +571,30 @@ fn cap<T: Copy>(points: Vec<T>, max: usize, seed: u64) -> Vec<T> {
     idx.into_iter().map(|i| points[i]).collect()
 }
 
+/// An object whose diameter is more than this many times the scene's extent cannot be in the scan: refused.
+pub const MAX_OBJECT_TO_SCENE: f64 = 20.0;
+/// Above this ratio of object diameter to scene extent the result is kept but flagged: a partial view rarely
+/// spans less than half of the object.
+pub const WARN_OBJECT_TO_SCENE: f64 = 2.5;
+
+/// Refuses an object far larger than the whole scene: no pose can put it inside the scan, and every scene point
+/// would count as an inlier of its huge inlier distance (a 10× object reported fitness 0.98). Names the likely
+/// cause (units) rather than blaming the scene.
+fn check_scale(object_diameter: f64, scene_diameter: f64) -> Result<()> {
+    let ratio = object_diameter / scene_diameter;
+    if ratio > MAX_OBJECT_TO_SCENE {
+        return Err(Error::invalid(
+            "scale",
+            format!(
+                "the object (diameter {object_diameter:.4}) is {ratio:.0}× larger than the whole scene (extent \
+                 {scene_diameter:.4}), so it cannot be in the scan: are the two in the same units (m vs mm)? Rescale \
+                 one of them"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Warnings when object and scene sizes differ so much that their units probably differ.
 fn scale_warnings(object_diameter: f64, scene_diameter: f64) -> Vec<String> {
     let ratio = scene_diameter / object_diameter;
@@ -572,10 +604,11 @@ fn scale_warnings(object_diameter: f64, scene_diameter: f64) -> Vec<String> {
             "the scene (extent {scene_diameter:.4}) is {ratio:.1}× larger than the object (diameter {object_diameter:.4}): \
              are they in the same units? The estimator expects a scan cropped to the object"
         ));
-    } else if ratio < 0.1 {
+    } else if ratio < 1.0 / WARN_OBJECT_TO_SCENE {
         w.push(format!(
-            "the object (diameter {object_diameter:.4}) is {:.1}× larger than the scene (extent {scene_diameter:.4}): \
-             are they in the same units?",
+            "the object (diameter {object_diameter:.4}) is {:.1}× larger than the whole scene (extent \
+             {scene_diameter:.4}): are they in the same units? The fitness of such a pose means little, since every \
+             scene point lies within the object's inlier distance",
             1.0 / ratio
         ));
     }
@@ -627,7 +660,9 @@ pub fn prepare(object: &PointCloud, scene: &PointCloud, cfg: &EstimateConfig) ->
     object.validate("object", MIN_POINTS)?;
     scene.validate("scene", MIN_POINTS)?;
     let diameter = object.diameter();
-    let warnings = scale_warnings(diameter, scene.diameter());
+    let scene_diameter = scene.diameter();
+    check_scale(diameter, scene_diameter)?;
+    let warnings = scale_warnings(diameter, scene_diameter);
     let object_centre = object.centroid();
     let obj_norm = Normalization { centre: object_centre, scale: 1.0 / diameter };
     // The two sides of thin walls stay apart (with oriented normals; plain averaging otherwise).
@@ -1215,6 +1250,10 @@ mod tests {
         assert!(scale_warnings(0.1, 100.0)[0].contains("scene"));
         assert!(scale_warnings(100.0, 0.1)[0].starts_with("the object"));
         assert!(scale_warnings(1.0, 0.8).is_empty());
+        // Issue 23: an object 10× the scene is flagged, one 1000× larger is refused naming the units.
+        assert!(scale_warnings(10.0, 1.0)[0].contains("larger than the whole scene"));
+        assert!(check_scale(10.0, 1.0).is_ok());
+        assert!(check_scale(1000.0, 1.0).unwrap_err().to_string().contains("same units"));
     }
 
     /// A surrogate that knows the answer: `ΔH = H_true·H_t⁻¹`.

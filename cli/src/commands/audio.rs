@@ -387,6 +387,9 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
     ));
     let enhancer = Enhancer::new(&model, sampler.as_ref(), chunking, ctx.global.seed)?;
 
+    for job in &jobs {
+        diffuse_core::io::protect_input(&job.input);
+    }
     let inputs: HashSet<PathBuf> = jobs.iter().filter_map(|j| j.input.canonicalize().ok()).collect();
     let mut failures: Vec<(PathBuf, String)> = Vec::new();
     let mut todo = Vec::new();
@@ -430,7 +433,7 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let mut step = || bar.inc(1);
-        match enhancer.enhance_file(&job.input, &job.output, &mut step) {
+        match enhancer.enhance_file(&job.input, &job.output, args.force, &mut step) {
             Ok(report) => {
                 done += 1;
                 audio_s += report.duration_s;

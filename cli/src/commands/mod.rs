@@ -40,10 +40,15 @@ impl Context {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let printer = Printer::new(cli.global.quiet, cli.global.verbose);
     if let Some(n) = cli.global.threads {
-        anyhow::ensure!(n >= 1, "--threads must be at least 1");
+        diffuse_core::limits::check_threads(n)?;
         diffuse_core::device::set_threads(n);
     }
     let ctx = Context { printer, global: cli.global };
+    // Every command honours --device: one that runs on the CPU only still refuses an absent device rather than
+    // ignoring it (doctor reports on devices instead).
+    if !matches!(cli.command, Command::Doctor(_)) {
+        ctx.global.device.resolve().context("--device")?;
+    }
     match cli.command {
         Command::Doctor(args) => doctor::doctor(&ctx, &args),
         Command::Pose(cmd) => pose::run(&ctx, &cmd),

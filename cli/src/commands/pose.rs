@@ -139,8 +139,11 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
             args.scene.display()
         );
     };
+    diffuse_core::io::protect_input(&args.scene);
+    diffuse_core::io::protect_input(object_path);
     if let Some(out) = &args.output {
-        refuse_overwrite(out, args.force)?;
+        diffuse_core::io::check_output(out, args.force)?;
+        diffuse_core::io::check_writable_folder(out)?;
     }
     let base = EstimateConfig {
         viewpoint: args.viewpoint.map(|[x, y, z]| diffuse_pose::nalgebra::Point3::new(x, y, z)),
@@ -171,7 +174,7 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
         // The model as given (mesh faces kept), moved into the scene and coloured by support.
         let mut moved = object_data.cloud.transformed(&est.pose);
         moved.colors = Some(moved.support_colours(&scene, est.inlier_distance)?);
-        ply::write_ply(out, &moved, &object_data.triangles, PlyEncoding::BinaryLittleEndian)?;
+        ply::write_ply_new(out, &moved, &object_data.triangles, PlyEncoding::BinaryLittleEndian, args.force)?;
         ctx.printer.info(format!("wrote {}", out.display()));
     }
     if args.json {

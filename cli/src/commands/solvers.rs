@@ -81,12 +81,16 @@ fn list() -> anyhow::Result<ExitCode> {
 }
 
 fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    diffuse_core::io::protect_input(&args.problem);
     let mut problem = Problem::load(&args.problem)?;
     if ctx.global.seed != 0 {
         problem.seed = ctx.global.seed;
     }
+    // Every output is checked before the work: an existing file, an input (the problem itself) or a folder
+    // that cannot be written fails now, not after the whole benchmark.
     for out in [&args.json, &args.plot].into_iter().flatten() {
-        anyhow::ensure!(args.force || !out.exists(), "{}: already exists (use --force to overwrite)", out.display());
+        diffuse_core::io::check_output(out, args.force)?;
+        diffuse_core::io::check_writable_folder(out)?;
     }
     let fixed = problem
         .solvers
@@ -183,7 +187,8 @@ fn likelihood(ctx: &Context, args: &LikelihoodArgs) -> anyhow::Result<ExitCode> 
         other => anyhow::bail!("--estimator '{other}': expected exact, rademacher or gaussian"),
     };
     let n = args.samples.unwrap_or(problem.samples.min(64));
-    anyhow::ensure!(n >= 1, "--samples must be at least 1");
+    diffuse_core::limits::between_one_and("--samples", n, diffuse_core::limits::MAX_BENCH_SAMPLES)?;
+    diffuse_core::limits::at_most("--probes", args.probes, 1024)?;
     let path = problem.path.build()?;
     let m = &problem.mixture;
     let model =
