@@ -143,7 +143,8 @@ impl ManifestWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the folder: {e}")))?;
         }
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(path).map_err(err)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(path).map_err(err)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(err)?;
         let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |k| k + 1);

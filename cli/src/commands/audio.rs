@@ -346,7 +346,8 @@ fn plan_jobs(inputs: &[PathBuf], listed: &[ListEntry], output: Option<&Path>) ->
         if i.is_dir() {
             let mut files = Vec::new();
             diffuse_audio::wav::collect_wavs(i, &mut files)?;
-            sources.extend(files.into_iter().map(|f| (f.strip_prefix(i).map(Path::to_path_buf).unwrap_or_default(), f)));
+            sources
+                .extend(files.into_iter().map(|f| (f.strip_prefix(i).map(Path::to_path_buf).unwrap_or_default(), f)));
         } else {
             sources.push((PathBuf::from(i.file_name().unwrap_or_default()), i.clone()));
         }

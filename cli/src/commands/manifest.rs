@@ -186,7 +186,9 @@ fn merge(ctx: &Context, args: &MergeArgs) -> anyhow::Result<ExitCode> {
         manifests.push(Manifest::read(path)?);
     }
     let expected = match (&args.inputs, args.expect_count) {
-        (Some(list), _) => Expected::Inputs(batch::read_list(list).context("--inputs")?.into_iter().map(|e| e.path).collect()),
+        (Some(list), _) => {
+            Expected::Inputs(batch::read_list(list).context("--inputs")?.into_iter().map(|e| e.path).collect())
+        }
         (None, Some(n)) => Expected::Count(n),
         (None, None) => {
             ctx.printer.warn("without --inputs or --expect-count, inputs missing from every manifest go unnoticed");
@@ -257,8 +259,8 @@ mod tests {
 
     #[test]
     fn merge_takes_either_a_list_or_a_count() {
-        let cli = Cli::try_parse_from(["diffuse", "manifest", "merge", "a.jsonl", "b.jsonl", "--expect-count", "4"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["diffuse", "manifest", "merge", "a.jsonl", "b.jsonl", "--expect-count", "4"]).unwrap();
         let Command::Manifest(super::ManifestCommand::Merge(args)) = cli.command else { panic!("merge") };
         assert_eq!(args.manifests.len(), 2);
         assert_eq!(args.expect_count, Some(4));
