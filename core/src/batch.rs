@@ -223,26 +223,31 @@ impl Manifest {
         self.records.iter().map(|r| (normalize(&r.input), r)).collect()
     }
 
-    /// Whether `input` → `output` is done: its last record is ok for this output, and the output exists with
-    /// the recorded checksum. A changed or missing output is not done.
+    /// Whether `input` → `output` is done according to `latest` (from [`Manifest::latest`]); see [`progress`].
     pub fn check(latest: &HashMap<PathBuf, &Record>, input: &Path, output: &Path) -> Progress {
-        let Some(r) = latest.get(&normalize(input)) else {
-            return Progress::Todo("not in the manifest".into());
-        };
-        if r.status != Status::Ok {
-            return Progress::Todo(format!("recorded as {:?}", r.status).to_lowercase());
-        }
-        if normalize(&r.output) != normalize(output) {
-            return Progress::Todo(format!("recorded with another output, {}", r.output.display()));
-        }
-        if !output.is_file() {
-            return Progress::Todo(format!("{} is missing", output.display()));
-        }
-        match (sha256_file(output), &r.checksum) {
-            (Ok(sum), Some(recorded)) if &sum == recorded => Progress::Complete,
-            (Ok(_), _) => Progress::Todo(format!("{} changed since it was recorded", output.display())),
-            (Err(e), _) => Progress::Todo(e.to_string()),
-        }
+        progress(latest.get(&normalize(input)).copied(), output)
+    }
+}
+
+/// Whether an input whose last record is `record` is done with `output`: the record is ok for this output, and
+/// the output exists with the recorded checksum. No record, or a changed or missing output, is not done.
+pub fn progress(record: Option<&Record>, output: &Path) -> Progress {
+    let Some(r) = record else {
+        return Progress::Todo("not in the manifest".into());
+    };
+    if r.status != Status::Ok {
+        return Progress::Todo(format!("recorded as {:?}", r.status).to_lowercase());
+    }
+    if normalize(&r.output) != normalize(output) {
+        return Progress::Todo(format!("recorded with another output, {}", r.output.display()));
+    }
+    if !output.is_file() {
+        return Progress::Todo(format!("{} is missing", output.display()));
+    }
+    match (sha256_file(output), &r.checksum) {
+        (Ok(sum), Some(recorded)) if &sum == recorded => Progress::Complete,
+        (Ok(_), _) => Progress::Todo(format!("{} changed since it was recorded", output.display())),
+        (Err(e), _) => Progress::Todo(e.to_string()),
     }
 }
 

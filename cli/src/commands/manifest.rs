@@ -135,8 +135,7 @@ impl BatchRun {
         if !self.resume {
             return Progress::Todo("not resuming".into());
         }
-        let latest: HashMap<PathBuf, &Record> = self.done.iter().map(|(k, r)| (k.clone(), r)).collect();
-        Manifest::check(&latest, input, output)
+        batch::progress(self.done.get(&batch::normalize(input)), output)
     }
 
     /// Appends an input's outcome to the manifest, if there is one (with the output's checksum when ok).
