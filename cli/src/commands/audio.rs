@@ -334,7 +334,7 @@ fn plan_jobs(inputs: &[PathBuf], listed: &[ListEntry], output: Option<&Path>) ->
                 dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_os_string())).unwrap_or_default();
             dir.join("..").join(format!("{}_enhanced", name.to_string_lossy()))
         }
-        (None, _, _) => bail!("several inputs need an output folder: pass -o FOLDER"),
+        (None, _, _) => bail!("several inputs or a --list need an output folder: pass -o FOLDER"),
     };
     if out_dir.is_file() {
         bail!("{}: the output for several inputs must be a folder, not a file", out_dir.display());
