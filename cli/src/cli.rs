@@ -56,6 +56,9 @@ pub enum Command {
     /// Discrete diffusion on token sequences (masked and uniform): exact sampler checks.
     #[command(subcommand)]
     Text(crate::commands::text::TextCommand),
+    /// Batch manifests of sharded runs: merge them and check every input was done exactly once.
+    #[command(subcommand)]
+    Manifest(crate::commands::manifest::ManifestCommand),
 }
 
 /// Arguments of `diffuse doctor`.

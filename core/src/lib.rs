@@ -5,6 +5,7 @@
 //! written once here, on the anchor-free variable `x̃ = x − γ·μ`; domain crates add a path and a network.
 //! This crate also holds device selection and seeded per-sample noise used by every crate.
 
+pub mod batch;
 pub mod bench;
 pub mod denoiser;
 pub mod device;

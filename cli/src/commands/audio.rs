@@ -11,8 +11,10 @@ use clap::{Args, Subcommand};
 use diffuse_audio::pipeline::StageTimes;
 use diffuse_audio::sampling::build_sampler;
 use diffuse_audio::{Chunking, Enhancer, ScoreModel, SpectrogramSampler};
+use diffuse_core::batch::{ListEntry, Progress, Status};
 
 use super::Context;
+use super::manifest::{BatchArgs, BatchRun};
 
 /// Audio subcommands.
 #[derive(Debug, Subcommand)]
@@ -203,7 +205,7 @@ pub enum CrpLossArg {
 #[derive(Debug, Args)]
 pub struct EnhanceArgs {
     /// WAV files, or folders searched recursively for .wav files.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "list", value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Output: a file for one input file (default `<stem>_enhanced.wav` beside it), otherwise a folder that
     /// receives the same relative paths (default `<folder>_enhanced` for one folder).
@@ -232,6 +234,9 @@ pub struct EnhanceArgs {
     /// …that overlap by this many frames and are cross-faded.
     #[arg(long, default_value_t = 32, value_name = "FRAMES")]
     pub overlap_frames: usize,
+    /// Batches on a cluster: --list, --shard, --manifest, --resume (docs/scale-out.md).
+    #[command(flatten)]
+    pub batch: BatchArgs,
 }
 
 /// Runs `diffuse audio …`.
@@ -287,20 +292,28 @@ fn resolve_model(spec: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// One input file and where its enhanced version goes.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Job {
     input: PathBuf,
     output: PathBuf,
 }
 
+/// The planned jobs and the folder that receives them (where a shard's manifest goes by default).
+#[derive(Debug)]
+struct Plan {
+    jobs: Vec<Job>,
+    folder: PathBuf,
+}
+
 /// Where every input goes; errors for missing inputs, missing -o with several inputs and name collisions.
-fn plan_jobs(inputs: &[PathBuf], output: Option<&Path>) -> anyhow::Result<Vec<Job>> {
-    for i in inputs {
+/// `listed` are the lines of a --list file; they always make a batch and keep their relative paths.
+fn plan_jobs(inputs: &[PathBuf], listed: &[ListEntry], output: Option<&Path>) -> anyhow::Result<Plan> {
+    for i in inputs.iter().chain(listed.iter().map(|e| &e.path)) {
         if !i.exists() {
             bail!("{}: no such file or folder", i.display());
         }
     }
-    if let [single] = inputs
+    if let ([single], []) = (inputs, listed)
         && single.is_file()
     {
         let out = match output {
@@ -311,37 +324,46 @@ fn plan_jobs(inputs: &[PathBuf], output: Option<&Path>) -> anyhow::Result<Vec<Jo
                 single.with_file_name(format!("{stem}_enhanced.wav"))
             }
         };
-        return Ok(vec![Job { input: single.clone(), output: out }]);
+        let folder = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        return Ok(Plan { jobs: vec![Job { input: single.clone(), output: out }], folder });
     }
-    let out_dir = match (output, inputs) {
-        (Some(o), _) => o.to_path_buf(),
-        (None, [dir]) => {
+    let out_dir = match (output, inputs, listed) {
+        (Some(o), _, _) => o.to_path_buf(),
+        (None, [dir], []) => {
             let name =
                 dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_os_string())).unwrap_or_default();
             dir.join("..").join(format!("{}_enhanced", name.to_string_lossy()))
         }
-        (None, _) => bail!("several inputs need an output folder: pass -o FOLDER"),
+        (None, _, _) => bail!("several inputs or a --list need an output folder: pass -o FOLDER"),
     };
     if out_dir.is_file() {
         bail!("{}: the output for several inputs must be a folder, not a file", out_dir.display());
     }
     let mut jobs = Vec::new();
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut sources: Vec<(PathBuf, PathBuf)> = Vec::new();
     for i in inputs {
-        let pairs: Vec<(PathBuf, PathBuf)> = if i.is_dir() {
+        if i.is_dir() {
             let mut files = Vec::new();
             diffuse_audio::wav::collect_wavs(i, &mut files)?;
-            files.into_iter().map(|f| (f.strip_prefix(i).map(Path::to_path_buf).unwrap_or_default(), f)).collect()
+            sources
+                .extend(files.into_iter().map(|f| (f.strip_prefix(i).map(Path::to_path_buf).unwrap_or_default(), f)));
         } else {
-            vec![(PathBuf::from(i.file_name().unwrap_or_default()), i.clone())]
-        };
-        for (rel, input) in pairs {
-            let output = out_dir.join(&rel);
-            if let Some(other) = seen.insert(output.clone(), input.clone()) {
-                bail!("{} and {} would both be written to {}", other.display(), input.display(), output.display());
-            }
-            jobs.push(Job { input, output });
+            sources.push((PathBuf::from(i.file_name().unwrap_or_default()), i.clone()));
         }
+    }
+    for e in listed {
+        if e.path.is_dir() {
+            bail!("{}: a --list line must name a file, not a folder", e.path.display());
+        }
+        sources.push((e.relative.clone(), e.path.clone()));
+    }
+    for (rel, input) in sources {
+        let output = out_dir.join(&rel);
+        if let Some(other) = seen.insert(output.clone(), input.clone()) {
+            bail!("{} and {} would both be written to {}", other.display(), input.display(), output.display());
+        }
+        jobs.push(Job { input, output });
     }
     if jobs.is_empty() {
         bail!(
@@ -349,7 +371,7 @@ fn plan_jobs(inputs: &[PathBuf], output: Option<&Path>) -> anyhow::Result<Vec<Jo
             inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(jobs)
+    Ok(Plan { jobs, folder: out_dir })
 }
 
 /// Canonical form of a path that may not exist yet (its parent must).
@@ -363,7 +385,14 @@ fn canonical(p: &Path) -> Option<PathBuf> {
 
 fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
     let p = &ctx.printer;
-    let jobs = plan_jobs(&args.inputs, args.output.as_deref())?;
+    let listed = args.batch.listed()?;
+    let plan = plan_jobs(&args.inputs, &listed, args.output.as_deref())?;
+    let mut run = BatchRun::open(ctx, &args.batch, &plan.folder, args.force)?;
+    let total = plan.jobs.len();
+    let jobs = run.select(plan.jobs);
+    if run.shard().count > 1 {
+        p.info(format!("shard {}: {} of {total} input{}", run.shard(), jobs.len(), if total == 1 { "" } else { "s" }));
+    }
     let chunking = Chunking { frames: args.chunk_frames, overlap: args.overlap_frames };
     chunking.validate().context("--chunk-frames/--overlap-frames")?;
 
@@ -393,13 +422,15 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
     let inputs: HashSet<PathBuf> = jobs.iter().filter_map(|j| j.input.canonicalize().ok()).collect();
     let mut failures: Vec<(PathBuf, String)> = Vec::new();
     let mut todo = Vec::new();
-    let mut skipped = 0usize;
+    let (mut skipped, mut resumed) = (0usize, 0usize);
     for job in jobs {
-        if canonical(&job.output).is_some_and(|o| inputs.contains(&o)) {
-            failures.push((
-                job.input.clone(),
-                format!("the output {} is an input; refusing to overwrite it", job.output.display()),
-            ));
+        if let Progress::Complete = run.is_done(&job.input, &job.output) {
+            resumed += 1;
+            p.verbose(format!("done already: {} -> {}", job.input.display(), job.output.display()));
+        } else if canonical(&job.output).is_some_and(|o| inputs.contains(&o)) {
+            let why = format!("the output {} is an input; refusing to overwrite it", job.output.display());
+            run.record(&job.input, &job.output, Status::Failed, Some(why.clone()), 0.0)?;
+            failures.push((job.input.clone(), why));
         } else if job.output.exists() && !args.force {
             skipped += 1;
             p.info(format!(
@@ -407,6 +438,8 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
                 job.input.display(),
                 job.output.display()
             ));
+            let why = format!("{} exists and was not recorded as done (use --force to redo it)", job.output.display());
+            run.record(&job.input, &job.output, Status::Skipped, Some(why), 0.0)?;
         } else {
             todo.push(job);
         }
@@ -426,14 +459,23 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
     for (job, planned) in todo.iter().zip(&planned) {
         bar.set_message(job.input.file_name().unwrap_or_default().to_string_lossy().into_owned());
         let before = bar.position();
+        let item_start = Instant::now();
         if let Some(dir) = job.output.parent().filter(|d| !d.as_os_str().is_empty())
             && let Err(e) = std::fs::create_dir_all(dir)
         {
-            failures.push((job.input.clone(), format!("{}: cannot create the folder: {e}", dir.display())));
+            let why = format!("{}: cannot create the folder: {e}", dir.display());
+            run.record(&job.input, &job.output, Status::Failed, Some(why.clone()), 0.0)?;
+            failures.push((job.input.clone(), why));
             continue;
         }
         let mut step = || bar.inc(1);
-        match enhancer.enhance_file(&job.input, &job.output, args.force, &mut step) {
+        let result = enhancer.enhance_file(&job.input, &job.output, args.force, &mut step);
+        let seconds = item_start.elapsed().as_secs_f64();
+        match &result {
+            Ok(_) => run.record(&job.input, &job.output, Status::Ok, None, seconds)?,
+            Err(e) => run.record(&job.input, &job.output, Status::Failed, Some(e.to_string()), seconds)?,
+        }
+        match result {
             Ok(report) => {
                 done += 1;
                 audio_s += report.duration_s;
@@ -481,6 +523,12 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
     }
     if skipped > 0 {
         p.info(format!("skipped {skipped} existing output{}", if skipped == 1 { "" } else { "s" }));
+    }
+    if resumed > 0 {
+        p.info(format!(
+            "{resumed} input{} already done according to the manifest",
+            if resumed == 1 { " was" } else { "s were" }
+        ));
     }
     if failures.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -844,7 +892,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.wav");
         std::fs::write(&a, b"x").unwrap();
-        let jobs = plan_jobs(std::slice::from_ref(&a), None).unwrap();
+        let jobs = plan_jobs(std::slice::from_ref(&a), &[], None).unwrap().jobs;
         assert_eq!(jobs[0].output, dir.path().join("a_enhanced.wav"));
 
         let sub = dir.path().join("in/sub");
@@ -852,13 +900,37 @@ mod tests {
         std::fs::write(sub.join("b.WAV"), b"x").unwrap();
         std::fs::write(sub.join("notes.txt"), b"x").unwrap();
         let out = dir.path().join("out");
-        let jobs = plan_jobs(&[dir.path().join("in"), a.clone()], Some(&out)).unwrap();
+        let jobs = plan_jobs(&[dir.path().join("in"), a.clone()], &[], Some(&out)).unwrap().jobs;
         let outs: Vec<_> = jobs.iter().map(|j| j.output.clone()).collect();
         assert_eq!(outs, vec![out.join("sub/b.WAV"), out.join("a.wav")]);
 
-        assert!(plan_jobs(&[a.clone(), sub.join("b.WAV")], None).unwrap_err().to_string().contains("-o FOLDER"));
-        let err = plan_jobs(&[a.clone(), a.clone()], Some(&out)).unwrap_err().to_string();
+        assert!(plan_jobs(&[a.clone(), sub.join("b.WAV")], &[], None).unwrap_err().to_string().contains("-o FOLDER"));
+        let err = plan_jobs(&[a.clone(), a.clone()], &[], Some(&out)).unwrap_err().to_string();
         assert!(err.contains("would both be written"), "{err}");
-        assert!(plan_jobs(&[dir.path().join("missing.wav")], None).unwrap_err().to_string().contains("missing.wav"));
+        let missing = plan_jobs(&[dir.path().join("missing.wav")], &[], None).unwrap_err().to_string();
+        assert!(missing.contains("missing.wav"), "{missing}");
+    }
+
+    #[test]
+    fn listed_inputs_keep_their_relative_paths_and_need_an_output_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("in/sub")).unwrap();
+        std::fs::write(dir.path().join("in/sub/b.wav"), b"x").unwrap();
+        std::fs::write(dir.path().join("in/a.wav"), b"x").unwrap();
+        let list = dir.path().join("in/list.txt");
+        std::fs::write(&list, "sub/b.wav\na.wav\n").unwrap();
+        let listed = diffuse_core::batch::read_list(&list).unwrap();
+        assert!(plan_jobs(&[], &listed[..1], None).unwrap_err().to_string().contains("-o FOLDER"));
+        let out = dir.path().join("out");
+        let plan = plan_jobs(&[], &listed, Some(&out)).unwrap();
+        assert_eq!(plan.folder, out);
+        let pairs: Vec<_> = plan.jobs.iter().map(|j| (j.input.clone(), j.output.clone())).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (dir.path().join("in/a.wav"), out.join("a.wav")),
+                (dir.path().join("in/sub/b.wav"), out.join("sub/b.wav"))
+            ]
+        );
     }
 }

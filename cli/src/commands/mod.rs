@@ -2,6 +2,7 @@
 
 pub mod audio;
 mod doctor;
+pub mod manifest;
 pub mod pose;
 pub mod solvers;
 pub mod text;
@@ -55,5 +56,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Solvers(cmd) => solvers::run(&ctx, &cmd),
         Command::Audio(cmd) => audio::run(&ctx, &cmd),
         Command::Text(cmd) => text::text(&ctx, &cmd),
+        Command::Manifest(cmd) => manifest::run(&ctx, &cmd),
     }
 }

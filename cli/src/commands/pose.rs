@@ -2,15 +2,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use diffuse_core::batch::{ListEntry, Progress, Status};
 use diffuse_pose::bench::{self, BenchConfig, CaseResult, Method, Summary};
 use diffuse_pose::ply::{self, PlyEncoding};
 use diffuse_pose::registration::{self, Estimate, EstimateConfig, IcpSurrogate};
 use diffuse_pose::{PointCloud, se3, shapes};
 
 use super::Context;
+use super::manifest::{BatchArgs, BatchRun};
 
 /// Surface samples taken from a mesh object model.
 const MODEL_SAMPLES: usize = 4000;
@@ -38,14 +41,16 @@ pub struct ProcessArgs {
 /// Arguments of `diffuse pose estimate`.
 #[derive(Debug, Args)]
 pub struct EstimateArgs {
-    /// The scan (PLY), ideally cropped to the object.
-    #[arg(value_name = "SCENE.ply")]
-    pub scene: PathBuf,
+    /// The scan (PLY), ideally cropped to the object; or a folder of scans (batch mode: needs -o OUTDIR).
+    #[arg(value_name = "SCENE.ply|DIR", required_unless_present = "list")]
+    pub scene: Option<PathBuf>,
     /// The object model (PLY point cloud or mesh) whose pose is wanted.
     #[arg(long, value_name = "MODEL.ply")]
     pub object: Option<PathBuf>,
-    /// Write the object moved into the scene, coloured by how well the scan supports it.
-    #[arg(short, long, value_name = "aligned.ply")]
+    /// Write the object moved into the scene, coloured by how well the scan supports it. In batch mode (a
+    /// folder of scenes or --list) the output folder, which receives `<stem>.json` (what --json prints) and
+    /// `<stem>_aligned.ply` per scene.
+    #[arg(short, long, value_name = "aligned.ply|OUTDIR")]
     pub output: Option<PathBuf>,
     /// Overwrite the output file if it exists.
     #[arg(long)]
@@ -61,6 +66,9 @@ pub struct EstimateArgs {
     /// Reverse-process settings.
     #[command(flatten)]
     pub process: ProcessArgs,
+    /// Batches on a cluster: --list, --shard, --manifest, --resume (docs/scale-out.md).
+    #[command(flatten)]
+    pub batch: BatchArgs,
 }
 
 fn parse_point(s: &str) -> Result<[f64; 3], String> {
@@ -136,27 +144,24 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
         bail!(
             "estimating a pose without --object needs the category-level model, which diffuse does not have yet; \
              pass the object's model: diffuse pose estimate {} --object MODEL.ply",
-            args.scene.display()
+            args.scene.as_deref().unwrap_or(Path::new("SCENE.ply")).display()
         );
     };
-    diffuse_core::io::protect_input(&args.scene);
     diffuse_core::io::protect_input(object_path);
+    let scene_path = match &args.scene {
+        Some(scene) if !scene.is_dir() && !args.batch.is_batch() => scene,
+        _ => return estimate_batch(ctx, args, object_path),
+    };
+    diffuse_core::io::protect_input(scene_path);
     if let Some(out) = &args.output {
         diffuse_core::io::check_output(out, args.force)?;
         diffuse_core::io::check_writable_folder(out)?;
     }
-    let base = EstimateConfig {
-        viewpoint: args.viewpoint.map(|[x, y, z]| diffuse_pose::nalgebra::Point3::new(x, y, z)),
-        ..EstimateConfig::default()
-    };
-    let cfg = estimate_config(ctx, &args.process, base)?;
-    let scene = ply::read_ply(&args.scene)?.cloud;
-    let scene_name = args.scene.display().to_string();
+    let cfg = estimate_config(ctx, &args.process, base_config(args))?;
+    let scene = ply::read_ply(scene_path)?.cloud;
+    let scene_name = scene_path.display().to_string();
     scene.validate(&scene_name, registration::MIN_POINTS)?;
-    let object_data = ply::read_ply(object_path)?;
-    let object_name = object_path.display().to_string();
-    let object = object_data.model_cloud(&object_name, MODEL_SAMPLES, cfg.seed)?;
-    object.validate(&object_name, registration::MIN_POINTS)?;
+    let (object_data, object) = load_object(object_path, cfg.seed)?;
     ctx.printer.verbose(format!(
         "scene {} points, object {} points{}",
         scene.len(),
@@ -164,6 +169,7 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
         if object_data.triangles.is_empty() { String::new() } else { " (sampled from its mesh)".into() }
     ));
 
+    let object_name = object_path.display().to_string();
     let est = registration::estimate_pose(&object, &scene, &cfg, &IcpSurrogate::default())
         .with_context(|| format!("estimating the pose of {object_name} in {scene_name}"))?;
     for w in &est.warnings {
@@ -171,10 +177,7 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
     }
 
     if let Some(out) = &args.output {
-        // The model as given (mesh faces kept), moved into the scene and coloured by support.
-        let mut moved = object_data.cloud.transformed(&est.pose);
-        moved.colors = Some(moved.support_colours(&scene, est.inlier_distance)?);
-        ply::write_ply_new(out, &moved, &object_data.triangles, PlyEncoding::BinaryLittleEndian, args.force)?;
+        write_aligned(out, &object_data, &scene, &est, args.force)?;
         ctx.printer.info(format!("wrote {}", out.display()));
     }
     if args.json {
@@ -183,6 +186,188 @@ fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
         print_estimate(&est);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The estimator's defaults with the sensor viewpoint of `args`.
+fn base_config(args: &EstimateArgs) -> EstimateConfig {
+    EstimateConfig {
+        viewpoint: args.viewpoint.map(|[x, y, z]| diffuse_pose::nalgebra::Point3::new(x, y, z)),
+        ..EstimateConfig::default()
+    }
+}
+
+/// The object model as read and the point cloud the estimator registers (sampled from a mesh), validated.
+fn load_object(path: &Path, seed: u64) -> anyhow::Result<(ply::PlyData, PointCloud)> {
+    let object_data = ply::read_ply(path)?;
+    let object_name = path.display().to_string();
+    let object = object_data.model_cloud(&object_name, MODEL_SAMPLES, seed)?;
+    object.validate(&object_name, registration::MIN_POINTS)?;
+    Ok((object_data, object))
+}
+
+/// The model as given (mesh faces kept), moved into the scene and coloured by support, written to `out`.
+fn write_aligned(
+    out: &Path,
+    object_data: &ply::PlyData,
+    scene: &PointCloud,
+    est: &Estimate,
+    force: bool,
+) -> anyhow::Result<()> {
+    let mut moved = object_data.cloud.transformed(&est.pose);
+    moved.colors = Some(moved.support_colours(scene, est.inlier_distance)?);
+    ply::write_ply_new(out, &moved, &object_data.triangles, PlyEncoding::BinaryLittleEndian, force)?;
+    Ok(())
+}
+
+/// One scene of a batch and its two outputs; the JSON is written last and marks the scene as done.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SceneJob {
+    input: PathBuf,
+    json: PathBuf,
+    aligned: PathBuf,
+}
+
+/// The scenes of a batch: the .ply files of a folder (not recursive) and the lines of --list.
+fn plan_scenes(args: &EstimateArgs, out_dir: &Path) -> anyhow::Result<Vec<SceneJob>> {
+    let mut entries = args.batch.listed()?;
+    if let Some(scene) = &args.scene {
+        if scene.is_dir() {
+            let read = std::fs::read_dir(scene).with_context(|| format!("reading {}", scene.display()))?;
+            for e in read {
+                let path = e.with_context(|| format!("reading {}", scene.display()))?.path();
+                let is_ply = path.extension().is_some_and(|x| x.eq_ignore_ascii_case("ply"));
+                if is_ply && path.is_file() {
+                    entries.push(ListEntry { relative: PathBuf::from(path.file_name().unwrap_or_default()), path });
+                }
+            }
+        } else {
+            entries.push(ListEntry {
+                relative: PathBuf::from(scene.file_name().unwrap_or_default()),
+                path: scene.clone(),
+            });
+        }
+    }
+    entries.sort();
+    entries.dedup();
+    let mut jobs = Vec::new();
+    let mut seen: std::collections::HashMap<PathBuf, PathBuf> = std::collections::HashMap::new();
+    for e in entries {
+        if !e.path.is_file() {
+            bail!("{}: no such scene file", e.path.display());
+        }
+        let json = out_dir.join(&e.relative).with_extension("json");
+        let stem = e.relative.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let aligned = json.with_file_name(format!("{stem}_aligned.ply"));
+        if let Some(other) = seen.insert(json.clone(), e.path.clone()) {
+            bail!("{} and {} would both be written to {}", other.display(), e.path.display(), json.display());
+        }
+        jobs.push(SceneJob { input: e.path, json, aligned });
+    }
+    if jobs.is_empty() {
+        bail!(
+            "no .ply scenes found{}",
+            args.scene.as_ref().map(|s| format!(" in {}", s.display())).unwrap_or_default()
+        );
+    }
+    Ok(jobs)
+}
+
+/// Batch mode: every scene of a folder or list (this shard's part), one JSON estimate and aligned PLY each,
+/// recorded in the manifest; a failed scene is recorded and the batch goes on (exit code 1 at the end).
+fn estimate_batch(ctx: &Context, args: &EstimateArgs, object_path: &Path) -> anyhow::Result<ExitCode> {
+    let p = &ctx.printer;
+    let Some(out_dir) = &args.output else {
+        bail!("a batch of scenes (a folder or --list) needs an output folder: pass -o OUTDIR");
+    };
+    if out_dir.is_file() {
+        bail!("{}: the output of a batch must be a folder, not a file", out_dir.display());
+    }
+    if args.json {
+        p.warn("--json is implied in batch mode: each scene's estimate goes to OUTDIR/<stem>.json");
+    }
+    let all = plan_scenes(args, out_dir)?;
+    for job in &all {
+        diffuse_core::io::protect_input(&job.input);
+    }
+    let mut run = BatchRun::open(ctx, &args.batch, out_dir, args.force)?;
+    let total = all.len();
+    let jobs = run.select(all);
+    if run.shard().count > 1 {
+        p.info(format!("shard {}: {} of {total} scene{}", run.shard(), jobs.len(), if total == 1 { "" } else { "s" }));
+    }
+    let cfg = estimate_config(ctx, &args.process, base_config(args))?;
+    let (object_data, object) = load_object(object_path, cfg.seed)?;
+    let object_name = object_path.display().to_string();
+
+    let bar = p.progress(jobs.len() as u64, "pose");
+    let start = Instant::now();
+    let (mut done, mut skipped, mut resumed) = (0usize, 0usize, 0usize);
+    let mut failures: Vec<(PathBuf, String)> = Vec::new();
+    for job in &jobs {
+        bar.inc(1);
+        if let Progress::Complete = run.is_done(&job.input, &job.json) {
+            resumed += 1;
+            continue;
+        }
+        if let Some(existing) = [&job.json, &job.aligned].into_iter().find(|o| o.exists())
+            && !args.force
+        {
+            skipped += 1;
+            p.info(format!(
+                "skipping {}: {} exists (use --force to overwrite)",
+                job.input.display(),
+                existing.display()
+            ));
+            let why = format!("{} exists and was not recorded as done (use --force to redo it)", existing.display());
+            run.record(&job.input, &job.json, Status::Skipped, Some(why), 0.0)?;
+            continue;
+        }
+        let t = Instant::now();
+        let result = (|| -> anyhow::Result<Estimate> {
+            let scene = ply::read_ply(&job.input)?.cloud;
+            let scene_name = job.input.display().to_string();
+            scene.validate(&scene_name, registration::MIN_POINTS)?;
+            let est = registration::estimate_pose(&object, &scene, &cfg, &IcpSurrogate::default())
+                .with_context(|| format!("estimating the pose of {object_name} in {scene_name}"))?;
+            write_aligned(&job.aligned, &object_data, &scene, &est, args.force)?;
+            let text = serde_json::to_string_pretty(&estimate_json(&est))? + "\n";
+            diffuse_core::io::write_bytes_atomic(&job.json, args.force, text.as_bytes())?;
+            Ok(est)
+        })();
+        let seconds = t.elapsed().as_secs_f64();
+        match result {
+            Ok(est) => {
+                run.record(&job.input, &job.json, Status::Ok, None, seconds)?;
+                done += 1;
+                for w in &est.warnings {
+                    p.warn(format!("{}: {w}", job.input.display()));
+                }
+                p.verbose(format!("{} -> {} (fitness {:.3})", job.input.display(), job.json.display(), est.fitness));
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                run.record(&job.input, &job.json, Status::Failed, Some(why.clone()), seconds)?;
+                failures.push((job.input.clone(), why));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "estimated {done} pose{} in {:.1} s{}{}",
+        if done == 1 { "" } else { "s" },
+        start.elapsed().as_secs_f64(),
+        if resumed > 0 { format!("; {resumed} already done according to the manifest") } else { String::new() },
+        if skipped > 0 { format!("; skipped {skipped} with existing outputs") } else { String::new() }
+    );
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{} scene{} failed:", failures.len(), if failures.len() == 1 { "" } else { "s" });
+    for (input, why) in &failures {
+        let shown = input.display().to_string();
+        if why.contains(&shown) { eprintln!("  {why}") } else { eprintln!("  {shown}: {why}") }
+    }
+    Ok(ExitCode::from(1))
 }
 
 fn estimate_json(est: &Estimate) -> serde_json::Value {
