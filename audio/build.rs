@@ -1,2 +1,4 @@
-//! Embeds the libtorch library folder as run-time search path (see support/rpath.rs).
-include!("../support/rpath.rs");
+//! Embeds the libtorch library folder as run-time search path (see the diffuse-build crate).
+fn main() {
+    diffuse_build::emit_rpath();
+}
