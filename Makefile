@@ -4,7 +4,7 @@ CARGO ?= cargo
 DIFFUSE := target/release/diffuse
 OUT ?= out
 
-.PHONY: demo test setup build ci bench clean-out
+.PHONY: demo test test-long package setup build ci bench clean-out
 
 demo: build
 	$(DIFFUSE) doctor
@@ -22,6 +22,15 @@ demo: build
 # One libtorch thread per test: cargo runs tests in parallel, and OpenMP spin-waits badly when oversubscribed.
 test: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(CARGO) test --workspace
+
+# Checks too slow for every CI run: tests marked #[ignore = "long…"], then the full packaging verification.
+test-long: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(CARGO) test --workspace -- --ignored
+	$(MAKE) package
+
+# Each library crate built from its own tarball, alone (CI runs the quick scripts/check-packages.sh instead).
+package: setup
+	$(CARGO) package --workspace --exclude diffuse-tests --allow-dirty
 
 setup:
 	@./scripts/setup-libtorch.sh

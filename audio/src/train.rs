@@ -32,6 +32,11 @@ use crate::config::{ModelConfig, OutputKind, SdeConfig, sidecar_path};
 use crate::net::{NetConfig, ScoreNet, ouve_sigma};
 use crate::{Error, Result};
 
+
+/// Most mixtures per training step (`--batch`).
+pub const MAX_BATCH: usize = 4096;
+/// Longest training crop in STFT frames (`--crop-frames`; 4096 frames are 33 s at 16 kHz).
+pub const MAX_CROP_FRAMES: usize = 4096;
 /// What the network learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -208,6 +213,10 @@ impl TrainOptions {
         if self.batch == 0 || self.steps == 0 || self.checkpoint_every == 0 {
             return Err(Error::invalid("batch/steps/checkpoint", "must be at least 1"));
         }
+        // A batch × crop the size of a small corpus already fills this machine's memory; more is a typo.
+        diffuse_core::limits::at_most("batch", self.batch, MAX_BATCH)?;
+        diffuse_core::limits::at_most("crop_frames", self.crop_frames, MAX_CROP_FRAMES)?;
+        diffuse_core::limits::at_most("crp_steps", self.crp_steps, diffuse_core::limits::MAX_NFE)?;
         if !(self.snr_db.0 <= self.snr_db.1) || !self.snr_db.0.is_finite() || !self.snr_db.1.is_finite() {
             return Err(Error::invalid("snr", format!("need LOW ≤ HIGH, got {:?}", self.snr_db)));
         }

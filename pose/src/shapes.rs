@@ -18,7 +18,7 @@ use crate::so3;
 pub const BUILTIN: [&str; 5] = ["bunny", "box", "cylinder", "l-shape", "mug"];
 
 /// The bunny mesh as shipped (see scripts/pose-bunny-to-ply.sh).
-const BUNNY_PLY: &[u8] = include_bytes!("../../examples/bunny.ply");
+const BUNNY_PLY: &[u8] = include_bytes!("../data/bunny.ply");
 
 /// The proper rotations that map an object onto itself.
 #[derive(Debug, Clone, PartialEq)]
