@@ -6,11 +6,10 @@
 //! on torch-sys directly. On another machine `LD_LIBRARY_PATH` still takes precedence (the linker writes
 //! RUNPATH, not RPATH).
 //!
+//! In the `build.rs` of a crate that depends on torch-sys:
+//!
 //! ```no_run
-//! // build.rs of a crate that depends on torch-sys
-//! fn main() {
-//!     diffuse_build::emit_rpath();
-//! }
+//! diffuse_build::emit_rpath();
 //! ```
 
 /// Prints the cargo instructions that embed libtorch's library folder as the run-time search path (and expose
