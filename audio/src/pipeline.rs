@@ -148,7 +148,10 @@ impl Chunking {
 
     /// Checks `0 ≤ 2·overlap < frames`.
     pub fn validate(&self) -> Result<()> {
-        diffuse_core::limits::at_most("chunk frames", self.frames, MAX_CHUNK_FRAMES)?;
+        // WHOLE (one chunk, whatever the length) is a deliberate library choice; any other size is bounded.
+        if *self != Self::WHOLE {
+            diffuse_core::limits::at_most("chunk frames", self.frames, MAX_CHUNK_FRAMES)?;
+        }
         if self.frames == 0 || self.overlap.saturating_mul(2) >= self.frames {
             return Err(Error::invalid(
                 "chunking",

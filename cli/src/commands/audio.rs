@@ -394,6 +394,7 @@ fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitCode> {
         p.info(format!("shard {}: {} of {total} input{}", run.shard(), jobs.len(), if total == 1 { "" } else { "s" }));
     }
     let chunking = Chunking { frames: args.chunk_frames, overlap: args.overlap_frames };
+    diffuse_core::limits::at_most("--chunk-frames", args.chunk_frames, diffuse_audio::pipeline::MAX_CHUNK_FRAMES)?;
     chunking.validate().context("--chunk-frames/--overlap-frames")?;
 
     let device = ctx.device()?;
