@@ -7,11 +7,11 @@
 //! - [`degrade`]: seeded degradations (noise, blur, low light) for training and for test pairs.
 //! - [`metrics`]: PSNR and SSIM (Wang et al., matching scikit-image); [`eval`] scores folders of images.
 
-
+pub mod degrade;
 pub mod error;
-
+pub mod eval;
 pub mod image_io;
-
+pub mod metrics;
 pub mod planes;
 
 pub use error::{Error, Result};
