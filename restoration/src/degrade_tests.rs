@@ -44,8 +44,9 @@ fn blind_noise_levels_cover_zero_to_fifty() {
     assert!(sigmas.iter().all(|s| (0.0..=50.0).contains(s)));
     assert!(sigmas.iter().cloned().fold(f64::MAX, f64::min) < 3.0);
     assert!(sigmas.iter().cloned().fold(0.0, f64::max) > 47.0);
-    let with_poisson =
-        (0..200).filter(|_| matches!(Degradation::draw(Task::Denoise, true, &mut rng), Degradation::Denoise { peak: Some(_), .. }));
+    let with_poisson = (0..200).filter(|_| {
+        matches!(Degradation::draw(Task::Denoise, true, &mut rng), Degradation::Denoise { peak: Some(_), .. })
+    });
     let n = with_poisson.count();
     assert!((60..140).contains(&n), "{n} of 200 Poisson–Gaussian");
 }
@@ -64,7 +65,7 @@ fn poisson_gaussian_variance_is_signal_over_peak_plus_sigma_squared() {
 fn blur_kernels_sum_to_one() {
     for s in [0.5, 1.0, 2.0, 3.0] {
         let k = Kernel::gaussian(s);
-        assert_eq!(k.size, 2 * (3.0 * s as f64).ceil() as usize + 1);
+        assert_eq!(k.size, 2 * (3.0 * s).ceil() as usize + 1);
         assert!((k.weights.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
     let mut rng = rng_for(7, "motion");

@@ -119,7 +119,8 @@ mod tests {
 
     fn write(path: &Path, v: f32, size: usize) {
         let data = (0..3 * size * size).map(|i| (v + (i % 13) as f32 / 50.0).min(1.0)).collect();
-        let img = Image { planes: Planes::new(3, size, size, data).unwrap(), alpha: None, bit_depth: 8, format: Format::Png };
+        let img =
+            Image { planes: Planes::new(3, size, size, data).unwrap(), alpha: None, bit_depth: 8, format: Format::Png };
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         write_image(&img, path, false).unwrap();
     }

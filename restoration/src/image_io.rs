@@ -121,8 +121,7 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
     limits.max_alloc = Some(MAX_DECODE_ALLOC);
     decoder.set_limits(limits).map_err(|e| bad(format!("over the decoding limits: {e}")))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| bad(format!("corrupt or truncated {what}: {e}")))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| bad(format!("corrupt or truncated {what}: {e}")))?;
     img.apply_orientation(orientation);
     from_dynamic(img, format).map_err(bad)
 }

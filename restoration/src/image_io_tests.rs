@@ -60,7 +60,8 @@ fn smooth(c: usize, h: usize, w: usize) -> Planes {
     for ch in 0..c {
         for y in 0..h {
             for x in 0..w {
-                p.data[(ch * h + y) * w + x] = 0.5 + 0.4 * ((x as f32 * 0.2 + ch as f32).sin() * (y as f32 * 0.15).cos());
+                p.data[(ch * h + y) * w + x] =
+                    0.5 + 0.4 * ((x as f32 * 0.2 + ch as f32).sin() * (y as f32 * 0.15).cos());
             }
         }
     }
@@ -214,10 +215,10 @@ fn huge_and_zero_sized_headers_are_refused_before_decoding() {
 
 #[test]
 fn corrupt_truncated_and_foreign_files_are_named_errors() {
-    let noisy = Planes::new(3, 64, 64, (0..3 * 64 * 64).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect())
-        .unwrap();
-    let png = encode_image(&Image { planes: noisy, alpha: None, bit_depth: 8, format: Format::Png }, Path::new("a.png"))
-        .unwrap();
+    let noisy = Planes::new(3, 64, 64, (0..3 * 64 * 64).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect()).unwrap();
+    let png =
+        encode_image(&Image { planes: noisy, alpha: None, bit_depth: 8, format: Format::Png }, Path::new("a.png"))
+            .unwrap();
     let err = err_of(&png[..png.len() / 2], "cut.png");
     assert!(err.contains("cut.png") && err.contains("PNG"), "{err}");
     let mut bad = png.clone();

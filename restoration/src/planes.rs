@@ -67,7 +67,9 @@ impl Planes {
     /// Planes from a `[channels, height, width]` tensor (any float kind, any device).
     pub fn from_tensor(t: &Tensor) -> Result<Self> {
         let size = t.size();
-        let [c, h, w] = size[..] else { return Err(Error::shape("Planes::from_tensor", "[C, H, W]", format!("{size:?}"))) };
+        let [c, h, w] = size[..] else {
+            return Err(Error::shape("Planes::from_tensor", "[C, H, W]", format!("{size:?}")));
+        };
         let flat = t.f_to_kind(Kind::Float)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_view([-1])?;
         let data = Vec::<f32>::try_from(&flat)?;
         Planes::new(c as usize, h as usize, w as usize, data)
@@ -171,7 +173,10 @@ impl Tiling {
     /// the photo's size: about 0.6 GB in all, against tens of GB for a U-Net run on the whole photo.
     pub fn apply(&self, input: &Planes, mut f: impl FnMut(&Planes) -> Result<Planes>) -> Result<Planes> {
         if self.tile == 0 || self.overlap >= self.tile {
-            return Err(Error::invalid("tiling", format!("overlap {} must be less than tile {}", self.overlap, self.tile)));
+            return Err(Error::invalid(
+                "tiling",
+                format!("overlap {} must be less than tile {}", self.overlap, self.tile),
+            ));
         }
         let (ys, xs) = (self.starts(input.height), self.starts(input.width));
         let (th, tw) = (self.tile.min(input.height), self.tile.min(input.width));
@@ -250,7 +255,9 @@ mod tests {
     #[test]
     fn identity_per_tile_function_reconstructs_the_image() {
         let img = ramp_image(3, 150, 97);
-        for tiling in [Tiling { tile: 32, overlap: 8 }, Tiling { tile: 64, overlap: 31 }, Tiling { tile: 200, overlap: 4 }] {
+        for tiling in
+            [Tiling { tile: 32, overlap: 8 }, Tiling { tile: 64, overlap: 31 }, Tiling { tile: 200, overlap: 4 }]
+        {
             let mut calls = 0;
             let out = tiling
                 .apply(&img, |t| {

@@ -123,9 +123,7 @@ fn plan(inputs: &[PathBuf], out_dir: &Path) -> anyhow::Result<Vec<Job>> {
 
 fn degrade(ctx: &Context, args: &DegradeArgs) -> anyhow::Result<ExitCode> {
     let p = &ctx.printer;
-    let fixed = (args.fixed || args.sigma.is_some())
-        .then(|| Degradation::fixed(args.task, args.sigma))
-        .transpose()?;
+    let fixed = (args.fixed || args.sigma.is_some()).then(|| Degradation::fixed(args.task, args.sigma)).transpose()?;
     if args.output.is_file() {
         bail!("{}: the output must be a folder, not a file", args.output.display());
     }
@@ -154,7 +152,12 @@ fn degrade(ctx: &Context, args: &DegradeArgs) -> anyhow::Result<ExitCode> {
         })();
         match result {
             Ok(d) => {
-                p.verbose(format!("{} -> {}: {}", job.input.display(), job.output.display(), serde_json::to_string(&d)?));
+                p.verbose(format!(
+                    "{} -> {}: {}",
+                    job.input.display(),
+                    job.output.display(),
+                    serde_json::to_string(&d)?
+                ));
                 record.insert(job.relative.to_string_lossy().into_owned(), d);
             }
             Err(e) => failures.push((job.input.clone(), format!("{e:#}"))),
@@ -241,8 +244,8 @@ mod tests {
     #[test]
     fn degrade_flags_parse_and_the_seed_is_global() {
         let cli = Cli::try_parse_from([
-            "diffuse", "restore", "degrade", "--task", "deblur", "a.png", "dir", "-o", "out", "--sigma", "1.5", "--seed",
-            "4",
+            "diffuse", "restore", "degrade", "--task", "deblur", "a.png", "dir", "-o", "out", "--sigma", "1.5",
+            "--seed", "4",
         ])
         .unwrap();
         assert_eq!(cli.global.seed, 4);
