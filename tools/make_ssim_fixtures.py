@@ -10,6 +10,8 @@ repository root with scikit-image, numpy and Pillow installed in a virtual envir
 SSIM is scikit-image's structural_similarity(a, b, channel_axis=2 (RGB) or None (grey), data_range=255,
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False); PSNR is peak_signal_noise_ratio(a, b,
 data_range=255). The images are seeded, so the outputs are the same on every run.
+
+It also writes cmyk.jpg, a 16 × 16 CMYK JPEG (Pillow, Adobe APP14), which image_io must refuse by name.
 """
 import json
 import os
@@ -75,6 +77,8 @@ def main():
         psnr = peak_signal_noise_ratio(a, b, data_range=255)
         pairs.append({"clean": f"{name}_clean.png", "distorted": f"{name}_distorted.png",
                       "psnr": float(psnr), "ssim": float(ssim)})
+    cmyk = Image.fromarray(to8(structured(rng, 3))[:16, :16]).convert("CMYK")
+    cmyk.save(os.path.join(OUT, "cmyk.jpg"), quality=90)
     meta = {"generator": "tools/make_ssim_fixtures.py", "scikit_image": skimage.__version__,
             "numpy": np.__version__, "pairs": pairs}
     with open(os.path.join(OUT, "metrics.json"), "w") as f:

@@ -296,9 +296,14 @@ fn reflect(i: isize, n: usize) -> usize {
     (if k < n as isize { k } else { p - k }) as usize
 }
 
-/// `K ∗ x` per channel with a 2-D kernel and mirrored borders.
+/// `K ∗ x` per channel with a 2-D kernel and mirrored borders. Only the kernel's non-zero taps are visited (a
+/// motion kernel is mostly zeros: a path of a few dozen pixels in a square of up to 45²).
 fn convolve(x: &Planes, k: &Kernel) -> Planes {
     let r = (k.size / 2) as isize;
+    let taps: Vec<(isize, isize, f32)> = (0..k.weights.len())
+        .filter(|&i| k.weights[i] != 0.0)
+        .map(|i| ((i / k.size) as isize - r, (i % k.size) as isize - r, k.weights[i]))
+        .collect();
     let (h, w) = (x.height, x.width);
     let mut out = Planes::zeros(x.channels, h, w);
     for c in 0..x.channels {
@@ -306,12 +311,8 @@ fn convolve(x: &Planes, k: &Kernel) -> Planes {
         for yy in 0..h {
             for xx in 0..w {
                 let mut acc = 0.0f32;
-                for dy in -r..=r {
-                    let sy = reflect(yy as isize - dy, h) * w;
-                    let row = &k.weights[((dy + r) as usize) * k.size..];
-                    for dx in -r..=r {
-                        acc += row[(dx + r) as usize] * src[sy + reflect(xx as isize - dx, w)];
-                    }
+                for &(dy, dx, wt) in &taps {
+                    acc += wt * src[reflect(yy as isize - dy, h) * w + reflect(xx as isize - dx, w)];
                 }
                 out.data[(c * h + yy) * w + xx] = acc;
             }

@@ -1,6 +1,7 @@
 //! Tests of image_io: round trips of every format, depth and colour type; EXIF orientation; bad files.
 
 use super::*;
+use std::path::PathBuf;
 
 fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
@@ -242,4 +243,12 @@ fn corrupt_truncated_and_foreign_files_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let err = read_image(dir.path()).unwrap_err().to_string();
     assert!(err.contains("folder"), "{err}");
+}
+
+#[test]
+fn a_real_cmyk_jpeg_is_refused_by_name() {
+    // Made by Pillow (tools/make_ssim_fixtures.py): 4 components, Adobe APP14 marker.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/restoration/cmyk.jpg");
+    let err = read_image(&path).unwrap_err().to_string();
+    assert!(err.contains("cmyk.jpg") && err.contains("CMYK"), "{err}");
 }
