@@ -101,7 +101,8 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
         Ok(ImageFormat::Png) => Format::Png,
         Ok(ImageFormat::Jpeg) => Format::Jpeg,
         Ok(other) => {
-            return Err(bad(format!("is a {other:?} image; only PNG and JPEG are supported")));
+            let name = format!("{other:?}").to_uppercase();
+            return Err(bad(format!("is a {name} image; only PNG and JPEG are supported")));
         }
         Err(_) => return Err(bad("is not a PNG or JPEG image (unrecognised content)".into())),
     };
@@ -241,7 +242,6 @@ pub fn encode_image(image: &Image, path: &Path) -> Result<Vec<u8>> {
     let depth = if format == Format::Jpeg { 8 } else { image.bit_depth };
     let n = p.channels + usize::from(image.alpha.is_some());
     let (w, h) = (p.width as u32, p.height as u32);
-    let px = p.plane_len();
     let alpha_at = |i: usize| -> u16 {
         let a = image.alpha.as_ref().map_or(0, |a| a[i]);
         match (image.bit_depth, depth) {
@@ -250,22 +250,25 @@ pub fn encode_image(image: &Image, path: &Path) -> Result<Vec<u8>> {
             _ => a,
         }
     };
-    let interleave = |max: f32| -> Vec<u16> {
-        let mut out = Vec::with_capacity(px * n);
+    // Interleaved samples, converted by `cast` straight into the output's sample type (no u16 copy of 8-bit data).
+    fn interleave<T>(p: &Planes, alpha: Option<&dyn Fn(usize) -> u16>, max: f32, cast: fn(u16) -> T) -> Vec<T> {
+        let px = p.plane_len();
+        let mut out = Vec::with_capacity(px * (p.channels + usize::from(alpha.is_some())));
         for i in 0..px {
             for c in 0..p.channels {
                 let v = p.data[c * px + i];
-                out.push(if v.is_nan() { 0 } else { (v.clamp(0.0, 1.0) * max).round() as u16 });
+                out.push(cast(if v.is_nan() { 0 } else { (v.clamp(0.0, 1.0) * max).round() as u16 }));
             }
-            if image.alpha.is_some() {
-                out.push(alpha_at(i));
+            if let Some(a) = alpha {
+                out.push(cast(a(i)));
             }
         }
         out
-    };
+    }
+    let alpha = image.alpha.is_some().then_some(&alpha_at as &dyn Fn(usize) -> u16);
     let shape_err = || Error::shape("encode_image", format!("{w}×{h}×{n}"), "a different buffer length");
     let dynamic = if depth == 16 {
-        let s = interleave(65_535.0);
+        let s = interleave(p, alpha, 65_535.0, |v| v);
         match n {
             1 => DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, s).ok_or_else(shape_err)?),
             2 => DynamicImage::ImageLumaA16(ImageBuffer::from_raw(w, h, s).ok_or_else(shape_err)?),
@@ -273,7 +276,7 @@ pub fn encode_image(image: &Image, path: &Path) -> Result<Vec<u8>> {
             _ => DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, s).ok_or_else(shape_err)?),
         }
     } else {
-        let s: Vec<u8> = interleave(255.0).into_iter().map(|v| v as u8).collect();
+        let s: Vec<u8> = interleave(p, alpha, 255.0, |v| v as u8);
         match n {
             1 => DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, s).ok_or_else(shape_err)?),
             2 => DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, s).ok_or_else(shape_err)?),
