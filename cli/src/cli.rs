@@ -53,6 +53,9 @@ pub enum Command {
     /// Speech enhancement with score-based models (SGMSE+).
     #[command(subcommand)]
     Audio(crate::commands::audio::AudioCommand),
+    /// Image restoration: degraded test pairs, PSNR/SSIM evaluation.
+    #[command(subcommand)]
+    Restore(crate::commands::restore::RestoreCommand),
     /// Discrete diffusion on token sequences (masked and uniform): exact sampler checks.
     #[command(subcommand)]
     Text(crate::commands::text::TextCommand),

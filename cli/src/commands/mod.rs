@@ -4,6 +4,7 @@ pub mod audio;
 mod doctor;
 pub mod manifest;
 pub mod pose;
+pub mod restore;
 pub mod solvers;
 pub mod text;
 
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pose(cmd) => pose::run(&ctx, &cmd),
         Command::Solvers(cmd) => solvers::run(&ctx, &cmd),
         Command::Audio(cmd) => audio::run(&ctx, &cmd),
+        Command::Restore(cmd) => restore::run(&ctx, &cmd),
         Command::Text(cmd) => text::text(&ctx, &cmd),
         Command::Manifest(cmd) => manifest::run(&ctx, &cmd),
     }
