@@ -13,6 +13,7 @@
 
 use std::alloc::System;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cap::Cap;
@@ -28,6 +29,30 @@ static ALLOC: Cap<System> = Cap::new(System, usize::MAX);
 pub const MEM_LIMIT: usize = 256 << 20;
 /// Time one case may take (debug build; a parser that loops on a header count blows through it).
 pub const CASE_LIMIT: Duration = Duration::from_secs(2);
+/// A case still running this long is stopped by a watchdog (it may never return), failing the test.
+pub const HANG_LIMIT: Duration = Duration::from_secs(20);
+
+/// Milliseconds since [`EPOCH`] at which the running case started (0: none running).
+static CASE_STARTED_MS: AtomicU64 = AtomicU64::new(0);
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// In the child: a thread that ends the process when a case runs past [`HANG_LIMIT`].
+fn start_watchdog() {
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let started = CASE_STARTED_MS.load(Ordering::SeqCst);
+            if started != 0 && now_ms() - started > HANG_LIMIT.as_millis() as u64 {
+                eprintln!("a case has run for more than {HANG_LIMIT:?}: stopped (it may never end)");
+                std::process::exit(3);
+            }
+        }
+    });
+}
 
 const CHILD_ENV: &str = "DIFFUSE_FUZZ_CHILD";
 /// File where the child writes each case before running it, so an abort can be traced to its input.
@@ -37,6 +62,7 @@ const LAST_CASE_ENV: &str = "DIFFUSE_FUZZ_LAST_CASE";
 /// memory cap; panics with the child's output if the child fails, aborts or is killed.
 pub fn isolated(name: &str, body: impl FnOnce()) {
     if std::env::var(CHILD_ENV).as_deref() == Ok(name) {
+        start_watchdog();
         ALLOC.set_limit(ALLOC.allocated() + MEM_LIMIT).expect("set the heap cap");
         body();
         return;
@@ -58,11 +84,17 @@ pub fn isolated(name: &str, body: impl FnOnce()) {
     }
     assert!(
         out.status.success() && stdout.contains("1 passed"),
-        "{name} failed in its child process ({}); an abort with 'memory allocation of N bytes failed' means an \
-         input asked for more than {} MiB\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- the case running when it \
-         stopped ---\n{}",
+        "{name} failed in its child process ({}){}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- the case running \
+         when it stopped ---\n{}",
         out.status,
-        MEM_LIMIT >> 20,
+        if out.status.code().is_none() {
+            format!(
+                "; an abort after 'memory allocation of N bytes failed' means an input asked for more than {} MiB",
+                MEM_LIMIT >> 20
+            )
+        } else {
+            String::new()
+        },
         tail(&stdout),
         tail(&stderr),
         tail(&last_case),
@@ -108,7 +140,10 @@ where
             let _ = std::fs::write(last, format!("{name}: {input:?}"));
         }
         let t = Instant::now();
-        check(input).map_err(TestCaseError::fail)?;
+        CASE_STARTED_MS.store(now_ms(), Ordering::SeqCst);
+        let result = check(input);
+        CASE_STARTED_MS.store(0, Ordering::SeqCst);
+        result.map_err(TestCaseError::fail)?;
         let took = t.elapsed();
         prop_assert!(took < CASE_LIMIT, "one case took {took:?} (limit {CASE_LIMIT:?})");
         Ok(())

@@ -89,9 +89,13 @@ impl Target {
         if len < 1 {
             return Err(Error::invalid("length", "must be at least 1"));
         }
+        // Stop as soon as the count passes the limit: `length` comes from a file and may be 10^18.
         let mut n: usize = 1;
         for _ in 0..len {
             n = n.saturating_mul(vocab);
+            if n > MAX_SEQUENCES {
+                break;
+            }
         }
         if n > MAX_SEQUENCES {
             return Err(Error::TooLarge(format!("vocab^length = {vocab}^{len} exceeds {MAX_SEQUENCES} sequences")));
