@@ -270,7 +270,7 @@ impl ScriptSidecar {
         sidecar.path.build().map_err(|e| Error::file(path, e))?;
         if let Some(shape) = &sidecar.sample_shape {
             let elements = shape.iter().try_fold(1i64, |n, &d| if d >= 1 { n.checked_mul(d) } else { None });
-            if !elements.is_some_and(|n| n <= MAX_PROBE_ELEMENTS) {
+            if elements.is_none_or(|n| n > MAX_PROBE_ELEMENTS) {
                 return Err(Error::file(
                     path,
                     format!(
