@@ -49,9 +49,10 @@ fuzz: setup
 	@if $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then \
 		./fuzz/seeds.sh && for t in $(FUZZ_TARGETS); do \
 			echo "== cargo fuzz: $$t for $(FUZZ_SECONDS) s"; \
-			ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0 $(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t -- \
+			(cd fuzz && ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0 $(CARGO) +nightly fuzz run --fuzz-dir . \
+				--target-dir target $$t corpus/$$t -- \
 				-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
-				-print_final_stats=1 || exit 1; \
+				-print_final_stats=1) || exit 1; \
 		done; \
 	else \
 		echo "cargo +nightly fuzz is not installed: skipped the cargo-fuzz targets (rustup toolchain install nightly;" \
