@@ -4,7 +4,7 @@ CARGO ?= cargo
 DIFFUSE := target/release/diffuse
 OUT ?= out
 
-.PHONY: demo test test-long package setup build ci bench clean-out
+.PHONY: demo test test-long package setup build ci bench clean-out fuzz
 
 demo: build
 	$(DIFFUSE) doctor
@@ -43,3 +43,27 @@ ci:
 
 bench: setup
 	$(CARGO) bench -p diffuse-core
+
+# Longer fuzzing of every parser of user files (docs/reliability.md, "Fuzzing"); not part of `make test` or CI,
+# which run the same fuzz_parsers property tests with their small fixed case counts. First the property tests with
+# FUZZ_CASES cases each and a fresh FUZZ_SEED, then, when
+# nightly and cargo-fuzz are installed, each cargo-fuzz target for FUZZ_SECONDS under libFuzzer's memory limits.
+FUZZ_SECONDS ?= 60
+FUZZ_CASES ?= 20000
+FUZZ_TARGETS ?= wav ply problem_json target_json sidecar safetensors_header
+fuzz: setup
+	PROPTEST_CASES=$(FUZZ_CASES) FUZZ_SEED=$${FUZZ_SEED:-$$(date +%s)} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} \
+		$(CARGO) test -p diffuse-audio -p diffuse-pose -p diffuse-core -p diffuse-discrete --test fuzz_parsers \
+		-- --nocapture
+	@if $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then \
+		./fuzz/seeds.sh && for t in $(FUZZ_TARGETS); do \
+			echo "== cargo fuzz: $$t for $(FUZZ_SECONDS) s"; \
+			(cd fuzz && ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0 $(CARGO) +nightly fuzz run --fuzz-dir . \
+				--target-dir target $$t corpus/$$t -- \
+				-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
+				-print_final_stats=1) || exit 1; \
+		done; \
+	else \
+		echo "cargo +nightly fuzz is not installed: skipped the cargo-fuzz targets (rustup toolchain install nightly;" \
+			"cargo +nightly install cargo-fuzz)"; \
+	fi

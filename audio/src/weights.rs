@@ -121,15 +121,18 @@ pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<Loaded> {
             .as_array()
             .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
             .unwrap_or_default();
-        let numel = shape.iter().try_fold(1i64, |a, &d| a.checked_mul(d)).unwrap_or(i64::MAX);
-        if off.len() != 2
-            || off[0] > off[1]
-            || off[1] > data.len()
-            || Some((off[1] - off[0]) as i64) != numel.checked_mul(4)
-        {
+        // The product of the nonzero dimensions must fit too: libtorch computes strides from them even when
+        // another dimension is 0.
+        let Some(span) = shape.iter().try_fold(4i64, |n, &d| n.checked_mul(d.max(1))) else {
+            return Err(bad(format!("tensor {key}: shape {shape:?} has more elements than any file can hold")));
+        };
+        let bytes = if shape.contains(&0) { 0 } else { span };
+        if off.len() != 2 || off[0] > off[1] || off[1] > data.len() || (off[1] - off[0]) as i64 != bytes {
             return Err(bad(format!("tensor {key}: data offsets {off:?} do not fit shape {shape:?}")));
         }
-        let t = Tensor::f_from_data_size(&data[off[0]..off[1]], &shape, Kind::Float)?;
+        let t = Tensor::f_from_data_size(&data[off[0]..off[1]], &shape, Kind::Float).map_err(|e| {
+            bad(format!("tensor {key} of shape {shape:?}: {}", e.to_string().lines().next().unwrap_or("")))
+        })?;
         tensors.push((key, t));
     }
     Ok((tensors, metadata))

@@ -245,6 +245,55 @@ fn default_dtype() -> String {
     "float32".into()
 }
 
+/// Largest number of values in one probe sample (`sample_shape`): 2^26 (256 MiB of float32).
+pub const MAX_PROBE_ELEMENTS: i64 = 1 << 26;
+
+impl ScriptSidecar {
+    /// Reads and checks a sidecar file (errors name it).
+    pub fn read(path: &FsPath) -> Result<ScriptSidecar> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::file(path, format!("cannot read the model's sidecar: {e}")))?;
+        ScriptSidecar::parse(&text, path)
+    }
+
+    /// Parses and checks sidecar JSON: version, dtype, path (it must build) and sample shape; `path` names the
+    /// file in errors.
+    pub fn parse(text: &str, path: &FsPath) -> Result<ScriptSidecar> {
+        let sidecar: ScriptSidecar = serde_json::from_str(text).map_err(|e| Error::file(path, e))?;
+        if sidecar.version != 1 {
+            return Err(Error::file(
+                path,
+                format!("sidecar version {} is not supported (expected 1)", sidecar.version),
+            ));
+        }
+        sidecar.kind().map_err(|e| Error::file(path, e))?;
+        sidecar.path.build().map_err(|e| Error::file(path, e))?;
+        if let Some(shape) = &sidecar.sample_shape {
+            let elements = shape.iter().try_fold(1i64, |n, &d| if d >= 1 { n.checked_mul(d) } else { None });
+            if elements.is_none_or(|n| n > MAX_PROBE_ELEMENTS) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "sample_shape {shape:?}: dimensions must be ≥ 1 and hold at most {MAX_PROBE_ELEMENTS} values \
+                         (the load-time probe allocates one sample)"
+                    ),
+                ));
+            }
+        }
+        Ok(sidecar)
+    }
+
+    /// The tensor kind of `dtype`.
+    pub fn kind(&self) -> Result<Kind> {
+        match self.dtype.as_str() {
+            "float32" => Ok(Kind::Float),
+            "float64" => Ok(Kind::Double),
+            "float16" => Ok(Kind::Half),
+            other => Err(Error::invalid("dtype", format!("'{other}': expected float32, float64 or float16"))),
+        }
+    }
+}
+
 /// A TorchScript module (`torch.jit.script`/`trace`) behind its [`ScriptSidecar`].
 pub struct TorchScriptDenoiser {
     module: CModule,
@@ -259,28 +308,9 @@ impl TorchScriptDenoiser {
     /// sidecar gives a sample shape (a model that does not match its sidecar fails here, naming the file).
     pub fn load(model: impl AsRef<FsPath>, device: Device) -> Result<Self> {
         let model = model.as_ref();
-        let sidecar_path = sidecar_path(model);
-        let text = std::fs::read_to_string(&sidecar_path)
-            .map_err(|e| Error::file(&sidecar_path, format!("cannot read the model's sidecar: {e}")))?;
-        let sidecar: ScriptSidecar = serde_json::from_str(&text).map_err(|e| Error::file(&sidecar_path, e))?;
-        if sidecar.version != 1 {
-            return Err(Error::file(
-                &sidecar_path,
-                format!("sidecar version {} is not supported (expected 1)", sidecar.version),
-            ));
-        }
-        let kind = match sidecar.dtype.as_str() {
-            "float32" => Kind::Float,
-            "float64" => Kind::Double,
-            "float16" => Kind::Half,
-            other => {
-                return Err(Error::file(
-                    &sidecar_path,
-                    format!("dtype '{other}': expected float32, float64 or float16"),
-                ));
-            }
-        };
-        let path = sidecar.path.build().map_err(|e| Error::file(&sidecar_path, e))?;
+        let sidecar = ScriptSidecar::read(&sidecar_path(model))?;
+        let kind = sidecar.kind()?;
+        let path = sidecar.path.build()?;
         let module = CModule::load_on_device(model, device).map_err(|e| {
             Error::file(model, format!("not a loadable TorchScript module: {}", crate::error::torch_message(&e)))
         })?;
@@ -350,7 +380,20 @@ impl Denoiser for TorchScriptDenoiser {
         let in_kind = x.kind();
         let x_in = x.f_to_device(self.device)?.f_to_kind(self.kind)?;
         let b = x.size().first().copied().unwrap_or(1);
-        let t_in = Tensor::f_full([b], self.time_value(t), (self.kind, self.device))?;
+        // tch panics (instead of returning the error) when a fill value does not fit the dtype.
+        let tv = self.time_value(t);
+        let max = match self.kind {
+            Kind::Half => 65504.0,
+            Kind::Float => f64::from(f32::MAX),
+            _ => f64::MAX,
+        };
+        if !(tv.abs() <= max) {
+            return Err(Error::invalid(
+                "time_input",
+                format!("the model's time input at t = {t} is {tv}, which {} cannot hold", self.sidecar.dtype),
+            ));
+        }
+        let t_in = Tensor::f_full([b], tv, (self.kind, self.device))?;
         let anchor = || -> Result<Tensor> {
             let mu = cond
                 .anchor

@@ -62,6 +62,10 @@ pub fn read_ply(path: &Path) -> Result<PlyData> {
 /// Parses PLY bytes; `name` is the file name used in errors.
 pub fn read_ply_bytes(bytes: &[u8], name: &Path) -> Result<PlyData> {
     let parser = Parser::<DefaultElement>::new();
+    let header = parser
+        .read_ply_header(&mut &bytes[..])
+        .map_err(|e| Error::ply(name, format!("not a readable PLY file: {e}")))?;
+    check_counts(&header, bytes, name)?;
     let mut src = bytes;
     let ply = parser.read_ply(&mut src).map_err(|e| Error::ply(name, format!("not a readable PLY file: {e}")))?;
     let vdef = ply.header.elements.get("vertex").ok_or_else(|| {
@@ -131,6 +135,59 @@ pub fn read_ply_bytes(bytes: &[u8], name: &Path) -> Result<PlyData> {
         }
     }
     Ok(PlyData { cloud, triangles })
+}
+
+/// Checks the header's element counts against the size of the payload before anything is read: the parser
+/// would otherwise loop (and allocate) once per declared element, so a 1 KB file that declares 10^12 vertices
+/// with no properties ran out of memory. An element needs at least one line (ascii) or the bytes of its scalars
+/// and list lengths (binary, at least one byte counted per element).
+fn check_counts(header: &ply_rs_bw::ply::Header, bytes: &[u8], name: &Path) -> Result<()> {
+    let payload = find_payload(bytes).map_or(&[][..], |at| &bytes[at..]);
+    let ascii = header.encoding == Encoding::Ascii;
+    let available = if ascii { payload.iter().filter(|&&b| b == b'\n').count() + 1 } else { payload.len() };
+    let mut needed = 0usize;
+    for def in header.elements.values() {
+        let size: usize = if ascii {
+            1
+        } else {
+            def.properties
+                .values()
+                .map(|p| match &p.data_type {
+                    PropertyType::Scalar(t) | PropertyType::List(t, _) => scalar_size(t),
+                })
+                .sum::<usize>()
+                .max(1)
+        };
+        needed = needed.saturating_add(def.count.saturating_mul(size));
+        if needed > available {
+            let unit = if ascii { "lines" } else { "bytes" };
+            return Err(Error::ply(
+                name,
+                format!(
+                    "not a readable PLY file: element '{}' declares {} entries, more than the {available} {unit} after the header can hold \
+                     (a wrong count or a truncated file)",
+                    def.name, def.count
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Offset of the payload: just after the line `end_header`.
+fn find_payload(bytes: &[u8]) -> Option<usize> {
+    let at = bytes.windows(10).position(|w| w == b"end_header")?;
+    let nl = bytes[at..].iter().position(|&b| b == b'\n')?;
+    Some(at + nl + 1)
+}
+
+fn scalar_size(t: &ScalarType) -> usize {
+    match t {
+        ScalarType::Char | ScalarType::UChar => 1,
+        ScalarType::Short | ScalarType::UShort => 2,
+        ScalarType::Int | ScalarType::UInt | ScalarType::Float => 4,
+        ScalarType::Double => 8,
+    }
 }
 
 fn list_or_none(names: &[&str]) -> String {

@@ -28,7 +28,7 @@ use std::fmt;
 
 pub use mean_revert::{IrSde, Ouve, Sbve, ThetaSchedule};
 pub use residual::{Rddm, Resfusion};
-pub use spec::PathSpec;
+pub use spec::{MAX_TABLE_STEPS, PathSpec};
 pub use table::{BetaSchedule, PiecewiseLinear};
 pub use ve::{Edm, RectifiedFlow, Ve};
 pub use vp::{SubVp, VpCosine, VpLinear, VpTable};

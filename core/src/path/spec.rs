@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::Result;
 
+/// Largest step count of a table path built from a description (trained tables have 1000 or fewer).
+pub const MAX_TABLE_STEPS: usize = 1_000_000;
+
 /// A serializable description of a path; [`PathSpec::build`] makes the path. Omitted fields take the
 /// reference defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +183,7 @@ impl PathSpec {
 
     /// Builds the path, validating its parameters.
     pub fn build(&self) -> Result<Arc<dyn NoisePath>> {
+        self.check_steps()?;
         Ok(match self {
             PathSpec::VpLinear { beta_min, beta_max, t_min } => Arc::new(VpLinear::new(*beta_min, *beta_max, *t_min)?),
             PathSpec::VpCosine { s, t_min, t_max } => Arc::new(VpCosine::new(*s, *t_min, *t_max)?),
@@ -205,6 +209,22 @@ impl PathSpec {
                 other => return Err(crate::Error::unknown("resfusion schedule", other, &["linear_pro", "cosine_pro"])),
             },
         })
+    }
+
+    /// Table paths build their tables eagerly: a step count from a file is bounded before anything is allocated.
+    fn check_steps(&self) -> Result<()> {
+        let steps = match self {
+            PathSpec::VpTable { steps, betas: None, .. } => *steps,
+            PathSpec::IrSde { steps, .. } | PathSpec::Rddm { steps, .. } | PathSpec::Resfusion { steps, .. } => *steps,
+            _ => return Ok(()),
+        };
+        if steps > MAX_TABLE_STEPS {
+            return Err(crate::Error::invalid(
+                "path.steps",
+                format!("{steps} steps; at most {MAX_TABLE_STEPS} (the path's tables are built in memory)"),
+            ));
+        }
+        Ok(())
     }
 
     /// The default spec of a kind (reference defaults), for `--path NAME` style arguments.
