@@ -1,3 +1,26 @@
 //! diffuse-restoration: Residual and mean-reverting diffusion image restoration (RDDM, Resfusion, IR-SDE).
 //!
-//! Built on diffuse-core; see docs/ARCHITECTURE.md.
+//! Built on diffuse-core (see docs/ARCHITECTURE.md): the paths (`rddm`, `resfusion`, `ir_sde`), the
+//! parameterizations (RDDM's residual / noise / residual + noise, Resfusion's resnoise) and every solver come from
+//! core through [`diffuse_core::path::PathSpec`]; this crate adds what is specific to images:
+//!
+//! - [`net`]: a conditional U-Net in tch (x_t and the degraded image in, time embedding, GroupNorm residual
+//!   blocks, attention at the lowest resolution);
+//! - [`model`]: native safetensors weights plus a JSON sidecar (task, path, parameterization, network, training
+//!   recipe, default sampler), loaded with validation; the model is a core [`diffuse_core::Denoiser`];
+//! - [`train`]: training on clean crops with a degradation callback, Adam(W), EMA, atomic checkpoints and exact
+//!   resume;
+//! - [`sample`]: restoring a degraded batch with any core solver on the model's path.
+//!
+//! Image tensors are `[B, C, H, W]` with values in [0, 1]; networks work on `2·v − 1` (values in [−1, 1]).
+
+pub mod error;
+pub mod model;
+pub mod net;
+pub mod sample;
+pub mod train;
+mod weights;
+
+pub use error::{Error, Result};
+pub use model::{ModelConfig, RestorationModel};
+pub use net::{NetConfig, UNet};
