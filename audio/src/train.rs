@@ -32,7 +32,6 @@ use crate::config::{ModelConfig, OutputKind, SdeConfig, sidecar_path};
 use crate::net::{NetConfig, ScoreNet, ouve_sigma};
 use crate::{Error, Result};
 
-
 /// Most mixtures per training step (`--batch`).
 pub const MAX_BATCH: usize = 4096;
 /// Longest training crop in STFT frames (`--crop-frames`; 4096 frames are 33 s at 16 kHz).

@@ -205,7 +205,7 @@ impl Norm {
 
 /// Greatest divisor of `c` that is at most `g` (GroupNorm over concatenated skip inputs).
 fn groups_for(c: usize, g: usize) -> usize {
-    (1..=g.min(c)).rev().find(|d| c % d == 0).unwrap_or(1)
+    (1..=g.min(c)).rev().find(|d| c.is_multiple_of(*d)).unwrap_or(1)
 }
 
 /// DDPM's residual block with the time embedding added after the first convolution.

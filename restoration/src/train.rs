@@ -249,14 +249,11 @@ fn check(model: &RestorationModel, images: &[Tensor], opts: &TrainOptions) -> Re
     if r.batch == 0 || r.batch > MAX_BATCH {
         return Err(Error::invalid("batch", format!("must be 1 to {MAX_BATCH}, got {}", r.batch)));
     }
-    if r.crop == 0 || r.crop > MAX_CROP || r.crop % m != 0 {
+    if r.crop == 0 || r.crop > MAX_CROP || !r.crop.is_multiple_of(m) {
         return Err(Error::invalid("crop", format!("must be a multiple of {m} up to {MAX_CROP}, got {}", r.crop)));
     }
-    if !(r.lr > 0.0 && r.lr.is_finite())
-        || !(0.0..1.0).contains(&r.ema_decay)
-        || !(0.0..1.0).contains(&r.betas.0)
-        || !(0.0..1.0).contains(&r.betas.1)
-    {
+    let unit_range = |v: f64| (0.0..1.0).contains(&v);
+    if !(r.lr > 0.0 && r.lr.is_finite() && unit_range(r.ema_decay) && unit_range(r.betas.0) && unit_range(r.betas.1)) {
         return Err(Error::invalid("recipe", "need lr > 0 and EMA decay, β1, β2 in [0, 1)"));
     }
     if !(r.weight_decay >= 0.0 && r.grad_clip >= 0.0) {
