@@ -47,6 +47,8 @@ pub struct TrainOptions {
     pub out: PathBuf,
     /// Continue from `out/checkpoint.safetensors`.
     pub resume: bool,
+    /// Call the validation callback every this many steps and at the end (0: never).
+    pub validate_every: u64,
 }
 
 /// The options a resumed run must keep, recorded in the checkpoint and the sidecar.
@@ -100,7 +102,13 @@ pub struct Progress {
     pub loss: f64,
     /// Time since this run (not the resumed one) started.
     pub elapsed: Duration,
+    /// The validation callback's score at this step (EMA weights), when it ran.
+    pub validation: Option<f64>,
 }
+
+/// A validation callback: called with the model holding the EMA weights and the step; returns a score (e.g. the
+/// mean PSNR on validation pairs). It may use the global torch generator: training draws nothing from it.
+pub type Validate<'a> = &'a mut dyn FnMut(&RestorationModel, u64) -> Result<f64>;
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +119,8 @@ pub struct TrainReport {
     pub last_loss: f64,
     /// Whether the time limit stopped it early.
     pub stopped_by_time: bool,
+    /// The last validation score, if any.
+    pub validation: Option<f64>,
 }
 
 /// The optimiser and EMA state, parallel to the model's sorted variables.
@@ -186,6 +196,20 @@ impl State {
             return Err(bad(format!("unexpected tensor '{extra}': the checkpoint does not fit this network")));
         }
         Ok(())
+    }
+
+    /// Runs `f` with the EMA weights in the model's variables, then restores the trained weights.
+    fn with_ema<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _guard = tch::no_grad_guard();
+        let saved: Vec<Tensor> = self.params.iter().map(|p| p.detach().copy()).collect();
+        for (p, e) in self.params.iter_mut().zip(&self.ema) {
+            p.f_copy_(e)?;
+        }
+        let out = f();
+        for (p, s) in self.params.iter_mut().zip(&saved) {
+            p.f_copy_(s)?;
+        }
+        out
     }
 
     /// One Adam(W) update and EMA step from the parameters' gradients.
@@ -277,13 +301,15 @@ fn check(model: &RestorationModel, images: &[Tensor], opts: &TrainOptions) -> Re
 
 /// Trains `model` on clean `images` (`[C, H, W]`, values in [0, 1]) degraded by `degrade(clean_crop, seed)`
 /// (returns the degraded crop, same shape, values in [0, 1]); writes the checkpoint and, at the end, the EMA model
-/// (`model.safetensors` + `model.json`) in `opts.out`, and loads the EMA weights into `model`.
+/// (`model.safetensors` + `model.json`) in `opts.out`, and loads the EMA weights into `model`. `validate`, when
+/// given, runs every `opts.validate_every` steps and at the end on the EMA weights.
 pub fn train(
     model: &mut RestorationModel,
     images: &[Tensor],
     degrade: &mut dyn FnMut(&Tensor, u64) -> Tensor,
     opts: &TrainOptions,
     progress: &mut dyn FnMut(&Progress),
+    mut validate: Option<Validate<'_>>,
 ) -> Result<TrainReport> {
     check(model, images, opts)?;
     let r = opts.recipe.clone();
@@ -298,7 +324,7 @@ pub fn train(
     let device = model.var_store().device();
     let crop = r.crop as i64;
     let started = Instant::now();
-    let mut report = TrainReport { step: state.step, last_loss: f64::NAN, stopped_by_time: false };
+    let mut report = TrainReport { step: state.step, last_loss: f64::NAN, stopped_by_time: false, validation: None };
     while state.step < opts.steps {
         let n = state.step + 1;
         let base = mix(r.seed ^ mix(n));
@@ -352,12 +378,22 @@ pub fn train(
         }
         loss.f_backward()?;
         state.update(&r)?;
-        report = TrainReport { step: state.step, last_loss: lv, stopped_by_time: false };
-        progress(&Progress { step: n, steps: opts.steps, loss: lv, elapsed: started.elapsed() });
+        report.step = state.step;
+        report.last_loss = lv;
+        let last = n == opts.steps || opts.time_limit.is_some_and(|lim| started.elapsed() >= lim);
+        let mut score = None;
+        if let Some(v) = validate.as_mut()
+            && opts.validate_every > 0
+            && (n % opts.validate_every == 0 || last)
+        {
+            score = Some(state.with_ema(|| v(model, n))?);
+            report.validation = score;
+        }
+        progress(&Progress { step: n, steps: opts.steps, loss: lv, elapsed: started.elapsed(), validation: score });
         if opts.checkpoint_every > 0 && n % opts.checkpoint_every == 0 && n < opts.steps {
             state.save(&ckpt, &r)?;
         }
-        if opts.time_limit.is_some_and(|lim| started.elapsed() >= lim) && n < opts.steps {
+        if last && n < opts.steps {
             report.stopped_by_time = true;
             break;
         }
@@ -418,6 +454,7 @@ mod tests {
             time_limit: None,
             out: out.to_path_buf(),
             resume,
+            validate_every: 0,
         }
     }
 
@@ -436,15 +473,23 @@ mod tests {
         let init = model(p, "rddm");
         let mut m1 = copy(&init);
         let rep =
-            train(&mut m1, &images(), &mut noisy, &opts(a.path(), 5, false), &mut |pr| losses.push(pr.loss)).unwrap();
+            train(&mut m1, &images(), &mut noisy, &opts(a.path(), 5, false), &mut |pr| losses.push(pr.loss), None)
+                .unwrap();
         assert_eq!(rep.step, 5);
         assert_eq!(losses.len(), 5);
         let mut m2 = copy(&init);
-        train(&mut m2, &images(), &mut noisy, &opts(b.path(), 2, false), &mut |_| {}).unwrap();
+        train(&mut m2, &images(), &mut noisy, &opts(b.path(), 2, false), &mut |_| {}, None).unwrap();
         let mut m3 = model(p, "rddm");
         let mut resumed = Vec::new();
-        train(&mut m3, &images(), &mut noisy, &opts(b.path(), 5, true), &mut |pr| resumed.push((pr.step, pr.loss)))
-            .unwrap();
+        train(
+            &mut m3,
+            &images(),
+            &mut noisy,
+            &opts(b.path(), 5, true),
+            &mut |pr| resumed.push((pr.step, pr.loss)),
+            None,
+        )
+        .unwrap();
         assert_eq!(resumed.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(resumed.iter().map(|r| r.1).collect::<Vec<_>>(), losses[2..].to_vec());
         for ((ka, ta), (kb, tb)) in checkpoint(a.path()).iter().zip(checkpoint(b.path())) {
@@ -456,7 +501,7 @@ mod tests {
         // A different recipe cannot resume.
         let mut o = opts(b.path(), 6, true);
         o.recipe.lr = 5e-4;
-        let err = train(&mut model(p, "rddm"), &images(), &mut noisy, &o, &mut |_| {}).unwrap_err().to_string();
+        let err = train(&mut model(p, "rddm"), &images(), &mut noisy, &o, &mut |_| {}, None).unwrap_err().to_string();
         assert!(err.contains(CHECKPOINT) && err.contains("same recipe"), "{err}");
     }
 
@@ -475,7 +520,7 @@ mod tests {
             let mut m = model(p, kind);
             let mut o = opts(dir.path(), 3, false);
             o.recipe.crop = 16;
-            let rep = train(&mut m, &images(), &mut noisy, &o, &mut |_| {}).unwrap();
+            let rep = train(&mut m, &images(), &mut noisy, &o, &mut |_| {}, None).unwrap();
             assert!(rep.last_loss.is_finite(), "{kind}/{p:?}");
             let back = RestorationModel::load(&dir.path().join(MODEL), Device::Cpu).unwrap();
             assert_eq!(back.config().training["steps"], 3);
@@ -488,16 +533,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut o = opts(dir.path(), 1000, false);
         o.time_limit = Some(Duration::from_millis(1));
-        let rep =
-            train(&mut model(Parameterization::Residual, "rddm"), &images(), &mut noisy, &o, &mut |_| {}).unwrap();
+        let rep = train(&mut model(Parameterization::Residual, "rddm"), &images(), &mut noisy, &o, &mut |_| {}, None)
+            .unwrap();
         assert!(rep.stopped_by_time && rep.step < 1000);
         assert!(dir.path().join(CHECKPOINT).exists() && dir.path().join(MODEL).exists());
         let mut o = opts(dir.path(), 1, false);
         o.recipe.crop = 7;
-        let err = train(&mut model(Parameterization::Residual, "rddm"), &images(), &mut noisy, &o, &mut |_| {});
+        let err = train(&mut model(Parameterization::Residual, "rddm"), &images(), &mut noisy, &o, &mut |_| {}, None);
         assert!(err.unwrap_err().to_string().contains("crop"));
         o.recipe.crop = 32;
-        let err = train(&mut model(Parameterization::Residual, "rddm"), &images(), &mut noisy, &o, &mut |_| {});
+        let err = train(&mut model(Parameterization::Residual, "rddm"), &images(), &mut noisy, &o, &mut |_| {}, None);
         assert!(err.unwrap_err().to_string().contains("training image"));
+    }
+
+    /// Validation sees the EMA weights (the written model's), every `validate_every` steps and at the end, and
+    /// does not change the training run.
+    #[test]
+    fn validation_runs_on_ema_weights_without_changing_training() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let init = model(Parameterization::Residual, "rddm");
+        let mut plain = copy(&init);
+        train(&mut plain, &images(), &mut noisy, &opts(a.path(), 5, false), &mut |_| {}, None).unwrap();
+        let mut o = opts(b.path(), 5, false);
+        o.validate_every = 2;
+        let mut seen = Vec::new();
+        let mut scores = Vec::new();
+        let mut v = |m: &RestorationModel, step: u64| -> Result<f64> {
+            tch::manual_seed(99); // the global generator is free to use
+            let _ = Tensor::randn([4], (Kind::Float, Device::Cpu));
+            seen.push(step);
+            Ok(f64::try_from(m.var_store().variables()["conv_in.weight"].abs().sum(Kind::Double)).unwrap())
+        };
+        let mut validated = copy(&init);
+        let rep =
+            train(&mut validated, &images(), &mut noisy, &o, &mut |p| scores.push(p.validation), Some(&mut v)).unwrap();
+        assert_eq!(seen, vec![2, 4, 5]);
+        assert_eq!(scores.iter().filter(|s| s.is_some()).count(), 3);
+        let final_ema =
+            f64::try_from(validated.var_store().variables()["conv_in.weight"].abs().sum(Kind::Double)).unwrap();
+        assert_eq!(rep.validation, Some(final_ema));
+        let (wa, wb) = (std::fs::read(a.path().join(MODEL)).unwrap(), std::fs::read(b.path().join(MODEL)).unwrap());
+        assert_eq!(wa, wb, "validation changed the trained model");
     }
 }
