@@ -405,4 +405,16 @@ mod tests {
         let err = RestorationModel::load(&w, Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("m.json"), "{err}");
     }
+
+    #[test]
+    fn default_model_file_is_at_most_25_mb() {
+        let cfg = ModelConfig::new(
+            "denoise",
+            PathSpec::default_of("rddm").unwrap(),
+            Parameterization::Residual,
+            NetConfig::default(),
+        );
+        let bytes = RestorationModel::new(cfg, Device::Cpu).unwrap().to_bytes().unwrap();
+        assert!(bytes.len() <= 25_000_000, "default model file: {} bytes", bytes.len());
+    }
 }
