@@ -13,6 +13,21 @@
 //! - [`sample`]: restoring a degraded batch with any core solver on the model's path.
 //!
 //! Image tensors are `[B, C, H, W]` with values in [0, 1]; networks work on `2·v − 1` (values in [−1, 1]).
+//!
+//! ```
+//! use diffuse_core::{Parameterization, path::PathSpec};
+//! use diffuse_restoration::{ModelConfig, NetConfig, RestorationModel, sample};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! // A (here untrained, tiny) RDDM model predicting the residual; `RestorationModel::load` reads a trained one.
+//! let config = ModelConfig::new("denoise", PathSpec::default_of("rddm")?, Parameterization::Residual, NetConfig::tiny(3, 1));
+//! let model = RestorationModel::new(config, Device::Cpu)?;
+//! let degraded = Tensor::rand([1, 3, 12, 10], (Kind::Float, Device::Cpu));
+//! let opts = sample::SampleOptions { solver: "rddm".into(), steps: 4, ..sample::SampleOptions::defaults_of(&model) };
+//! let restored = sample::restore(&model, &degraded, &opts)?;
+//! assert_eq!(restored.size(), [1, 3, 12, 10]);
+//! # Ok::<(), diffuse_restoration::Error>(())
+//! ```
 
 pub mod error;
 pub mod model;
