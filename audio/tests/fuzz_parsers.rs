@@ -16,7 +16,7 @@ use diffuse_audio::ModelConfig;
 use diffuse_audio::resample::{resample, resampled_len};
 use diffuse_audio::wav::{Audio, SampleFormat, probe, read_wav, write_wav};
 use diffuse_audio::weights::{from_bytes, read_metadata, to_bytes};
-use harness::{MEM_LIMIT, arbitrary_bytes, isolated, mutated, mutated_json, repo_file, run_cases, word};
+use harness::{arbitrary_bytes, isolated, mutated, mutated_json, repo_file, run_cases, word};
 use proptest::prelude::*;
 
 /// The model rate the enhancer resamples to.

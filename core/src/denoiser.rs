@@ -97,6 +97,7 @@ fn wrap_output(kind: Parameterization, out: Tensor, second: Option<Tensor>) -> R
         Parameterization::Score => Prediction::Score(out),
         Parameterization::Velocity => Prediction::Velocity(out),
         Parameterization::Residual => Prediction::Residual(out),
+        Parameterization::Resnoise => Prediction::Resnoise(out),
         Parameterization::ResidualNoise => match second {
             Some(noise) => Prediction::ResidualNoise { residual: out, noise },
             None => {
@@ -346,7 +347,8 @@ impl TorchScriptDenoiser {
             | Prediction::V(t)
             | Prediction::Score(t)
             | Prediction::Velocity(t)
-            | Prediction::Residual(t) => t.size(),
+            | Prediction::Residual(t)
+            | Prediction::Resnoise(t) => t.size(),
         };
         if got != full {
             return Err(Error::Shape { op: "model output", expected: format!("{full:?}"), got: format!("{got:?}") });

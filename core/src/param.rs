@@ -11,6 +11,17 @@
 //! | `velocity` | `dx/dt = α′x0 + σ′ε + γ′μ` | `(σ′x̃ − σu′)/(ασ′ − σα′)` | `(αu′ − α′x̃)/(ασ′ − σα′)`, `u′ = u − γ′μ` |
 //! | `residual` | `R̂ = μ − x0` (RDDM) | `μ − R̂` | via x0 |
 //! | `residual_noise` | R̂ and ε̂ | `μ − R̂` | ε̂ |
+//! | `resnoise` | `r̂ = ε + κ·(μ − x0)` (Resfusion) | `(x̃ + σκμ − σr̂)/(α + σκ)` | `r̂ − κ·(μ − x̂0)` |
+//!
+//! RDDM's three outputs are `residual` (SM-Res), `eps` (SM-N) and `residual_noise` (SM-Res-N): its path is
+//! `I_t = I_0 + ᾱ_t·I_res + β̄_t·ε` with `I_res = I_in − I_0`, i.e. α = 1 − ᾱ_t, γ = ᾱ_t, σ = β̄_t, μ = I_in, so
+//! RDDM's `I_res` is exactly `μ − x0` and its noise is the path's ε.
+//!
+//! Resfusion's "resnoise" target `ε + (1 − √α_t)·√(1 − ᾱ_t)/β_t·R` (R = y − x0, per-step α_t = 1 − β_t) is
+//! `ε + κ(t)·(μ − x0)` with μ = y and `κ(t) = NoisePath::resnoise_weight(t)`; on the Resfusion path κ is the
+//! reference's per-step value, elsewhere its continuous-time limit σ/2 (see `NoisePath::resnoise_weight`). The
+//! conversion is exact on any path with an anchor wherever `α + σκ > 0` (including α = 0 at Resfusion's
+//! acceleration point).
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -40,11 +51,14 @@ pub enum Parameterization {
     Residual,
     /// RDDM's residual and noise together (SM-Res-N).
     ResidualNoise,
+    /// Resfusion's "resnoise" `ε + κ(t)·(μ − x0)`.
+    #[serde(alias = "res_noise")]
+    Resnoise,
 }
 
 impl Parameterization {
     /// All parameterizations.
-    pub const ALL: [Parameterization; 7] = [
+    pub const ALL: [Parameterization; 8] = [
         Parameterization::Eps,
         Parameterization::Data,
         Parameterization::V,
@@ -52,6 +66,7 @@ impl Parameterization {
         Parameterization::Velocity,
         Parameterization::Residual,
         Parameterization::ResidualNoise,
+        Parameterization::Resnoise,
     ];
 }
 
@@ -77,6 +92,8 @@ pub enum Prediction {
         /// ε.
         noise: Tensor,
     },
+    /// Predicted Resfusion resnoise `ε + κ·(μ − x0)`.
+    Resnoise(Tensor),
 }
 
 /// Where a prediction was made: the path's coefficients and derivatives at t, the input x and the anchor μ.
@@ -90,17 +107,40 @@ pub struct At<'a> {
     pub x: &'a Tensor,
     /// The anchor μ, for paths with γ ≠ 0 and the residual parameterizations.
     pub anchor: Option<&'a Tensor>,
+    /// Resfusion's weight κ(t) of the residual in `resnoise` ([`NoisePath::resnoise_weight`]).
+    pub resnoise_weight: Option<f64>,
 }
 
 impl<'a> At<'a> {
     /// The context at time t of `path`, with derivatives.
     pub fn new(path: &dyn NoisePath, t: f64, x: &'a Tensor, anchor: Option<&'a Tensor>) -> Self {
-        At { point: path.point(t), rates: Some((path.d_alpha(t), path.d_sigma(t), path.d_gamma(t))), x, anchor }
+        At {
+            point: path.point(t),
+            rates: Some((path.d_alpha(t), path.d_sigma(t), path.d_gamma(t))),
+            x,
+            anchor,
+            resnoise_weight: Some(path.resnoise_weight(t)),
+        }
     }
 
     /// `x̃ = x − γ·μ`.
     pub fn x_tilde(&self) -> Result<Tensor> {
         tilde(self.x, self.point.gamma, self.anchor)
+    }
+
+    /// κ and the denominator `α + σκ` of the resnoise conversion.
+    fn kappa(&self) -> Result<(f64, f64)> {
+        let k = self
+            .resnoise_weight
+            .ok_or_else(|| Error::invalid("resnoise", "the resnoise parameterization needs the path's weight κ(t)"))?;
+        let det = self.point.alpha + self.point.sigma * k;
+        if !(det > 0.0 && det.is_finite()) {
+            return Err(Error::Numerical {
+                op: "resnoise",
+                reason: format!("α + σκ = {det} does not determine x0 (t = {})", self.point.t),
+            });
+        }
+        Ok((k, det))
     }
 
     fn anchor(&self, what: &str) -> Result<&'a Tensor> {
@@ -147,6 +187,7 @@ impl Prediction {
             Prediction::Velocity(_) => Parameterization::Velocity,
             Prediction::Residual(_) => Parameterization::Residual,
             Prediction::ResidualNoise { .. } => Parameterization::ResidualNoise,
+            Prediction::Resnoise(_) => Parameterization::Resnoise,
         }
     }
 
@@ -186,6 +227,13 @@ impl Prediction {
             Prediction::Residual(r) | Prediction::ResidualNoise { residual: r, .. } => {
                 Ok(at.anchor("a residual prediction")?.f_sub(&r)?)
             }
+            Prediction::Resnoise(r) => {
+                // x̃ = αx0 + σ(r − κ(μ − x0)) ⇒ x0 = (x̃ + σκμ − σr)/(α + σκ).
+                let (k, det) = at.kappa()?;
+                let mu = at.anchor("a resnoise prediction")?;
+                let num = lin2(1.0, &at.x_tilde()?, s * k, mu)?;
+                lin2(1.0 / det, &num, -s / det, &r)
+            }
         }
     }
 
@@ -204,6 +252,7 @@ impl Prediction {
         };
         match self {
             Prediction::Eps(e) | Prediction::ResidualNoise { noise: e, .. } => Ok(e),
+            p @ Prediction::Resnoise(_) => Ok(p.into_both(at)?.1),
             Prediction::Score(sc) => Ok(sc.f_mul_scalar(-s)?),
             Prediction::V(v) => {
                 let n = a * a + s * s;
@@ -229,6 +278,13 @@ impl Prediction {
         match self {
             Prediction::ResidualNoise { residual, noise } => {
                 Ok((at.anchor("a residual prediction")?.f_sub(&residual)?, noise))
+            }
+            Prediction::Resnoise(r) => {
+                let (k, _) = at.kappa()?;
+                let mu = at.anchor("a resnoise prediction")?;
+                let x0 = Prediction::Resnoise(r.shallow_clone()).into_data(at)?;
+                let eps = lin2(1.0, &r, -k, &mu.f_sub(&x0)?)?;
+                Ok((x0, eps))
             }
             Prediction::Eps(e) if a > 0.0 => {
                 let x0 = lin2(1.0 / a, &at.x_tilde()?, -s / a, &e)?;
@@ -267,6 +323,11 @@ impl Prediction {
             Parameterization::ResidualNoise => {
                 Prediction::ResidualNoise { residual: at.anchor("a residual prediction")?.f_sub(x0)?, noise: eps }
             }
+            Parameterization::Resnoise => {
+                let (k, _) = at.kappa()?;
+                let res = at.anchor("a resnoise prediction")?.f_sub(x0)?;
+                Prediction::Resnoise(lin2(1.0, &eps, k, &res)?)
+            }
         })
     }
 
@@ -281,6 +342,7 @@ impl Prediction {
             (P::Score(x), P::Score(y)) => P::Score(lin2(wa, &x, wb, &y)?),
             (P::Velocity(x), P::Velocity(y)) => P::Velocity(lin2(wa, &x, wb, &y)?),
             (P::Residual(x), P::Residual(y)) => P::Residual(lin2(wa, &x, wb, &y)?),
+            (P::Resnoise(x), P::Resnoise(y)) => P::Resnoise(lin2(wa, &x, wb, &y)?),
             (P::ResidualNoise { residual: r1, noise: n1 }, P::ResidualNoise { residual: r2, noise: n2 }) => {
                 P::ResidualNoise { residual: lin2(wa, &r1, wb, &r2)?, noise: lin2(wa, &n1, wb, &n2)? }
             }

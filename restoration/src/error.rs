@@ -1,6 +1,6 @@
 //! The error type of diffuse-restoration: every variant that concerns a file names it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors returned by diffuse-restoration.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +11,14 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     BadImage {
         /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A model file (weights or JSON sidecar) that cannot be used.
+    #[error("model {}: {reason}", path.display())]
+    Model {
+        /// The weights or sidecar file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
@@ -41,11 +49,19 @@ pub enum Error {
         /// The shape it got.
         got: String,
     },
+    /// Training stopped (non-finite loss, ...); the last good checkpoint is kept.
+    #[error("training stopped at step {step}: {reason}")]
+    Training {
+        /// The step at which it stopped.
+        step: u64,
+        /// Why.
+        reason: String,
+    },
     /// An error from diffuse-core.
     #[error(transparent)]
     Core(#[from] diffuse_core::Error),
     /// An error raised by libtorch.
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", diffuse_core::error::torch_message(.0))]
     Torch(#[from] tch::TchError),
 }
 
@@ -63,6 +79,11 @@ impl Error {
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Error::Invalid { field: field.into(), reason: reason.to_string() }
+    }
+
+    /// A model file that cannot be used.
+    pub fn model(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        Error::Model { path: path.as_ref().to_path_buf(), reason: reason.into() }
     }
 
     /// Shorthand for [`Error::Shape`].

@@ -98,6 +98,14 @@ pub trait NoisePath: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Resfusion's weight κ(t) of the residual `μ − x0` in the "resnoise" target `ε + κ·(μ − x0)`
+    /// ([`crate::param::Parameterization::Resnoise`]). The reference's per-step value is
+    /// `(1 − √α_n)·√(1 − ᾱ_n)/β_n = σ/(1 + √(1 − β_n))`; for small steps it tends to σ/2, the default here.
+    /// [`Resfusion`] overrides it with the per-step value of its table.
+    fn resnoise_weight(&self, t: f64) -> f64 {
+        0.5 * self.sigma(t)
+    }
+
     /// `λ(t) = ln(α/σ)`, decreasing in t.
     fn lambda(&self, t: f64) -> f64 {
         self.alpha(t).ln() - self.sigma(t).ln()

@@ -85,7 +85,8 @@ impl NoisePath for Rddm {
 /// Resfusion (Shi et al. 2024): `x_t = √ᾱ·x0 + (1 − √ᾱ)·R + √(1 − ᾱ)·ε` with the residual `R = y − x0`, i.e.
 /// α = 2√ᾱ − 1, γ = 1 − √ᾱ (μ = y), σ = √(1 − ᾱ). Sampling starts at the acceleration point T′ where
 /// √ᾱ = ½ (α = 0), from `½·y + √¾·ε`. ᾱ comes from a DDPM table in continuous time (as [`VpTable`]); T′ is
-/// solved exactly on it rather than by truncating the table at the nearest step as the reference does.
+/// solved exactly on it; the step that ends at T′ is the reference's truncated last step (√ᾱ(T′) = ½ exactly), only
+/// its time differs (T′ is fractional here, the integer step in the reference).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resfusion {
     table: VpTable,
@@ -179,6 +180,16 @@ impl NoisePath for Resfusion {
     }
     fn t_range(&self) -> (f64, f64) {
         (self.table.t_range().0, self.t_acc)
+    }
+    /// `κ = σ/(1 + √(1 − β_n))` with β_n the step of the table that ends at t: `1 − β_n = ᾱ(t)/ᾱ(k/N)` for t in
+    /// `(k/N, (k+1)/N]` (ᾱ(0) = 1), so at the table's steps κ is the reference's
+    /// `(1 − √α_n)·√(1 − ᾱ_n)/β_n`, and at T′ it uses the truncated last step that makes √ᾱ(T′) = ½.
+    fn resnoise_weight(&self, t: f64) -> f64 {
+        let n = self.table.steps() as f64;
+        let k = ((n * t - 1e-9).ceil() - 1.0).max(0.0);
+        let log_prev = if k == 0.0 { 0.0 } else { self.table.log_alpha(k / n) };
+        let ratio = (self.table.log_alpha(t) - log_prev).exp(); // √(1 − β_n)
+        self.sigma(t) / (1.0 + ratio)
     }
     fn train_steps(&self) -> Option<usize> {
         Some(self.table.steps())

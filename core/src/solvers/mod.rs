@@ -16,11 +16,15 @@
 //! | `euler`, `heun`, `rk4` (and `-t` variants) | Runge–Kutta on the PF-ODE in σ/α (or in t) | 1, 2, 4 | 1, 2, 4 |
 //! | `dopri5`, `dpm-solver-12`, `dpm-solver-23` | adaptive, rtol/atol | 5, 2, 3 | adaptive |
 //!
+//! | `rddm` | RDDM's deterministic sampler (= `ddim` for consistent predictions) | 1 | 1 |
+//! | `resfusion` | Resfusion's ancestral DDPM step (paths with α = 1 − 2γ) | 1 | 1 |
+//!
 //! Every interval that ends at the data (σ = 0) is a first-order jump `x = x̂0` costing one evaluation.
 
 pub mod common;
 pub mod multistep;
 pub mod noise;
+pub mod residual;
 pub mod rk;
 pub mod run;
 pub mod singlestep;
@@ -30,6 +34,7 @@ use tch::Tensor;
 
 pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, UniVariant, Warmup};
 pub use noise::{BrownianTree, FixedNoise};
+pub use residual::{RddmDeterministic, ResfusionAncestral};
 pub use rk::{Dopri5, RungeKutta, Variable};
 pub use run::{NoNoise, NoiseSource, Observer, Run, SeededNoise, StepInfo};
 pub use singlestep::{AdaptiveDpm, Form, Singlestep};
@@ -150,7 +155,8 @@ pub fn solver_names() -> Vec<(String, String)> {
         .collect()
 }
 
-const STOCHASTIC: &[&str] = &["ddpm", "ddim-eta", "euler-maruyama", "pc", "sde-dpm++2m", "sde-dpm++3m", "edm-churn"];
+const STOCHASTIC: &[&str] =
+    &["ddpm", "resfusion", "ddim-eta", "euler-maruyama", "pc", "sde-dpm++2m", "sde-dpm++3m", "edm-churn"];
 
 /// `name:key=value,…` → (name, parameters).
 fn split_params(spec: &str) -> Result<(&str, Vec<(String, String)>)> {
@@ -206,6 +212,10 @@ fn build_stochastic(name: &str, params: &Params<'_>, opts: &SolverOptions) -> Re
         "ddpm" => {
             params.check_keys(&[])?;
             Box::new(DdimEta { eta: 1.0 })
+        }
+        "resfusion" => {
+            params.check_keys(&[])?;
+            Box::new(ResfusionAncestral)
         }
         "ddim-eta" => {
             params.check_keys(&["eta"])?;
@@ -303,6 +313,7 @@ const DETERMINISTIC: &[&str] = &[
     "dopri5",
     "dpm-solver-12",
     "dpm-solver-23",
+    "rddm",
 ];
 
 /// Builds a solver from its registry name (`unipc-bh2-4` and similar name any UniPC order; stochastic solvers take
@@ -346,6 +357,7 @@ pub fn build_solver(spec: &str, opts: &SolverOptions) -> Result<Box<dyn Solver>>
         "dopri5" => Some(Box::new(Dopri5 { rtol: opts.rtol, atol: opts.atol })),
         "dpm-solver-12" => Some(Box::new(AdaptiveDpm::new(2, opts.rtol, opts.atol))),
         "dpm-solver-23" => Some(Box::new(AdaptiveDpm::new(3, opts.rtol, opts.atol))),
+        "rddm" => Some(Box::new(RddmDeterministic)),
         other => {
             if let Some(rest) = other.strip_prefix("unipc-bh1") {
                 unipc(rest, UniVariant::Bh1)

@@ -175,6 +175,7 @@ impl<'a> Run<'a> {
             rates: Some((self.path.d_alpha(p.t), self.path.d_sigma(p.t), self.path.d_gamma(p.t))),
             x,
             anchor: self.cond.anchor.as_ref(),
+            resnoise_weight: Some(self.path.resnoise_weight(p.t)),
         }
     }
 
