@@ -95,7 +95,7 @@ fn estimate_recovers_a_saved_benchmark_case_and_writes_the_aligned_object() {
     // The output is not overwritten without --force; the text report names the pose parts.
     let again = run_in(d, &["pose", "estimate", &scene, "--object", "cases/object-l-shape.ply", "-o", "aligned.ply"]);
     let (_, stderr) = text(&again);
-    assert!(!again.status.success() && stderr.contains("aligned.ply exists; pass --force"), "{stderr}");
+    assert!(!again.status.success() && stderr.contains("aligned.ply: already exists (use --force"), "{stderr}");
     let forced = run_in(
         d,
         &["pose", "estimate", &scene, "--object", "cases/object-l-shape.ply", "-o", "aligned.ply", "--force"],

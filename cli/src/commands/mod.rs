@@ -46,9 +46,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         diffuse_core::device::set_threads(n);
     }
     let ctx = Context { printer, global: cli.global };
-    // Every command honours --device: one that runs on the CPU only still refuses an absent device rather than
-    // ignoring it (doctor reports on devices instead).
-    if !matches!(cli.command, Command::Doctor(_)) {
+    // Every command that computes honours --device: one that runs on the CPU only still refuses an absent device
+    // rather than ignoring it. Doctor reports on devices; listing solvers and merging manifests compute nothing.
+    let computes = !matches!(
+        cli.command,
+        Command::Doctor(_) | Command::Solvers(solvers::SolversCommand::List) | Command::Manifest(_)
+    );
+    if computes {
         ctx.global.device.resolve().context("--device")?;
     }
     match cli.command {
