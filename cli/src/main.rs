@@ -10,13 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Interrupted or terminated runs leave no half-written outputs: remove the temporary files being written.
-    // (Failing to install the handler only loses that clean-up, so it is not fatal.)
-    let _ = ctrlc::set_handler(|| {
-        diffuse_core::io::remove_temp_files();
-        eprintln!("interrupted; unfinished outputs removed");
-        std::process::exit(130);
-    });
+    remove_unfinished_outputs_on_signals();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,
@@ -26,6 +20,23 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Interrupted or terminated runs leave no half-written outputs: on SIGINT, SIGTERM or SIGHUP a watcher thread
+/// removes the temporary files being written, then the process dies of that signal by its default action, as
+/// if it had not been caught (exit status 128 + signal in a shell). Failing to install the watcher only loses the
+/// clean-up (the next write of the same output sweeps what a dead run left), so it is not fatal.
+fn remove_unfinished_outputs_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            diffuse_core::io::remove_temp_files();
+            eprintln!("interrupted; unfinished outputs removed");
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 /// `diffuse … | head` closing the pipe is not an error.

@@ -197,3 +197,95 @@ fn pose_scenes_in_two_shards_cover_the_list() {
     let out = run(d, &["pose", "estimate", "cases", "--object", "cases/object-l-shape.ply"]);
     assert!(!out.status.success() && text(&out).1.contains("-o OUTDIR"));
 }
+
+/// Really killed, not simulated: a shard stopped by SIGKILL (nothing can clean up) and one stopped by SIGTERM
+/// (its watcher removes the output being written, then the process dies of SIGTERM) both resume to the bytes of
+/// an uninterrupted run, and no temporary file is left behind.
+#[cfg(unix)]
+#[test]
+fn a_shard_killed_mid_run_resumes_to_the_same_bytes() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_inputs(&d.join("in"), 6);
+    assert!(run(d, &enhance_args(&["--list", "in/list.txt", "-o", "ref"])).status.success());
+    for signal in ["KILL", "TERM"] {
+        let out = format!("out-{signal}");
+        let args = enhance_args(&["--list", "in/list.txt", "-o", &out, "--shard", "0/1"]);
+        let mut child = Command::new(diffuse_bin())
+            .args(&args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let manifest = d.join(&out).join("manifest-0-of-1.jsonl");
+        let start = Instant::now();
+        // Stop it once two items are recorded (mid-batch); if it finishes first, the resume has nothing to do.
+        while child.try_wait().unwrap().is_none()
+            && std::fs::read_to_string(&manifest).map_or(0, |m| m.lines().count()) < 2
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let was_running = child.try_wait().unwrap().is_none();
+        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        if was_running {
+            use std::os::unix::process::ExitStatusExt;
+            // Died of the signal itself (not of a crash on the way out).
+            assert_eq!(status.signal(), Some(if signal == "KILL" { 9 } else { 15 }), "{status:?}");
+        }
+        let resumed = run(d, &[&args[..], &["--resume"]].concat());
+        assert!(resumed.status.success(), "{}", text(&resumed).1);
+        for k in 0..6 {
+            let name = format!("c{k}.wav");
+            assert_eq!(
+                std::fs::read(d.join(&out).join(&name)).unwrap(),
+                std::fs::read(d.join("ref").join(&name)).unwrap()
+            );
+        }
+        let leftovers: Vec<String> = std::fs::read_dir(d.join(&out))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "after SIG{signal}: {leftovers:?}");
+    }
+}
+
+/// `restore degrade` takes the same batch flags: two shards give the bytes of one run, and their manifests merge.
+#[test]
+fn degraded_image_pairs_in_two_shards_match_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("in")).unwrap();
+    let fixtures = repo_root().join("tests/fixtures/restoration");
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&fixtures).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "png") {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            std::fs::copy(&p, d.join("in").join(&name)).unwrap();
+            names.push(name);
+        }
+    }
+    assert!(names.len() >= 4);
+    let degrade = |extra: &[&str]| {
+        let args = [&["restore", "degrade", "--task", "deblur", "in"][..], extra].concat();
+        let out = run(d, &args);
+        assert!(out.status.success(), "{}", text(&out).1);
+    };
+    degrade(&["-o", "one"]);
+    degrade(&["-o", "sh", "--shard", "0/2"]);
+    degrade(&["-o", "sh", "--shard", "1/2"]);
+    for name in &names {
+        assert_eq!(std::fs::read(d.join("sh").join(name)).unwrap(), std::fs::read(d.join("one").join(name)).unwrap());
+    }
+    let count = names.len().to_string();
+    let merged = run(
+        d,
+        &["manifest", "merge", "sh/manifest-0-of-2.jsonl", "sh/manifest-1-of-2.jsonl", "--expect-count", &count],
+    );
+    assert!(merged.status.success(), "{}", text(&merged).0);
+}

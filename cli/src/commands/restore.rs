@@ -15,6 +15,8 @@ use diffuse_restoration::eval::{EvalReport, evaluate};
 use diffuse_restoration::{read_image, write_image};
 
 use super::Context;
+use super::manifest::{BatchArgs, BatchRun};
+use diffuse_core::batch::{Progress, Status};
 
 /// Subcommands of `diffuse restore`.
 #[derive(Debug, Subcommand)]
@@ -32,7 +34,7 @@ pub struct DegradeArgs {
     #[arg(long, value_parser = parse_task)]
     pub task: Task,
     /// Clean images (PNG or JPEG) or folders of them.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "list", value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Output folder; each image keeps its name (and its path relative to an input folder).
     #[arg(short, long, value_name = "OUTDIR")]
@@ -53,6 +55,9 @@ pub struct DegradeArgs {
     /// Overwrite existing outputs.
     #[arg(long)]
     pub force: bool,
+    /// Sharding, manifest and resume of large batches (docs/scale-out.md).
+    #[command(flatten)]
+    pub batch: BatchArgs,
 }
 
 /// Arguments of `diffuse restore eval`.
@@ -82,7 +87,7 @@ pub fn run(ctx: &Context, cmd: &RestoreCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// One image to degrade: where it comes from, where it goes, and its name for seeding and reports.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Job {
     input: PathBuf,
     output: PathBuf,
@@ -99,7 +104,13 @@ fn plan(inputs: &[PathBuf], out_dir: &Path) -> anyhow::Result<Vec<Job>> {
             bail!("{}: no such file or folder", input.display());
         }
         let files: Vec<(PathBuf, PathBuf)> = if input.is_dir() {
-            let visible = |p: &Path| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            // Hidden files and a sharded batch's manifests (manifest-I-of-N.jsonl) are not images.
+            let visible = |p: &Path| {
+                !p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with('.') || (n.starts_with("manifest-") && n.ends_with(".jsonl"))
+                })
+            };
             diffuse_core::io::walk_files(input, &visible)?
                 .into_iter()
                 .map(|f| (f.strip_prefix(input).map(Path::to_path_buf).unwrap_or_else(|_| f.clone()), f))
@@ -115,7 +126,7 @@ fn plan(inputs: &[PathBuf], out_dir: &Path) -> anyhow::Result<Vec<Job>> {
             jobs.push(Job { input: file, output, relative });
         }
     }
-    if jobs.is_empty() {
+    if jobs.is_empty() && !inputs.is_empty() {
         bail!("no files found in {}", inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     Ok(jobs)
@@ -127,9 +138,22 @@ fn degrade(ctx: &Context, args: &DegradeArgs) -> anyhow::Result<ExitCode> {
     if args.output.is_file() {
         bail!("{}: the output must be a folder, not a file", args.output.display());
     }
-    let jobs = plan(&args.inputs, &args.output)?;
+    let mut jobs = plan(&args.inputs, &args.output)?;
+    for entry in args.batch.listed()? {
+        let output = args.output.join(&entry.relative);
+        jobs.push(Job { input: entry.path, output, relative: entry.relative });
+    }
+    if jobs.is_empty() {
+        bail!("no images to degrade: name files, folders or --list");
+    }
     for job in &jobs {
         diffuse_core::io::protect_input(&job.input);
+    }
+    let mut run = BatchRun::open(ctx, &args.batch, &args.output, args.force)?;
+    let total = jobs.len();
+    let jobs = run.select(jobs);
+    if run.shard().count > 1 {
+        p.info(format!("shard {}: {} of {total} image{}", run.shard(), jobs.len(), if total == 1 { "" } else { "s" }));
     }
     diffuse_core::io::check_writable_folder(&args.output.join("x"))?;
     if let Some(record) = &args.record {
@@ -139,8 +163,14 @@ fn degrade(ctx: &Context, args: &DegradeArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let mut failures: Vec<(PathBuf, String)> = Vec::new();
     let mut record = BTreeMap::new();
+    let mut resumed = 0usize;
     for job in &jobs {
         bar.inc(1);
+        if let Progress::Complete = run.is_done(&job.input, &job.output) {
+            resumed += 1;
+            continue;
+        }
+        let item_start = Instant::now();
         let result = (|| -> anyhow::Result<Degradation> {
             diffuse_core::io::check_output(&job.output, args.force)?;
             let image = read_image(&job.input)?;
@@ -150,6 +180,11 @@ fn degrade(ctx: &Context, args: &DegradeArgs) -> anyhow::Result<ExitCode> {
             write_image(&degraded, &job.output, args.force)?;
             Ok(d)
         })();
+        let seconds = item_start.elapsed().as_secs_f64();
+        match &result {
+            Ok(_) => run.record(&job.input, &job.output, Status::Ok, None, seconds)?,
+            Err(e) => run.record(&job.input, &job.output, Status::Failed, Some(format!("{e:#}")), seconds)?,
+        }
         match result {
             Ok(d) => {
                 p.verbose(format!(
@@ -164,6 +199,9 @@ fn degrade(ctx: &Context, args: &DegradeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
+    if resumed > 0 {
+        p.info(format!("resumed: {resumed} image{} already done", if resumed == 1 { "" } else { "s" }));
+    }
     let done = record.len();
     println!(
         "degraded {done} image{} ({}) into {} in {:.1} s",
