@@ -77,8 +77,9 @@ pub struct CheckArgs {
     /// PC: positions resampled per sweep.
     #[arg(long, default_value_t = 1)]
     pub corrector_positions: usize,
-    /// PC: position selection, random or least-confident.
-    #[arg(long, default_value = "least-confident")]
+    /// PC: position selection: random (exact Gibbs, the default) or least-confident (biased towards likely
+    /// sequences; opt-in, docs/discrete.md).
+    #[arg(long, default_value = "random")]
     pub selection: String,
     /// PC: least-confident selection temperature.
     #[arg(long, default_value_t = 1.0)]
