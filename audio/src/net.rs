@@ -17,8 +17,9 @@
 //!
 //! Frames must be a multiple of `2^levels` (the sidecar's `pad.multiple`).
 
+use diffuse_core::nn::{Attention, Conv, Dense, Norm, ResBlock};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Init};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 use crate::{Error, Result};
@@ -108,136 +109,6 @@ impl NetConfig {
         }
         Ok(())
     }
-}
-
-/// A 2-D convolution with "same" padding.
-#[derive(Debug)]
-struct Conv {
-    ws: Tensor,
-    bs: Tensor,
-    stride: i64,
-    pad: i64,
-}
-
-impl Conv {
-    fn new(p: nn::Path<'_>, cin: usize, cout: usize, k: i64, stride: i64, init_scale: f64) -> Self {
-        let (cin, cout) = (cin as i64, cout as i64);
-        let fan_in = (cin * k * k) as f64;
-        // Uniform with variance init_scale/fan_in (scale 1: LeCun; NCSN++ uses 1 and 0 ≈ 1e-10 at outputs).
-        let bound = (3.0 * init_scale / fan_in).sqrt();
-        let ws = p.var("weight", &[cout, cin, k, k], Init::Uniform { lo: -bound, up: bound });
-        let bs = p.var("bias", &[cout], Init::Const(0.0));
-        Conv { ws, bs, stride, pad: k / 2 }
-    }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_conv2d(&self.ws, Some(&self.bs), [self.stride; 2], [self.pad; 2], [1, 1], 1)?)
-    }
-}
-
-#[derive(Debug)]
-struct Dense {
-    ws: Tensor,
-    bs: Tensor,
-}
-
-impl Dense {
-    fn new(p: nn::Path<'_>, cin: usize, cout: usize) -> Self {
-        let bound = (3.0 / cin as f64).sqrt();
-        let ws = p.var("weight", &[cout as i64, cin as i64], Init::Uniform { lo: -bound, up: bound });
-        let bs = p.var("bias", &[cout as i64], Init::Const(0.0));
-        Dense { ws, bs }
-    }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.ws, Some(&self.bs))?)
-    }
-}
-
-#[derive(Debug)]
-struct Norm {
-    ws: Tensor,
-    bs: Tensor,
-    groups: i64,
-}
-
-impl Norm {
-    fn new(p: nn::Path<'_>, c: usize, groups: usize) -> Self {
-        Norm {
-            ws: p.var("weight", &[c as i64], Init::Const(1.0)),
-            bs: p.var("bias", &[c as i64], Init::Const(0.0)),
-            groups: groups as i64,
-        }
-    }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_group_norm(self.groups, Some(&self.ws), Some(&self.bs), 1e-6, false)?)
-    }
-}
-
-/// NCSN++'s residual block (DDPM style) with the time embedding added after the first convolution.
-#[derive(Debug)]
-struct ResBlock {
-    norm1: Norm,
-    conv1: Conv,
-    temb: Dense,
-    norm2: Norm,
-    conv2: Conv,
-    skip: Option<Conv>,
-}
-
-impl ResBlock {
-    fn new(p: nn::Path<'_>, cin: usize, cout: usize, temb: usize, groups: usize) -> Self {
-        ResBlock {
-            norm1: Norm::new(&p / "norm1", cin, groups.min(cin)),
-            conv1: Conv::new(&p / "conv1", cin, cout, 3, 1, 1.0),
-            temb: Dense::new(&p / "temb", temb, cout),
-            norm2: Norm::new(&p / "norm2", cout, groups),
-            conv2: Conv::new(&p / "conv2", cout, cout, 3, 1, 0.1),
-            skip: (cin != cout).then(|| Conv::new(&p / "skip", cin, cout, 1, 1, 1.0)),
-        }
-    }
-    fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.f_silu()?)?;
-        let e = self.temb.forward(temb)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?;
-        let h = h.f_add(&e)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.f_silu()?)?;
-        let skip = match &self.skip {
-            Some(s) => s.forward(x)?,
-            None => x.shallow_clone(),
-        };
-        Ok(skip.f_add(&h)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)
-    }
-}
-
-/// Single-head self-attention over all positions (NCSN++'s `AttnBlockpp` with skip rescaling).
-#[derive(Debug)]
-struct Attention {
-    norm: Norm,
-    qkv: Conv,
-    out: Conv,
-}
-
-impl Attention {
-    fn new(p: nn::Path<'_>, c: usize, groups: usize) -> Self {
-        Attention {
-            norm: Norm::new(&p / "norm", c, groups),
-            qkv: Conv::new(&p / "qkv", c, 3 * c, 1, 1, 1.0),
-            out: Conv::new(&p / "out", c, c, 1, 1, 0.1),
-        }
-    }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let [b, c, h, w] = <[i64; 4]>::try_from(x.size()).map_err(|_| shape_err("attention", x))?;
-        let qkv = self.qkv.forward(&self.norm.forward(x)?)?.f_view([b, 3, c, h * w])?;
-        // [B, 1, HW, C] per head: one head.
-        let q = qkv.f_select(1, 0)?.f_transpose(1, 2)?.f_unsqueeze(1)?;
-        let k = qkv.f_select(1, 1)?.f_transpose(1, 2)?.f_unsqueeze(1)?;
-        let v = qkv.f_select(1, 2)?.f_transpose(1, 2)?.f_unsqueeze(1)?;
-        let a = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
-        let a = a.f_squeeze_dim(1)?.f_transpose(1, 2)?.f_contiguous()?.f_view([b, c, h, w])?;
-        Ok(x.f_add(&self.out.forward(&a)?)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)
-    }
-}
-
-fn shape_err(op: &'static str, x: &Tensor) -> Error {
-    Error::Shape { op, expected: "[B, C, H, W]".into(), got: format!("{:?}", x.size()) }
 }
 
 /// The native score network. Its variables live in the `VarStore` it was built with.

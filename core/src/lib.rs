@@ -40,6 +40,7 @@ pub mod io;
 pub mod likelihood;
 pub mod limits;
 pub mod models;
+pub mod nn;
 pub mod obc;
 pub mod param;
 pub mod path;
