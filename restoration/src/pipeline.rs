@@ -146,6 +146,19 @@ pub fn fixed_pairs(task: Task, files: &[(PathBuf, Image)], seed: u64) -> Result<
         .collect())
 }
 
+/// Reads every image under `dir` and degrades it with the fixed test variant of `task`; unreadable files are
+/// returned as notes (file, reason).
+pub fn load_fixed_pairs(task: Task, dir: &Path, seed: u64) -> Result<(Vec<Pair>, Vec<(PathBuf, String)>)> {
+    let (mut files, mut notes) = (Vec::new(), Vec::new());
+    for rel in crate::eval::relative_images(dir)? {
+        match read_image(&dir.join(&rel)) {
+            Ok(im) => files.push((rel, im)),
+            Err(e) => notes.push((dir.join(&rel), e.to_string())),
+        }
+    }
+    Ok((fixed_pairs(task, &files, seed)?, notes))
+}
+
 /// Mean PSNR and SSIM of restored pairs (the degraded input when `restored` is `None`).
 pub fn mean_scores(pairs: &[Pair], restored: Option<&[Planes]>) -> Result<(f64, f64)> {
     let (mut p, mut s) = (0.0, 0.0);
