@@ -56,6 +56,9 @@ pub fn restore_planes(
     })
 }
 
+/// Files left out of a set of images, each with the reason.
+pub type Notes = Vec<(PathBuf, String)>;
+
 /// What restoring one file did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FileReport {
@@ -88,7 +91,7 @@ fn in_file(path: &Path, e: Error) -> Error {
 /// Clean images for training or validation: every image file under each folder, as `[3, H, W]` tensors in
 /// [0, 1] (grey replicated to RGB, alpha dropped) with at least `min_side` pixels per side. Files that cannot be
 /// read or are too small are returned as notes (file, reason) instead.
-pub fn load_clean_images(dirs: &[PathBuf], min_side: usize) -> Result<(Vec<(PathBuf, Tensor)>, Vec<(PathBuf, String)>)> {
+pub fn load_clean_images(dirs: &[PathBuf], min_side: usize) -> Result<(Vec<(PathBuf, Tensor)>, Notes)> {
     let (mut images, mut notes) = (Vec::new(), Vec::new());
     for dir in dirs {
         for rel in crate::eval::relative_images(dir)? {
@@ -148,7 +151,7 @@ pub fn fixed_pairs(task: Task, files: &[(PathBuf, Image)], seed: u64) -> Result<
 
 /// Reads every image under `dir` and degrades it with the fixed test variant of `task`; unreadable files are
 /// returned as notes (file, reason).
-pub fn load_fixed_pairs(task: Task, dir: &Path, seed: u64) -> Result<(Vec<Pair>, Vec<(PathBuf, String)>)> {
+pub fn load_fixed_pairs(task: Task, dir: &Path, seed: u64) -> Result<(Vec<Pair>, Notes)> {
     let (mut files, mut notes) = (Vec::new(), Vec::new());
     for rel in crate::eval::relative_images(dir)? {
         match read_image(&dir.join(&rel)) {

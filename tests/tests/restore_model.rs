@@ -25,8 +25,27 @@ fn train_a_tiny_model_then_denoise_a_folder_and_bench_it() {
 
     // Train (tiny network, 20 steps of 16-pixel crops, validation on the same images).
     let train = [
-        "restore", "train", "--task", "denoise", "--images", "clean", "--out", "run", "--net", "tiny", "--steps",
-        "20", "--crop", "16", "--batch", "4", "--val-images", "clean", "--val-every", "10", "-q",
+        "restore",
+        "train",
+        "--task",
+        "denoise",
+        "--images",
+        "clean",
+        "--out",
+        "run",
+        "--net",
+        "tiny",
+        "--steps",
+        "20",
+        "--crop",
+        "16",
+        "--batch",
+        "4",
+        "--val-images",
+        "clean",
+        "--val-every",
+        "10",
+        "-q",
     ];
     let out = run_in(root, &train);
     let (stdout, stderr) = text(&out);
@@ -84,8 +103,20 @@ fn train_a_tiny_model_then_denoise_a_folder_and_bench_it() {
 
     // Bench at two step counts, JSON and SVG.
     let bench = [
-        "restore", "bench", "--model", "run/model.safetensors", "--clean", "clean", "--samplers", "dpm++2m,ddim",
-        "--nfe", "1,2", "--json", "bench.json", "--plot", "bench.svg",
+        "restore",
+        "bench",
+        "--model",
+        "run/model.safetensors",
+        "--clean",
+        "clean",
+        "--samplers",
+        "dpm++2m,ddim",
+        "--nfe",
+        "1,2",
+        "--json",
+        "bench.json",
+        "--plot",
+        "bench.svg",
     ];
     let out = run_in(root, &bench);
     let (stdout, stderr) = text(&out);

@@ -9,12 +9,12 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use diffuse_core::batch::{Progress, Status};
+use diffuse_restoration::RestorationModel;
 use diffuse_restoration::degrade::Task;
 use diffuse_restoration::image_io::Format;
 use diffuse_restoration::pipeline::{DEFAULT_TILING, restore_file};
 use diffuse_restoration::planes::Tiling;
 use diffuse_restoration::sample::SampleOptions;
-use diffuse_restoration::RestorationModel;
 
 use super::super::Context;
 use super::super::manifest::{BatchArgs, BatchRun};
@@ -115,8 +115,12 @@ fn plan_jobs(args: &ApplyArgs) -> anyhow::Result<(Vec<Job>, PathBuf)> {
     let listed = args.batch.listed()?;
     let mut jobs = Vec::new();
     let folder = match &args.output {
-        Some(out) if args.inputs.len() == 1 && args.inputs[0].is_file() && listed.is_empty() && !out.is_dir()
-            && Format::from_path(out).is_some() =>
+        Some(out)
+            if args.inputs.len() == 1
+                && args.inputs[0].is_file()
+                && listed.is_empty()
+                && !out.is_dir()
+                && Format::from_path(out).is_some() =>
         {
             let relative = PathBuf::from(out.file_name().unwrap_or_default());
             jobs.push(Job { input: args.inputs[0].clone(), output: out.clone(), relative });
@@ -183,7 +187,10 @@ pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCo
     if run.shard().count > 1 {
         p.info(format!("shard {}: {} of {total} image{}", run.shard(), jobs.len(), if total == 1 { "" } else { "s" }));
     }
-    p.verbose(format!("sampler {} with {} steps, tiles of {} (overlap {})", opts.solver, opts.steps, tiling.tile, tiling.overlap));
+    p.verbose(format!(
+        "sampler {} with {} steps, tiles of {} (overlap {})",
+        opts.solver, opts.steps, tiling.tile, tiling.overlap
+    ));
     let inputs: HashSet<PathBuf> = jobs.iter().filter_map(|j| j.input.canonicalize().ok()).collect();
     let bar = p.progress(jobs.len() as u64, task.name());
     let start = Instant::now();
@@ -205,7 +212,11 @@ pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCo
         if job.output.exists() && !args.force {
             skipped += 1;
             bar.suspend(|| {
-                p.info(format!("skipping {}: {} exists (use --force to overwrite)", job.input.display(), job.output.display()))
+                p.info(format!(
+                    "skipping {}: {} exists (use --force to overwrite)",
+                    job.input.display(),
+                    job.output.display()
+                ))
             });
             let why = format!("{} exists and was not recorded as done (use --force to redo it)", job.output.display());
             run.record(&job.input, &job.output, Status::Skipped, Some(why), 0.0)?;

@@ -96,7 +96,8 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let max_nfe = args.nfe.iter().copied().max().unwrap_or(1) as f64;
-        series.push(Series { name: "degraded input".into(), points: vec![(1.0, in_psnr), (max_nfe.max(2.0), in_psnr)] });
+        series
+            .push(Series { name: "degraded input".into(), points: vec![(1.0, in_psnr), (max_nfe.max(2.0), in_psnr)] });
         let plot = Plot {
             title: format!("{} PSNR vs network evaluations ({model_name})", task.name()),
             x_label: "network evaluations (NFE)".into(),

@@ -127,7 +127,7 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let config = ModelConfig::new(args.task.name(), spec, param, net);
     let multiple = config.network.multiple();
     anyhow::ensure!(
-        args.crop >= multiple && args.crop % multiple == 0,
+        args.crop >= multiple && args.crop.is_multiple_of(multiple),
         "--crop {} must be a multiple of the network's {multiple}",
         args.crop
     );
