@@ -53,7 +53,7 @@ pub enum Command {
     /// Speech enhancement with score-based models (SGMSE+).
     #[command(subcommand)]
     Audio(crate::commands::audio::AudioCommand),
-    /// Image restoration: degraded test pairs, PSNR/SSIM evaluation.
+    /// Image restoration: restore with a model (denoise, deblur, lowlight), train, bench, degraded test pairs, PSNR/SSIM.
     #[command(subcommand)]
     Restore(crate::commands::restore::RestoreCommand),
     /// Discrete diffusion on token sequences (masked and uniform): exact sampler checks.

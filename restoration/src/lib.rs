@@ -40,6 +40,7 @@ pub mod image_io;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod pipeline;
 pub mod planes;
 pub mod sample;
 pub mod train;

@@ -1,6 +1,11 @@
 //! `diffuse restore …`: image restoration. `degrade` makes degraded test pairs from clean images with the
-//! crate's seeded degradations; `eval` scores restored images against clean ones (PSNR, SSIM). The model
-//! commands (`denoise`, `deblur`, `lowlight`, `train`, `bench`) join this enum with the restoration network.
+//! crate's seeded degradations; `eval` scores restored images against clean ones (PSNR, SSIM); `denoise`,
+//! `deblur` and `lowlight` restore images with a trained model (`restore/apply.rs`), `train` trains one
+//! (`restore/train.rs`) and `bench` measures quality against sampler steps (`restore/bench.rs`).
+
+mod apply;
+mod bench;
+mod train;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -25,6 +30,16 @@ pub enum RestoreCommand {
     Degrade(DegradeArgs),
     /// Score restored images against clean ones: PSNR and SSIM per file and the mean.
     Eval(EvalArgs),
+    /// Remove noise with a trained model (files or folders; a folder gives the same file names out).
+    Denoise(apply::ApplyArgs),
+    /// Remove blur with a trained model.
+    Deblur(apply::ApplyArgs),
+    /// Brighten low-light images with a trained model.
+    Lowlight(apply::ApplyArgs),
+    /// Train a restoration model on clean images degraded on the fly.
+    Train(train::TrainArgs),
+    /// Quality (PSNR, SSIM) against sampler steps for several samplers, with an SVG plot.
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of `diffuse restore degrade`.
@@ -83,6 +98,11 @@ pub fn run(ctx: &Context, cmd: &RestoreCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         RestoreCommand::Degrade(args) => degrade(ctx, args),
         RestoreCommand::Eval(args) => eval(ctx, args),
+        RestoreCommand::Denoise(args) => apply::run(ctx, Task::Denoise, args),
+        RestoreCommand::Deblur(args) => apply::run(ctx, Task::Deblur, args),
+        RestoreCommand::Lowlight(args) => apply::run(ctx, Task::Lowlight, args),
+        RestoreCommand::Train(args) => train::run(ctx, args),
+        RestoreCommand::Bench(args) => bench::run(ctx, args),
     }
 }
 

@@ -1,0 +1,134 @@
+//! End-to-end test of the restoration model commands: `diffuse restore train` trains a tiny model in seconds,
+//! `diffuse restore denoise` restores a folder with it (a bad file reported, the rest written under the same
+//! names, exit 1; no clobbering without --force; inputs untouched; a task mismatch and a missing --model are
+//! clear errors), and `diffuse restore bench` writes JSON and an SVG plot.
+
+use std::path::Path;
+
+use diffuse_tests::{repo_root, run_in, text};
+
+const NAMES: [&str; 3] = ["rgb_noise_clean.png", "rgb_blur_clean.png", "rgb_mixed_clean.png"];
+
+fn copy_fixtures(dir: &Path) {
+    let fixtures = repo_root().join("tests/fixtures/restoration");
+    std::fs::create_dir_all(dir).unwrap();
+    for name in NAMES {
+        std::fs::copy(fixtures.join(name), dir.join(name)).unwrap();
+    }
+}
+
+#[test]
+fn train_a_tiny_model_then_denoise_a_folder_and_bench_it() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    copy_fixtures(&root.join("clean"));
+
+    // Train (tiny network, 20 steps of 16-pixel crops, validation on the same images).
+    let train = [
+        "restore",
+        "train",
+        "--task",
+        "denoise",
+        "--images",
+        "clean",
+        "--out",
+        "run",
+        "--net",
+        "tiny",
+        "--steps",
+        "20",
+        "--crop",
+        "16",
+        "--batch",
+        "4",
+        "--val-images",
+        "clean",
+        "--val-every",
+        "10",
+        "-q",
+    ];
+    let out = run_in(root, &train);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("trained to step 20") && stdout.contains("validation PSNR"), "{stdout}");
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("run/model.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["task"], "denoise");
+    assert!(sidecar["training"]["command"].as_str().unwrap().contains("restore train"));
+    // An existing run is refused without --resume/--force.
+    let out = run_in(root, &train);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("--resume"), "{}", text(&out).1);
+
+    // Denoise a folder with one bad file: the good ones are written under the same names, exit 1.
+    let degrade = ["restore", "degrade", "--task", "denoise", "clean", "-o", "noisy", "--fixed", "-q"];
+    assert!(run_in(root, &degrade).status.success());
+    std::fs::write(root.join("noisy/broken.png"), b"not a png").unwrap();
+    let before: Vec<Vec<u8>> = NAMES.iter().map(|n| std::fs::read(root.join("noisy").join(n)).unwrap()).collect();
+    let denoise = ["restore", "denoise", "noisy", "-o", "restored", "--model", "run/model.safetensors", "--steps", "2"];
+    let out = run_in(root, &denoise);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("restored 3 images") && stdout.contains("per megapixel"), "{stdout}");
+    assert!(stderr.contains("broken.png"), "{stderr}");
+    for name in NAMES {
+        assert!(root.join("restored").join(name).is_file(), "{name} missing");
+    }
+    assert!(!root.join("restored/broken.png").exists());
+    let after: Vec<Vec<u8>> = NAMES.iter().map(|n| std::fs::read(root.join("noisy").join(n)).unwrap()).collect();
+    assert_eq!(before, after, "inputs modified");
+
+    // No clobbering without --force; --force rewrites.
+    let marker = root.join("restored").join(NAMES[0]);
+    std::fs::write(&marker, b"keep me").unwrap();
+    let out = run_in(root, &denoise);
+    assert!(text(&out).1.contains("exists (use --force"), "{}", text(&out).1);
+    assert_eq!(std::fs::read(&marker).unwrap(), b"keep me");
+    let out = run_in(root, &[&denoise[..], &["--force"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert_ne!(std::fs::read(&marker).unwrap(), b"keep me");
+
+    // A single file goes beside its input as NAME_restored.EXT.
+    let one = ["restore", "denoise", "noisy/rgb_noise_clean.png", "--model", "run/model.safetensors", "--steps", "1"];
+    assert!(run_in(root, &one).status.success());
+    assert!(root.join("noisy/rgb_noise_clean_restored.png").is_file());
+
+    // The wrong task and a missing --model are clear errors.
+    let out = run_in(root, &["restore", "deblur", "noisy", "-o", "x", "--model", "run/model.safetensors"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("trained for 'denoise', not 'deblur'"), "{}", text(&out).1);
+    let out = run_in(root, &["restore", "denoise", "noisy", "-o", "x"]);
+    assert!(text(&out).1.contains("no built-in restoration model yet"), "{}", text(&out).1);
+    assert!(!root.join("x").exists());
+
+    // Bench at two step counts, JSON and SVG.
+    let bench = [
+        "restore",
+        "bench",
+        "--model",
+        "run/model.safetensors",
+        "--clean",
+        "clean",
+        "--samplers",
+        "dpm++2m,ddim",
+        "--nfe",
+        "1,2",
+        "--json",
+        "bench.json",
+        "--plot",
+        "bench.svg",
+    ];
+    let out = run_in(root, &bench);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("| dpm++2m | 2 |") && stdout.contains("degraded input"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("bench.json")).unwrap()).unwrap();
+    assert_eq!(json["points"].as_array().unwrap().len(), 4);
+    assert!(json["points"][0]["psnr"].as_f64().unwrap().is_finite());
+    assert!(std::fs::read_to_string(root.join("bench.svg")).unwrap().starts_with("<svg"));
+    // Outputs are checked before the work.
+    let out = run_in(root, &bench);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("bench.json"), "{}", text(&out).1);
+}
