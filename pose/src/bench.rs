@@ -95,6 +95,11 @@ pub struct BenchCase {
 /// Fraction of a scan's object pixels on the distinguishing part above which the part counts as visible.
 pub const FEATURE_VISIBLE: f64 = 0.02;
 
+/// Most cases per object of one benchmark run (`pose bench --cases`).
+pub const MAX_CASES: usize = 100_000;
+/// Most points per scan or object model in a benchmark (`pose bench --points`).
+pub const MAX_POINTS: usize = 1_000_000;
+
 /// Renders case `index` of `object` (whose diameter is `diameter`).
 pub fn make_case(object: &ObjectModel, diameter: f64, index: usize, cfg: &BenchConfig) -> Result<BenchCase> {
     if !(cfg.noise >= 0.0 && cfg.outliers >= 0.0 && cfg.outliers < 1.0 && cfg.scan_points >= 10) {
@@ -261,6 +266,10 @@ pub fn run(
     surrogate: &dyn Surrogate,
     on_result: &mut dyn FnMut(&CaseResult),
 ) -> Result<BenchReport> {
+    // Cases are made one at a time, but each holds its scan and model: bound them before the first.
+    diffuse_core::limits::at_most("cases per object", cfg.cases_per_object, MAX_CASES)?;
+    diffuse_core::limits::at_most("scan points", cfg.scan_points, MAX_POINTS)?;
+    diffuse_core::limits::at_most("model points", cfg.model_points, MAX_POINTS)?;
     let mut results = Vec::new();
     let mut methods = vec![Method::Diffusion];
     if cfg.baseline {
