@@ -23,7 +23,7 @@ demo: build
 test: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(CARGO) test --workspace
 
-# Checks too slow for every CI run: tests marked #[ignore = "long…"], then the full packaging verification.
+# Checks too slow for every CI run: #[ignore]d tests (none at present), then the full packaging verification.
 test-long: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(CARGO) test --workspace -- --ignored
 	$(MAKE) package
