@@ -3,7 +3,8 @@
 # CI: `cargo package --no-verify` for the whole workspace (manifests, dependency versions, file lists), then
 # every include!/include_bytes!/include_str! in a crate's sources must name a file inside that crate that the
 # package ships. `make package` runs the full verification instead (each crate built from its tarball alone;
-# about 6 minutes here, since the tarballs build without the workspace's profile and so rebuild every dependency).
+# about 4 minutes here after a test build, since the tarballs build without the workspace's profile and so
+# rebuild every dependency).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo package --workspace --exclude diffuse-tests --no-verify --allow-dirty --quiet
