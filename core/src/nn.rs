@@ -5,7 +5,9 @@
 //! the sub-paths named in each constructor), so the safetensors files of trained models keep their keys. Tensors
 //! are `[B, C, H, W]`; every operation goes through tch's fallible `f_*` calls.
 
+use std::path::Path;
 use tch::Tensor;
+
 use tch::nn::{self, Init};
 
 use crate::{Error, Result};
@@ -159,6 +161,137 @@ impl Attention {
         let a = a.f_squeeze_dim(1)?.f_transpose(1, 2)?.f_contiguous()?.f_view([b, c, h, w])?;
         Ok(x.f_add(&self.out.forward(&a)?)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)
     }
+}
+
+/// The levels of a DDPM/NCSN++-style U-Net between its input and output convolutions: per level `res_blocks`
+/// residual blocks and a stride-2 convolution down, `attention` attention blocks between two residual blocks at
+/// the lowest resolution, then per level `res_blocks + 1` blocks on the skips and nearest upsampling + a
+/// convolution up. Variables are named `down{l}_{i}`, `downsample{l}`, `mid1`, `attn{i}`, `mid2`, `up{l}_{i}` and
+/// `upsample{l}` under the given path.
+#[derive(Debug)]
+pub struct UNetLevels {
+    down: Vec<Vec<ResBlock>>,
+    downsample: Vec<Conv>,
+    mid1: ResBlock,
+    attn: Vec<Attention>,
+    mid2: ResBlock,
+    up: Vec<Vec<ResBlock>>,
+    upsample: Vec<Conv>,
+    out_channels: usize,
+}
+
+impl UNetLevels {
+    /// Levels of widths `channels` (from full resolution down; the input has `channels[0]`), with a `temb`-wide
+    /// time embedding and `groups` for the norms.
+    pub fn new(
+        p: &nn::Path<'_>,
+        channels: &[usize],
+        res_blocks: usize,
+        attention: usize,
+        temb: usize,
+        groups: usize,
+    ) -> Self {
+        let (mut down, mut downsample) = (Vec::new(), Vec::new());
+        let mut c = channels.first().copied().unwrap_or(1);
+        let mut skips = vec![c];
+        for (l, &cl) in channels.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for i in 0..res_blocks {
+                blocks.push(ResBlock::new(p / format!("down{l}_{i}"), c, cl, temb, groups));
+                c = cl;
+                skips.push(c);
+            }
+            down.push(blocks);
+            if l + 1 < channels.len() {
+                downsample.push(Conv::new(p / format!("downsample{l}"), c, c, 3, 2, 1.0));
+                skips.push(c);
+            }
+        }
+        let mid1 = ResBlock::new(p / "mid1", c, c, temb, groups);
+        let attn = (0..attention).map(|i| Attention::new(p / format!("attn{i}"), c, groups)).collect();
+        let mid2 = ResBlock::new(p / "mid2", c, c, temb, groups);
+        let (mut up, mut upsample) = (Vec::new(), Vec::new());
+        for (l, &cl) in channels.iter().enumerate().rev() {
+            let mut blocks = Vec::new();
+            for i in 0..=res_blocks {
+                // `skips` holds one entry per block, by construction above.
+                let s = skips.pop().unwrap_or(cl);
+                blocks.push(ResBlock::new(p / format!("up{l}_{i}"), c + s, cl, temb, groups));
+                c = cl;
+            }
+            up.push(blocks);
+            if l > 0 {
+                upsample.push(Conv::new(p / format!("upsample{l}"), c, c, 3, 1, 1.0));
+            }
+        }
+        UNetLevels { down, downsample, mid1, attn, mid2, up, upsample, out_channels: c }
+    }
+
+    /// Channels of the output (`channels[0]`).
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// Runs the levels on `h` (after the input convolution) with the time embedding `emb`.
+    pub fn forward(&self, h: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        let mut h = h.shallow_clone();
+        let mut skips = vec![h.shallow_clone()];
+        for (l, blocks) in self.down.iter().enumerate() {
+            for b in blocks {
+                h = b.forward(&h, emb)?;
+                skips.push(h.shallow_clone());
+            }
+            if let Some(d) = self.downsample.get(l) {
+                h = d.forward(&h)?;
+                skips.push(h.shallow_clone());
+            }
+        }
+        h = self.mid1.forward(&h, emb)?;
+        for a in &self.attn {
+            h = a.forward(&h)?;
+        }
+        h = self.mid2.forward(&h, emb)?;
+        for (k, blocks) in self.up.iter().enumerate() {
+            for b in blocks {
+                let s = skips.pop().ok_or_else(|| Error::invalid("network", "skip connections out of step"))?;
+                h = b.forward(&Tensor::f_cat(&[&h, &s], 1)?, emb)?;
+            }
+            if let Some(u) = self.upsample.get(k) {
+                let hs = h.size();
+                h = u.forward(&h.f_upsample_nearest2d([hs[2] * 2, hs[3] * 2], None, None)?)?;
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// Copies `tensors` into the variables of `vs` by name, checking that names and shapes agree exactly; errors
+/// name `name` (the weights file) and the tensor.
+pub fn load_vars(vs: &mut nn::VarStore, tensors: Vec<(String, Tensor)>, name: &Path) -> Result<()> {
+    let mut vars = vs.variables();
+    let _guard = tch::no_grad_guard();
+    let mut missing: Vec<String> = vars.keys().cloned().collect();
+    for (key, t) in tensors {
+        let Some(var) = vars.get_mut(&key) else {
+            return Err(Error::file(
+                name,
+                format!("unexpected tensor '{key}': the weights do not fit the sidecar's network"),
+            ));
+        };
+        if var.size() != t.size() {
+            return Err(Error::file(
+                name,
+                format!("tensor '{key}' has shape {:?}, the sidecar's network needs {:?}", t.size(), var.size()),
+            ));
+        }
+        var.f_copy_(&t)?;
+        missing.retain(|k| k != &key);
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(Error::file(name, format!("missing tensors: {}", missing.join(", "))));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -298,32 +298,13 @@ pub(crate) fn named(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     v
 }
 
-/// Copies `tensors` into the variables of `vs` by name, checking that names and shapes agree exactly.
+/// Copies `tensors` into the variables of `vs` by name ([`diffuse_core::nn::load_vars`]), as this crate's model
+/// error naming `name`.
 pub(crate) fn load_vars(vs: &mut nn::VarStore, tensors: Vec<(String, Tensor)>, name: &Path) -> Result<()> {
-    let mut vars = vs.variables();
-    let _guard = tch::no_grad_guard();
-    let mut missing: Vec<String> = vars.keys().cloned().collect();
-    for (key, t) in tensors {
-        let Some(var) = vars.get_mut(&key) else {
-            return Err(Error::model(
-                name,
-                format!("unexpected tensor '{key}': the weights do not fit the sidecar's network"),
-            ));
-        };
-        if var.size() != t.size() {
-            return Err(Error::model(
-                name,
-                format!("tensor '{key}' has shape {:?}, the sidecar's network needs {:?}", t.size(), var.size()),
-            ));
-        }
-        var.f_copy_(&t)?;
-        missing.retain(|k| k != &key);
-    }
-    if !missing.is_empty() {
-        missing.sort();
-        return Err(Error::model(name, format!("missing tensors: {}", missing.join(", "))));
-    }
-    Ok(())
+    diffuse_core::nn::load_vars(vs, tensors, name).map_err(|e| match e {
+        diffuse_core::Error::File { path, reason } => Error::model(path, reason),
+        other => other.into(),
+    })
 }
 
 #[cfg(test)]

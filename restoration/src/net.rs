@@ -12,7 +12,7 @@
 //!
 //! H and W must be multiples of [`NetConfig::multiple`] (`stem·2^(levels − 1)`); [`crate::sample`] reflect-pads.
 
-use diffuse_core::nn::{Attention, Conv, Dense, Norm, ResBlock};
+use diffuse_core::nn::{Conv, Dense, Norm, UNetLevels};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -167,13 +167,7 @@ pub struct UNet {
     temb1: Dense,
     temb2: Dense,
     conv_in: Conv,
-    down: Vec<Vec<ResBlock>>,
-    downsample: Vec<Conv>,
-    mid1: ResBlock,
-    attn: Vec<Attention>,
-    mid2: ResBlock,
-    up: Vec<Vec<ResBlock>>,
-    upsample: Vec<Conv>,
+    levels: UNetLevels,
     norm_out: Norm,
     conv_out: Conv,
 }
@@ -189,55 +183,11 @@ impl UNet {
         let temb2 = Dense::new(p / "temb2", temb, temb);
         let s2 = config.stem * config.stem;
         let conv_in = Conv::new(p / "conv_in", 2 * config.image_channels * s2, ch[0], 3, 1, 1.0);
-        let (mut down, mut downsample, mut skips) = (Vec::new(), Vec::new(), vec![ch[0]]);
-        let mut c = ch[0];
-        for (l, &cl) in ch.iter().enumerate() {
-            let mut blocks = Vec::new();
-            for i in 0..config.res_blocks {
-                blocks.push(ResBlock::new(p / format!("down{l}_{i}"), c, cl, temb, g));
-                c = cl;
-                skips.push(c);
-            }
-            down.push(blocks);
-            if l + 1 < ch.len() {
-                downsample.push(Conv::new(p / format!("downsample{l}"), c, c, 3, 2, 1.0));
-                skips.push(c);
-            }
-        }
-        let mid1 = ResBlock::new(p / "mid1", c, c, temb, g);
-        let attn = (0..config.attention).map(|i| Attention::new(p / format!("attn{i}"), c, g)).collect();
-        let mid2 = ResBlock::new(p / "mid2", c, c, temb, g);
-        let (mut up, mut upsample) = (Vec::new(), Vec::new());
-        for (l, &cl) in ch.iter().enumerate().rev() {
-            let mut blocks = Vec::new();
-            for i in 0..=config.res_blocks {
-                // `skips` holds one entry per block, by construction above.
-                let s = skips.pop().unwrap_or(cl);
-                blocks.push(ResBlock::new(p / format!("up{l}_{i}"), c + s, cl, temb, g));
-                c = cl;
-            }
-            up.push(blocks);
-            if l > 0 {
-                upsample.push(Conv::new(p / format!("upsample{l}"), c, c, 3, 1, 1.0));
-            }
-        }
+        let levels = UNetLevels::new(p, ch, config.res_blocks, config.attention, temb, g);
+        let c = levels.out_channels();
         let norm_out = Norm::new(p / "norm_out", c, g);
         let conv_out = Conv::new(p / "conv_out", c, config.outputs * config.image_channels * s2, 3, 1, 0.1);
-        Ok(UNet {
-            config: config.clone(),
-            temb1,
-            temb2,
-            conv_in,
-            down,
-            downsample,
-            mid1,
-            attn,
-            mid2,
-            up,
-            upsample,
-            norm_out,
-            conv_out,
-        })
+        Ok(UNet { config: config.clone(), temb1, temb2, conv_in, levels, norm_out, conv_out })
     }
 
     /// The architecture.
@@ -284,33 +234,8 @@ impl UNet {
         if stem > 1 {
             h = h.f_pixel_unshuffle(stem)?;
         }
-        let mut h = self.conv_in.forward(&h)?;
-        let mut skips = vec![h.shallow_clone()];
-        for (l, blocks) in self.down.iter().enumerate() {
-            for b in blocks {
-                h = b.forward(&h, &emb)?;
-                skips.push(h.shallow_clone());
-            }
-            if let Some(d) = self.downsample.get(l) {
-                h = d.forward(&h)?;
-                skips.push(h.shallow_clone());
-            }
-        }
-        h = self.mid1.forward(&h, &emb)?;
-        for a in &self.attn {
-            h = a.forward(&h)?;
-        }
-        h = self.mid2.forward(&h, &emb)?;
-        for (k, blocks) in self.up.iter().enumerate() {
-            for b in blocks {
-                let s = skips.pop().ok_or_else(|| Error::invalid("network", "skip connections out of step"))?;
-                h = b.forward(&Tensor::f_cat(&[&h, &s], 1)?, &emb)?;
-            }
-            if let Some(u) = self.upsample.get(k) {
-                let hs = h.size();
-                h = u.forward(&h.f_upsample_nearest2d([hs[2] * 2, hs[3] * 2], None, None)?)?;
-            }
-        }
+        let h = self.conv_in.forward(&h)?;
+        let h = self.levels.forward(&h, &emb)?;
         let out = self.conv_out.forward(&self.norm_out.forward(&h)?.f_silu()?)?;
         Ok(if stem > 1 { out.f_pixel_shuffle(stem)? } else { out })
     }
