@@ -43,7 +43,7 @@ pub fn restore_planes(
         ));
     }
     let mut k = 0u64;
-    tiling.apply(planes, |tile| {
+    let mut out = tiling.apply(planes, |tile| {
         let mut x = tile.to_tensor();
         if grey_in_rgb {
             x = x.f_repeat([3, 1, 1])?;
@@ -53,7 +53,10 @@ pub fn restore_planes(
         let out = restore(model, &x.f_unsqueeze(0)?, &o)?.f_squeeze_dim(0)?;
         let out = if grey_in_rgb { out.f_mean_dim(0, true, tch::Kind::Float)? } else { out };
         Planes::from_tensor(&out)
-    })
+    })?;
+    // Blending divides a weighted sum by the sum of weights, which can round one ulp past 1.
+    out.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+    Ok(out)
 }
 
 /// Files left out of a set of images, each with the reason.
