@@ -16,8 +16,18 @@ demo: build
 	@echo
 	$(DIFFUSE) pose estimate examples/pose/bunny-scene.ply --object examples/bunny.ply --viewpoint 0,0,0 -o $(OUT)/bunny-aligned.ply --force
 	@echo
+	@for pair in denoise:noisy deblur:blurred lowlight:dark; do \
+		task=$${pair%%:*}; input=$${pair#*:}; \
+		$(DIFFUSE) restore $$task examples/restore/$$input -o $(OUT)/restore/$$task --force -q && \
+		printf '%-8s before: ' $$task && $(DIFFUSE) restore eval --clean examples/restore/clean --restored examples/restore/$$input | tail -1 && \
+		printf '%-8s after:  ' $$task && $(DIFFUSE) restore eval --clean examples/restore/clean --restored $(OUT)/restore/$$task | tail -1 || exit 1; \
+	done
+	$(DIFFUSE) text sample --template "The [MASK:48] is" --num 2 -o $(OUT)/text.txt --force
+	@cat $(OUT)/text.txt
+	@echo
 	@echo "Open $(OUT)/error_vs_nfe.svg (solver error vs NFE); listen to examples/audio/noisy/speech.wav and"
-	@echo "$(OUT)/audio/speech.wav; open $(OUT)/bunny-aligned.ply next to examples/pose/bunny-scene.ply in a point-cloud viewer."
+	@echo "$(OUT)/audio/speech.wav; open $(OUT)/bunny-aligned.ply next to examples/pose/bunny-scene.ply in a point-cloud viewer;"
+	@echo "compare $(OUT)/restore/*/motorcycle.png with examples/restore/{noisy,blurred,dark}/motorcycle.png."
 
 # One libtorch thread per test: cargo runs tests in parallel, and OpenMP spin-waits badly when oversubscribed.
 test: setup

@@ -42,11 +42,13 @@ pub mod limits;
 pub mod models;
 pub mod nn;
 pub mod obc;
+pub mod optim;
 pub mod param;
 pub mod path;
 pub mod seed;
 pub mod solvers;
 pub mod spacing;
+pub mod weights;
 
 pub use denoiser::{Conditioning, Denoiser};
 pub use device::{DeviceSpec, RuntimeReport};

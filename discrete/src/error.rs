@@ -33,6 +33,22 @@ pub enum Error {
     /// An exact computation would be too large (enumeration limits).
     #[error("too large for exact enumeration: {0}")]
     TooLarge(String),
+    /// A file (corpus, model, sidecar, checkpoint) that cannot be used, and why.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Training stopped (non-finite loss, ...); the last checkpoint is kept.
+    #[error("training stopped at step {step}: {reason}")]
+    Training {
+        /// The step at which it stopped.
+        step: u64,
+        /// Why.
+        reason: String,
+    },
     /// An error from diffuse-core.
     #[error(transparent)]
     Core(#[from] diffuse_core::Error),
@@ -45,6 +61,11 @@ impl Error {
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Invalid { field: field.into(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`Error::File`].
+    pub fn file(path: impl Into<std::path::PathBuf>, reason: impl std::fmt::Display) -> Self {
+        Error::File { path: path.into(), reason: reason.to_string() }
     }
 
     /// Shorthand for [`Error::NotApplicable`].

@@ -39,6 +39,8 @@
 
 pub mod categorical;
 pub mod check;
+#[cfg(feature = "default-model")]
+pub mod default_model;
 pub mod denoiser;
 pub mod error;
 pub mod exact;
@@ -47,6 +49,7 @@ pub mod param;
 pub mod process;
 pub mod sampler;
 pub mod schedule;
+pub mod text;
 
 pub use denoiser::Denoiser;
 pub use error::{Error, Result};

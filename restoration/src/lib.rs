@@ -33,6 +33,8 @@
 //! # Ok::<(), diffuse_restoration::Error>(())
 //! ```
 
+#[cfg(feature = "default-models")]
+pub mod default_models;
 pub mod degrade;
 pub mod error;
 pub mod eval;
@@ -44,7 +46,6 @@ pub mod pipeline;
 pub mod planes;
 pub mod sample;
 pub mod train;
-mod weights;
 
 pub use error::{Error, Result};
 pub use image_io::{Image, read_image, write_image};

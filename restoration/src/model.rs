@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::net::{NetConfig, UNet};
-use crate::{Error, Result, weights};
+use diffuse_core::weights::named;
+
+use crate::{Error, Result};
 
 /// The sidecar's `format` value.
 pub const FORMAT: &str = "diffuse-restoration-model";
@@ -174,14 +176,14 @@ impl RestorationModel {
         let config: ModelConfig =
             serde_json::from_slice(&text).map_err(|e| Error::model(&side, format!("not a valid sidecar: {e}")))?;
         config.validate().map_err(|e| Error::model(&side, e.to_string()))?;
-        let bytes = diffuse_core::io::read_input(weights, weights::MAX_WEIGHTS_BYTES)?;
+        let bytes = diffuse_core::io::read_input(weights, diffuse_core::weights::MAX_WEIGHTS_BYTES)?;
         Self::from_bytes(&bytes, config, weights, device)
     }
 
     /// A model from safetensors bytes and its sidecar (embedded models); `name` stands for the file in errors.
     pub fn from_bytes(bytes: &[u8], config: ModelConfig, name: &Path, device: Device) -> Result<Self> {
         let mut model = Self::new(config, device).map_err(|e| Error::model(name, e.to_string()))?;
-        let (tensors, _) = weights::from_bytes(bytes, name)?;
+        let (tensors, _) = diffuse_core::weights::from_bytes(bytes, name).map_err(as_model_error)?;
         load_vars(&mut model.vs, tensors, name)?;
         Ok(model)
     }
@@ -198,7 +200,16 @@ impl RestorationModel {
 
     /// The weights as safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        weights::to_bytes(&named(&self.vs), Default::default())
+        Ok(diffuse_core::weights::to_bytes(&named(&self.vs), Default::default())?)
+    }
+
+    /// Copies the weights of `src`, a model with the same network (fine-tuning from another task's model).
+    pub fn copy_weights_from(&mut self, src: &RestorationModel) -> Result<()> {
+        if src.config.network != self.config.network {
+            return Err(Error::invalid("init", "the source model's network differs from this one's"));
+        }
+        let tensors = named(&src.vs).into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
+        load_vars(&mut self.vs, tensors, Path::new("init"))
     }
 
     /// The sidecar.
@@ -291,13 +302,6 @@ impl Denoiser for RestorationModel {
     }
 }
 
-/// The variables of a store as (name, tensor), sorted by name.
-pub(crate) fn named(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 /// Copies `tensors` into the variables of `vs` by name ([`diffuse_core::nn::load_vars`]), as this crate's model
 /// error naming `name`.
 pub(crate) fn load_vars(vs: &mut nn::VarStore, tensors: Vec<(String, Tensor)>, name: &Path) -> Result<()> {
@@ -305,6 +309,14 @@ pub(crate) fn load_vars(vs: &mut nn::VarStore, tensors: Vec<(String, Tensor)>, n
         diffuse_core::Error::File { path, reason } => Error::model(path, reason),
         other => other.into(),
     })
+}
+
+/// A core error about `name` as this crate's model error.
+fn as_model_error(e: diffuse_core::Error) -> Error {
+    match e {
+        diffuse_core::Error::File { path, reason } => Error::model(path, reason),
+        other => other.into(),
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,6 @@
 //! depends only on (seed, n), and the checkpoint holds the weights, EMA and both Adam moments, so a resumed run
 //! gives bit-for-bit the result of an uninterrupted one (same device and thread count).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use diffuse_core::Prediction;
@@ -20,8 +18,10 @@ use diffuse_core::seed::SampleSeeds;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::model::{RestorationModel, named, unwrap};
-use crate::{Error, Result, weights};
+use diffuse_core::optim::{AdamEma, AdamSettings, RunOptions};
+
+use crate::model::{RestorationModel, unwrap};
+use crate::{Error, Result};
 
 /// Largest batch.
 pub const MAX_BATCH: usize = 4096;
@@ -32,24 +32,8 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// The model file (EMA weights) in the output folder; its sidecar is `model.json`.
 pub const MODEL: &str = "model.safetensors";
 
-/// What a training run does. The fields in [`Recipe`] must match when resuming.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainOptions {
-    /// The recipe (batch, crop, optimiser, EMA, seed).
-    pub recipe: Recipe,
-    /// Total steps (a resumed run continues up to this count).
-    pub steps: u64,
-    /// Write a checkpoint every this many steps (0: only when stopping).
-    pub checkpoint_every: u64,
-    /// Stop (with a checkpoint) once this much time has passed.
-    pub time_limit: Option<Duration>,
-    /// Output folder: `model.safetensors` + `model.json` (EMA weights) and `checkpoint.safetensors`.
-    pub out: PathBuf,
-    /// Continue from `out/checkpoint.safetensors`.
-    pub resume: bool,
-    /// Call the validation callback every this many steps and at the end (0: never).
-    pub validate_every: u64,
-}
+/// What a training run does (core's [`RunOptions`] with this crate's [`Recipe`]).
+pub type TrainOptions = RunOptions<Recipe>;
 
 /// The options a resumed run must keep, recorded in the checkpoint and the sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,134 +107,14 @@ pub struct TrainReport {
     pub validation: Option<f64>,
 }
 
-/// The optimiser and EMA state, parallel to the model's sorted variables.
-struct State {
-    names: Vec<String>,
-    params: Vec<Tensor>,
-    ema: Vec<Tensor>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    step: u64,
-}
-
-impl State {
-    fn new(model: &RestorationModel) -> Result<Self> {
-        let vars = named(model.var_store());
-        let mut s = State { names: vec![], params: vec![], ema: vec![], m: vec![], v: vec![], step: 0 };
-        for (name, p) in vars {
-            s.ema.push(p.f_detach()?.copy());
-            s.m.push(p.f_zeros_like()?);
-            s.v.push(p.f_zeros_like()?);
-            s.names.push(name);
-            s.params.push(p);
+impl Recipe {
+    fn adam(&self) -> AdamSettings {
+        AdamSettings {
+            betas: self.betas,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            ema_decay: self.ema_decay,
         }
-        Ok(s)
-    }
-
-    fn save(&self, path: &Path, recipe: &Recipe) -> Result<()> {
-        let mut tensors = Vec::new();
-        for (i, n) in self.names.iter().enumerate() {
-            for (prefix, t) in [("p", &self.params[i]), ("ema", &self.ema[i]), ("m", &self.m[i]), ("v", &self.v[i])] {
-                tensors.push((format!("{prefix}/{n}"), t.shallow_clone()));
-            }
-        }
-        let meta = HashMap::from([
-            ("step".to_string(), self.step.to_string()),
-            ("recipe".to_string(), serde_json::to_string(recipe).map_err(|e| Error::invalid("recipe", e.to_string()))?),
-        ]);
-        let bytes = weights::to_bytes(&tensors, meta)?;
-        diffuse_core::io::write_atomic(path, true, |f| std::io::Write::write_all(f, &bytes))?;
-        Ok(())
-    }
-
-    fn load(&mut self, path: &Path, recipe: &Recipe) -> Result<()> {
-        let (tensors, meta) = weights::read(path)?;
-        let bad = |r: String| Error::model(path, r);
-        let saved: Recipe = meta
-            .get("recipe")
-            .and_then(|r| serde_json::from_str(r).ok())
-            .ok_or_else(|| bad("not a training checkpoint (no recipe)".into()))?;
-        if &saved != recipe {
-            return Err(bad(format!("was trained with {saved:?}; resuming needs the same recipe, got {recipe:?}")));
-        }
-        self.step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| bad("no step count".into()))?;
-        let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
-        let _guard = tch::no_grad_guard();
-        for (i, n) in self.names.iter().enumerate() {
-            for (prefix, dst) in
-                [("p", &mut self.params[i]), ("ema", &mut self.ema[i]), ("m", &mut self.m[i]), ("v", &mut self.v[i])]
-            {
-                let key = format!("{prefix}/{n}");
-                let t = by_name.remove(&key).ok_or_else(|| bad(format!("missing tensor '{key}'")))?;
-                if t.size() != dst.size() {
-                    return Err(bad(format!(
-                        "tensor '{key}' has shape {:?}, the model needs {:?}",
-                        t.size(),
-                        dst.size()
-                    )));
-                }
-                dst.f_copy_(&t)?;
-            }
-        }
-        if let Some(extra) = by_name.keys().next() {
-            return Err(bad(format!("unexpected tensor '{extra}': the checkpoint does not fit this network")));
-        }
-        Ok(())
-    }
-
-    /// Runs `f` with the EMA weights in the model's variables, then restores the trained weights.
-    fn with_ema<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let _guard = tch::no_grad_guard();
-        let saved: Vec<Tensor> = self.params.iter().map(|p| p.detach().copy()).collect();
-        for (p, e) in self.params.iter_mut().zip(&self.ema) {
-            p.f_copy_(e)?;
-        }
-        let out = f();
-        for (p, s) in self.params.iter_mut().zip(&saved) {
-            p.f_copy_(s)?;
-        }
-        out
-    }
-
-    /// One Adam(W) update and EMA step from the parameters' gradients.
-    fn update(&mut self, r: &Recipe) -> Result<()> {
-        let _guard = tch::no_grad_guard();
-        self.step += 1;
-        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
-        let mut scale = 1.0;
-        if r.grad_clip > 0.0 {
-            let mut sq = 0.0;
-            for g in grads.iter().filter(|g| g.defined()) {
-                sq += g.f_square()?.f_sum(Kind::Double)?.double_value(&[]);
-            }
-            let norm = sq.sqrt();
-            if norm > r.grad_clip {
-                scale = r.grad_clip / norm;
-            }
-        }
-        let (b1, b2) = r.betas;
-        let t = self.step as i32;
-        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        for i in 0..self.params.len() {
-            let g = &grads[i];
-            if !g.defined() {
-                continue;
-            }
-            let g = g.f_mul_scalar(scale)?;
-            self.m[i] = self.m[i].f_mul_scalar(b1)?.f_add(&g.f_mul_scalar(1.0 - b1)?)?;
-            self.v[i] = self.v[i].f_mul_scalar(b2)?.f_add(&g.f_square()?.f_mul_scalar(1.0 - b2)?)?;
-            let denom = self.v[i].f_div_scalar(c2)?.f_sqrt()?.f_add_scalar(1e-8)?;
-            let upd = self.m[i].f_div_scalar(c1)?.f_div(&denom)?;
-            let p = &mut self.params[i];
-            if r.weight_decay > 0.0 {
-                let _ = p.f_mul_scalar_(1.0 - r.lr * r.weight_decay)?;
-            }
-            let _ = p.f_sub_(&upd.f_mul_scalar(r.lr)?)?;
-            p.zero_grad();
-            let e = &mut self.ema[i];
-            let _ = e.f_mul_scalar_(r.ema_decay)?.f_add_(&p.f_mul_scalar(1.0 - r.ema_decay)?)?;
-        }
-        Ok(())
     }
 }
 
@@ -314,9 +178,9 @@ pub fn train(
     check(model, images, opts)?;
     let r = opts.recipe.clone();
     let ckpt = opts.out.join(CHECKPOINT);
-    let mut state = State::new(model)?;
+    let mut state = AdamEma::new(model.var_store())?;
     if opts.resume {
-        state.load(&ckpt, &r)?;
+        state.load_with_recipe(&ckpt, &r)?;
     }
     let path = model.path();
     let (t_lo, t_hi) = path.t_range();
@@ -377,7 +241,7 @@ pub fn train(
             return Err(Error::Training { step: n, reason: format!("loss is {lv}; the last checkpoint is kept") });
         }
         loss.f_backward()?;
-        state.update(&r)?;
+        state.update(&r.adam(), r.lr)?;
         report.step = state.step;
         report.last_loss = lv;
         let last = n == opts.steps || opts.time_limit.is_some_and(|lim| started.elapsed() >= lim);
@@ -391,21 +255,16 @@ pub fn train(
         }
         progress(&Progress { step: n, steps: opts.steps, loss: lv, elapsed: started.elapsed(), validation: score });
         if opts.checkpoint_every > 0 && n % opts.checkpoint_every == 0 && n < opts.steps {
-            state.save(&ckpt, &r)?;
+            state.save_with_recipe(&ckpt, &r)?;
         }
         if last && n < opts.steps {
             report.stopped_by_time = true;
             break;
         }
     }
-    state.save(&ckpt, &r)?;
+    state.save_with_recipe(&ckpt, &r)?;
     // The model is the EMA of the weights.
-    {
-        let _guard = tch::no_grad_guard();
-        for (p, e) in state.params.iter_mut().zip(&state.ema) {
-            p.f_copy_(e)?;
-        }
-    }
+    state.keep_ema()?;
     let recipe = serde_json::json!({"recipe": r, "steps": report.step, "stopped_by_time": report.stopped_by_time});
     model.config_mut().training = recipe;
     model.save(&opts.out.join(MODEL), true)?;
@@ -419,6 +278,7 @@ mod tests {
     use crate::net::NetConfig;
     use diffuse_core::Parameterization;
     use diffuse_core::path::PathSpec;
+    use std::path::Path;
     use tch::Device;
 
     /// Images from seeded streams (the global torch generator is shared by tests running in parallel).
@@ -459,7 +319,7 @@ mod tests {
     }
 
     fn checkpoint(dir: &Path) -> Vec<(String, Tensor)> {
-        let mut t = weights::read(&dir.join(CHECKPOINT)).unwrap().0;
+        let mut t = diffuse_core::weights::read(&dir.join(CHECKPOINT)).unwrap().0;
         t.sort_by(|a, b| a.0.cmp(&b.0));
         t
     }

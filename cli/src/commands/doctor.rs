@@ -11,6 +11,9 @@ use crate::cli::DoctorArgs;
 pub fn doctor(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     let report = RuntimeReport::collect();
     let model_dirs: Vec<String> = diffuse_core::models::model_dirs().iter().map(|p| p.display().to_string()).collect();
+    let mut builtin = vec![diffuse_audio::default_model::NAME.to_string()];
+    builtin.extend(diffuse_restoration::degrade::Task::ALL.map(diffuse_restoration::default_models::name));
+    builtin.push(diffuse_discrete::default_model::NAME.to_string());
     let requested = ctx.global.device;
     let resolved = requested.resolve();
 
@@ -22,6 +25,7 @@ pub fn doctor(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             "requested_device": requested.to_string(),
             "device": resolved.as_ref().ok().map(|d| diffuse_core::device::device_name(*d)),
             "model_dirs": model_dirs,
+            "builtin_models": builtin,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
@@ -43,7 +47,7 @@ pub fn doctor(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             Ok(d) => println!("device       {} (--device {requested})", diffuse_core::device::device_name(*d)),
             Err(_) => println!("device       missing (--device {requested})"),
         }
-        println!("models       embedded defaults, then:");
+        println!("models       built in: {}; then these folders:", builtin.join(", "));
         for dir in &model_dirs {
             let state = if std::path::Path::new(dir).is_dir() { "" } else { " (does not exist)" };
             println!("  {dir}{state}");

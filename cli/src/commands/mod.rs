@@ -36,6 +36,22 @@ impl Context {
         ));
         Ok(device)
     }
+
+    /// The machine a model is trained on, for its sidecar: CPU model, core count and torch device.
+    pub fn machine(&self) -> String {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let device = self.device().map(diffuse_core::device::device_name).unwrap_or_default();
+        format!("{cpu}, {cores} cores, {device}")
+    }
 }
 
 /// Runs the parsed command line.

@@ -30,7 +30,8 @@ pub struct ApplyArgs {
     /// the same relative paths (default `FOLDER_restored` beside each input folder).
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// The model: a `.safetensors` file with its `.json` sidecar beside it (`diffuse restore train` writes both).
+    /// The model: a `.safetensors` file with its `.json` sidecar beside it (`diffuse restore train` writes both;
+    /// default: the built-in model of the task).
     #[arg(long, value_name = "M.safetensors")]
     pub model: Option<PathBuf>,
     /// Sampler: a core solver (`diffuse solvers list`), e.g. dpm++2m, ddim, unipc-bh2, rddm, resfusion (default:
@@ -54,19 +55,11 @@ pub struct ApplyArgs {
     pub batch: BatchArgs,
 }
 
-/// The `--model` path, or the error that says why it is needed.
-pub(super) fn require_model(model: Option<&Path>) -> anyhow::Result<&Path> {
-    model.ok_or_else(|| {
-        anyhow::anyhow!(
-            "--model is required: no built-in restoration model yet; train one with `diffuse restore train` or \
-             pass --model"
-        )
-    })
-}
-
-/// Loads `--model` and checks that it was trained for `task`.
+/// Loads `--model` (default: the built-in model of `task`) and checks that it was trained for `task`.
 pub(super) fn load_model(model: Option<&Path>, task: Task, ctx: &Context) -> anyhow::Result<RestorationModel> {
-    let path = require_model(model)?;
+    let Some(path) = model else {
+        return Ok(diffuse_restoration::default_models::load(task, ctx.device()?)?);
+    };
     let model = RestorationModel::load(path, ctx.device()?)?;
     let trained = &model.config().task;
     if trained != task.name() {

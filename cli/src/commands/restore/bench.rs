@@ -8,13 +8,13 @@ use diffuse_restoration::degrade::Task;
 use diffuse_restoration::pipeline::{DEFAULT_TILING, bench, load_fixed_pairs, mean_scores};
 
 use super::super::Context;
-use super::apply::{load_model, require_model, sample_options};
+use super::apply::{load_model, sample_options};
 use super::parse_task;
 
 /// Arguments of `diffuse restore bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The model (`.safetensors` with its `.json` sidecar).
+    /// The model (`.safetensors` with its `.json` sidecar; default: the built-in model of --task).
     #[arg(long, value_name = "M.safetensors")]
     pub model: Option<PathBuf>,
     /// Folder of clean images, degraded with the fixed test variant of the task.
@@ -50,7 +50,10 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!args.samplers.is_empty() && !args.nfe.is_empty(), "--samplers and --nfe must not be empty");
     let model = match args.task {
         Some(task) => load_model(args.model.as_deref(), task, ctx)?,
-        None => diffuse_restoration::RestorationModel::load(require_model(args.model.as_deref())?, ctx.device()?)?,
+        None => match &args.model {
+            Some(path) => diffuse_restoration::RestorationModel::load(path, ctx.device()?)?,
+            None => anyhow::bail!("name a --model, or a --task to benchmark its built-in model"),
+        },
     };
     let task: Task = model.config().task.parse()?;
     for s in &args.samplers {

@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// Network size.
     #[arg(long, value_enum, default_value_t = NetSize::Default)]
     pub net: NetSize,
+    /// Start from this model's weights (fine-tuning, e.g. a deblurring model from the denoiser); its network,
+    /// path and parameterization replace --net, --path and --param.
+    #[arg(long, value_name = "M.safetensors", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Write a checkpoint every N steps.
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub checkpoint_every: u64,
@@ -124,7 +128,17 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
         NetSize::Small => NetConfig::fast(),
         NetSize::Default => NetConfig::default(),
     };
-    let config = ModelConfig::new(args.task.name(), spec, param, net);
+    let mut config = ModelConfig::new(args.task.name(), spec, param, net);
+    let init = match &args.init {
+        Some(path) => {
+            let m =
+                RestorationModel::load(path, ctx.device()?).with_context(|| format!("--init {}", path.display()))?;
+            let c = m.config();
+            config = ModelConfig::new(args.task.name(), c.path.clone(), c.parameterization, c.network.clone());
+            Some(m)
+        }
+        None => None,
+    };
     let multiple = config.network.multiple();
     anyhow::ensure!(
         args.crop >= multiple && args.crop.is_multiple_of(multiple),
@@ -133,6 +147,9 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     );
     tch::manual_seed(ctx.global.seed as i64);
     let mut model = RestorationModel::new(config, ctx.device()?)?;
+    if let Some(src) = &init {
+        model.copy_weights_from(src)?;
+    }
 
     let (images, notes) = load_clean_images(&args.images, args.crop)?;
     for (file, why) in &notes {
@@ -208,6 +225,11 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     if let serde_json::Value::Object(map) = &mut model.config_mut().training {
         map.insert("command".into(), serde_json::Value::String(command.join(" ")));
         map.insert("task".into(), serde_json::Value::String(args.task.name().into()));
+        if let Some(init) = &args.init {
+            map.insert("init".into(), serde_json::Value::String(init.display().to_string()));
+        }
+        map.insert("seconds".into(), serde_json::json!(start.elapsed().as_secs_f64().round()));
+        map.insert("machine".into(), serde_json::Value::String(ctx.machine()));
     }
     model.save(&model_file, true)?;
     println!(
