@@ -20,9 +20,9 @@ use crate::cloud::PointCloud;
 use crate::error::{Error, Result};
 use crate::mesh::Camera;
 use crate::metrics::{self, PoseErrors};
-use crate::registration::{self, EstimateConfig, Surrogate};
+use crate::registration::{self, Dof, EstimateConfig, Surrogate};
 use crate::se3::{self, Pose};
-use crate::shapes::{self, ObjectModel};
+use crate::shapes::{self, ObjectModel, Symmetry};
 use crate::so3;
 
 /// Benchmark settings.
@@ -50,8 +50,16 @@ pub struct BenchConfig {
     pub camera: Camera,
     /// Settings of the diffusion estimator (its `seed` is set per case).
     pub estimate: EstimateConfig,
-    /// Also run the ICP-from-identity baseline.
+    /// Also run the baselines: ICP from the identity in 6 DoF; with scale (`estimate.dof` 7 or 9) the 6-DoF
+    /// estimator given the model at its true scale (the upper bound) and given the unscaled model (what a
+    /// rigid-only tool gets).
     pub baseline: bool,
+    /// With scale: each case's object is stretched by factors drawn log-uniformly in this range (one factor in
+    /// 7 DoF, one per object axis in 9 DoF; an axially symmetric object keeps its symmetry, so its two scales
+    /// across the axis are equal).
+    pub scale_range: (f64, f64),
+    /// Success threshold on the largest relative scale error (with scale).
+    pub scale_threshold: f64,
 }
 
 impl Default for BenchConfig {
@@ -70,6 +78,8 @@ impl Default for BenchConfig {
             // The scans are in the camera frame: the sensor sits at the origin.
             estimate: EstimateConfig { viewpoint: Some(Point3::origin()), ..EstimateConfig::default() },
             baseline: true,
+            scale_range: (0.6, 1.6),
+            scale_threshold: 0.03,
         }
     }
 }
@@ -81,8 +91,10 @@ pub struct BenchCase {
     pub object: String,
     /// Index of the case among all cases of the run.
     pub index: usize,
-    /// True pose object → camera.
+    /// True pose object → camera (rigid part).
     pub truth: Pose,
+    /// True scale per object axis (1 without scale): `p_camera = R·diag(scale)·p + t`.
+    pub scale: Vector3<f64>,
     /// The scan (camera frame).
     pub scene: PointCloud,
     /// For objects with a distinguishing part (the mug's handle): the fraction of the rendered object pixels
@@ -94,6 +106,10 @@ pub struct BenchCase {
 
 /// Fraction of a scan's object pixels on the distinguishing part above which the part counts as visible.
 pub const FEATURE_VISIBLE: f64 = 0.02;
+
+/// Two stretched shapes are the same when 95 % of the one lies this close to the other (object diameters: a
+/// few sampling gaps of the model).
+const EQUIVALENT_SHAPE: f64 = 0.05;
 
 /// Most cases per object of one benchmark run (`pose bench --cases`).
 pub const MAX_CASES: usize = 100_000;
@@ -116,7 +132,12 @@ pub fn make_case(object: &ObjectModel, diameter: f64, index: usize, cfg: &BenchC
         (2.2 + 0.8 * rng.random::<f64>()) * diameter,
     );
     let truth = se3::pose(rotation, t);
-    let image = cfg.camera.render(&object.mesh.transformed(&truth));
+    // Drawn after the pose, so the rigid cases stay what they were.
+    let scale = match cfg.estimate.dof {
+        Dof::Rigid => Vector3::repeat(1.0),
+        dof => draw_scale(&mut rng, dof, &object.symmetry, cfg.scale_range)?,
+    };
+    let image = cfg.camera.render(&object.mesh.scaled(&scale).transformed(&truth));
     let (points, tris) = image.to_points();
     if points.len() < 10 {
         return Err(Error::TooFewPoints {
@@ -154,10 +175,32 @@ pub fn make_case(object: &ObjectModel, diameter: f64, index: usize, cfg: &BenchC
         object: object.name.clone(),
         index,
         truth,
+        scale,
         scene: PointCloud::new(scan),
         feature_fraction,
         feature_visible,
     })
+}
+
+/// Scale factors for one case: log-uniform in `range`, one for all axes in 7 DoF; one per axis in 9 DoF, the two
+/// across an axial symmetry's axis equal.
+fn draw_scale(rng: &mut ChaCha8Rng, dof: Dof, symmetry: &Symmetry, range: (f64, f64)) -> Result<Vector3<f64>> {
+    let (lo, hi) = range;
+    if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
+        return Err(Error::invalid("benchmark", format!("scale range {lo}..{hi} must be positive and ordered")));
+    }
+    let mut draw = || (lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp();
+    let mut s = Vector3::from_fn(|_, _| draw());
+    match (dof, symmetry) {
+        (Dof::Similarity, _) => s = Vector3::repeat(s.x),
+        (Dof::Anisotropic, Symmetry::Axial { axis, .. }) => {
+            let k = axis.iamax();
+            let (a, b) = ((k + 1) % 3, (k + 2) % 3);
+            s[b] = s[a];
+        }
+        _ => {}
+    }
+    Ok(s)
 }
 
 /// Which estimator produced a result.
@@ -168,6 +211,10 @@ pub enum Method {
     Diffusion,
     /// Point-to-plane ICP from the identity rotation, centroids aligned.
     IcpFromIdentity,
+    /// The 6-DoF estimator given the model at the true scale (with scale: the upper bound).
+    RigidTrueScale,
+    /// The 6-DoF estimator given the unscaled model (with scale: what a rigid-only tool gets).
+    RigidUnscaled,
 }
 
 impl Method {
@@ -176,6 +223,8 @@ impl Method {
         match self {
             Method::Diffusion => "diffusion",
             Method::IcpFromIdentity => "icp-from-identity",
+            Method::RigidTrueScale => "6dof-true-scale",
+            Method::RigidUnscaled => "6dof-unscaled",
         }
     }
 }
@@ -220,6 +269,8 @@ pub struct Summary {
     pub mean_add_s: f64,
     /// Fraction of cases with ADD-S below 10 % of the diameter (the usual ADD-S accuracy).
     pub add_s_accuracy: f64,
+    /// Mean of the largest relative scale error per case (0 in 6 DoF).
+    pub mean_scale_error: f64,
     /// Mean time per estimate (ms).
     pub mean_time_ms: f64,
     /// 95th-percentile time per estimate (ms).
@@ -246,6 +297,7 @@ pub fn summarize(results: &[&CaseResult], method: Method, object: &str) -> Summa
         mean_translation: results.iter().map(|r| r.errors.translation).sum::<f64>() / n,
         mean_add_s: results.iter().map(|r| r.errors.add_s).sum::<f64>() / n,
         add_s_accuracy: results.iter().filter(|r| r.errors.add_s < 0.1).count() as f64 / n,
+        mean_scale_error: results.iter().map(|r| r.errors.scale).sum::<f64>() / n,
         mean_time_ms: times.iter().sum::<f64>() / n,
         p95_time_ms: pick(&times, 0.95),
     }
@@ -271,9 +323,14 @@ pub fn run(
     diffuse_core::limits::at_most("scan points", cfg.scan_points, MAX_POINTS)?;
     diffuse_core::limits::at_most("model points", cfg.model_points, MAX_POINTS)?;
     let mut results = Vec::new();
+    let scaled = cfg.estimate.dof != Dof::Rigid;
     let mut methods = vec![Method::Diffusion];
     if cfg.baseline {
-        methods.push(Method::IcpFromIdentity);
+        if scaled {
+            methods.extend([Method::RigidTrueScale, Method::RigidUnscaled]);
+        } else {
+            methods.push(Method::IcpFromIdentity);
+        }
     }
     for (oi, name) in cfg.objects.iter().enumerate() {
         let object = shapes::builtin(name)?;
@@ -283,22 +340,44 @@ pub fn run(
         for c in 0..cfg.cases_per_object {
             let index = oi * cfg.cases_per_object + c;
             let case = make_case(&object, diameter, index, cfg)?;
+            // Poses with scale that give the same stretched shape count as the truth (a box's axes swapped).
+            let equivalents = if cfg.estimate.dof == Dof::Anisotropic {
+                metrics::stretch_equivalents(&model.points, &case.scale, EQUIVALENT_SHAPE * diameter)?
+            } else {
+                Vec::new()
+            };
             for &method in &methods {
                 let mut est_cfg = cfg.estimate.clone();
                 est_cfg.seed = sample_seed(cfg.seed, index as u64);
+                let rigid = EstimateConfig { dof: Dof::Rigid, ..est_cfg.clone() };
                 let t = Instant::now();
                 let est = match method {
                     Method::Diffusion => registration::estimate_pose(&model, &case.scene, &est_cfg, surrogate)?,
                     Method::IcpFromIdentity => registration::icp_from_identity(&model, &case.scene, &est_cfg)?,
+                    Method::RigidTrueScale => {
+                        let mut e =
+                            registration::estimate_pose(&model.scaled(&case.scale), &case.scene, &rigid, surrogate)?;
+                        e.scale = case.scale;
+                        e
+                    }
+                    Method::RigidUnscaled => registration::estimate_pose(&model, &case.scene, &rigid, surrogate)?,
                 };
                 let time_ms = t.elapsed().as_secs_f64() * 1e3;
-                let errors = metrics::pose_errors(&est.pose, &case.truth, &eval_points, &object.symmetry, diameter)?;
+                let errors = metrics::scaled_pose_errors(
+                    (&est.pose, &est.scale),
+                    (&case.truth, &case.scale),
+                    &equivalents,
+                    &eval_points,
+                    &object.symmetry,
+                    diameter,
+                )?;
                 let result = CaseResult {
                     object: name.clone(),
                     index,
                     method,
                     success: errors.rotation_deg < cfg.rotation_threshold_deg
-                        && errors.translation < cfg.translation_threshold,
+                        && errors.translation < cfg.translation_threshold
+                        && (!scaled || errors.scale < cfg.scale_threshold),
                     errors,
                     time_ms,
                     feature_visible: case.feature_visible,

@@ -196,6 +196,16 @@ impl PointCloud {
         }
     }
 
+    /// The cloud stretched by `scale` along its own axes (`p ↦ diag(s)·p`); normals follow the surface
+    /// (`n ↦ diag(s)⁻¹·n`, renormalised).
+    pub fn scaled(&self, scale: &Vector3<f64>) -> PointCloud {
+        PointCloud {
+            points: self.points.iter().map(|p| Point3::from(p.coords.component_mul(scale))).collect(),
+            normals: self.normals.as_ref().map(|ns| ns.iter().map(|n| n.component_div(scale).normalize()).collect()),
+            colors: self.colors.clone(),
+        }
+    }
+
     /// The points at `indices`, with their normals and colours.
     pub fn select(&self, indices: &[usize]) -> PointCloud {
         PointCloud {

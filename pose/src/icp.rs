@@ -173,7 +173,8 @@ impl Target {
         self.tree.knn(p, 4).into_iter().skip(1).find(|nb| nb.dist2 <= max2 && faces(nb.index)).map(|nb| nb.index)
     }
 
-    fn normal(&self, i: usize) -> Vector3<f64> {
+    /// The unit normal of target point `i`.
+    pub fn normal(&self, i: usize) -> Vector3<f64> {
         // Invariant: `new` guarantees normals are present.
         self.cloud.normals.as_ref().map(|n| n[i]).unwrap_or_else(Vector3::z)
     }

@@ -54,6 +54,14 @@ impl TriMesh {
         TriMesh { vertices: self.vertices.iter().map(|p| g * p).collect(), triangles: self.triangles.clone() }
     }
 
+    /// The mesh stretched by `scale` along its own axes (`p ↦ diag(s)·p`).
+    pub fn scaled(&self, scale: &Vector3<f64>) -> TriMesh {
+        TriMesh {
+            vertices: self.vertices.iter().map(|p| Point3::from(p.coords.component_mul(scale))).collect(),
+            triangles: self.triangles.clone(),
+        }
+    }
+
     /// Moves the vertices by `-offset` and scales them by `scale` (for recentring/rescaling models).
     pub fn recentred(&self, offset: &Vector3<f64>, scale: f64) -> TriMesh {
         TriMesh {

@@ -220,3 +220,70 @@ fn bench_json_reports_both_methods() {
     let out = run_in(dir.path(), &["pose", "bench", "--objects", "teapot"]);
     assert!(text(&out).1.contains("unknown built-in object 'teapot'"));
 }
+
+#[test]
+fn with_dof_7_the_scale_of_a_stretched_model_is_found_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run_in(
+        d,
+        &[
+            "pose",
+            "bench",
+            "--dof",
+            "7",
+            "--objects",
+            "l-shape",
+            "--cases",
+            "1",
+            "--no-baseline",
+            "--save-cases",
+            "cases",
+            "-q",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("every scale within 3 %"), "{stdout}");
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("cases/case-000-l-shape.json")).unwrap()).unwrap();
+    let truth = rows4(&case["pose"]);
+    let true_scale = case["scale"][0].as_f64().unwrap();
+    assert!((true_scale - 1.0).abs() > 0.05, "the case should be stretched: {true_scale}");
+    let scene = format!("cases/{}", case["scene"].as_str().unwrap());
+    let args = ["pose", "estimate", &scene, "--object", "cases/object-l-shape.ply", "--viewpoint", "0,0,0"];
+    let out = run_in(d, &[&args[..], &["--dof", "7", "--json", "-o", "aligned.ply"]].concat());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let est: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (rot, trans) = pose_error(&rows4(&est["pose"]), &truth);
+    let diameter = est["object_diameter"].as_f64().unwrap() * true_scale;
+    assert!(rot < 5.0 && trans < 0.02 * diameter, "rotation error {rot}°, translation error {trans}");
+    assert_eq!(est["dof"], 7);
+    let scale: Vec<f64> = est["scale"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(scale.iter().all(|s| (s / true_scale - 1.0).abs() < 0.03), "{scale:?} vs {true_scale}");
+    assert!(d.join("aligned.ply").exists());
+    // Rigid registration of the same scan cannot fit the stretched object as well.
+    let rigid = run_in(d, &[&args[..], &["--json"]].concat());
+    let rigid: serde_json::Value = serde_json::from_str(&text(&rigid).0).unwrap();
+    assert_eq!(rigid["scale"], serde_json::json!([1.0, 1.0, 1.0]));
+    assert!(rigid["fitness"].as_f64().unwrap() < est["fitness"].as_f64().unwrap());
+    // The text report prints the scale.
+    let out = run_in(d, &[&args[..], &["--dof", "9"]].concat());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("scale ") && stdout.contains("(9 DoF)"), "{stdout}");
+}
+
+#[test]
+fn scale_modes_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_ply(&d.join("scene.ply"), &grid(0.01));
+    let out = run_in(d, &["pose", "estimate", "scene.ply", "--dof", "9"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("--dof 9 scales a known model"), "{stderr}");
+    let out = run_in(d, &["pose", "estimate", "scene.ply", "--object", "scene.ply", "--dof", "5"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("'5'") && stderr.contains("7 (one scale)"), "{stderr}");
+}

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use diffuse_core::batch::{ListEntry, Progress, Status};
 use diffuse_pose::bench::{self, BenchConfig, CaseResult, Method, Summary};
 use diffuse_pose::ply::{self, PlyEncoding};
-use diffuse_pose::registration::{self, Estimate, EstimateConfig, IcpSurrogate};
+use diffuse_pose::registration::{self, Dof, Estimate, EstimateConfig, IcpSurrogate};
 use diffuse_pose::{PointCloud, se3, shapes};
 
 use super::Context;
@@ -36,6 +36,10 @@ pub struct ProcessArgs {
     /// Reverse-process steps per hypothesis (surrogate calls).
     #[arg(long, default_value_t = EstimateConfig::default().steps, value_name = "N")]
     pub steps: usize,
+    /// Degrees of freedom: 6 (rigid), 7 (rigid and one uniform scale of the model) or 9 (a scale per axis of
+    /// the model's own frame): scene ≈ R·diag(s)·model + t.
+    #[arg(long, default_value = "6", value_name = "6|7|9")]
+    pub dof: Dof,
 }
 
 /// Arguments of `diffuse pose estimate`.
@@ -126,6 +130,7 @@ fn estimate_config(ctx: &Context, p: &ProcessArgs, base: EstimateConfig) -> anyh
     Ok(EstimateConfig {
         hypotheses: p.hypotheses,
         steps: p.steps,
+        dof: p.dof,
         seed: ctx.global.seed,
         threads: ctx.global.threads.unwrap_or(0),
         ..base
@@ -141,6 +146,9 @@ fn refuse_overwrite(path: &Path, force: bool) -> anyhow::Result<()> {
 
 fn estimate(ctx: &Context, args: &EstimateArgs) -> anyhow::Result<ExitCode> {
     let Some(object_path) = &args.object else {
+        if args.process.dof != Dof::Rigid {
+            bail!("--dof {} scales a known model to the scan: pass it with --object MODEL.ply", args.process.dof);
+        }
         bail!(
             "estimating a pose without --object needs the category-level model, which diffuse does not have yet; \
              pass the object's model: diffuse pose estimate {} --object MODEL.ply",
@@ -213,7 +221,7 @@ fn write_aligned(
     est: &Estimate,
     force: bool,
 ) -> anyhow::Result<()> {
-    let mut moved = object_data.cloud.transformed(&est.pose);
+    let mut moved = object_data.cloud.scaled(&est.scale).transformed(&est.pose);
     moved.colors = Some(moved.support_colours(scene, est.inlier_distance)?);
     ply::write_ply_new(out, &moved, &object_data.triangles, PlyEncoding::BinaryLittleEndian, force)?;
     Ok(())
@@ -373,8 +381,11 @@ fn estimate_batch(ctx: &Context, args: &EstimateArgs, object_path: &Path) -> any
 fn estimate_json(est: &Estimate) -> serde_json::Value {
     let (axis, angle) = se3::axis_angle(&est.pose);
     let t = est.pose.translation.vector;
+    let s = est.scale;
     serde_json::json!({
         "pose": se3::matrix_rows(&est.pose),
+        "scale": [s.x, s.y, s.z],
+        "dof": est.dof.count(),
         "translation": [t.x, t.y, t.z],
         "rotation": {
             "axis": [axis.x, axis.y, axis.z],
@@ -398,13 +409,18 @@ fn estimate_json(est: &Estimate) -> serde_json::Value {
             "hypothesis": c.hypothesis,
             "score": c.score,
             "pose": se3::matrix_rows(&c.pose),
+            "scale": [c.scale.x, c.scale.y, c.scale.z],
         })).collect::<Vec<_>>(),
         "warnings": est.warnings,
     })
 }
 
 fn print_estimate(est: &Estimate) {
-    println!("pose (object → scene):");
+    if est.dof == Dof::Rigid {
+        println!("pose (object → scene):");
+    } else {
+        println!("pose (object → scene, rigid part: scene = R·diag(scale)·object + t):");
+    }
     for row in se3::matrix_rows(&est.pose) {
         println!("  {:>12.6} {:>12.6} {:>12.6} {:>12.6}", row[0], row[1], row[2], row[3]);
     }
@@ -414,6 +430,10 @@ fn print_estimate(est: &Estimate) {
     println!("rotation     {:.3}° about [{:.4}, {:.4}, {:.4}]", angle.to_degrees(), axis.x, axis.y, axis.z);
     println!("quaternion   [w {:.6}, x {:.6}, y {:.6}, z {:.6}]", q[0], q[1], q[2], q[3]);
     println!("translation  [{:.6}, {:.6}, {:.6}]", t.x, t.y, t.z);
+    if est.dof != Dof::Rigid {
+        let s = est.scale;
+        println!("scale        [{:.5}, {:.5}, {:.5}]  per axis of the object's frame ({} DoF)", s.x, s.y, s.z, est.dof);
+    }
     println!(
         "fitness      {:.3} of scene points within {:.4} (3 % of the object diameter {:.4})",
         est.fitness, est.inlier_distance, est.object_diameter
@@ -442,18 +462,23 @@ fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.save_cases {
         save_cases(ctx, &cfg, dir, args.force)?;
     }
-    let methods = if cfg.baseline { 2 } else { 1 };
+    let methods = match (cfg.baseline, cfg.estimate.dof) {
+        (false, _) => 1,
+        (true, Dof::Rigid) => 2,
+        (true, _) => 3,
+    };
     let bar = ctx.printer.progress((cfg.objects.len() * cfg.cases_per_object * methods) as u64, "pose bench");
     let mut on_result = |r: &CaseResult| {
         bar.inc(1);
         ctx.printer.verbose(format!(
-            "{:<18} {:<9} case {:>3}: rotation {:>7.2}°, translation {:>6.3} %d, ADD-S {:>6.3} %d, {:>6.1} ms{}",
+            "{:<18} {:<9} case {:>3}: rotation {:>7.2}°, translation {:>6.3} %d, ADD-S {:>6.3} %d, scale {:>6.2} %, {:>6.1} ms{}",
             r.method.label(),
             r.object,
             r.index,
             r.errors.rotation_deg,
             100.0 * r.errors.translation,
             100.0 * r.errors.add_s,
+            100.0 * r.errors.scale,
             r.time_ms,
             if r.success { "" } else { "  FAIL" }
         ));
@@ -470,7 +495,7 @@ fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 serde_json::json!({
                     "object": r.object, "index": r.index, "method": r.method,
                     "rotation_deg": r.errors.rotation_deg, "translation": r.errors.translation,
-                    "add": r.errors.add, "add_s": r.errors.add_s, "time_ms": r.time_ms,
+                    "add": r.errors.add, "add_s": r.errors.add_s, "scale_error": r.errors.scale, "time_ms": r.time_ms,
                     "success": r.success, "feature_visible": r.feature_visible,
                 })
             })
@@ -482,6 +507,9 @@ fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 "hypotheses": cfg.estimate.hypotheses, "steps": cfg.estimate.steps,
                 "rotation_threshold_deg": cfg.rotation_threshold_deg,
                 "translation_threshold": cfg.translation_threshold,
+                "dof": cfg.estimate.dof.count(),
+                "scale_range": [cfg.scale_range.0, cfg.scale_range.1],
+                "scale_threshold": cfg.scale_threshold,
                 "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             },
             "summaries": report.summaries,
@@ -489,7 +517,7 @@ fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print_summaries(&report.summaries);
+        print_summaries(&report.summaries, cfg.estimate.dof);
         if !hidden.is_empty() {
             let ok = hidden.iter().filter(|r| r.success).count();
             println!(
@@ -499,23 +527,45 @@ fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "\nsuccess: rotation error < {}° (symmetry-aware) and translation error < {} % of the diameter; \
+            "\nsuccess: rotation error < {}° (symmetry-aware) and translation error < {} % of the diameter{}; \
              %d = percent of the object diameter",
             cfg.rotation_threshold_deg,
-            100.0 * cfg.translation_threshold
+            100.0 * cfg.translation_threshold,
+            if cfg.estimate.dof == Dof::Rigid {
+                String::new()
+            } else {
+                format!(
+                    " and every scale within {} % (objects stretched by {}–{} {})",
+                    100.0 * cfg.scale_threshold,
+                    cfg.scale_range.0,
+                    cfg.scale_range.1,
+                    if cfg.estimate.dof == Dof::Similarity { "uniformly" } else { "per axis" }
+                )
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summaries(summaries: &[Summary]) {
+fn print_summaries(summaries: &[Summary], dof: Dof) {
+    let scaled = dof != Dof::Rigid;
     println!(
-        "{:<18} {:<9} {:>5} {:>8} {:>15} {:>8} {:>8} {:>9} {:>15}",
-        "method", "object", "cases", "success", "rot mean/med °", "trans %d", "ADD-S %d", "ADD-S<10%", "ms mean/p95"
+        "{:<18} {:<9} {:>5} {:>8} {:>15} {:>8} {:>8} {:>9} {:>15}{}",
+        "method",
+        "object",
+        "cases",
+        "success",
+        "rot mean/med °",
+        "trans %d",
+        "ADD-S %d",
+        "ADD-S<10%",
+        "ms mean/p95",
+        if scaled { "  scale err %" } else { "" }
     );
     for s in summaries {
+        let scale = if scaled { format!("  {:>11.2}", 100.0 * s.mean_scale_error) } else { String::new() };
         println!(
-            "{:<18} {:<9} {:>5} {:>7.1}% {:>7.2}/{:<7.2} {:>8.3} {:>8.3} {:>8.1}% {:>7.1}/{:<7.1}",
+            "{:<18} {:<9} {:>5} {:>7.1}% {:>7.2}/{:<7.2} {:>8.3} {:>8.3} {:>8.1}% {:>7.1}/{:<7.1}{scale}",
             s.method.label(),
             s.object,
             s.cases,
@@ -555,7 +605,11 @@ fn save_cases(ctx: &Context, cfg: &BenchConfig, dir: &Path, force: bool) -> anyh
             let json = serde_json::json!({
                 "scene": format!("{stem}.ply"),
                 "object": format!("object-{name}.ply"),
-                "pose": se3::matrix_rows(&object.pose_for_source(&case.truth)),
+                "pose": se3::matrix_rows(&se3::pose(
+                    case.truth.rotation,
+                    case.truth.translation.vector - case.truth.rotation * object.source_offset.component_mul(&case.scale)
+                )),
+                "scale": [case.scale.x, case.scale.y, case.scale.z],
                 "viewpoint": [0.0, 0.0, 0.0],
                 "feature_fraction": case.feature_fraction,
             });
