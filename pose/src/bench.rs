@@ -212,8 +212,10 @@ pub enum Method {
     /// Point-to-plane ICP from the identity rotation, centroids aligned.
     IcpFromIdentity,
     /// The 6-DoF estimator given the model at the true scale (with scale: the upper bound).
+    #[serde(rename = "6dof-true-scale")]
     RigidTrueScale,
     /// The 6-DoF estimator given the unscaled model (with scale: what a rigid-only tool gets).
+    #[serde(rename = "6dof-unscaled")]
     RigidUnscaled,
 }
 
