@@ -15,6 +15,7 @@ demo: build
 	$(DIFFUSE) audio eval --clean examples/audio/clean --noisy examples/audio/noisy --enhanced $(OUT)/audio
 	@echo
 	$(DIFFUSE) pose estimate examples/pose/bunny-scene.ply --object examples/bunny.ply --viewpoint 0,0,0 -o $(OUT)/bunny-aligned.ply --force
+	$(DIFFUSE) pose estimate examples/pose/mug-on-table.ply --category mug -o $(OUT)/mug-box.ply --force
 	@echo
 	@for pair in denoise:noisy deblur:blurred lowlight:dark; do \
 		task=$${pair%%:*}; input=$${pair#*:}; \
@@ -26,7 +27,7 @@ demo: build
 	@cat $(OUT)/text.txt
 	@echo
 	@echo "Open $(OUT)/error_vs_nfe.svg (solver error vs NFE); listen to examples/audio/noisy/speech.wav and"
-	@echo "$(OUT)/audio/speech.wav; open $(OUT)/bunny-aligned.ply next to examples/pose/bunny-scene.ply in a point-cloud viewer;"
+	@echo "$(OUT)/audio/speech.wav; open $(OUT)/bunny-aligned.ply next to examples/pose/bunny-scene.ply (and $(OUT)/mug-box.ply next to examples/pose/mug-on-table.ply) in a point-cloud viewer;"
 	@echo "compare $(OUT)/restore/*/motorcycle.png with examples/restore/{noisy,blurred,dark}/motorcycle.png."
 
 # One libtorch thread per test: cargo runs tests in parallel, and OpenMP spin-waits badly when oversubscribed.

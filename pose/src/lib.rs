@@ -38,6 +38,7 @@
 //! ```
 
 pub mod bench;
+pub mod category;
 pub mod cloud;
 pub mod error;
 pub mod icp;

@@ -133,7 +133,7 @@ fn centred(mesh: TriMesh) -> (TriMesh, Vector3<f64>) {
 }
 
 /// Appends the quad `a b c d` (counter-clockwise seen from its front) as two triangles.
-fn quad(m: &mut TriMesh, pts: [Point3<f64>; 4]) {
+pub(crate) fn quad(m: &mut TriMesh, pts: [Point3<f64>; 4]) {
     let o = m.vertices.len() as u32;
     m.vertices.extend_from_slice(&pts);
     m.triangles.push([o, o + 1, o + 2]);
@@ -141,7 +141,7 @@ fn quad(m: &mut TriMesh, pts: [Point3<f64>; 4]) {
 }
 
 /// An axis-aligned box with half-extents `h`, centred at the origin.
-fn cuboid(h: Vector3<f64>, m: &mut TriMesh) {
+pub(crate) fn cuboid(h: Vector3<f64>, m: &mut TriMesh) {
     let p = |x: f64, y: f64, z: f64| Point3::new(x * h.x, y * h.y, z * h.z);
     quad(m, [p(-1., -1., 1.), p(1., -1., 1.), p(1., 1., 1.), p(-1., 1., 1.)]);
     quad(m, [p(-1., 1., -1.), p(1., 1., -1.), p(1., -1., -1.), p(-1., -1., -1.)]);
@@ -171,7 +171,7 @@ pub fn box_object() -> ObjectModel {
 }
 
 /// Revolves a profile of `(radius, z)` points about the z axis with `segments` facets.
-fn revolve(profile: &[(f64, f64)], segments: usize, m: &mut TriMesh) {
+pub(crate) fn revolve(profile: &[(f64, f64)], segments: usize, m: &mut TriMesh) {
     for w in profile.windows(2) {
         let ((r0, z0), (r1, z1)) = (w[0], w[1]);
         for s in 0..segments {

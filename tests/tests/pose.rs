@@ -140,7 +140,7 @@ fn without_an_object_model_the_error_says_why() {
     let out = run_in(dir.path(), &["pose", "estimate", "scene.ply"]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("without --object needs the category-level model"), "{stderr}");
+    assert!(stderr.contains("needs the object's model (--object MODEL.ply) or its category"), "{stderr}");
 }
 
 #[test]
@@ -286,4 +286,61 @@ fn scale_modes_refuse_what_they_cannot_do() {
     let out = run_in(d, &["pose", "estimate", "scene.ply", "--object", "scene.ply", "--dof", "5"]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success() && stderr.contains("'5'") && stderr.contains("7 (one scale)"), "{stderr}");
+}
+
+#[test]
+fn the_category_bench_reports_the_nocs_measures_and_names_unknown_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["pose", "bench", "--category", "mug,can", "--cases", "1", "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let summaries = json["summaries"].as_array().unwrap();
+    assert_eq!(summaries.len(), 3);
+    let all = &summaries[2];
+    assert_eq!((all["method"].as_str(), all["category"].as_str()), (Some("pca-box"), Some("all")));
+    for key in ["iou25", "iou50", "deg5_cm2", "deg5_cm5", "deg10_cm2", "deg10_cm5"] {
+        let v = all["summary"][key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key}: {v}");
+    }
+    assert_eq!(json["cases"].as_array().unwrap().len(), 2);
+    let out = run_in(dir.path(), &["pose", "bench", "--category", "teapot"]);
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("unknown category 'teapot'") && stderr.contains("laptop"),
+        "{stderr}"
+    );
+    let out = run_in(dir.path(), &["pose", "bench", "--category", "mug", "--dof", "9"]);
+    assert!(!out.status.success() && text(&out).1.contains("--dof applies to --objects"));
+}
+
+#[test]
+fn a_saved_category_scan_is_boxed_without_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run_in(d, &["pose", "bench", "--category", "can", "--cases", "1", "--save-cases", "cases", "-q"]);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("cases/case-000-can.json")).unwrap()).unwrap();
+    assert!(d.join("cases/case-000-can-box.ply").exists());
+    let out =
+        run_in(d, &["pose", "estimate", "cases/case-000-can.ply", "--category", "can", "--json", "-o", "box.ply"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let est: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(est["estimator"], "pca-box");
+    assert_eq!(est["corners"].as_array().unwrap().len(), 8);
+    // A can: its axis and its height come from the table, its centre within 2 cm.
+    let (e, t) = (rows4(&est["pose"]), rows4(&case["pose"]));
+    let cos = (0..3).map(|i| e[i][1] * t[i][1]).sum::<f64>();
+    let shift = (0..3).map(|i| (e[i][3] - t[i][3]).powi(2)).sum::<f64>().sqrt();
+    let (h, th) = (est["size"][1].as_f64().unwrap(), case["size"][1].as_f64().unwrap());
+    assert!(cos > 0.995 && shift < 0.02 && (h - th).abs() < 0.01, "cos {cos}, shift {shift}, height {h} vs {th}");
+    assert!(d.join("box.ply").exists());
+    // Category and model together make no sense; unknown categories are named.
+    let out = run_in(d, &["pose", "estimate", "cases/case-000-can.ply", "--category", "can", "--object", "x.ply"]);
+    assert!(!out.status.success() && text(&out).1.contains("cannot be used with"));
+    let out = run_in(d, &["pose", "estimate", "cases/case-000-can.ply", "--category", "vase"]);
+    assert!(!out.status.success() && text(&out).1.contains("unknown category 'vase'"));
 }
