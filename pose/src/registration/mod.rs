@@ -24,7 +24,7 @@
 use std::time::Instant;
 
 use diffuse_core::SampleSeeds;
-use nalgebra::{Point3, Vector3};
+use nalgebra::{Point3, Rotation3, Vector3};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::cloud::PointCloud;
@@ -454,19 +454,7 @@ pub fn estimate_pose(
 
     // Refine the best few on the fine scan.
     let t_ref = Instant::now();
-    let mut order: Vec<usize> = (0..results.len()).collect();
-    order.sort_by(|&a, &b| results[b].2.total_cmp(&results[a].2).then(results[a].0.cmp(&results[b].0)));
-    // Several hypotheses often end on the same pose: refining copies would crowd out a near-tied rival, so the
-    // refined ones are the best *distinct* poses.
-    let mut top: Vec<usize> = Vec::with_capacity(cfg.refine_top.max(1));
-    for i in order {
-        if top.len() == cfg.refine_top.max(1) {
-            break;
-        }
-        if top.iter().all(|&j| distinct(&results[i].1, &results[j].1)) {
-            top.push(i);
-        }
-    }
+    let top = best_distinct(&results, cfg.refine_top, |p| p);
     let stages = [2.0 * cfg.score_distance, cfg.score_distance];
     let refined = parallel_map(top.len(), cfg.threads, |j| refine(problem, &results[top[j]].1, &stages, 15))?;
     let mut candidates: Vec<(usize, Pose, f64)> =
@@ -537,20 +525,8 @@ pub fn rotation_scan(problem: &Problem, cfg: &EstimateConfig) -> Result<Vec<Pose
         let pose = g.inverse();
         Ok((i, pose, fit - problem.view_penalty(&pose, SCAN_PROBES)))
     })?;
-    let mut order: Vec<usize> = (0..scored.len()).collect();
-    order.sort_by(|&a, &b| scored[b].2.total_cmp(&scored[a].2).then(a.cmp(&b)));
-    let min_sep = cfg.scan_separation_deg.to_radians();
-    let mut chosen: Vec<Pose> = Vec::with_capacity(cfg.hypotheses);
-    for i in order {
-        if chosen.len() == cfg.hypotheses {
-            break;
-        }
-        let r = &scored[i].1.rotation;
-        if chosen.iter().all(|c| crate::so3::distance(&c.rotation, r) >= min_sep) {
-            chosen.push(scored[i].1);
-        }
-    }
-    Ok(chosen)
+    let scored: Vec<(Pose, f64)> = scored.into_iter().map(|(_, p, f)| (p, f)).collect();
+    Ok(spread_best(&scored, cfg.hypotheses, cfg.scan_separation_deg.to_radians(), |p| &p.rotation))
 }
 
 /// One reverse step `t` of hypothesis `k` (initial pose `init`, current relative pose `rel`, previous clean
@@ -585,6 +561,47 @@ fn reverse_step(
         return Err(Error::Numerical { op: "reverse process", reason: format!("non-finite pose at step {t}") });
     }
     Ok((next, h0_rel * init))
+}
+
+/// Indices of the best `n` (at least one) of the ranked `results` `(hypothesis, pose, score)`, by score and then
+/// hypothesis, whose poses are pairwise [`distinct`]: several hypotheses often end on the same pose, and refining
+/// copies would crowd out a near-tied rival.
+fn best_distinct<T>(results: &[(usize, T, f64)], n: usize, pose: impl Fn(&T) -> &Pose) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..results.len()).collect();
+    order.sort_by(|&a, &b| results[b].2.total_cmp(&results[a].2).then(results[a].0.cmp(&results[b].0)));
+    let mut top: Vec<usize> = Vec::with_capacity(n.max(1));
+    for i in order {
+        if top.len() == n.max(1) {
+            break;
+        }
+        if top.iter().all(|&j| distinct(pose(&results[i].1), pose(&results[j].1))) {
+            top.push(i);
+        }
+    }
+    top
+}
+
+/// The best `n` of the scored starts `(start, score)` (ties to the earlier) whose rotations are at least
+/// `min_sep` radians apart.
+fn spread_best<T: Copy>(
+    scored: &[(T, f64)],
+    n: usize,
+    min_sep: f64,
+    rotation: impl Fn(&T) -> &Rotation3<f64>,
+) -> Vec<T> {
+    let mut order: Vec<usize> = (0..scored.len()).collect();
+    order.sort_by(|&a, &b| scored[b].1.total_cmp(&scored[a].1).then(a.cmp(&b)));
+    let mut chosen: Vec<T> = Vec::with_capacity(n);
+    for i in order {
+        if chosen.len() == n {
+            break;
+        }
+        let r = rotation(&scored[i].0);
+        if chosen.iter().all(|c| crate::so3::distance(rotation(c), r) >= min_sep) {
+            chosen.push(scored[i].0);
+        }
+    }
+    chosen
 }
 
 /// Whether two normalised poses differ by more than [`SAME_POSE`].

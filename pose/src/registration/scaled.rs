@@ -26,8 +26,8 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::scaled_fit::{MAX_LOG_SCALE, POINT_WEIGHT, ReverseTerm, scaled_icp, scaled_score, scaled_view_penalty};
 use super::{
-    EstimateConfig, Prepared, Problem, SCAN_PROBES, SCAN_TRANSLATION_STEPS, Timings, VISIBILITY_SIGMA, distinct,
-    elapsed_ms, parallel_map, quat_rotation, super_fibonacci,
+    EstimateConfig, Prepared, Problem, SCAN_PROBES, SCAN_TRANSLATION_STEPS, Timings, VISIBILITY_SIGMA, best_distinct,
+    distinct, elapsed_ms, parallel_map, quat_rotation, spread_best, super_fibonacci,
 };
 use crate::error::{Error, Result};
 use crate::icp::{IcpConfig, Target};
@@ -218,20 +218,7 @@ pub fn scaled_rotation_scan(problem: &Problem, cfg: &EstimateConfig) -> Result<V
             / problem.scene_scan.len().max(1) as f64;
         Ok((sp, fit - scaled_view_penalty(problem, &sp, SCAN_PROBES)))
     })?;
-    let mut order: Vec<usize> = (0..scored.len()).collect();
-    order.sort_by(|&a, &b| scored[b].1.total_cmp(&scored[a].1).then(a.cmp(&b)));
-    let min_sep = cfg.scan_separation_deg.to_radians();
-    let mut chosen: Vec<ScaledPose> = Vec::with_capacity(cfg.hypotheses);
-    for i in order {
-        if chosen.len() == cfg.hypotheses {
-            break;
-        }
-        let r = &scored[i].0.pose.rotation;
-        if chosen.iter().all(|c| crate::so3::distance(&c.pose.rotation, r) >= min_sep) {
-            chosen.push(scored[i].0);
-        }
-    }
-    Ok(chosen)
+    Ok(spread_best(&scored, cfg.hypotheses, cfg.scan_separation_deg.to_radians(), |sp| &sp.pose.rotation))
 }
 
 /// The scale-aware denoiser: a few robust scale-aware ICP iterations from the current state, with the rigid
@@ -415,17 +402,7 @@ pub(super) fn run_scaled(
     let hypotheses_ms = elapsed_ms(t_hyp);
 
     let t_ref = Instant::now();
-    let mut order: Vec<usize> = (0..results.len()).collect();
-    order.sort_by(|&a, &b| results[b].2.total_cmp(&results[a].2).then(results[a].0.cmp(&results[b].0)));
-    let mut top: Vec<usize> = Vec::with_capacity(cfg.refine_top.max(1));
-    for i in order {
-        if top.len() == cfg.refine_top.max(1) {
-            break;
-        }
-        if top.iter().all(|&j| distinct(&results[i].1.pose, &results[j].1.pose)) {
-            top.push(i);
-        }
-    }
+    let top = best_distinct(&results, cfg.refine_top, |sp| &sp.pose);
     // Per-axis scales still have far to go after the reverse process (the scan starts them uniform): wider
     // correspondence stages first (chosen on the validation cases: 65 % against 62.5 % without).
     let stages: Vec<f64> = match dof {
@@ -449,7 +426,7 @@ pub(super) fn run_scaled(
         )?;
         let settled = ScaledPose { pose, log_scale: best.log_scale };
         let (polished, score) = scaled_refine(problem, &settled, &[cfg.score_distance], 10, dof, reverse);
-        if score >= candidates[0].2 || super::distinct(&polished.pose, &best.pose) {
+        if score >= candidates[0].2 || distinct(&polished.pose, &best.pose) {
             candidates[0] = (candidates[0].0, polished, score);
         }
     }
