@@ -125,6 +125,9 @@ impl ScaledPose {
     }
 }
 
+/// Scores within this of each other count as equally good (as in the rigid estimator's checks).
+const PROFILE_TOLERANCE: f64 = 0.005;
+
 /// Noise of the reverse steps on the log-scales (like `σ_r` on rotations).
 const SIGMA_LOG_SCALE: f64 = 0.05;
 
@@ -414,20 +417,42 @@ pub(super) fn run_scaled(
     })?;
     let mut candidates: Vec<Ranked> = top.iter().zip(&refined).map(|(&i, &(p, s))| (results[i].0, p, s)).collect();
     candidates.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
-    // With the scale held, the rigid checks run on the stretched model; then one more scale-aware polish.
+    // The stretched model's near-symmetries are tried on the best, each refitted with its own scale (the mug
+    // upside down fits best at another scale than the right way up); then, with the scale held, a rotation the
+    // scan leaves free is settled on the stretched model as in 6 DoF, and one more scale-aware polish follows.
     let best = candidates[0].1;
     let stretched = stretched_problem(problem, &best.scale(), cfg)?;
     if cfg.resolve_ambiguities {
-        let (pose, _) = super::resolve_ambiguities(
-            &stretched,
-            &best.pose,
-            stretched.score(&stretched.scene_fine, &best.pose),
-            cfg,
-        )?;
-        let settled = ScaledPose { pose, log_scale: best.log_scale };
+        let syms = &stretched.near_symmetries;
+        let flips = parallel_map(syms.len(), cfg.threads, |i| {
+            let start = ScaledPose { pose: best.pose * syms[i], log_scale: best.log_scale };
+            Ok(scaled_refine(problem, &start, &stages[stages.len() - 2..], 15, dof, reverse))
+        })?;
+        let mut chosen = (best, candidates[0].2);
+        for (sp, score) in flips {
+            if score > chosen.1 {
+                chosen = (sp, score);
+            }
+        }
+        let on = if chosen.0.log_scale == best.log_scale {
+            None
+        } else {
+            Some(stretched_problem(
+                problem,
+                &chosen.0.scale(),
+                &EstimateConfig { resolve_ambiguities: false, ..cfg.clone() },
+            )?)
+        };
+        let view = on.as_ref().unwrap_or(&stretched);
+        let settled = match super::settle_free_rotation(view, &chosen.0.pose, cfg)? {
+            Some((pose, _)) => ScaledPose { pose, log_scale: chosen.0.log_scale },
+            None => chosen.0,
+        };
         let (polished, score) = scaled_refine(problem, &settled, &[cfg.score_distance], 10, dof, reverse);
-        if score >= candidates[0].2 || distinct(&polished.pose, &best.pose) {
+        if score >= chosen.1 - PROFILE_TOLERANCE || distinct(&polished.pose, &chosen.0.pose) {
             candidates[0] = (candidates[0].0, polished, score);
+        } else {
+            candidates[0] = (candidates[0].0, chosen.0, chosen.1);
         }
     }
     let stretched = if candidates[0].1.log_scale == best.log_scale {
