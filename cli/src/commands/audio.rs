@@ -21,8 +21,8 @@ pub use enhance::EnhanceArgs;
 use enhance::enhance;
 pub use eval::EvalArgs;
 use eval::eval;
-use train::train;
 pub use train::TrainArgs;
+use train::train;
 
 /// Audio subcommands.
 #[derive(Debug, Subcommand)]
