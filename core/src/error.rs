@@ -6,6 +6,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Training stopped (a non-finite loss, ...); the last checkpoint is kept.
+    #[error("training stopped at step {step}: {reason}")]
+    Training {
+        /// The step that failed.
+        step: u64,
+        /// What happened.
+        reason: String,
+    },
     /// A device was asked for that this machine does not have.
     #[error("{0}")]
     Device(String),

@@ -61,6 +61,89 @@ pub struct RunOptions<R> {
     pub validate_every: u64,
 }
 
+/// One training step as [`drive`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// The step just done (1-based, counting resumed steps).
+    pub step: u64,
+    /// Total steps.
+    pub steps: u64,
+    /// Its loss.
+    pub loss: f64,
+    /// Time since this run (not the resumed one) started.
+    pub elapsed: Duration,
+    /// The validation score at this step (EMA weights), when validation ran.
+    pub validation: Option<f64>,
+}
+
+/// What a run of [`drive`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DriveReport {
+    /// Steps done in total (including resumed ones).
+    pub step: u64,
+    /// Loss of the last step (NaN when none ran).
+    pub last_loss: f64,
+    /// Whether the time limit stopped it early.
+    pub stopped_by_time: bool,
+    /// The last validation score, if any.
+    pub validation: Option<f64>,
+}
+
+/// The loop every trainer shares, from `state.step + 1` to `opts.steps`: `step(n)` computes step n's loss and its
+/// gradients and returns the loss (a non-finite loss stops the run with [`Error::Training`], the last checkpoint
+/// kept); `update(n)` gives the optimiser settings and learning rate of the update that follows; `validate`, if
+/// given, runs on the EMA weights every `opts.validate_every` steps (0: never mid-run) and at the last step;
+/// `progress` sees every step; a checkpoint with `opts.recipe` is written every `opts.checkpoint_every` steps and
+/// at the end; the time limit stops the run after the step that passes it. On return the model holds the EMA
+/// weights and the checkpoint is on disk; the caller writes the model.
+pub fn drive<R: Serialize, E: From<Error>>(
+    state: &mut AdamEma,
+    opts: &RunOptions<R>,
+    step: &mut dyn FnMut(u64) -> std::result::Result<f64, E>,
+    update: &dyn Fn(u64) -> (AdamSettings, f64),
+    mut validate: Option<&mut dyn FnMut(u64) -> std::result::Result<f64, E>>,
+    progress: &mut dyn FnMut(&StepReport),
+) -> std::result::Result<DriveReport, E> {
+    let ckpt = opts.out.join(CHECKPOINT);
+    let started = std::time::Instant::now();
+    let mut report = DriveReport { step: state.step, last_loss: f64::NAN, stopped_by_time: false, validation: None };
+    while state.step < opts.steps {
+        let n = state.step + 1;
+        let loss = step(n)?;
+        if !loss.is_finite() {
+            return Err(
+                Error::Training { step: n, reason: format!("loss is {loss}; the last checkpoint is kept") }.into()
+            );
+        }
+        let (settings, lr) = update(n);
+        state.update(&settings, lr)?;
+        report.step = n;
+        report.last_loss = loss;
+        let last = n == opts.steps || opts.time_limit.is_some_and(|lim| started.elapsed() >= lim);
+        let mut score = None;
+        if let Some(v) = validate.as_mut()
+            && (n.is_multiple_of(opts.validate_every) || last)
+        {
+            score = Some(state.with_ema(|| v(n))?);
+            report.validation = score;
+        }
+        progress(&StepReport { step: n, steps: opts.steps, loss, elapsed: started.elapsed(), validation: score });
+        if opts.checkpoint_every > 0 && n.is_multiple_of(opts.checkpoint_every) && n < opts.steps {
+            state.save_with_recipe(&ckpt, &opts.recipe)?;
+        }
+        if last && n < opts.steps {
+            report.stopped_by_time = true;
+            break;
+        }
+    }
+    state.save_with_recipe(&ckpt, &opts.recipe)?;
+    state.keep_ema()?;
+    Ok(report)
+}
+
+/// The checkpoint file every trainer writes in its output folder.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
 /// AdamW moments and the EMA, parallel to a var store's variables sorted by name.
 #[derive(Debug)]
 pub struct AdamEma {

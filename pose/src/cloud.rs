@@ -84,6 +84,16 @@ impl PointCloud {
         PointCloud { points, normals: None, colors: None }
     }
 
+    /// A cloud from single-precision points, as sensor drivers give them.
+    pub fn from_f32(points: &[[f32; 3]]) -> Self {
+        PointCloud::new(points.iter().map(|p| Point3::new(p[0] as f64, p[1] as f64, p[2] as f64)).collect())
+    }
+
+    /// The points in single precision.
+    pub fn to_f32(&self) -> Vec<[f32; 3]> {
+        self.points.iter().map(|p| [p.x as f32, p.y as f32, p.z as f32]).collect()
+    }
+
     /// Number of points.
     pub fn len(&self) -> usize {
         self.points.len()

@@ -78,6 +78,17 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A model file (weights or sidecar) is missing, malformed or of another kind.
+    #[error("{}: {reason}", path.display())]
+    Model {
+        /// The file (or `builtin:…`).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A libtorch failure.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
     /// An error from diffuse-core.
     #[error(transparent)]
     Core(#[from] diffuse_core::Error),
@@ -92,6 +103,11 @@ impl Error {
     /// Shorthand for [`Error::Ply`].
     pub fn ply(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Ply { path: path.into(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`Error::Model`].
+    pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Model { path: path.into(), reason: reason.into() }
     }
 
     /// Shorthand for [`Error::Io`].

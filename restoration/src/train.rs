@@ -10,15 +10,14 @@
 //! depends only on (seed, n), and the checkpoint holds the weights, EMA and both Adam moments, so a resumed run
 //! gives bit-for-bit the result of an uninterrupted one (same device and thread count).
 
-use std::time::{Duration, Instant};
-
 use diffuse_core::Prediction;
 use diffuse_core::param::At;
 use diffuse_core::seed::SampleSeeds;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use diffuse_core::optim::{AdamEma, AdamSettings, RunOptions};
+pub use diffuse_core::optim::CHECKPOINT;
+use diffuse_core::optim::{AdamEma, AdamSettings, RunOptions, drive};
 
 use crate::model::{RestorationModel, unwrap};
 use crate::{Error, Result};
@@ -27,8 +26,6 @@ use crate::{Error, Result};
 pub const MAX_BATCH: usize = 4096;
 /// Largest crop side in pixels.
 pub const MAX_CROP: usize = 4096;
-/// The checkpoint file in the output folder.
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// The model file (EMA weights) in the output folder; its sidecar is `model.json`.
 pub const MODEL: &str = "model.safetensors";
 
@@ -75,37 +72,15 @@ impl Default for Recipe {
     }
 }
 
-/// One training step's report to the progress callback.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    /// The step just done (1-based).
-    pub step: u64,
-    /// Total steps.
-    pub steps: u64,
-    /// Its loss.
-    pub loss: f64,
-    /// Time since this run (not the resumed one) started.
-    pub elapsed: Duration,
-    /// The validation callback's score at this step (EMA weights), when it ran.
-    pub validation: Option<f64>,
-}
+/// One training step's report to the progress callback (the validation score is the callback's, on EMA weights).
+pub type Progress = diffuse_core::optim::StepReport;
 
 /// A validation callback: called with the model holding the EMA weights and the step; returns a score (e.g. the
 /// mean PSNR on validation pairs). It may use the global torch generator: training draws nothing from it.
 pub type Validate<'a> = &'a mut dyn FnMut(&RestorationModel, u64) -> Result<f64>;
 
 /// What a run did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainReport {
-    /// Steps done in total (including resumed ones).
-    pub step: u64,
-    /// Loss of the last step (NaN when none ran).
-    pub last_loss: f64,
-    /// Whether the time limit stopped it early.
-    pub stopped_by_time: bool,
-    /// The last validation score, if any.
-    pub validation: Option<f64>,
-}
+pub type TrainReport = diffuse_core::optim::DriveReport;
 
 impl Recipe {
     fn adam(&self) -> AdamSettings {
@@ -177,20 +152,18 @@ pub fn train(
 ) -> Result<TrainReport> {
     check(model, images, opts)?;
     let r = opts.recipe.clone();
-    let ckpt = opts.out.join(CHECKPOINT);
     let mut state = AdamEma::new(model.var_store())?;
     if opts.resume {
-        state.load_with_recipe(&ckpt, &r)?;
+        state.load_with_recipe(&opts.out.join(CHECKPOINT), &r)?;
     }
     let path = model.path();
     let (t_lo, t_hi) = path.t_range();
     let param = model.config().parameterization;
     let device = model.var_store().device();
     let crop = r.crop as i64;
-    let started = Instant::now();
-    let mut report = TrainReport { step: state.step, last_loss: f64::NAN, stopped_by_time: false, validation: None };
-    while state.step < opts.steps {
-        let n = state.step + 1;
+    let model_ref: &RestorationModel = model;
+    let mut step = |n: u64| -> Result<f64> {
+        let model = model_ref;
         let base = mix(r.seed ^ mix(n));
         let (mut clean, mut degr, mut ts) = (Vec::new(), Vec::new(), Vec::new());
         for b in 0..r.batch as u64 {
@@ -236,35 +209,24 @@ pub fn train(
         let tt = Tensor::f_from_slice(&ts)?.f_to_kind(Kind::Float)?.f_to_device(device)?;
         let out = model.forward(&xt, &y, &tt)?;
         let loss = out.f_mse_loss(&target, tch::Reduction::Mean)?;
-        let lv = loss.double_value(&[]);
-        if !lv.is_finite() {
-            return Err(Error::Training { step: n, reason: format!("loss is {lv}; the last checkpoint is kept") });
-        }
         loss.f_backward()?;
-        state.update(&r.adam(), r.lr)?;
-        report.step = state.step;
-        report.last_loss = lv;
-        let last = n == opts.steps || opts.time_limit.is_some_and(|lim| started.elapsed() >= lim);
-        let mut score = None;
-        if let Some(v) = validate.as_mut()
-            && opts.validate_every > 0
-            && (n % opts.validate_every == 0 || last)
-        {
-            score = Some(state.with_ema(|| v(model, n))?);
-            report.validation = score;
-        }
-        progress(&Progress { step: n, steps: opts.steps, loss: lv, elapsed: started.elapsed(), validation: score });
-        if opts.checkpoint_every > 0 && n % opts.checkpoint_every == 0 && n < opts.steps {
-            state.save_with_recipe(&ckpt, &r)?;
-        }
-        if last && n < opts.steps {
-            report.stopped_by_time = true;
-            break;
-        }
-    }
-    state.save_with_recipe(&ckpt, &r)?;
-    // The model is the EMA of the weights.
-    state.keep_ema()?;
+        Ok(loss.double_value(&[]))
+    };
+    // Validation only where asked for and scheduled (never when validate_every is 0).
+    let validating = validate.is_some() && opts.validate_every > 0;
+    let mut check = |n: u64| match validate.as_mut() {
+        Some(v) => v(model_ref, n),
+        None => Ok(f64::NAN),
+    };
+    let report = drive(
+        &mut state,
+        opts,
+        &mut step,
+        &|_| (r.adam(), r.lr),
+        if validating { Some(&mut check) } else { None },
+        progress,
+    )?;
+    // The model is the EMA of the weights (drive left them in place).
     let recipe = serde_json::json!({"recipe": r, "steps": report.step, "stopped_by_time": report.stopped_by_time});
     model.config_mut().training = recipe;
     model.save(&opts.out.join(MODEL), true)?;
@@ -274,6 +236,7 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use crate::model::ModelConfig;
     use crate::net::NetConfig;
     use diffuse_core::Parameterization;

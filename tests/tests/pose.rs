@@ -296,14 +296,17 @@ fn the_category_bench_reports_the_nocs_measures_and_names_unknown_categories() {
     assert!(out.status.success(), "{stderr}");
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let summaries = json["summaries"].as_array().unwrap();
-    assert_eq!(summaries.len(), 3);
-    let all = &summaries[2];
-    assert_eq!((all["method"].as_str(), all["category"].as_str()), (Some("pca-box"), Some("all")));
-    for key in ["iou25", "iou50", "deg5_cm2", "deg5_cm5", "deg10_cm2", "deg10_cm5"] {
-        let v = all["summary"][key].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&v), "{key}: {v}");
+    // Per method (the baseline, then the learned model): mug, can, all.
+    assert_eq!(summaries.len(), 6);
+    for (all, method) in [(&summaries[2], "pca-box"), (&summaries[5], "diffusion")] {
+        assert_eq!((all["method"].as_str(), all["category"].as_str()), (Some(method), Some("all")));
+        for key in ["iou25", "iou50", "deg5_cm2", "deg5_cm5", "deg10_cm2", "deg10_cm5"] {
+            let v = all["summary"][key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key}: {v}");
+        }
     }
-    assert_eq!(json["cases"].as_array().unwrap().len(), 2);
+    assert_eq!(json["cases"].as_array().unwrap().len(), 4);
+    assert!(json["cases"].as_array().unwrap().iter().all(|c| c["failure"].is_null()), "{stdout}");
     let out = run_in(dir.path(), &["pose", "bench", "--category", "teapot"]);
     let (_, stderr) = text(&out);
     assert!(
@@ -315,7 +318,7 @@ fn the_category_bench_reports_the_nocs_measures_and_names_unknown_categories() {
 }
 
 #[test]
-fn a_saved_category_scan_is_boxed_without_a_model() {
+fn a_saved_category_scan_is_boxed_by_the_builtin_model_and_bad_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = run_in(d, &["pose", "bench", "--category", "can", "--cases", "1", "--save-cases", "cases", "-q"]);
@@ -324,23 +327,54 @@ fn a_saved_category_scan_is_boxed_without_a_model() {
     let case: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("cases/case-000-can.json")).unwrap()).unwrap();
     assert!(d.join("cases/case-000-can-box.ply").exists());
-    let out =
-        run_in(d, &["pose", "estimate", "cases/case-000-can.ply", "--category", "can", "--json", "-o", "box.ply"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let est: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(est["estimator"], "pca-box");
-    assert_eq!(est["corners"].as_array().unwrap().len(), 8);
-    // A can: its axis and its height come from the table, its centre within 2 cm.
-    let (e, t) = (rows4(&est["pose"]), rows4(&case["pose"]));
-    let cos = (0..3).map(|i| e[i][1] * t[i][1]).sum::<f64>();
-    let shift = (0..3).map(|i| (e[i][3] - t[i][3]).powi(2)).sum::<f64>().sqrt();
-    let (h, th) = (est["size"][1].as_f64().unwrap(), case["size"][1].as_f64().unwrap());
-    assert!(cos > 0.995 && shift < 0.02 && (h - th).abs() < 0.01, "cos {cos}, shift {shift}, height {h} vs {th}");
-    assert!(d.join("box.ply").exists());
-    // Category and model together make no sense; unknown categories are named.
-    let out = run_in(d, &["pose", "estimate", "cases/case-000-can.ply", "--category", "can", "--object", "x.ply"]);
+    let scan = "cases/case-000-can.ply";
+    for (extra, estimator) in [(None, "diffusion"), (Some("--pca-box"), "pca-box")] {
+        let mut args = vec!["pose", "estimate", scan, "--category", "can", "--json", "-o", "box.ply", "--force"];
+        args.extend(extra);
+        let out = run_in(d, &args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        let est: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(est["estimator"], estimator);
+        assert_eq!(est["corners"].as_array().unwrap().len(), 8);
+        // A can: its axis and its height come from the table, its centre within 2 cm.
+        let (e, t) = (rows4(&est["pose"]), rows4(&case["pose"]));
+        let cos = (0..3).map(|i| e[i][1] * t[i][1]).sum::<f64>();
+        let shift = (0..3).map(|i| (e[i][3] - t[i][3]).powi(2)).sum::<f64>().sqrt();
+        let (h, th) = (est["size"][1].as_f64().unwrap(), case["size"][1].as_f64().unwrap());
+        assert!(cos > 0.995 && shift < 0.02 && (h - th).abs() < 0.01, "cos {cos}, shift {shift}, height {h} vs {th}");
+        assert!(d.join("box.ply").exists());
+        if estimator == "diffusion" {
+            assert_eq!((est["hypotheses"].as_u64(), est["network_evaluations"].as_u64()), (Some(8), Some(3)));
+            assert!((0.0..=1.0).contains(&est["support"].as_f64().unwrap()));
+        }
+    }
+    // The box is not overwritten without --force.
+    let out = run_in(d, &["pose", "estimate", scan, "--category", "can", "-o", "box.ply"]);
+    assert!(!out.status.success() && text(&out).1.contains("--force"), "{}", text(&out).1);
+    // Category and model together make no sense; unknown categories are named; --dof is for templates.
+    let out = run_in(d, &["pose", "estimate", scan, "--category", "can", "--object", "x.ply"]);
     assert!(!out.status.success() && text(&out).1.contains("cannot be used with"));
-    let out = run_in(d, &["pose", "estimate", "cases/case-000-can.ply", "--category", "vase"]);
+    let out = run_in(d, &["pose", "estimate", scan, "--category", "vase"]);
     assert!(!out.status.success() && text(&out).1.contains("unknown category 'vase'"));
+    let out = run_in(d, &["pose", "estimate", scan, "--category", "can", "--dof", "9"]);
+    assert!(!out.status.success() && text(&out).1.contains("--dof applies to an --object"));
+    // A model file of another kind is refused naming the file.
+    std::fs::write(d.join("other.safetensors"), b"not weights").unwrap();
+    std::fs::write(d.join("other.json"), br#"{"format": "diffuse-restoration-model", "version": 1}"#).unwrap();
+    let out = run_in(d, &["pose", "estimate", scan, "--category", "can", "--model", "other.safetensors"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("other.json") && stderr.contains("category-level"), "{stderr}");
+    // A scan with too few points for the network.
+    let few = "few.ply";
+    std::fs::write(
+        d.join(few),
+        "ply\nformat ascii 1.0\nelement vertex 40\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+            .to_string()
+            + &(0..40).map(|i| format!("{} 0 1\n", i as f64 * 0.01)).collect::<String>(),
+    )
+    .unwrap();
+    let out = run_in(d, &["pose", "estimate", few, "--category", "can"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("few.ply") && stderr.contains("point"), "{stderr}");
 }

@@ -81,3 +81,59 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Manifest(cmd) => manifest::run(&ctx, &cmd),
     }
 }
+
+/// The options every training command shares.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Write a checkpoint every N steps.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub checkpoint_every: u64,
+    /// Stop (with a checkpoint and the model) after this many minutes.
+    #[arg(long, value_name = "MIN")]
+    pub time_limit: Option<f64>,
+    /// Continue the run in --out from its checkpoint (the recipe must be the same).
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Start over even if --out holds a run.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl RunArgs {
+    /// Checks the output folder `out` (holding `model` and `checkpoint.safetensors`): with --resume the
+    /// checkpoint must be there; otherwise an earlier run is only replaced with --force. Returns the time limit.
+    pub fn check(&self, out: &std::path::Path, model: &str) -> anyhow::Result<Option<std::time::Duration>> {
+        let (model_file, ckpt) = (out.join(model), out.join(diffuse_core::optim::CHECKPOINT));
+        if self.resume {
+            anyhow::ensure!(ckpt.is_file(), "{}: no checkpoint to resume from", ckpt.display());
+        } else if (model_file.exists() || ckpt.exists()) && !self.force {
+            anyhow::bail!(
+                "{}: already holds a training run; pass --resume to continue it or --force to start over",
+                out.display()
+            );
+        }
+        match self.time_limit {
+            Some(m) => {
+                anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit: need a positive number of minutes, got {m}");
+                Ok(Some(std::time::Duration::from_secs_f64(m * 60.0)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// The last line of a training command.
+pub(crate) fn print_trained(
+    report: &diffuse_core::optim::DriveReport,
+    seconds: f64,
+    validation: &str,
+    model: &std::path::Path,
+) {
+    println!(
+        "trained to step {} in {seconds:.1} s{}, last loss {:.4}{validation}; model written to {}",
+        report.step,
+        if report.stopped_by_time { " (time limit)" } else { "" },
+        report.last_loss,
+        model.display()
+    );
+}

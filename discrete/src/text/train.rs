@@ -4,9 +4,7 @@
 //! cosine decay, an EMA of the weights (written as the model), atomic checkpoints and exact `resume`: every draw
 //! of step n depends only on (seed, n), and the checkpoint holds weights, EMA and both Adam moments.
 
-use std::time::Instant;
-
-use diffuse_core::optim::{AdamEma, AdamSettings, RunOptions};
+use diffuse_core::optim::{AdamEma, AdamSettings, RunOptions, StepReport, drive};
 use diffuse_core::seed::mix64;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +19,7 @@ use crate::{Denoiser, Error, Result};
 /// Largest batch.
 pub const MAX_BATCH: usize = 4096;
 /// The checkpoint in the output folder.
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub use diffuse_core::optim::CHECKPOINT;
 /// The model (EMA weights) in the output folder; its sidecar is `model.json`.
 pub const MODEL: &str = "model.safetensors";
 /// Validation windows scored at most.
@@ -278,23 +276,17 @@ pub fn train(
 ) -> Result<TrainReport> {
     check(model, train, opts)?;
     let r = opts.recipe.clone();
-    let ckpt = opts.out.join(CHECKPOINT);
     let mut state = AdamEma::new(model.var_store())?;
     if opts.resume {
-        state.load_with_recipe(&ckpt, &r)?;
+        state.load_with_recipe(&opts.out.join(CHECKPOINT), &r)?;
     }
-    let started = Instant::now();
     let first = state.step;
-    let mut report = TrainReport {
-        step: state.step,
-        last_bits_per_byte: f64::NAN,
-        validation: None,
-        stopped_by_time: false,
-        tokens_per_second: 0.0,
-    };
+    let tokens =
+        |s: &StepReport| ((s.step - first) * (r.batch * r.length) as u64) as f64 / s.elapsed.as_secs_f64().max(1e-9);
     let can_validate = validation.len() >= r.length;
-    while state.step < opts.steps {
-        let n = state.step + 1;
+    let model_ref: &TextModel = model;
+    let mut step = |n: u64| -> Result<f64> {
+        let model = model_ref;
         let mut rng = ChaCha8Rng::seed_from_u64(mix64(r.seed ^ mix64(n)));
         let starts: Vec<usize> = (0..r.batch).map(|_| rng.random_range(0..=train.len() - r.length)).collect();
         let x0 = windows(train, r.length, &starts)?;
@@ -303,43 +295,33 @@ pub fn train(
             Some(gap) => consistency_per_token(model, &x0, &t, gap, &mut rng)?.f_mean(Kind::Float)?,
             None => loss_nats(model, &x0, &t, &mut rng)?,
         };
-        let nats = loss.double_value(&[]);
-        if !nats.is_finite() {
-            return Err(Error::Training { step: n, reason: format!("loss is {nats}; the last checkpoint is kept") });
-        }
         loss.f_backward()?;
-        // EMA warm-up: the average starts short so that short runs are not dominated by the initial weights.
-        let adam = AdamSettings { ema_decay: r.adam.ema_decay.min((1 + n) as f64 / (10 + n) as f64), ..r.adam };
-        state.update(&adam, r.lr_at(n))?;
-        let elapsed = started.elapsed();
-        let tps = ((n - first) * (r.batch * r.length) as u64) as f64 / elapsed.as_secs_f64().max(1e-9);
-        report.step = n;
-        report.last_bits_per_byte = nats / std::f64::consts::LN_2;
-        report.tokens_per_second = tps;
-        let last = n == opts.steps || opts.time_limit.is_some_and(|lim| elapsed >= lim);
-        let mut score = None;
-        if can_validate && ((opts.validate_every > 0 && n % opts.validate_every == 0) || last) {
-            let m: &TextModel = model;
-            score = Some(state.with_ema(|| validation_bits(m, validation, r.length, r.seed))?);
-            report.validation = score;
-        }
-        progress(&Progress {
-            step: n,
-            steps: opts.steps,
-            bits_per_byte: report.last_bits_per_byte,
-            tokens_per_second: tps,
-            validation: score,
-        });
-        if opts.checkpoint_every > 0 && n % opts.checkpoint_every == 0 && n < opts.steps {
-            state.save_with_recipe(&ckpt, &r)?;
-        }
-        if last && n < opts.steps {
-            report.stopped_by_time = true;
-            break;
-        }
-    }
-    state.save_with_recipe(&ckpt, &r)?;
-    state.keep_ema()?;
+        Ok(loss.double_value(&[]))
+    };
+    // EMA warm-up: the average starts short so that short runs are not dominated by the initial weights.
+    let update = |n: u64| {
+        (AdamSettings { ema_decay: r.adam.ema_decay.min((1 + n) as f64 / (10 + n) as f64), ..r.adam }, r.lr_at(n))
+    };
+    let mut check = |_: u64| validation_bits(model_ref, validation, r.length, r.seed);
+    let mut tokens_per_second = 0.0;
+    let done =
+        drive(&mut state, opts, &mut step, &update, if can_validate { Some(&mut check) } else { None }, &mut |s| {
+            tokens_per_second = tokens(s);
+            progress(&Progress {
+                step: s.step,
+                steps: s.steps,
+                bits_per_byte: s.loss / std::f64::consts::LN_2,
+                tokens_per_second,
+                validation: s.validation,
+            });
+        })?;
+    let report = TrainReport {
+        step: done.step,
+        last_bits_per_byte: done.last_loss / std::f64::consts::LN_2,
+        validation: done.validation,
+        stopped_by_time: done.stopped_by_time,
+        tokens_per_second,
+    };
     let training = serde_json::json!({
         "recipe": r,
         "steps": report.step,

@@ -93,10 +93,21 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The points of `points` more than `margin` above `plane`.
+pub fn above_plane(points: &[Point3<f64>], plane: &Plane, margin: f64) -> Vec<Point3<f64>> {
+    points.iter().filter(|p| plane.height(p) > margin).copied().collect()
+}
+
 /// The PCA-box estimate of an object of `category` standing on a table in `scan` (metres, sensor at
 /// `viewpoint`).
 pub fn pca_box(scan: &PointCloud, viewpoint: &Point3<f64>, category: Category, seed: u64) -> Result<SizedPose> {
     let plane = support_plane(&scan.points, viewpoint, seed)?;
+    pca_box_on(scan, &plane, category)
+}
+
+/// [`pca_box`] on a table already found.
+pub fn pca_box_on(scan: &PointCloud, plane: &Plane, category: Category) -> Result<SizedPose> {
+    let plane = *plane;
     let above = PointCloud::new(scan.points.iter().filter(|p| plane.height(p) > ABOVE_TABLE).copied().collect());
     if above.len() < 10 {
         return Err(Error::TooFewPoints {

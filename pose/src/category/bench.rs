@@ -1,6 +1,8 @@
 //! The category-level benchmark behind `diffuse pose bench --category`: held-out procedural instances
-//! ([`super::shapes::TEST_SEEDS`] on), each scanned once on its table ([`super::scene`]), scored with the NOCS
-//! measures ([`super::metrics`]). Every case is seeded by its index, so results repeat exactly.
+//! ([`super::shapes::TEST_SEEDS`] on; or, to choose settings, validation instances that training never saw),
+//! each scanned once on its table ([`super::scene`]), scored with the NOCS measures ([`super::metrics`]) for the
+//! PCA-box baseline and, when a model is given, the learned model, side by side on the same scans. Every case
+//! is seeded by its index, so results repeat exactly.
 
 use std::time::Instant;
 
@@ -8,9 +10,12 @@ use diffuse_core::seed::sample_seed;
 use nalgebra::Point3;
 
 use super::baseline::pca_box;
+use super::estimate::CategoryOptions;
 use super::metrics::{CategoryErrors, CategorySummary, SizedPose, category_errors, summarize};
+use super::model::CategoryModel;
 use super::scene::{SceneConfig, make_scene};
 use super::shapes::{TEST_SEEDS, instance};
+use super::train::VALIDATION_SEEDS;
 use super::{CATEGORIES, Category};
 use crate::error::Result;
 
@@ -25,11 +30,25 @@ pub struct CategoryBenchConfig {
     pub seed: u64,
     /// How the scans are made.
     pub scene: SceneConfig,
+    /// Validation instances instead of the held-out test instances (for choosing settings).
+    pub validation: bool,
+    /// The learned model's sampler settings.
+    pub options: CategoryOptions,
 }
+
+/// Where the benchmark's validation instances start (after those training validates on).
+pub const BENCH_VALIDATION_SEEDS: u64 = VALIDATION_SEEDS + (1 << 20);
 
 impl Default for CategoryBenchConfig {
     fn default() -> Self {
-        CategoryBenchConfig { categories: CATEGORIES.to_vec(), cases: 20, seed: 0, scene: SceneConfig::default() }
+        CategoryBenchConfig {
+            categories: CATEGORIES.to_vec(),
+            cases: 20,
+            seed: 0,
+            scene: SceneConfig::default(),
+            validation: false,
+            options: CategoryOptions::default(),
+        }
     }
 }
 
@@ -39,6 +58,8 @@ impl Default for CategoryBenchConfig {
 pub enum CategoryMethod {
     /// The PCA oriented bounding box on the supporting plane ([`pca_box`]).
     PcaBox,
+    /// The learned model ([`CategoryModel::estimate`]).
+    Diffusion,
 }
 
 impl CategoryMethod {
@@ -46,6 +67,7 @@ impl CategoryMethod {
     pub fn label(&self) -> &'static str {
         match self {
             CategoryMethod::PcaBox => "pca-box",
+            CategoryMethod::Diffusion => "diffusion",
         }
     }
 }
@@ -78,21 +100,43 @@ pub struct CategoryReport {
     pub summaries: Vec<(CategoryMethod, String, CategorySummary)>,
 }
 
-/// Runs the benchmark; `on_result` sees each result as it is made.
-pub fn run(cfg: &CategoryBenchConfig, on_result: &mut dyn FnMut(&CategoryCase)) -> Result<CategoryReport> {
+/// The instance seed of case `index`.
+pub fn instance_seed(cfg: &CategoryBenchConfig, index: usize) -> u64 {
+    (if cfg.validation { BENCH_VALIDATION_SEEDS } else { TEST_SEEDS }) + index as u64
+}
+
+/// Runs the benchmark (with `model`, the learned model beside the baseline); `on_result` sees each result as it
+/// is made.
+pub fn run(
+    cfg: &CategoryBenchConfig,
+    model: Option<&CategoryModel>,
+    on_result: &mut dyn FnMut(&CategoryCase),
+) -> Result<CategoryReport> {
     diffuse_core::limits::at_most("cases per category", cfg.cases, crate::bench::MAX_CASES)?;
-    let methods = [CategoryMethod::PcaBox];
+    if let Some(m) = model {
+        for &c in &cfg.categories {
+            m.config().index_of(c)?;
+        }
+    }
+    let mut methods = vec![CategoryMethod::PcaBox];
+    if model.is_some() {
+        methods.push(CategoryMethod::Diffusion);
+    }
     let mut results = Vec::new();
     for (ci, &category) in cfg.categories.iter().enumerate() {
         for c in 0..cfg.cases {
             let index = ci * cfg.cases + c;
-            let inst = instance(category, TEST_SEEDS + index as u64);
+            let inst = instance(category, instance_seed(cfg, index));
             let scene = make_scene(&inst, sample_seed(cfg.seed, index as u64), &cfg.scene)?;
             let truth = SizedPose { pose: scene.truth, size: scene.size };
             for &method in &methods {
                 let t = Instant::now();
-                let est = match method {
-                    CategoryMethod::PcaBox => pca_box(&scene.scan, &Point3::origin(), category, index as u64),
+                let est = match (method, model) {
+                    (CategoryMethod::Diffusion, Some(m)) => {
+                        let opts = CategoryOptions { seed: index as u64, ..cfg.options.clone() };
+                        m.estimate(&scene.scan, &Point3::origin(), category, &opts).map(|e| e.best)
+                    }
+                    _ => pca_box(&scene.scan, &Point3::origin(), category, index as u64),
                 };
                 let time_ms = t.elapsed().as_secs_f64() * 1e3;
                 let (errors, failure) = match est {
@@ -136,7 +180,7 @@ mod tests {
     fn the_bench_runs_every_category_and_summarises() {
         let cfg = CategoryBenchConfig { cases: 2, ..CategoryBenchConfig::default() };
         let mut seen = 0;
-        let report = run(&cfg, &mut |_| seen += 1).unwrap();
+        let report = run(&cfg, None, &mut |_| seen += 1).unwrap();
         assert_eq!(seen, 12);
         assert_eq!(report.summaries.len(), 7);
         let all = &report.summaries[6];

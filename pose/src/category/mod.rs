@@ -10,13 +10,23 @@
 //! - [`scene`]: single-view scans of an instance standing on a supporting plane, from the virtual depth camera;
 //! - [`metrics`]: the NOCS / REAL275 measures (3D IoU, rotation and translation errors, symmetry-aware);
 //! - [`baseline`]: the PCA oriented bounding box with its up-axis from the supporting plane;
+//! - [`chart`]: the diffusion state, a posed and sized box in the chart of a base box;
+//! - [`net`], [`model`]: the learned denoiser (a PointNet over the scan seen from the noisy box) and its sidecar;
+//! - [`estimate`]: the reverse diffusion of several hypotheses by core's solver, scored by agreement;
+//! - [`train`]: training by denoising on procedural scans;
 //! - [`bench`]: the benchmark behind `diffuse pose bench --category`.
 
 pub mod baseline;
 pub mod bench;
+pub mod chart;
+pub mod default_model;
+pub mod estimate;
 pub mod metrics;
+pub mod model;
+pub mod net;
 pub mod scene;
 pub mod shapes;
+pub mod train;
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,7 +34,7 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 
 /// An object category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Category {
     /// Bottles: a body, a shoulder and a neck; symmetric about y.

@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use diffuse_pose::bench::{self, BenchConfig, CaseResult, Method, Summary};
-use diffuse_pose::category::bench::{self as category_bench, CategoryBenchConfig};
+use diffuse_pose::category::bench::{self as category_bench, CategoryBenchConfig, CategoryMethod};
 use diffuse_pose::category::{CATEGORIES, Category};
 use diffuse_pose::ply::{self, PlyEncoding};
 use diffuse_pose::registration::{Dof, IcpSurrogate};
 use diffuse_pose::{PointCloud, se3, shapes};
 
 use super::super::Context;
-use super::{ProcessArgs, estimate_config, refuse_overwrite};
+use super::{ProcessArgs, estimate_config, plots, refuse_overwrite};
 
 /// Arguments of `diffuse pose bench`.
 #[derive(Debug, Args)]
@@ -34,13 +34,27 @@ pub struct BenchArgs {
     /// separated: bottle, bowl, can, mug, box, laptop; `all` for every one), scored with the NOCS measures.
     #[arg(long, value_delimiter = ',', value_name = "NAME,...", conflicts_with = "objects")]
     pub category: Vec<String>,
+    /// With --category: the category-level model (default: the built-in one).
+    #[arg(long, value_name = "M.safetensors", requires = "category")]
+    pub model: Option<PathBuf>,
+    /// With --category: validation instances (never trained on, never in the test set) instead of the held-out
+    /// test instances, for choosing settings.
+    #[arg(long, requires = "category")]
+    pub validation: bool,
+    /// With --category: how the model picks its answer among the hypotheses (agreement or confidence).
+    #[arg(long, default_value = "agreement", requires = "category")]
+    pub choice: diffuse_pose::category::estimate::Choice,
     /// Print per-case results and the summaries as JSON.
     #[arg(long)]
     pub json: bool,
     /// Also write each case's scan and true pose (case-NNN-OBJECT.ply/.json) and the object meshes into DIR.
     #[arg(long, value_name = "DIR")]
     pub save_cases: Option<PathBuf>,
-    /// Overwrite files in --save-cases.
+    /// Write accuracy-versus-threshold plots per method: PREFIX-rotation.svg, PREFIX-translation.svg and
+    /// PREFIX-scale.svg (--dof 7|9) or PREFIX-iou.svg (--category).
+    #[arg(long, value_name = "PREFIX")]
+    pub plot: Option<PathBuf>,
+    /// Overwrite files in --save-cases and --plot.
     #[arg(long)]
     pub force: bool,
     /// Reverse-process settings.
@@ -93,6 +107,55 @@ pub(super) fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitC
     bar.finish_and_clear();
     let hidden: Vec<&CaseResult> =
         report.results.iter().filter(|r| r.method == Method::Diffusion && r.feature_visible == Some(false)).collect();
+    if let Some(prefix) = &args.plot {
+        let mut methods: Vec<Method> = Vec::new();
+        for r in &report.results {
+            if !methods.contains(&r.method) {
+                methods.push(r.method);
+            }
+        }
+        let per = |f: &dyn Fn(&CaseResult) -> f64| -> Vec<(String, Vec<f64>)> {
+            methods
+                .iter()
+                .map(|m| {
+                    let v = report.results.iter().filter(|r| r.method == *m).map(f).collect();
+                    (m.label().to_string(), v)
+                })
+                .collect()
+        };
+        let dof = cfg.estimate.dof.count();
+        let mut panels = vec![
+            plots::Panel {
+                suffix: "rotation",
+                title: format!("{dof}-DoF pose: rotation error (symmetry-aware)"),
+                x_label: "rotation error threshold (°)".into(),
+                max: 30.0,
+                at_least: false,
+                methods: per(&|r| r.errors.rotation_deg),
+            },
+            plots::Panel {
+                suffix: "translation",
+                title: format!("{dof}-DoF pose: translation error"),
+                x_label: "translation error threshold (% of the diameter)".into(),
+                max: 10.0,
+                at_least: false,
+                methods: per(&|r| 100.0 * r.errors.translation),
+            },
+        ];
+        if cfg.estimate.dof != Dof::Rigid {
+            panels.push(plots::Panel {
+                suffix: "scale",
+                title: format!("{dof}-DoF pose: largest scale error per axis"),
+                x_label: "scale error threshold (%)".into(),
+                max: 10.0,
+                at_least: false,
+                methods: per(&|r| 100.0 * r.errors.scale),
+            });
+        }
+        for path in plots::write(prefix, args.force, &panels)? {
+            ctx.printer.info(format!("wrote {}", path.display()));
+        }
+    }
     if args.json {
         let cases: Vec<serde_json::Value> = report
             .results
@@ -164,12 +227,23 @@ pub(super) fn run_category_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Res
     } else {
         args.category.iter().map(|c| c.parse::<Category>()).collect::<Result<_, _>>().context("--category")?
     };
-    let cfg = CategoryBenchConfig { categories, cases: args.cases, seed: ctx.global.seed, ..Default::default() };
+    let cfg = CategoryBenchConfig {
+        categories,
+        cases: args.cases,
+        seed: ctx.global.seed,
+        validation: args.validation,
+        options: diffuse_pose::category::estimate::CategoryOptions {
+            choice: args.choice,
+            ..super::category_options(ctx, &args.process)?
+        },
+        ..Default::default()
+    };
+    let model = super::load_category_model(ctx, args.model.as_deref())?;
     if let Some(dir) = &args.save_cases {
         save_category_cases(ctx, &cfg, dir, args.force)?;
     }
     let bar = ctx.printer.progress((cfg.categories.len() * cfg.cases) as u64, "pose bench --category");
-    let report = category_bench::run(&cfg, &mut |r| {
+    let report = category_bench::run(&cfg, Some(&model), &mut |r| {
         bar.inc(1);
         ctx.printer.verbose(format!(
             "{:<8} {:<7} case {:>3}: IoU {:>5.3}, rotation {:>6.2}°, translation {:>5.2} cm, {:>6.1} ms{}",
@@ -184,6 +258,43 @@ pub(super) fn run_category_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Res
         ));
     })?;
     bar.finish_and_clear();
+    if let Some(prefix) = &args.plot {
+        let per = |f: &dyn Fn(&category_bench::CategoryCase) -> f64| -> Vec<(String, Vec<f64>)> {
+            [CategoryMethod::PcaBox, CategoryMethod::Diffusion]
+                .iter()
+                .map(|m| (m.label().to_string(), report.results.iter().filter(|r| r.method == *m).map(f).collect()))
+                .collect()
+        };
+        let panels = [
+            plots::Panel {
+                suffix: "iou",
+                title: "category level: 3D IoU".into(),
+                x_label: "IoU threshold".into(),
+                max: 1.0,
+                at_least: true,
+                methods: per(&|r| r.errors.iou),
+            },
+            plots::Panel {
+                suffix: "rotation",
+                title: "category level: rotation error (symmetry-aware)".into(),
+                x_label: "rotation error threshold (°)".into(),
+                max: 60.0,
+                at_least: false,
+                methods: per(&|r| r.errors.rotation_deg),
+            },
+            plots::Panel {
+                suffix: "translation",
+                title: "category level: translation error".into(),
+                x_label: "translation error threshold (cm)".into(),
+                max: 10.0,
+                at_least: false,
+                methods: per(&|r| 100.0 * r.errors.translation_m),
+            },
+        ];
+        for path in plots::write(prefix, args.force, &panels)? {
+            ctx.printer.info(format!("wrote {}", path.display()));
+        }
+    }
     if args.json {
         let summaries: Vec<serde_json::Value> = report
             .summaries
@@ -235,8 +346,9 @@ pub(super) fn run_category_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Res
         );
     }
     println!(
-        "\nheld-out procedural instances, one single-view scan each on a table ({} points, {} mm noise, {} % outliers); \
+        "\n{} procedural instances, one single-view scan each on a table ({} points, {} mm noise, {} % outliers); \
          rotation about y ignored for bottle, bowl, can and a mug whose handle is hidden (NOCS)",
+        if cfg.validation { "validation" } else { "held-out test" },
         cfg.scene.points,
         1e3 * cfg.scene.noise,
         100.0 * cfg.scene.outliers
@@ -332,7 +444,7 @@ pub(super) fn save_category_cases(
     for (ci, &category) in cfg.categories.iter().enumerate() {
         for c in 0..cfg.cases {
             let index = ci * cfg.cases + c;
-            let inst = shapes::instance(category, shapes::TEST_SEEDS + index as u64);
+            let inst = shapes::instance(category, category_bench::instance_seed(cfg, index));
             let case = scene::make_scene(&inst, diffuse_core::seed::sample_seed(cfg.seed, index as u64), &cfg.scene)?;
             let stem = format!("case-{index:03}-{category}");
             let (scan, truth, boxed) = (

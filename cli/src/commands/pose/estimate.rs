@@ -26,11 +26,17 @@ pub struct EstimateArgs {
     /// The object model (PLY point cloud or mesh) whose pose is wanted.
     #[arg(long, value_name = "MODEL.ply")]
     pub object: Option<PathBuf>,
-    /// No model: estimate the pose and size of an object of this category (bottle, bowl, can, mug, box, laptop)
-    /// standing on a table in the scan (metres, sensor at --viewpoint, default 0,0,0). For now with the PCA-box
-    /// baseline (docs/pose.md, "Category level"); -o writes the box as a PLY mesh.
+    /// No object model: estimate the pose and size of an object of this category (bottle, bowl, can, mug, box,
+    /// laptop) standing on a table in the scan (metres, sensor at --viewpoint, default 0,0,0) with the learned
+    /// category-level model (docs/pose.md, "Category level"); -o writes the box as a PLY mesh.
     #[arg(long, value_name = "NAME", conflicts_with = "object")]
     pub category: Option<String>,
+    /// The category-level model (M.safetensors with M.json beside it; default: the built-in one).
+    #[arg(long, value_name = "M.safetensors", requires = "category")]
+    pub model: Option<PathBuf>,
+    /// With --category: the PCA-box baseline instead of the learned model.
+    #[arg(long, requires = "category", conflicts_with = "model")]
+    pub pca_box: bool,
     /// Write the object moved into the scene, coloured by how well the scan supports it. In batch mode (a
     /// folder of scenes or --list) the output folder, which receives `<stem>.json` (what --json prints) and
     /// `<stem>_aligned.ply` per scene.
@@ -132,10 +138,28 @@ pub(super) fn estimate_category(ctx: &Context, args: &EstimateArgs, name: &str) 
     let viewpoint = args
         .viewpoint
         .map_or(diffuse_pose::nalgebra::Point3::origin(), |[x, y, z]| diffuse_pose::nalgebra::Point3::new(x, y, z));
-    let start = Instant::now();
-    let est = pca_box(&scene, &viewpoint, category, ctx.global.seed)
-        .with_context(|| format!("estimating the {category} in {scene_name}"))?;
-    let time_ms = start.elapsed().as_secs_f64() * 1e3;
+    let (est, estimator, extra) = if args.pca_box {
+        let start = Instant::now();
+        let est = pca_box(&scene, &viewpoint, category, ctx.global.seed)
+            .with_context(|| format!("estimating the {category} in {scene_name}"))?;
+        (est, "pca-box", serde_json::json!({"time_ms": start.elapsed().as_secs_f64() * 1e3}))
+    } else {
+        let model = super::load_category_model(ctx, args.model.as_deref())?;
+        let opts = super::category_options(ctx, &args.process)?;
+        let start = Instant::now();
+        let e = model
+            .estimate(&scene, &viewpoint, category, &opts)
+            .with_context(|| format!("estimating the {category} in {scene_name}"))?;
+        let time_ms = start.elapsed().as_secs_f64() * 1e3;
+        let extra = serde_json::json!({
+            "time_ms": time_ms,
+            "support": e.support,
+            "hypotheses": e.hypotheses.len(),
+            "network_evaluations": e.nfe,
+        });
+        (e.best, "diffusion", extra)
+    };
+    let time_ms = extra["time_ms"].as_f64().unwrap_or(f64::NAN);
     if let Some(out) = &args.output {
         let mesh = est.box_mesh();
         let cloud = PointCloud::new(mesh.vertices.clone());
@@ -144,17 +168,19 @@ pub(super) fn estimate_category(ctx: &Context, args: &EstimateArgs, name: &str) 
     }
     let corners: Vec<[f64; 3]> = est.corners().iter().map(|p| [p.x, p.y, p.z]).collect();
     if args.json {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "category": category,
-            "estimator": "pca-box",
+            "estimator": estimator,
             "pose": se3::matrix_rows(&est.pose),
             "size": [est.size.x, est.size.y, est.size.z],
             "corners": corners,
-            "time_ms": time_ms,
         });
+        if let (Some(j), Some(x)) = (json.as_object_mut(), extra.as_object()) {
+            j.extend(x.clone());
+        }
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        println!("{category} (pca-box estimator): pose (canonical → scene; +y up, origin at the box centre):");
+        println!("{category} ({estimator} estimator): pose (canonical → scene; +y up, origin at the box centre):");
         for row in se3::matrix_rows(&est.pose) {
             println!("  {:>12.6} {:>12.6} {:>12.6} {:>12.6}", row[0], row[1], row[2], row[3]);
         }
@@ -162,6 +188,13 @@ pub(super) fn estimate_category(ctx: &Context, args: &EstimateArgs, name: &str) 
             "size         [{:.4}, {:.4}, {:.4}]  w, h, d of the tight box (scene units)",
             est.size.x, est.size.y, est.size.z
         );
+        if let Some(support) = extra["support"].as_f64() {
+            println!(
+                "support      {:.0} % of {} hypotheses agree (within 5° and 2 cm)",
+                100.0 * support,
+                extra["hypotheses"]
+            );
+        }
         println!("time         {time_ms:.1} ms");
     }
     Ok(ExitCode::SUCCESS)

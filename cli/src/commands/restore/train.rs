@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use diffuse_core::Parameterization;
 use diffuse_core::path::PathSpec;
@@ -13,7 +13,7 @@ use diffuse_restoration::pipeline::{
     DEFAULT_TILING, load_clean_images, load_fixed_pairs, mean_scores, restore_planes, training_degrader,
 };
 use diffuse_restoration::sample::SampleOptions;
-use diffuse_restoration::train::{CHECKPOINT, MODEL, Recipe, TrainOptions, train};
+use diffuse_restoration::train::{MODEL, Recipe, TrainOptions, train};
 use diffuse_restoration::{ModelConfig, NetConfig, RestorationModel};
 
 use super::super::Context;
@@ -68,12 +68,6 @@ pub struct TrainArgs {
     /// path and parameterization replace --net, --path and --param.
     #[arg(long, value_name = "M.safetensors", conflicts_with = "resume")]
     pub init: Option<PathBuf>,
-    /// Write a checkpoint every N steps.
-    #[arg(long, default_value_t = 500, value_name = "N")]
-    pub checkpoint_every: u64,
-    /// Stop (with a checkpoint and the model) after this many minutes.
-    #[arg(long, value_name = "MIN")]
-    pub time_limit: Option<f64>,
     /// Folder of clean validation images: PSNR of the fixed test degradation restored with the model's default
     /// sampler, every --val-every steps and at the end.
     #[arg(long, value_name = "DIR")]
@@ -81,12 +75,9 @@ pub struct TrainArgs {
     /// Validate every N steps.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub val_every: u64,
-    /// Continue the run in --out from its checkpoint (the recipe must be the same).
-    #[arg(long, conflicts_with = "force")]
-    pub resume: bool,
-    /// Start over even if --out holds a run.
-    #[arg(long)]
-    pub force: bool,
+    /// Checkpoints, time limit, resume, force.
+    #[command(flatten)]
+    pub run: super::super::RunArgs,
 }
 
 fn parameterization(path: &str, param: Option<&str>) -> anyhow::Result<Parameterization> {
@@ -105,22 +96,8 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let p = &ctx.printer;
     anyhow::ensure!(args.steps > 0, "--steps must be at least 1");
     anyhow::ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr must be a positive number");
-    let (model_file, ckpt) = (args.out.join(MODEL), args.out.join(CHECKPOINT));
-    if args.resume {
-        anyhow::ensure!(ckpt.is_file(), "{}: no checkpoint to resume from", ckpt.display());
-    } else if (model_file.exists() || ckpt.exists()) && !args.force {
-        bail!(
-            "{}: already holds a training run; pass --resume to continue it or --force to start over",
-            args.out.display()
-        );
-    }
-    let time_limit = match args.time_limit {
-        Some(m) => {
-            anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit: need a positive number of minutes, got {m}");
-            Some(Duration::from_secs_f64(m * 60.0))
-        }
-        None => None,
-    };
+    let model_file = args.out.join(MODEL);
+    let time_limit = args.run.check(&args.out, MODEL)?;
     let param = parameterization(&args.path, args.param.as_deref())?;
     let spec = PathSpec::default_of(&args.path)?;
     let net = match args.net {
@@ -192,10 +169,10 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let opts = TrainOptions {
         recipe: Recipe { batch: args.batch, crop: args.crop, lr: args.lr, seed: ctx.global.seed, ..Recipe::default() },
         steps: args.steps,
-        checkpoint_every: args.checkpoint_every,
+        checkpoint_every: args.run.checkpoint_every,
         time_limit,
         out: args.out.clone(),
-        resume: args.resume,
+        resume: args.run.resume,
         validate_every: if val.is_some() { args.val_every.max(1) } else { 0 },
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create the folder", args.out.display()))?;
@@ -232,14 +209,7 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
         map.insert("machine".into(), serde_json::Value::String(ctx.machine()));
     }
     model.save(&model_file, true)?;
-    println!(
-        "trained to step {} in {:.1} s{}, last loss {:.4}{}; model written to {}",
-        report.step,
-        start.elapsed().as_secs_f64(),
-        if report.stopped_by_time { " (time limit)" } else { "" },
-        report.last_loss,
-        report.validation.map(|v| format!(", validation PSNR {v:.2} dB")).unwrap_or_default(),
-        model_file.display()
-    );
+    let validation = report.validation.map(|v| format!(", validation PSNR {v:.2} dB")).unwrap_or_default();
+    super::super::print_trained(&report, start.elapsed().as_secs_f64(), &validation, &model_file);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use diffuse_discrete::text::corpus::Corpus;
-use diffuse_discrete::text::train::{CHECKPOINT, MODEL, Recipe, TrainOptions, train};
+use diffuse_discrete::text::train::{MODEL, Recipe, TrainOptions, train};
 use diffuse_discrete::text::{ModelKind, TextConfig, TextModel};
 
 use super::super::Context;
@@ -70,21 +70,12 @@ pub struct TrainArgs {
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 200)]
     pub warmup: u64,
-    /// Checkpoint every N steps.
-    #[arg(long, default_value_t = 500)]
-    pub checkpoint_every: u64,
     /// Validation bits/byte every N steps (and at the end).
     #[arg(long, default_value_t = 500)]
     pub validate_every: u64,
-    /// Stop (with a checkpoint and the model) after this many minutes.
-    #[arg(long, value_name = "MIN")]
-    pub time_limit: Option<f64>,
-    /// Continue the run in --out from its checkpoint (same recipe).
-    #[arg(long, conflicts_with = "force")]
-    pub resume: bool,
-    /// Start over even if --out holds a run.
-    #[arg(long)]
-    pub force: bool,
+    /// Checkpoints, time limit, resume, force.
+    #[command(flatten)]
+    pub run: super::super::RunArgs,
 }
 
 /// Runs `diffuse text train`.
@@ -100,22 +91,8 @@ pub fn run(ctx: &Context, a: &TrainArgs) -> anyhow::Result<ExitCode> {
         (o, process) => bail!("--objective {o:?} does not train the {process} process"),
     };
     anyhow::ensure!(a.steps > 0, "--steps must be at least 1");
-    let (model_file, ckpt) = (a.out.join(MODEL), a.out.join(CHECKPOINT));
-    if a.resume {
-        anyhow::ensure!(ckpt.is_file(), "{}: no checkpoint to resume from", ckpt.display());
-    } else if (model_file.exists() || ckpt.exists()) && !a.force {
-        bail!(
-            "{}: already holds a training run; pass --resume to continue it or --force to start over",
-            a.out.display()
-        );
-    }
-    let time_limit = match a.time_limit {
-        Some(m) => {
-            anyhow::ensure!(m.is_finite() && m > 0.0, "--time-limit: need a positive number of minutes, got {m}");
-            Some(Duration::from_secs_f64(m * 60.0))
-        }
-        None => None,
-    };
+    let model_file = a.out.join(MODEL);
+    let time_limit = a.run.check(&a.out, MODEL)?;
     let corpus = Corpus::read(&a.corpus)?;
     for (file, why) in &corpus.skipped {
         p.warn(format!("skipping {}: {why}", file.display()));
@@ -148,10 +125,10 @@ pub fn run(ctx: &Context, a: &TrainArgs) -> anyhow::Result<ExitCode> {
     let opts = TrainOptions {
         recipe,
         steps: a.steps,
-        checkpoint_every: a.checkpoint_every,
+        checkpoint_every: a.run.checkpoint_every,
         time_limit,
         out: a.out.clone(),
-        resume: a.resume,
+        resume: a.run.resume,
         validate_every: a.validate_every,
     };
     std::fs::create_dir_all(&a.out)
