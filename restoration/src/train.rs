@@ -236,12 +236,12 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::model::ModelConfig;
     use crate::net::NetConfig;
     use diffuse_core::Parameterization;
     use diffuse_core::path::PathSpec;
     use std::path::Path;
+    use std::time::Duration;
     use tch::Device;
 
     /// Images from seeded streams (the global torch generator is shared by tests running in parallel).
