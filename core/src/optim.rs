@@ -366,4 +366,53 @@ mod tests {
         let err = AdamEma::new(&other).unwrap().load(&ckpt).unwrap_err().to_string();
         assert!(err.contains("c.safetensors") && err.contains("shape"), "{err}");
     }
+
+    #[test]
+    fn drive_validates_on_schedule_and_stops_on_a_non_finite_loss_keeping_the_checkpoint() {
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RunOptions {
+            recipe: "r".to_string(),
+            steps: 5,
+            checkpoint_every: 1,
+            time_limit: None,
+            out: dir.path().to_path_buf(),
+            resume: false,
+            validate_every: 2,
+        };
+        let settings = AdamSettings { betas: (0.9, 0.999), weight_decay: 0.0, grad_clip: 0.0, ema_decay: 0.5 };
+        let mut state = AdamEma::new(&vs).unwrap();
+        let mut step = |_: u64| -> Result<f64> {
+            let loss = w.square().sum(Kind::Float);
+            loss.backward();
+            Ok(loss.double_value(&[]))
+        };
+        let (mut validated, mut seen) = (Vec::new(), Vec::new());
+        let mut check = |n: u64| -> Result<f64> {
+            validated.push(n);
+            Ok(n as f64)
+        };
+        let report =
+            drive(&mut state, &opts, &mut step, &|_| (settings, 0.1), Some(&mut check), &mut |s| seen.push(s.step))
+                .unwrap();
+        // Every 2 steps and at the last one; every step reported; the EMA left in the model.
+        assert_eq!((validated, seen), (vec![2, 4, 5], vec![1, 2, 3, 4, 5]));
+        assert_eq!((report.step, report.validation, report.stopped_by_time), (5, Some(5.0), false));
+        assert!(dir.path().join(CHECKPOINT).exists());
+        // A NaN at step 3 stops with the step named; the checkpoint of step 2 stays.
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
+        let mut state = AdamEma::new(&vs).unwrap();
+        let mut step = |n: u64| -> Result<f64> {
+            let loss = w.square().sum(Kind::Float);
+            loss.backward();
+            Ok(if n == 3 { f64::NAN } else { loss.double_value(&[]) })
+        };
+        let err = drive(&mut state, &opts, &mut step, &|_| (settings, 0.1), None, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Training { step: 3, .. }), "{err}");
+        let mut back = AdamEma::new(&vs).unwrap();
+        back.load(&dir.path().join(CHECKPOINT)).unwrap();
+        assert_eq!(back.step, 2);
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! 1. The table: RANSAC plane (3-point draws, 2.5 mm inliers) among those with at most 10 % of the scan behind
 //!    them (a face of the object has the rest of the object behind it), refitted by least squares to its inliers
-//!    and oriented towards the sensor.
+//!    and oriented towards the sensor; if less than 5 % of the scan stands more than 1 cm in front of it (a
+//!    laptop's lid seen from behind), its points are set aside and the search repeats on the rest.
 //! 2. The object: scan points more than 1 cm above the table, statistical outliers removed.
 //! 3. Axes: y is the table's normal; x the principal axis of the object's footprint on the table (PCA of the
 //!    projected points), z = x × y. Per category: the box's x is its longer side (the principal axis already);
@@ -32,6 +33,8 @@ const PLANE_INLIER: f64 = 0.0025;
 const MAX_BELOW: f64 = 0.1;
 /// Height above the table from which a point belongs to the object (metres).
 const ABOVE_TABLE: f64 = 0.01;
+/// Fewest of the points that must stand above a supporting plane: the object is on it.
+const MIN_ABOVE: f64 = 0.05;
 
 /// A plane `n·p = d` with unit normal `n`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,11 +52,35 @@ impl Plane {
     }
 }
 
-/// The dominant plane of `points` by RANSAC, refitted to its inliers, its normal towards `viewpoint`.
+/// The supporting plane of `points`, its normal towards `viewpoint`: the dominant plane by RANSAC (refitted to its
+/// inliers) that something stands on. A plane with less than 5 % of the scan more than 1 cm in front of it is a
+/// face of the object (a laptop's lid seen from behind), so its points are set aside and the search repeats (up to
+/// three times) on the rest.
 pub fn support_plane(points: &[Point3<f64>], viewpoint: &Point3<f64>, seed: u64) -> Result<Plane> {
     if points.len() < 3 {
         return Err(Error::TooFewPoints { what: "scene".into(), have: points.len(), need: 3, context: String::new() });
     }
+    let mut rest: Vec<Point3<f64>> = points.to_vec();
+    let mut first = None;
+    for round in 0..3 {
+        let Some(plane) = dominant_plane(&rest, points.len(), viewpoint, seed.wrapping_add(round))? else { break };
+        let above = points.iter().filter(|p| plane.height(p) > ABOVE_TABLE).count();
+        if above as f64 >= MIN_ABOVE * points.len() as f64 {
+            return Ok(plane);
+        }
+        first.get_or_insert(plane);
+        rest.retain(|p| plane.height(p).abs() > 4.0 * PLANE_INLIER);
+        if rest.len() < 3 {
+            break;
+        }
+    }
+    // Nothing stands on any plane found: the first one is the best guess (the caller finds too little above it).
+    first.ok_or_else(|| Error::invalid("scene", "no plane found: the points are degenerate"))
+}
+
+/// The dominant plane of `points` by RANSAC among those with at most 10 % of `total` behind them, refitted by
+/// least squares to its inliers; `None` when no draw qualifies.
+fn dominant_plane(points: &[Point3<f64>], total: usize, viewpoint: &Point3<f64>, seed: u64) -> Result<Option<Plane>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut best: Option<(usize, Plane)> = None;
     for _ in 0..PLANE_DRAWS {
@@ -66,14 +93,14 @@ pub fn support_plane(points: &[Point3<f64>], viewpoint: &Point3<f64>, seed: u64)
         let count = points.iter().filter(|p| plane.height(p).abs() <= PLANE_INLIER).count();
         // A support has (nearly) everything on the sensor's side: a face of the object has the rest behind it.
         let below = points.iter().filter(|p| plane.height(p) < -4.0 * PLANE_INLIER).count();
-        if below as f64 > MAX_BELOW * points.len() as f64 {
+        if below as f64 > MAX_BELOW * total as f64 {
             continue;
         }
         if best.is_none_or(|(n, _)| count > n) {
             best = Some((count, plane));
         }
     }
-    let (_, plane) = best.ok_or_else(|| Error::invalid("scene", "no plane found: the points are degenerate"))?;
+    let Some((_, plane)) = best else { return Ok(None) };
     // Least squares on the inliers: the normal is the direction of least spread.
     let inliers: Vec<&Point3<f64>> = points.iter().filter(|p| plane.height(p).abs() <= 2.0 * PLANE_INLIER).collect();
     let mean = inliers.iter().fold(Vector3::zeros(), |m, p| m + p.coords) / inliers.len().max(1) as f64;
@@ -84,7 +111,7 @@ pub fn support_plane(points: &[Point3<f64>], viewpoint: &Point3<f64>, seed: u64)
     if normal.dot(&(viewpoint.coords - mean)) < 0.0 {
         normal = -normal;
     }
-    Ok(Plane { normal, offset: normal.dot(&mean) })
+    Ok(Some(Plane { normal, offset: normal.dot(&mean) }))
 }
 
 /// Value at quantile `q` of `v` (sorted in place).
@@ -200,5 +227,22 @@ mod tests {
         // The height is measured exactly from the table; the hidden sides make the footprint a little short.
         assert!((est.size.y - s.size.y).abs() < 0.01, "{:?} vs {:?}", est.size, s.size);
         assert!(e.iou > 0.25 && e.rotation_deg < 30.0, "{e:?}");
+    }
+
+    #[test]
+    fn a_large_face_with_nothing_in_front_is_not_taken_for_the_table() {
+        // A laptop seen from behind: the lid's back (1 000 points, facing the sensor at the origin) hides most of
+        // the table, of which 80 points show behind it. The lid has more inliers, but nothing stands on it.
+        let mut points = Vec::new();
+        for i in 0..1000 {
+            let (u, v) = ((i % 40) as f64 / 40.0, (i / 40) as f64 / 25.0);
+            points.push(Point3::new(-0.15 + 0.3 * u, -0.1 + 0.19 * v, 0.6));
+        }
+        for i in 0..80 {
+            let (u, v) = ((i % 10) as f64 / 10.0, (i / 10) as f64 / 8.0);
+            points.push(Point3::new(-0.3 + 0.6 * u, 0.1, 0.62 + 0.28 * v));
+        }
+        let plane = support_plane(&points, &Point3::origin(), 0).unwrap();
+        assert!(plane.normal.dot(&Vector3::new(0.0, -1.0, 0.0)) > 0.999, "{:?}", plane.normal);
     }
 }

@@ -1,14 +1,15 @@
 //! Category-level pose and size with the learned model: the reverse diffusion of a box, run by core's solver.
 //!
-//! 1. The table (RANSAC plane), the scan points above it, and a start: the PCA box on the supporting plane ([`super::baseline::pca_box`]), turned about the table's
-//!    normal to `hypotheses` evenly spaced headings (the PCA heading of a mug or laptop is often the wrong way
-//!    round, and that of a bowl means nothing).
+//! 1. The table (RANSAC plane), the scan points above it, and a start: the PCA box on the supporting plane
+//!    ([`super::baseline::pca_box`]), turned about the table's normal to `hypotheses` evenly spaced headings (the
+//!    PCA heading of a mug or laptop is often the wrong way round, and that of a bowl means nothing).
 //! 2. Each start is the base of a chart ([`super::chart`]); the state, 9 coordinates per hypothesis, starts at the
 //!    base (x_T = 0 at σ_max: the start counts as a draw of the noisy box) and core's solver walks the path to
 //!    σ = 0, asking the network at each step for the clean box given the scan seen from the current one (a
 //!    data prediction, converted to the base's chart exactly).
 //! 3. The hypotheses are scored by their agreement: the one with the smallest summed (capped) symmetry-aware
-//!    distance to the others wins; its support is the fraction of hypotheses within 5° and 2 cm of it.
+//!    distance to the others wins; its support is the fraction of hypotheses within 5° and 2 cm of it (a mug
+//!    whose handle is hidden has no heading to agree on, so its support is low).
 
 use std::cell::{Cell, RefCell};
 
@@ -94,8 +95,8 @@ pub struct CategoryEstimate {
     pub confidence: Vec<f64>,
 }
 
-/// The distance used to score hypotheses: degrees / 5 + centimetres / 2, symmetry-aware.
-fn disagreement(a: &SizedPose, b: &SizedPose, symmetry: CategorySymmetry) -> f64 {
+/// How far apart two boxes are: the symmetry-aware rotation angle (degrees) and the distance between centres (cm).
+fn apart(a: &SizedPose, b: &SizedPose, symmetry: CategorySymmetry) -> (f64, f64) {
     let (ra, rb) = (a.pose.rotation, b.pose.rotation);
     let rot = match symmetry {
         CategorySymmetry::AboutY => (ra * Vector3::y()).dot(&(rb * Vector3::y())).clamp(-1.0, 1.0).acos(),
@@ -105,7 +106,13 @@ fn disagreement(a: &SizedPose, b: &SizedPose, symmetry: CategorySymmetry) -> f64
         }
         CategorySymmetry::None => crate::so3::distance(&ra, &rb),
     };
-    rot.to_degrees() / 5.0 + (a.pose.translation.vector - b.pose.translation.vector).norm() / 0.02
+    (rot.to_degrees(), 100.0 * (a.pose.translation.vector - b.pose.translation.vector).norm())
+}
+
+/// The disagreement used to score hypotheses: degrees / 5 + centimetres / 2, capped at 10.
+fn disagreement(a: &SizedPose, b: &SizedPose, symmetry: CategorySymmetry) -> f64 {
+    let (deg, cm) = apart(a, b, symmetry);
+    (deg / 5.0 + cm / 2.0).min(10.0)
 }
 
 /// The network as a core denoiser over the chart coordinates of a batch of hypotheses, one base each.
@@ -260,14 +267,20 @@ impl CategoryModel {
         }
         let symmetry = category.symmetry();
         let scores: Vec<f64> =
-            finals.iter().map(|a| finals.iter().map(|b| disagreement(a, b, symmetry).min(10.0)).sum()).collect();
+            finals.iter().map(|a| finals.iter().map(|b| disagreement(a, b, symmetry)).sum()).collect();
         let confidence = denoiser.confidence.borrow().clone();
         let chosen = match opts.choice {
             Choice::Agreement => (0..finals.len()).min_by(|&a, &b| scores[a].total_cmp(&scores[b])),
             Choice::Confidence => (0..finals.len()).max_by(|&a, &b| confidence[a].total_cmp(&confidence[b])),
         }
         .unwrap_or(0);
-        let close = finals.iter().filter(|b| disagreement(&finals[chosen], b, symmetry) <= 2.0).count();
+        let close = finals
+            .iter()
+            .filter(|b| {
+                let (deg, cm) = apart(&finals[chosen], b, symmetry);
+                deg <= 5.0 && cm <= 2.0
+            })
+            .count();
         Ok(CategoryEstimate {
             best: finals[chosen],
             support: close as f64 / finals.len() as f64,
