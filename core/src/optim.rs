@@ -141,6 +141,17 @@ pub fn drive<R: Serialize, E: From<Error>>(
     Ok(report)
 }
 
+/// A learning rate that warms up linearly to `peak` over `warmup` steps, then decays along a half cosine to
+/// `floor · peak` at step `decay_steps` and stays there.
+pub fn warmup_cosine(peak: f64, warmup: u64, step: u64, decay_steps: u64, floor: f64) -> f64 {
+    if step <= warmup {
+        return peak * step as f64 / warmup.max(1) as f64;
+    }
+    let span = decay_steps.saturating_sub(warmup).max(1) as f64;
+    let f = ((step - warmup) as f64 / span).min(1.0);
+    peak * (floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * f).cos()))
+}
+
 /// The checkpoint file every trainer writes in its output folder.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 

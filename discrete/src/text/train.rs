@@ -66,12 +66,7 @@ impl Recipe {
 
     /// The learning rate of step `n` (1-based): warm-up, then cosine to 10 % of the peak.
     pub fn lr_at(&self, n: u64) -> f64 {
-        if n <= self.warmup {
-            return self.lr * n as f64 / self.warmup.max(1) as f64;
-        }
-        let span = self.decay_steps.saturating_sub(self.warmup).max(1) as f64;
-        let f = ((n - self.warmup) as f64 / span).min(1.0);
-        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * f).cos()))
+        diffuse_core::optim::warmup_cosine(self.lr, self.warmup, n, self.decay_steps, 0.1)
     }
 }
 

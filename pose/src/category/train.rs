@@ -12,7 +12,7 @@
 //! seed and n), a time limit.
 
 pub use diffuse_core::optim::CHECKPOINT;
-use diffuse_core::optim::{AdamEma, AdamSettings, RunOptions, drive};
+use diffuse_core::optim::{AdamEma, AdamSettings, RunOptions, drive, warmup_cosine};
 use diffuse_core::seed::sample_seed;
 use nalgebra::Point3;
 use rand::{Rng, SeedableRng};
@@ -30,6 +30,7 @@ use super::net::heading_bin;
 use super::scene::{SceneConfig, make_scene};
 use super::shapes::instance;
 use super::{Category, CategorySymmetry};
+use crate::cloud::PointCloud;
 use crate::error::{Error, Result};
 
 /// Instance seeds from here up to the test seeds are validation instances; training draws below.
@@ -94,8 +95,8 @@ pub struct PoolScene {
     pub object: Vec<Point3<f64>>,
     /// The table as found in the scan.
     pub table: Plane,
-    /// The whole scan.
-    pub scan: Vec<Point3<f64>>,
+    /// The whole scan, kept for validation scenes only (the estimator needs it; training does not).
+    pub scan: Option<PointCloud>,
     /// The true box.
     pub truth: SizedPose,
     /// Its symmetry in this scan (a mug with its handle hidden counts as symmetric about y).
@@ -111,9 +112,11 @@ pub type Progress = diffuse_core::optim::StepReport;
 /// What a run did.
 pub type TrainReport = diffuse_core::optim::DriveReport;
 
-/// Scans of `categories`, `per_category` each, instance seeds from `first_seed` on; made on all cores.
+/// Scans of `categories`, `per_category` each, instance seeds from `first_seed` on; made on all cores. The whole
+/// scans are kept only with `keep_scans` (validation); training needs only the points above the table.
 pub fn make_pool(
     table_margin: f64,
+    keep_scans: bool,
     categories: &[Category],
     per_category: usize,
     first_seed: u64,
@@ -136,7 +139,7 @@ pub fn make_pool(
             category: c,
             object: above_plane(&s.scan.points, &table, table_margin),
             table,
-            scan: s.scan.points,
+            scan: keep_scans.then_some(s.scan),
             truth: SizedPose { pose: s.truth, size: s.size },
             symmetry,
             handle_visible: s.handle_visible,
@@ -159,23 +162,15 @@ pub fn make_pool(
     pool.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::invalid("pool", "a scene thread failed")))).collect()
 }
 
-fn learning_rate(r: &Recipe, step: u64, steps: u64) -> f64 {
-    if step <= r.warmup {
-        return r.lr * step as f64 / r.warmup.max(1) as f64;
-    }
-    let p = (step - r.warmup) as f64 / (steps.saturating_sub(r.warmup)).max(1) as f64;
-    r.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos()))
-}
-
 /// Validation: the full estimator (default sampler) on `scenes`; the mean of the IoU50, 10°5cm and 5°2cm
 /// fractions.
 pub fn validate(model: &CategoryModel, scenes: &[PoolScene]) -> Result<f64> {
     let mut results: Vec<(CategoryErrors, f64)> = Vec::new();
     for (i, s) in scenes.iter().enumerate() {
         let category = model.config().categories[s.category];
-        let cloud = crate::cloud::PointCloud::new(s.scan.clone());
+        let cloud = s.scan.as_ref().ok_or_else(|| Error::invalid("validation", "a scene made without its scan"))?;
         let opts = CategoryOptions { seed: i as u64, ..CategoryOptions::default() };
-        let e = match model.estimate(&cloud, &Point3::origin(), category, &opts) {
+        let e = match model.estimate(cloud, &Point3::origin(), category, &opts) {
             Ok(e) => category_errors(&e.best, &s.truth, category.symmetry(), s.handle_visible),
             Err(_) => CategoryErrors { iou: 0.0, rotation_deg: 180.0, translation_m: 1.0 },
         };
@@ -292,7 +287,7 @@ pub fn train(
         &mut state,
         opts,
         &mut step,
-        &|n| (adam, learning_rate(&r, n, opts.steps)),
+        &|n| (adam, warmup_cosine(r.lr, r.warmup, n, opts.steps, 0.05)),
         if validation.is_empty() { None } else { Some(&mut check) },
         progress,
     )?;
@@ -327,7 +322,7 @@ mod tests {
 
     #[test]
     fn resume_is_exact_and_the_model_is_written() {
-        let pool = make_pool(0.004, &[Category::Can, Category::Mug], 3, 0, 0, &mut |_, _| {}).unwrap();
+        let pool = make_pool(0.004, false, &[Category::Can, Category::Mug], 3, 0, 0, &mut |_, _| {}).unwrap();
         assert_eq!(pool.len(), 6);
         assert!(pool.iter().all(|s| s.truth.size.iter().all(|&v| v > 0.0)));
         let dir = tempfile::tempdir().unwrap();
@@ -367,7 +362,7 @@ mod tests {
     #[test]
     fn training_moves_the_network_towards_the_targets() {
         // On a fixed batch, a few hundred steps must cut the loss: the targets are learnable from the views.
-        let pool = make_pool(0.004, &[Category::Can, Category::Mug], 4, 0, 0, &mut |_, _| {}).unwrap();
+        let pool = make_pool(0.004, false, &[Category::Can, Category::Mug], 4, 0, 0, &mut |_, _| {}).unwrap();
         let mut m = tiny();
         let r = Recipe { batch: 16, ..Recipe::default() };
         let b = batch(&m, &pool, &r, 1).unwrap();

@@ -66,10 +66,11 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let total = (args.scenes + args.val_scenes) * categories.len();
     let bar = p.progress(total as u64, "making scans");
     let margin = CategoryModelConfig::new(categories.clone()).table_margin;
-    let pool =
-        make_pool(margin, &categories, args.scenes, 0, recipe.seed, &mut |done, _| bar.set_position(done as u64))?;
+    let pool = make_pool(margin, false, &categories, args.scenes, 0, recipe.seed, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
     let validation =
-        make_pool(margin, &categories, args.val_scenes, VALIDATION_SEEDS, recipe.seed ^ 1, &mut |done, _| {
+        make_pool(margin, true, &categories, args.val_scenes, VALIDATION_SEEDS, recipe.seed ^ 1, &mut |done, _| {
             bar.set_position((args.scenes * categories.len() + done) as u64)
         })?;
     bar.finish_and_clear();
