@@ -14,7 +14,6 @@ use diffuse_audio::transform::{crop_frames, norm_factor, pad_frames};
 use diffuse_audio::{metrics, wav};
 use diffuse_core::denoiser::{Conditioning, Denoiser};
 use diffuse_core::param::Prediction;
-use diffuse_core::path::NoisePath;
 use diffuse_core::solvers::{self, Budget, NoNoise, SolverOptions, StepInfo};
 use diffuse_core::spacing::{End, GridSpec, Spacing};
 use tch::{Device, Kind, Tensor};
@@ -29,7 +28,7 @@ fn main() {
     let model = diffuse_audio::ScoreModel::load(std::path::Path::new(&args[1]), Device::Cpu).expect("model");
     let cfg = model.config().clone();
     let stft = Stft::new(cfg.stft.n_fft, cfg.stft.hop, Window::Hann).unwrap();
-    let path = diffuse_audio::sampling::ouve_path(&cfg).unwrap();
+    let path = cfg.noise_path().unwrap();
     let den = SgmseDenoiser::new(&model);
     let (clean_dir, noisy_dir) = (std::path::PathBuf::from(&args[2]), std::path::PathBuf::from(&args[3]));
     let mut files: Vec<_> = std::fs::read_dir(&clean_dir).expect("clean dir").map(|e| e.unwrap().file_name()).collect();
@@ -102,7 +101,7 @@ fn main() {
                         let mut obs = |_: &StepInfo<'_>| -> diffuse_core::Result<()> { Ok(()) };
                         let out = solvers::sample(
                             solver.as_ref(),
-                            &path,
+                            path.as_ref(),
                             &den,
                             &cond,
                             &start,

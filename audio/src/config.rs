@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use diffuse_core::path::{NoisePath, PathSpec};
+
 use crate::stft::Window;
 use crate::transform::{PadMode, SpecTransform};
 use crate::{Error, Result};
 
 /// The value of the sidecar's `format` field.
 pub const FORMAT: &str = "diffuse-sgmse";
-/// The sidecar version this build reads.
-pub const VERSION: u32 = 1;
+/// The sidecar version this build writes; it also reads version 1 (the process as `sde`, t_eps in `sampler`).
+pub const VERSION: u32 = 2;
 /// Largest frame-count multiple a sidecar may ask the input to be padded to (NCSN++ needs 64).
 pub const MAX_PAD_MULTIPLE: usize = 4096;
 
@@ -36,33 +38,35 @@ pub struct PadConfig {
     pub mode: PadMode,
 }
 
-/// The stochastic process the model was trained on, with its parameters (names as in sgmse).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "lowercase")]
-pub enum SdeConfig {
-    /// Ornstein–Uhlenbeck variance-exploding SDE: `dx = θ(y − x)dt + σmin(σmax/σmin)^t·√(2 ln(σmax/σmin)) dw`.
+/// The process of a version-1 sidecar (`"sde": {"name": …}`, names as in sgmse); read and turned into a core
+/// [`PathSpec`] with the sampler's `t_eps`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+enum LegacySde {
     Ouve {
-        /// Stiffness θ.
         theta: f64,
-        /// σmin.
         sigma_min: f64,
-        /// σmax.
         sigma_max: f64,
     },
-    /// Schrödinger bridge with variance-exploding diffusion `g(t) = √c·k^t`.
+    /// `eps` is the reference's guard against division by zero; core's bridge has closed forms and needs none.
     Sbve {
-        /// k.
         k: f64,
-        /// c.
         c: f64,
-        /// Small constant of the reference formulas.
-        #[serde(default = "default_sb_eps")]
+        #[serde(default)]
+        #[allow(dead_code)]
         eps: f64,
     },
 }
 
-fn default_sb_eps() -> f64 {
-    1e-8
+impl LegacySde {
+    fn path(self, t_eps: f64) -> PathSpec {
+        match self {
+            LegacySde::Ouve { theta, sigma_min, sigma_max } => {
+                PathSpec::Ouve { theta, sigma_min, sigma_max, t_eps, t_max: 1.0 }
+            }
+            LegacySde::Sbve { k, c, .. } => PathSpec::Sbve { k, c, t_eps },
+        }
+    }
 }
 
 /// What the network's output is.
@@ -103,12 +107,24 @@ pub struct SamplerDefaults {
     /// Corrector steps per step (PC sampler).
     #[serde(default)]
     pub corrector_steps: usize,
-    /// Smallest time the reverse process runs to.
-    pub t_eps: f64,
+}
+
+/// The sampler section as written in any version (version 1 kept `t_eps` here).
+#[derive(Debug, Clone, Deserialize)]
+struct SamplerJson {
+    name: String,
+    steps: usize,
+    #[serde(default)]
+    snr: f64,
+    #[serde(default)]
+    corrector_steps: usize,
+    #[serde(default)]
+    t_eps: Option<f64>,
 }
 
 /// Everything the sidecar says about a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SidecarJson")]
 pub struct ModelConfig {
     /// Always [`FORMAT`].
     pub format: String,
@@ -122,8 +138,9 @@ pub struct ModelConfig {
     pub transform: SpecTransform,
     /// Frame padding.
     pub pad: PadConfig,
-    /// The SDE and its parameters.
-    pub sde: SdeConfig,
+    /// The noise path (core's [`PathSpec`]: `ouve` or `sbve`), with the smallest time t_eps the reverse process
+    /// runs to.
+    pub path: PathSpec,
     /// What the output means.
     pub output: OutputConfig,
     /// Default sampler settings.
@@ -136,6 +153,61 @@ pub struct ModelConfig {
     pub source: Option<serde_json::Value>,
 }
 
+/// A sidecar as written, in any version this build reads.
+#[derive(Deserialize)]
+struct SidecarJson {
+    format: String,
+    version: u32,
+    sample_rate: u32,
+    stft: StftConfig,
+    transform: SpecTransform,
+    pad: PadConfig,
+    #[serde(default)]
+    path: Option<PathSpec>,
+    #[serde(default)]
+    sde: Option<LegacySde>,
+    output: OutputConfig,
+    sampler: SamplerJson,
+    #[serde(default)]
+    network: Option<crate::net::NetConfig>,
+    #[serde(default)]
+    source: Option<serde_json::Value>,
+}
+
+impl TryFrom<SidecarJson> for ModelConfig {
+    type Error = String;
+
+    /// Version 1 (`sde` plus `sampler.t_eps`) becomes the current form; the version check itself is
+    /// [`ModelConfig::validate`]'s, so that its message names the file.
+    fn try_from(j: SidecarJson) -> std::result::Result<Self, String> {
+        let (path, version) = match (j.path, j.sde, j.sampler.t_eps) {
+            (Some(path), None, None) => (path, j.version),
+            (None, Some(sde), Some(t_eps)) if j.version == 1 => (sde.path(t_eps), VERSION),
+            (None, Some(_), None) => return Err("`sde` needs `sampler.t_eps` (version 1 sidecars)".into()),
+            (None, Some(_), Some(_)) => {
+                return Err(format!("`sde` is read in version 1 sidecars; this is version {}", j.version));
+            }
+            (Some(_), Some(_), _) => return Err("give `path` or (version 1) `sde`, not both".into()),
+            (Some(_), None, Some(_)) => return Err("`sampler.t_eps` is version 1's; give it as `path.t_eps`".into()),
+            (None, None, _) => return Err("missing field `path` (the noise path, e.g. {\"kind\": \"ouve\"})".into()),
+        };
+        let s = j.sampler;
+        Ok(ModelConfig {
+            format: j.format,
+            version,
+            sample_rate: j.sample_rate,
+            stft: j.stft,
+            transform: j.transform,
+            pad: j.pad,
+            path,
+            output: j.output,
+            sampler: SamplerDefaults { name: s.name, steps: s.steps, snr: s.snr, corrector_steps: s.corrector_steps },
+            network: j.network,
+            source: j.source,
+        })
+    }
+}
+
 impl ModelConfig {
     /// The published SGMSE+ 16 kHz setting (VoiceBank-DEMAND / WSJ0-CHiME3 checkpoints, backbone `ncsnpp`).
     pub fn sgmse_16k() -> Self {
@@ -146,9 +218,9 @@ impl ModelConfig {
             stft: StftConfig { n_fft: 510, hop: 128, window: Window::Hann },
             transform: SpecTransform::SGMSE_16K,
             pad: PadConfig { multiple: 64, mode: PadMode::Zero },
-            sde: SdeConfig::Ouve { theta: 1.5, sigma_min: 0.05, sigma_max: 0.5 },
+            path: PathSpec::Ouve { theta: 1.5, sigma_min: 0.05, sigma_max: 0.5, t_eps: 0.03, t_max: 1.0 },
             output: OutputConfig { kind: OutputKind::Score, sign: 1.0 },
-            sampler: SamplerDefaults { name: "pc".into(), steps: 30, snr: 0.5, corrector_steps: 1, t_eps: 0.03 },
+            sampler: SamplerDefaults { name: "pc".into(), steps: 30, snr: 0.5, corrector_steps: 1 },
             network: None,
             source: None,
         }
@@ -157,6 +229,19 @@ impl ModelConfig {
     /// Frequency bins F = n_fft/2 + 1.
     pub fn bins(&self) -> usize {
         self.stft.n_fft / 2 + 1
+    }
+
+    /// The model's noise path, built by core.
+    pub fn noise_path(&self) -> Result<std::sync::Arc<dyn NoisePath>> {
+        Ok(self.path.build()?)
+    }
+
+    /// The smallest time the reverse process runs to (the path's `t_eps`).
+    pub fn t_eps(&self) -> f64 {
+        match self.path {
+            PathSpec::Ouve { t_eps, .. } | PathSpec::Sbve { t_eps, .. } => t_eps,
+            _ => self.path.build().map_or(f64::NAN, |p| p.t_range().0),
+        }
     }
 
     /// Checks every value; `path` names the sidecar in the error.
@@ -185,18 +270,20 @@ impl ModelConfig {
             return bad(format!("pad.multiple {} is over the limit of {MAX_PAD_MULTIPLE}", self.pad.multiple));
         }
         let pos = |v: f64| v.is_finite() && v > 0.0;
-        match self.sde {
-            SdeConfig::Ouve { theta, sigma_min, sigma_max } => {
-                if !(pos(theta) && pos(sigma_min) && pos(sigma_max) && sigma_min < sigma_max) {
-                    return bad(format!(
-                        "sde ouve: need θ > 0 and 0 < σmin < σmax, got θ {theta}, σmin {sigma_min}, σmax {sigma_max}"
-                    ));
-                }
+        match self.path {
+            PathSpec::Ouve { theta, sigma_min, sigma_max, .. }
+                if !(pos(theta) && pos(sigma_min) && pos(sigma_max) && sigma_min < sigma_max) =>
+            {
+                return bad(format!(
+                    "path ouve: need θ > 0 and 0 < σmin < σmax, got θ {theta}, σmin {sigma_min}, σmax {sigma_max}"
+                ));
             }
-            SdeConfig::Sbve { k, c, eps } => {
-                if !(pos(k) && k != 1.0 && pos(c) && eps.is_finite() && eps >= 0.0) {
-                    return bad(format!("sde sbve: need k > 0, k ≠ 1, c > 0, eps ≥ 0; got k {k}, c {c}, eps {eps}"));
-                }
+            PathSpec::Ouve { .. } | PathSpec::Sbve { .. } => {
+                self.path.build().map_err(|e| Error::model(path, format!("path: {e}")))?;
+            }
+            _ => {
+                let kind = serde_json::to_value(&self.path).ok().and_then(|v| v["kind"].as_str().map(String::from));
+                return bad(format!("path '{}': SGMSE models run on the ouve or sbve path", kind.unwrap_or_default()));
             }
         }
         if let Some(net) = &self.network {
@@ -209,8 +296,10 @@ impl ModelConfig {
                     net.channels.len()
                 ));
             }
-            if !matches!(self.sde, SdeConfig::Ouve { .. }) {
-                return bad("native networks run on the OUVE path (sde ouve)".into());
+            if matches!(self.path, PathSpec::Sbve { .. }) && self.output.kind == OutputKind::Score {
+                return bad(
+                    "a native network on the sbve path predicts data (σ is 0 at both ends of the bridge)".into()
+                );
             }
             match (self.output.kind, net.sigma_data) {
                 (OutputKind::Score, Some(_)) => {
@@ -230,10 +319,11 @@ impl ModelConfig {
         if !(self.output.sign == 1.0 || self.output.sign == -1.0) {
             return bad(format!("output.sign must be 1 or -1, got {}", self.output.sign));
         }
-        if self.sampler.steps == 0 || !(self.sampler.t_eps > 0.0 && self.sampler.t_eps < 1.0) {
+        if self.sampler.steps == 0 || !(self.t_eps() > 0.0 && self.t_eps() < 1.0) {
             return bad(format!(
                 "sampler: need steps ≥ 1 and 0 < t_eps < 1, got {} and {}",
-                self.sampler.steps, self.sampler.t_eps
+                self.sampler.steps,
+                self.t_eps()
             ));
         }
         Ok(())
@@ -279,8 +369,8 @@ impl ModelConfig {
         if self.pad != other.pad {
             d.push("pad");
         }
-        if self.sde != other.sde {
-            d.push("sde");
+        if self.path != other.path {
+            d.push("path");
         }
         if self.output != other.output {
             d.push("output");
@@ -306,7 +396,7 @@ mod tests {
         let c = ModelConfig::sgmse_16k();
         c.validate(Path::new("x.json")).unwrap();
         let text = serde_json::to_string(&c).unwrap();
-        assert!(text.contains(r#""sde":{"name":"ouve","theta":1.5"#), "{text}");
+        assert!(text.contains(r#""path":{"kind":"ouve","theta":1.5"#), "{text}");
         assert!(text.contains(r#""transform":{"kind":"exponent","alpha":0.5,"beta":0.15}"#), "{text}");
         let back: ModelConfig = serde_json::from_str(&text).unwrap();
         assert_eq!(back, c);
@@ -316,7 +406,7 @@ mod tests {
     #[test]
     fn invalid_values_name_the_sidecar() {
         let mut c = ModelConfig::sgmse_16k();
-        c.sde = SdeConfig::Ouve { theta: 1.5, sigma_min: 0.5, sigma_max: 0.05 };
+        c.path = PathSpec::Ouve { theta: 1.5, sigma_min: 0.5, sigma_max: 0.05, t_eps: 0.03, t_max: 1.0 };
         let err = c.validate(Path::new("dir/m.json")).unwrap_err().to_string();
         assert!(err.contains("dir/m.json") && err.contains("σmin < σmax"), "{err}");
         let mut c = ModelConfig::sgmse_16k();
@@ -333,6 +423,45 @@ mod tests {
         let mut c = ModelConfig::sgmse_16k();
         c.version = 7;
         assert!(c.validate(Path::new("m.json")).unwrap_err().to_string().contains("version 7"));
+    }
+
+    #[test]
+    fn version_1_sidecars_are_read_into_core_paths() {
+        let v1 = |sde: &str, sampler: &str| {
+            format!(
+                r#"{{"format": "diffuse-sgmse", "version": 1, "sample_rate": 16000,
+                "stft": {{"n_fft": 510, "hop": 128, "window": "hann"}},
+                "transform": {{"kind": "exponent", "alpha": 0.5, "beta": 0.15}}, "pad": {{"multiple": 64, "mode": "zero"}},
+                {sde} "output": {{"kind": "score"}}, "sampler": {sampler}}}"#
+            )
+        };
+        let ouve = r#""sde": {"name": "ouve", "theta": 1.5, "sigma_min": 0.05, "sigma_max": 0.5},"#;
+        let pc = r#"{"name": "pc", "steps": 30, "snr": 0.5, "corrector_steps": 1, "t_eps": 0.03}"#;
+        let c = ModelConfig::parse(&v1(ouve, pc), Path::new("m.json")).unwrap();
+        assert_eq!(c, ModelConfig::sgmse_16k());
+        assert_eq!((c.version, c.t_eps()), (VERSION, 0.03));
+        let sbve = r#""sde": {"name": "sbve", "k": 2.6, "c": 0.4, "eps": 1e-8},"#;
+        let ode = r#"{"name": "sb-ode", "steps": 50, "t_eps": 1e-4}"#;
+        let c = ModelConfig::parse(&v1(sbve, ode), Path::new("m.json")).unwrap();
+        assert_eq!(c.path, PathSpec::Sbve { k: 2.6, c: 0.4, t_eps: 1e-4 });
+        // Written back, it is version 2: the path in core's form, t_eps in it.
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains(r#""path":{"kind":"sbve","k":2.6,"c":0.4,"t_eps":0.0001}"#), "{text}");
+        assert!(!text.contains("\"sde\"") && text.contains(r#""version":2"#), "{text}");
+        assert_eq!(ModelConfig::parse(&text, Path::new("m.json")).unwrap(), c);
+        // Mixed or incomplete forms are refused, naming the file and the field.
+        let no_eps = r#"{"name": "pc", "steps": 30}"#;
+        let err = ModelConfig::parse(&v1(ouve, no_eps), Path::new("m.json")).unwrap_err().to_string();
+        assert!(err.contains("m.json") && err.contains("t_eps"), "{err}");
+        let both = format!("{ouve} \"path\": {{\"kind\": \"ouve\"}},");
+        let err = ModelConfig::parse(&v1(&both, pc), Path::new("m.json")).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let ve = r#""path": {"kind": "edm"},"#;
+        let err =
+            ModelConfig::parse(&v1(ve, no_eps).replace(r#""version": 1"#, r#""version": 2"#), Path::new("m.json"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("m.json") && err.contains("ouve or sbve"), "{err}");
     }
 
     #[test]

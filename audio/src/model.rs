@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{CModule, Device, IValue, Kind, Tensor, nn};
 
-use crate::config::{ModelConfig, OutputKind, SdeConfig, sidecar_path};
+use crate::config::{ModelConfig, OutputKind, sidecar_path};
 use crate::net::ScoreNet;
 use crate::{Error, Result};
 
@@ -233,19 +233,17 @@ impl ScoreModel {
 /// estimates the complex noise ẑ, or the preconditioned x̂0 of a data-prediction network
 /// ([`crate::net::DataPrecond`]).
 pub(crate) fn native_output(net: &ScoreNet, config: &ModelConfig, input: &Tensor, t: &Tensor) -> Result<Tensor> {
-    let SdeConfig::Ouve { theta, sigma_min, sigma_max } = config.sde else {
-        return Err(Error::invalid("sde", "native networks run on the OUVE path"));
-    };
+    let path = config.noise_path()?;
     match config.output.kind {
         OutputKind::Score => {
             let z = net.forward(input, t)?;
-            let sigma = crate::net::ouve_sigma(t, theta, sigma_min, sigma_max)?.f_view([-1, 1, 1, 1])?;
+            let sigma = diffuse_core::path::BatchPoint::at(path.as_ref(), t)?.sigma.f_view([-1, 1, 1, 1])?;
             Ok(z.f_div(&sigma)?.f_neg()?)
         }
         OutputKind::DataPrediction => {
             let x_t = input.f_narrow(1, 0, 2)?;
             let y = input.f_narrow(1, 2, 2)?;
-            Ok(net.denoise(&x_t, &y, t, (theta, sigma_min, sigma_max))?.0)
+            Ok(net.denoise(&x_t, &y, t, path.as_ref())?.0)
         }
     }
 }

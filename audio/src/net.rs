@@ -18,6 +18,7 @@
 //! Frames must be a multiple of `2^levels` (the sidecar's `pad.multiple`).
 
 use diffuse_core::nn::{Conv, Dense, Norm, UNetLevels};
+use diffuse_core::path::NoisePath;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -185,22 +186,16 @@ impl ScoreNet {
     }
 }
 
-/// σ(t) of the OUVE path as a tensor (same formula as diffuse-core's `Ouve::sigma`), for batches of times.
-pub fn ouve_sigma(t: &Tensor, theta: f64, sigma_min: f64, sigma_max: f64) -> Result<Tensor> {
-    let l = (sigma_max / sigma_min).ln();
-    let scale = sigma_min * sigma_min * l / (theta + l);
-    let v = t.f_mul_scalar(-2.0 * theta)?.f_exp()?.f_mul(&t.f_mul_scalar(2.0 * (l + theta))?.f_expm1()?)?;
-    Ok(v.f_mul_scalar(scale)?.f_clamp_min(0.0)?.f_sqrt()?)
-}
-
-/// The preconditioning of a data-prediction network on the OUVE path `x_t = α·x0 + (1 − α)·y + σ·z` (complex z
-/// of variance ½ per part, so per real coordinate the noise has standard deviation `s = σ/√2`).
+/// The preconditioning of a data-prediction network on an anchored path `x_t = α·x0 + γ·y + σ·z` (OUVE: γ = 1 − α;
+/// the SBVE bridge: γ = 1 − α too), α, γ and σ from core's path; complex z of variance ½ per part, so per real
+/// coordinate the noise has standard deviation `s = σ/√2`.
 ///
-/// With `r = x0 − y` of standard deviation σ_d per coordinate, `u = x_t − y = α·r + σ·z`, and
+/// With `r = x0 − y` of standard deviation σ_d per coordinate, `u = x_t − (α + γ)·y = α·r + σ·z`, and
 /// `D = √(α²σ_d² + s²)`:
 /// `c_in = 1/D` (the network sees `u` at unit variance), `c_skip = α·σ_d²/D²` (`y + c_skip·u` is the linear
 /// minimum-mean-square estimate of x0 from u), `c_out = σ_d·s/D` (the standard deviation of that estimate's error),
-/// and `x̂0 = y + c_skip·u + c_out·F`. Training minimises `‖(x̂0 − x0)/c_out‖²` (EDM's weighting
+/// and `x̂0 = y + c_skip·u + c_out·F`. Where the bridge pins the state (α = σ = 0, so D = 0) the network sees
+/// `u = 0` and the estimate is `y + σ_d·F`. Training minimises `‖(x̂0 − x0)/c_out‖²` (EDM's weighting
 /// λ = 1/c_out²: every t gets a unit-variance target for F), whose minimiser is the conditional mean
 /// `E[x0 | x_t, y]`. At t → 0, `c_skip → 1/α` and `c_out → 0`: the identity is built in.
 #[derive(Debug)]
@@ -214,39 +209,37 @@ pub struct DataPrecond {
 }
 
 impl DataPrecond {
-    /// The coefficients at times `t` `[B]` for OUVE (θ, σmin, σmax) and σ_d.
-    pub fn new(t: &Tensor, theta: f64, sigma_min: f64, sigma_max: f64, sigma_data: f64) -> Result<Self> {
+    /// The coefficients at times `t` `[B]` on `path`, and σ_d; also the anchor weight `α + γ` `[B, 1, 1, 1]`.
+    pub fn new(t: &Tensor, path: &dyn NoisePath, sigma_data: f64) -> Result<(Self, Tensor)> {
         let b = t.size().first().copied().unwrap_or(1);
-        let s = ouve_sigma(t, theta, sigma_min, sigma_max)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?;
-        let alpha = t.f_mul_scalar(-theta)?.f_exp()?;
+        let p = diffuse_core::path::BatchPoint::at(path, &t.f_to_kind(Kind::Double)?)?;
+        let s = p.sigma.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?;
         let sd2 = sigma_data * sigma_data;
-        let d2 = alpha.f_square()?.f_mul_scalar(sd2)?.f_add(&s.f_square()?)?;
-        let d = d2.f_sqrt()?;
+        let d2 = p.alpha.f_square()?.f_mul_scalar(sd2)?.f_add(&s.f_square()?)?;
+        // D = 0 only where the bridge pins x_t = y (u = 0): any finite c_in gives the same input.
+        let d = d2.f_sqrt()?.f_clamp_min(1e-30)?;
         let shape = [b, 1, 1, 1];
-        Ok(DataPrecond {
-            c_in: d.f_reciprocal()?.f_view(shape)?,
-            c_skip: alpha.f_mul_scalar(sd2)?.f_div(&d2)?.f_view(shape)?,
-            c_out: s.f_mul_scalar(sigma_data)?.f_div(&d)?.f_view(shape)?,
-        })
+        let cast = |x: Tensor| -> Result<Tensor> { Ok(x.f_view(shape)?.f_to_kind(t.kind())?) };
+        let precond = DataPrecond {
+            c_in: cast(d.f_reciprocal()?)?,
+            c_skip: cast(p.alpha.f_mul_scalar(sd2)?.f_div(&d.f_square()?)?)?,
+            // s/D → 1 towards the bridge's pin (s dominates α there), and is 1 at it.
+            c_out: cast(s.f_add_scalar(1e-150)?.f_div(&d2.f_sqrt()?.f_add_scalar(1e-150)?)?.f_mul_scalar(sigma_data)?)?,
+        };
+        Ok((precond, cast(p.alpha.f_add(&p.gamma)?)?))
     }
 }
 
 impl ScoreNet {
     /// The data prediction x̂0 `[B, 2, F, T]` of a data-prediction network for `x_t`, `y` `[B, 2, F, T]` and t
-    /// `[B]`, with its preconditioning (OUVE θ, σmin, σmax; σ_d from the network's config).
-    pub fn denoise(
-        &self,
-        x_t: &Tensor,
-        y: &Tensor,
-        t: &Tensor,
-        (theta, sigma_min, sigma_max): (f64, f64, f64),
-    ) -> Result<(Tensor, DataPrecond)> {
+    /// `[B]` on `path`, with its preconditioning (σ_d from the network's config).
+    pub fn denoise(&self, x_t: &Tensor, y: &Tensor, t: &Tensor, path: &dyn NoisePath) -> Result<(Tensor, DataPrecond)> {
         let sigma_data = self
             .config
             .sigma_data
             .ok_or_else(|| Error::invalid("network", "a data-prediction network needs sigma_data"))?;
-        let p = DataPrecond::new(t, theta, sigma_min, sigma_max, sigma_data)?;
-        let u = x_t.f_sub(y)?;
+        let (p, anchor) = DataPrecond::new(t, path, sigma_data)?;
+        let u = x_t.f_sub(&y.f_mul(&anchor)?)?;
         let f = self.forward(&Tensor::f_cat(&[&u.f_mul(&p.c_in)?, y], 1)?, t)?;
         let x0 = y.f_add(&u.f_mul(&p.c_skip)?)?.f_add(&f.f_mul(&p.c_out)?)?;
         Ok((x0, p))
@@ -298,43 +291,44 @@ mod tests {
         // For Gaussian r ~ N(0, σ_d²) and u = α·r + s·n, E[r | u] = α σ_d²/(α²σ_d² + s²)·u and the error variance
         // is σ_d² s²/(α²σ_d² + s²): check c_skip and c_out against these, and c_in·u at unit variance, by sampling.
         tch::manual_seed(3);
-        let (theta, smin, smax, sd) = (1.5, 0.05, 0.5, 0.2);
-        for t in [0.03f64, 0.3, 1.0] {
-            let n = 400_000;
-            let tt = Tensor::from_slice(&[t as f32]);
-            let p = DataPrecond::new(&tt, theta, smin, smax, sd).unwrap();
-            let r = Tensor::randn([n], (Kind::Float, Device::Cpu)) * sd;
-            let s = ouve_sigma(&tt.to_kind(Kind::Double), theta, smin, smax).unwrap().double_value(&[0]) / 2f64.sqrt();
-            let alpha = (-theta * t).exp();
-            let u = &r * alpha + Tensor::randn([n], (Kind::Float, Device::Cpu)) * s;
-            let (c_in, c_skip, c_out) = (
-                p.c_in.double_value(&[0, 0, 0, 0]),
-                p.c_skip.double_value(&[0, 0, 0, 0]),
-                p.c_out.double_value(&[0, 0, 0, 0]),
-            );
-            // The least-squares slope of r on u is c_skip; the residual's spread is c_out.
-            let slope = f64::try_from((&r * &u).mean(Kind::Double)).unwrap()
-                / f64::try_from((&u * &u).mean(Kind::Double)).unwrap();
-            let resid = f64::try_from((&r - &u * c_skip).square().mean(Kind::Double)).unwrap().sqrt();
-            let unit = f64::try_from((&u * c_in).square().mean(Kind::Double)).unwrap().sqrt();
-            assert!((slope / c_skip - 1.0).abs() < 0.02, "t {t}: slope {slope} vs c_skip {c_skip}");
-            assert!((resid / c_out - 1.0).abs() < 0.02, "t {t}: residual {resid} vs c_out {c_out}");
-            assert!((unit - 1.0).abs() < 0.02, "t {t}: c_in·u has spread {unit}");
+        let sd = 0.2;
+        let ouve = diffuse_core::path::Ouve::new(1.5, 0.05, 0.5, 0.03, 1.0).unwrap();
+        let sbve = diffuse_core::path::Sbve::default();
+        let paths: [&dyn NoisePath; 2] = [&ouve, &sbve];
+        for path in paths {
+            for t in [0.03f64, 0.3, 0.9] {
+                let n = 400_000;
+                let tt = Tensor::from_slice(&[t as f32]);
+                let (p, anchor) = DataPrecond::new(&tt, path, sd).unwrap();
+                let point = path.point(t as f32 as f64);
+                assert!((anchor.double_value(&[0, 0, 0, 0]) - (point.alpha + point.gamma)).abs() < 1e-6);
+                let r = Tensor::randn([n], (Kind::Float, Device::Cpu)) * sd;
+                let u = &r * point.alpha + Tensor::randn([n], (Kind::Float, Device::Cpu)) * (point.sigma / 2f64.sqrt());
+                let (c_in, c_skip, c_out) = (
+                    p.c_in.double_value(&[0, 0, 0, 0]),
+                    p.c_skip.double_value(&[0, 0, 0, 0]),
+                    p.c_out.double_value(&[0, 0, 0, 0]),
+                );
+                // The least-squares slope of r on u is c_skip; the residual's spread is c_out.
+                let slope = f64::try_from((&r * &u).mean(Kind::Double)).unwrap()
+                    / f64::try_from((&u * &u).mean(Kind::Double)).unwrap();
+                let resid = f64::try_from((&r - &u * c_skip).square().mean(Kind::Double)).unwrap().sqrt();
+                let unit = f64::try_from((&u * c_in).square().mean(Kind::Double)).unwrap().sqrt();
+                let name = path.name();
+                assert!((slope / c_skip - 1.0).abs() < 0.02, "{name} t {t}: slope {slope} vs c_skip {c_skip}");
+                assert!((resid / c_out - 1.0).abs() < 0.02, "{name} t {t}: residual {resid} vs c_out {c_out}");
+                assert!((unit - 1.0).abs() < 0.02, "{name} t {t}: c_in·u has spread {unit}");
+            }
         }
         // Near t = 0 the skip undoes α and the network's share vanishes.
-        let p = DataPrecond::new(&Tensor::from_slice(&[1e-4f32]), theta, smin, smax, sd).unwrap();
-        assert!((p.c_skip.double_value(&[0, 0, 0, 0]) * (-theta * 1e-4).exp() - 1.0).abs() < 0.01);
+        let (p, _) = DataPrecond::new(&Tensor::from_slice(&[1e-4f32]), &ouve, sd).unwrap();
+        assert!((p.c_skip.double_value(&[0, 0, 0, 0]) * (-1.5 * 1e-4f64).exp() - 1.0).abs() < 0.01);
         assert!(p.c_out.double_value(&[0, 0, 0, 0]) < 0.01);
-    }
-
-    #[test]
-    fn sigma_matches_the_core_path() {
-        let path = diffuse_core::path::Ouve::default();
-        let ts = [0.03, 0.2, 0.5, 1.0];
-        let s = ouve_sigma(&Tensor::from_slice(&ts).to_kind(Kind::Double), 1.5, 0.05, 0.5).unwrap();
-        for (i, &t) in ts.iter().enumerate() {
-            let v = f64::try_from(s.get(i as i64)).unwrap();
-            assert!((v - path.sigma(t)).abs() < 1e-12, "t {t}: {v} vs {}", path.sigma(t));
+        // At the bridge's pin (t = 1: x_t = y) every coefficient is finite and the network gives the estimate.
+        let (p, anchor) = DataPrecond::new(&Tensor::from_slice(&[1.0f32]), &sbve, sd).unwrap();
+        for c in [&p.c_in, &p.c_skip, &p.c_out, &anchor] {
+            assert!(c.double_value(&[0, 0, 0, 0]).is_finite());
         }
+        assert!((p.c_out.double_value(&[0, 0, 0, 0]) - sd).abs() < 1e-6);
     }
 }

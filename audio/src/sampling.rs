@@ -8,12 +8,14 @@
 
 use diffuse_core::denoiser::{Conditioning, Denoiser};
 use diffuse_core::param::{Parameterization, Prediction};
-use diffuse_core::path::{NoisePath, Ouve};
+use std::sync::Arc;
+
+use diffuse_core::path::NoisePath;
 use diffuse_core::solvers::{self, Budget, NoNoise, NoiseSource, PredictorCorrector, Solver, SolverOptions, StepInfo};
 use diffuse_core::spacing::{End, GridSpec, Spacing};
 use tch::{Kind, Tensor};
 
-use crate::config::{ModelConfig, OutputKind, SdeConfig};
+use crate::config::{ModelConfig, OutputKind};
 use crate::model::ScoreModel;
 use crate::pipeline::{FrameNoise, Passthrough, SpectrogramSampler};
 use crate::{Error, Result};
@@ -53,19 +55,6 @@ impl Denoiser for SgmseDenoiser<'_> {
             OutputKind::Score => Prediction::Score(out),
             OutputKind::DataPrediction => Prediction::Data(out),
         })
-    }
-}
-
-/// The core OUVE path of a sidecar (t from `t_eps` to 1).
-pub fn ouve_path(config: &ModelConfig) -> Result<Ouve> {
-    match config.sde {
-        SdeConfig::Ouve { theta, sigma_min, sigma_max } => {
-            Ok(Ouve::new(theta, sigma_min, sigma_max, config.sampler.t_eps, 1.0)?)
-        }
-        SdeConfig::Sbve { .. } => Err(Error::SamplerUnavailable {
-            name: "sbve".into(),
-            reason: "Schrödinger-bridge (SBVE) models are not wired to core's solvers yet".into(),
-        }),
     }
 }
 
@@ -120,12 +109,12 @@ impl NoiseSource for FrameNoiseSource {
     }
 }
 
-/// A diffuse-core solver on the OUVE path, from the prior at t = 1: deterministic solvers, the reference's
-/// predictor–corrector sampler and its adaptive probability-flow ODE sampler.
+/// A diffuse-core solver on the model's path (OUVE or the SBVE bridge), from the prior at T: deterministic
+/// solvers, the reference's predictor–corrector sampler and its adaptive probability-flow ODE sampler.
 pub struct CoreSampler {
     name: String,
     solver: Box<dyn Solver>,
-    path: Ouve,
+    path: Arc<dyn NoisePath>,
     grid: GridSpec,
     budget: Budget,
     nfe: usize,
@@ -134,9 +123,11 @@ pub struct CoreSampler {
 
 impl CoreSampler {
     /// `solver` by core's registry name with `steps` intervals, ending at the data (a final x̂0 step from t_eps),
-    /// uniform in λ = ln(α/σ).
+    /// uniform in λ = ln(α/σ) (uniform in t from a bridge's pinned start, where λ is undefined).
     pub fn new(solver: &str, steps: usize, config: &ModelConfig) -> Result<Self> {
-        let path = ouve_path(config)?;
+        let path = config.noise_path()?;
+        let start = path.point(path.t_range().1);
+        let spacing = if start.sigma > 0.0 && start.alpha > 0.0 { Spacing::UniformLambda } else { Spacing::UniformT };
         let built = solvers::build_solver(solver, &SolverOptions::default())?;
         if built.info().stochastic {
             return Err(Error::invalid(
@@ -150,7 +141,7 @@ impl CoreSampler {
             name: solver.into(),
             solver: built,
             path,
-            grid: GridSpec::new(Spacing::UniformLambda, End::Zero),
+            grid: GridSpec::new(spacing, End::Zero),
             budget: Budget::Steps(steps),
             nfe,
             stochastic: false,
@@ -166,7 +157,7 @@ impl CoreSampler {
         if steps == 0 {
             return Err(Error::invalid("steps", "need at least 1"));
         }
-        let path = ouve_path(config)?;
+        let path = config.noise_path()?;
         let pc = PredictorCorrector { snr, corrector_steps, ..PredictorCorrector::sgmse() };
         let orders = pc.plan_steps(steps, true)?; // validates snr and corrector steps
         let nfe = solvers::plan_cost(&pc, &orders, true);
@@ -184,14 +175,14 @@ impl CoreSampler {
     /// The reference's probability-flow ODE sampler: adaptive Dormand–Prince (rtol = atol = 1e-5) from t = 1 to
     /// t_eps, returning the state at t_eps (sgmse `get_ode_sampler`, whose final denoising step is broken).
     pub fn reference_ode(config: &ModelConfig) -> Result<Self> {
-        let path = ouve_path(config)?;
+        let path = config.noise_path()?;
         let opts = SolverOptions { rtol: 1e-5, atol: 1e-5, ..SolverOptions::default() };
         let built = solvers::build_solver("dopri5", &opts)?;
         Ok(CoreSampler {
             name: "ode".into(),
             solver: built,
             path,
-            grid: GridSpec::new(Spacing::UniformT, End::Time(config.sampler.t_eps)),
+            grid: GridSpec::new(Spacing::UniformT, End::Time(config.t_eps())),
             budget: Budget::Steps(1),
             // An estimate for progress bars: the reference reports about 140 on its test network.
             nfe: 150,
@@ -199,23 +190,25 @@ impl CoreSampler {
         })
     }
 
-    /// The OUVE path the sampler walks.
-    pub fn path(&self) -> &Ouve {
-        &self.path
+    /// The path the sampler walks.
+    pub fn path(&self) -> &dyn NoisePath {
+        self.path.as_ref()
     }
 
-    /// The prior `x_T = y + σ(T)·z`, z complex standard normal (variance ½ per part), `y` of shape
-    /// `[1, 2, F, T]`.
+    /// The prior `x_T = (α_T + γ_T)·y + σ_T·z` (OUVE: `y + σ(T)·z`; the bridge: `y`), z complex standard normal
+    /// (variance ½ per part), `y` of shape `[1, 2, F, T]`.
     pub fn prior(&self, y: &Tensor, noise: FrameNoise) -> Result<Tensor> {
         let size = y.size();
         let z = noise.normal(0, size[2], size[3], y.device())?;
         self.prior_with(y, &z.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?)
     }
 
-    /// The prior `x_T = y + σ(T)·z` for a given complex noise z (variance ½ per part).
+    /// The prior for a given complex noise z (variance ½ per part).
     pub fn prior_with(&self, y: &Tensor, z: &Tensor) -> Result<Tensor> {
-        let sigma_t = self.path.sigma(self.path.t_range().1);
-        Ok(y.f_add(&z.f_mul_scalar(sigma_t)?)?)
+        let p = self.path.point(self.path.t_range().1);
+        let anchor = p.alpha + p.gamma;
+        let mean = if anchor == 1.0 { y.shallow_clone() } else { y.f_mul_scalar(anchor)? };
+        Ok(mean.f_add(&z.f_mul_scalar(p.sigma)?)?)
     }
 
     /// Runs the solver from `x_t` (at t = 1) with `denoiser` conditioned on `y`, drawing noise (stochastic
@@ -254,7 +247,17 @@ impl CoreSampler {
     ) -> Result<solvers::Sample> {
         let cond = Conditioning::with_anchor(y.shallow_clone());
         let sample = if differentiable { solvers::sample_differentiable } else { solvers::sample };
-        Ok(sample(self.solver.as_ref(), &self.path, denoiser, &cond, x_t, &self.grid, self.budget, noise, observer)?)
+        Ok(sample(
+            self.solver.as_ref(),
+            self.path.as_ref(),
+            denoiser,
+            &cond,
+            x_t,
+            &self.grid,
+            self.budget,
+            noise,
+            observer,
+        )?)
     }
 }
 
@@ -297,7 +300,7 @@ impl SpectrogramSampler for CoreSampler {
 }
 
 /// Sampler names `diffuse audio enhance --sampler` accepts besides core's solver names.
-pub const SPECIAL_SAMPLERS: &[&str] = &["pc", "ode", "passthrough"];
+pub const SPECIAL_SAMPLERS: &[&str] = &["pc", "ode", "sb-ode", "passthrough"];
 
 /// Builds the sampler `name` for a model: `pc` (the reference predictor–corrector; `snr` and the corrector steps
 /// default to the sidecar's), `ode` (the reference probability-flow ODE), `passthrough` (no model call), or any
@@ -316,6 +319,12 @@ pub fn build_sampler(
     }
     match name {
         "passthrough" => Ok(Box::new(Passthrough)),
+        // sgmse's Schrödinger-bridge ODE sampler is the first-order data-prediction step on the bridge: core's ddim.
+        "sb-ode" => Ok(Box::new(CoreSampler::new("ddim", steps.unwrap_or(10), config)?)),
+        "sb-sde" => Err(Error::invalid(
+            "sampler",
+            "sb-sde (the bridge's stochastic sampler) is not available; use sb-ode or a deterministic core solver",
+        )),
         "pc" => {
             let (default_snr, corrector) = if config.sampler.name == "pc" {
                 (config.sampler.snr, config.sampler.corrector_steps.max(1))

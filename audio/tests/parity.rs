@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use diffuse_audio::ScoreModel;
-use diffuse_audio::config::{ModelConfig, SdeConfig};
+use diffuse_audio::config::ModelConfig;
 use diffuse_audio::stft::{Spectrogram, Stft, Window};
 use diffuse_audio::transform::{PadMode, SpecTransform, pad_frames};
+use diffuse_core::path::PathSpec;
 use tch::{Device, Kind, Tensor};
 
 fn fixture_dir() -> PathBuf {
@@ -137,7 +138,10 @@ fn tiny_model() -> ScoreModel {
 fn one_model_call_matches_the_reference_score_model() {
     let f = load("model_call.safetensors");
     let model = tiny_model();
-    assert_eq!(model.config().sde, SdeConfig::Ouve { theta: 1.5, sigma_min: 0.05, sigma_max: 0.5 });
+    assert_eq!(
+        model.config().path,
+        PathSpec::Ouve { theta: 1.5, sigma_min: 0.05, sigma_max: 0.5, t_eps: 0.03, t_max: 1.0 }
+    );
     let score = model.score(&f["x_t"], &f["y"], &f["t"]).unwrap();
     let err = rel_err_t(&score, &f["score"]);
     assert!(err < 1e-4, "score relative error {err}");
@@ -246,20 +250,30 @@ fn probability_flow_drift_matches_the_reference() {
 /// probability-flow ODE solution from the same x_T.
 #[test]
 fn core_ode_solvers_reproduce_the_reference_ode_sampler() {
-    use diffuse_audio::sampling::{SgmseDenoiser, ouve_path};
+    use diffuse_audio::sampling::SgmseDenoiser;
     use diffuse_core::solvers::{self, Budget, NoNoise, SolverOptions};
     use diffuse_core::spacing::{End, GridSpec, Spacing};
     let f = load("ode_sampler.safetensors");
     let model = tiny_model();
-    let path = ouve_path(model.config()).unwrap();
+    let path = model.config().noise_path().unwrap();
     let denoiser = SgmseDenoiser::new(&model);
     let cond = diffuse_core::Conditioning::with_anchor(f["y"].shallow_clone());
     let grid = GridSpec::new(Spacing::UniformT, End::Time(0.03));
     let opts = SolverOptions { rtol: 1e-7, atol: 1e-7, ..SolverOptions::default() };
     let run = |name: &str, budget: Budget| {
         let solver = solvers::build_solver(name, &opts).unwrap();
-        solvers::sample(solver.as_ref(), &path, &denoiser, &cond, &f["x_T"], &grid, budget, &mut NoNoise, &mut ())
-            .unwrap()
+        solvers::sample(
+            solver.as_ref(),
+            path.as_ref(),
+            &denoiser,
+            &cond,
+            &f["x_T"],
+            &grid,
+            budget,
+            &mut NoNoise,
+            &mut (),
+        )
+        .unwrap()
     };
     let tight = &f["result_rtol1e-8"];
     let adaptive = run("dopri5", Budget::Steps(1));
@@ -287,10 +301,10 @@ fn mismatched_sidecars_are_rejected_naming_the_file() {
 
     // Different SDE parameters cannot be seen in the tensors; the embedded sidecar catches them.
     let mut c = ModelConfig::read(&fixture_dir().join("tiny_ncsnpp.json")).unwrap();
-    c.sde = SdeConfig::Ouve { theta: 2.0, sigma_min: 0.1, sigma_max: 1.0 };
+    c.path = PathSpec::Ouve { theta: 2.0, sigma_min: 0.1, sigma_max: 1.0, t_eps: 0.03, t_max: 1.0 };
     c.write(&sidecar).unwrap();
     let err = ScoreModel::load(&module, Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("m.pt") && err.contains("sde"), "{err}");
+    assert!(err.contains("m.pt") && err.contains("path"), "{err}");
 
     // The same mismatch without the embedded copy (a module written by other tools): the probe call fails.
     let mut c = ModelConfig::read(&fixture_dir().join("tiny_ncsnpp.json")).unwrap();

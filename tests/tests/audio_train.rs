@@ -225,3 +225,47 @@ fn the_built_in_model_is_used_without_model_and_pc_runs() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("pc (N 3, snr 0.33") && stdout.contains("(6 NFE)"), "{stdout}");
 }
+
+/// Issue 22, item 4: a Schrödinger-bridge (SBVE) model trains and enhances through core's path and solvers: the
+/// sidecar carries core's path, the prior is y itself, and the sgmse sampler name `sb-ode` runs core's ddim.
+#[test]
+fn a_schroedinger_bridge_model_trains_and_enhances_through_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_wav(&d.join("clean/a.wav"), 16000, &voice(8000, 150.0));
+    write_wav(&d.join("noise/n.wav"), 16000, &hiss(9000, 3));
+    let mut noisy = voice(8000, 150.0);
+    for (v, n) in noisy.iter_mut().zip(hiss(8000, 5)) {
+        *v += n;
+    }
+    write_wav(&d.join("noisy.wav"), 16000, &noisy);
+    let train = ["audio", "train", "--clean", "clean", "--noise", "noise", "--batch", "2", "--crop-frames", "16"];
+    let mut args: Vec<&str> = train.to_vec();
+    args.extend(["--out", "sb", "--channels", "8,16", "--steps", "2", "--path", "sbve"]);
+    let out = run_in(d, &args);
+    assert!(!out.status.success(), "a score network cannot run on the bridge: {:?}", text(&out));
+    assert!(text(&out).1.contains("sbve"), "{}", text(&out).1);
+    args.extend(["--objective", "data"]);
+    let out = run_in(d, &args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("sb/model.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["version"], 2);
+    assert_eq!(sidecar["path"]["kind"], "sbve");
+    assert!(sidecar.get("sde").is_none() && sidecar["sampler"].get("t_eps").is_none(), "{sidecar}");
+    for sampler in ["sb-ode", "dpm++2m", "unipc-bh2"] {
+        let out_file = format!("out-{sampler}.wav");
+        let enhance = ["audio", "enhance", "noisy.wav", "--model", "sb/model.safetensors", "--sampler", sampler];
+        let mut a: Vec<&str> = enhance.to_vec();
+        a.extend(["--steps", "3", "-o", &out_file]);
+        let out = run_in(d, &a);
+        assert!(out.status.success(), "{sampler}: {:?}", text(&out));
+        let bytes = std::fs::read(d.join(&out_file)).unwrap();
+        let data = bytes.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
+        assert_eq!(bytes.len() - data, 8000 * 2, "{sampler}: 8000 16-bit samples");
+        assert!(bytes[data..].iter().any(|&b| b != 0), "{sampler}: silent output");
+    }
+    let out = run_in(d, &["audio", "enhance", "noisy.wav", "--model", "sb/model.safetensors", "--sampler", "sb-sde"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("sb-ode"), "{}", text(&out).1);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tch::Device;
 
 use super::Mixing;
-use crate::config::{ModelConfig, SdeConfig};
+use crate::config::ModelConfig;
 use crate::net::NetConfig;
 use crate::{Error, Result};
 
@@ -132,13 +132,8 @@ impl TrainOptions {
         model.network = Some(NetConfig::small());
         model.pad.multiple = 64;
         // A fast default sampler for the trained model: 10 network evaluations (the pc sampler stays available).
-        model.sampler = crate::config::SamplerDefaults {
-            name: "dpm++2m".into(),
-            steps: 10,
-            snr: 0.5,
-            corrector_steps: 1,
-            t_eps: 0.03,
-        };
+        model.sampler =
+            crate::config::SamplerDefaults { name: "dpm++2m".into(), steps: 10, snr: 0.5, corrector_steps: 1 };
         TrainOptions {
             clean,
             noise,
@@ -180,7 +175,15 @@ impl TrainOptions {
 
     pub(super) fn validate(&self) -> Result<()> {
         let net = self.model.network.as_ref().ok_or_else(|| Error::invalid("network", "no network given"))?;
-        self.model.validate(Path::new("(training settings)"))?;
+        // The objective decides what the network outputs (the model's own output kind is the default's).
+        let mut model = self.model.clone();
+        if self.objective != Objective::Score {
+            model.output.kind = crate::config::OutputKind::DataPrediction;
+            if let Some(n) = model.network.as_mut() {
+                n.sigma_data = n.sigma_data.or(Some(1.0));
+            }
+        }
+        model.validate(Path::new("(training settings)"))?;
         if self.crop_frames == 0 || !self.crop_frames.is_multiple_of(net.frame_multiple()) {
             return Err(Error::invalid(
                 "crop frames",
@@ -212,9 +215,6 @@ impl TrainOptions {
             if self.crp_steps == 0 {
                 return Err(Error::invalid("crp steps", "need at least 1"));
             }
-        }
-        if !matches!(self.model.sde, SdeConfig::Ouve { .. }) {
-            return Err(Error::invalid("sde", "training supports OUVE"));
         }
         if !(self.lr > 0.0
             && (0.0..1.0).contains(&self.ema_decay)

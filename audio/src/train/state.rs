@@ -205,10 +205,11 @@ pub(super) fn model_sidecar(
     data: &serde_json::Value,
 ) -> ModelConfig {
     let mut c = model.clone();
+    let path = model.noise_path().map_or_else(|e| e.to_string(), |p| p.name());
     let loss = match opts.objective {
-        Objective::Score => "sgmse score_matching (OUVE), weights: EMA".to_string(),
+        Objective::Score => format!("sgmse score_matching on {path}, weights: EMA"),
         Objective::Data => format!(
-            "data prediction, EDM-style preconditioning on OUVE (sigma_data {:.5}), mean ((x0_hat - x0)/c_out)^2, \
+            "data prediction, EDM-style preconditioning on {path} (sigma_data {:.5}), mean ((x0_hat - x0)/c_out)^2, \
              weights: EMA",
             model.network.as_ref().and_then(|n| n.sigma_data).unwrap_or(f64::NAN)
         ),

@@ -17,6 +17,7 @@
 //! | [`Rddm`] | 1−ᾱ_res(t) | ᾱ_res(t) | β̄(t) |
 //! | [`Resfusion`] | 2√ᾱ−1 | 1−√ᾱ | √(1−ᾱ) |
 
+mod batch;
 mod mean_revert;
 mod residual;
 mod spec;
@@ -26,6 +27,7 @@ mod vp;
 
 use std::fmt;
 
+pub use batch::BatchPoint;
 pub use mean_revert::{IrSde, Ouve, Sbve, ThetaSchedule};
 pub use residual::{Rddm, Resfusion};
 pub use spec::{MAX_TABLE_STEPS, PathSpec};

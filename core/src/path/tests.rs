@@ -235,3 +235,28 @@ fn specs_parse_and_reject_bad_input() {
     assert!(err.contains("sigma_min < sigma_max"), "{err}");
     assert!(PathSpec::default_of("nope").unwrap_err().to_string().contains("vp_linear"));
 }
+
+/// `BatchPoint` is the scalar `point` at every element, for every path kind, in the input's shape and kind.
+#[test]
+fn batch_points_are_the_scalar_points() {
+    for kind in PathSpec::KINDS {
+        let path = PathSpec::default_of(kind).unwrap().build().unwrap();
+        let (lo, hi) = path.t_range();
+        let ts: Vec<f64> = (0..6).map(|i| lo + (hi - lo) * i as f64 / 5.0).collect();
+        let t = tch::Tensor::from_slice(&ts).view([2, 3, 1]);
+        let p = BatchPoint::at(path.as_ref(), &t).unwrap();
+        assert_eq!(p.alpha.size(), [2, 3, 1]);
+        assert_eq!(p.sigma.kind(), tch::Kind::Double);
+        for (i, &s) in ts.iter().enumerate() {
+            let want = path.point(s);
+            let at = |x: &tch::Tensor| x.view([-1]).double_value(&[i as i64]);
+            assert_eq!(
+                (at(&p.alpha), at(&p.gamma), at(&p.sigma)),
+                (want.alpha, want.gamma, want.sigma),
+                "{kind} t {s}"
+            );
+        }
+        let single = BatchPoint::at(path.as_ref(), &tch::Tensor::from_slice(&[hi as f32])).unwrap();
+        assert_eq!(single.sigma.kind(), tch::Kind::Float);
+    }
+}

@@ -169,10 +169,10 @@ pub(super) fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitC
     }
     let sampler: Box<dyn SpectrogramSampler> = build_sampler(&name, args.steps, args.snr, &cfg)?;
     p.verbose(format!(
-        "model {} ({} Hz, {:?}), sampler {} ({} NFE per chunk), chunks of {} frames with {} overlap",
+        "model {} ({} Hz, {}), sampler {} ({} NFE per chunk), chunks of {} frames with {} overlap",
         model_name,
         cfg.sample_rate,
-        cfg.sde,
+        cfg.noise_path().map_or_else(|e| e.to_string(), |p| p.name()),
         sampler.name(),
         sampler.nfe(),
         chunking.frames,

@@ -55,6 +55,10 @@ pub struct TrainArgs {
     /// fresh optimiser. Required by --objective crp.
     #[arg(long, value_name = "MODEL")]
     pub init: Option<PathBuf>,
+    /// Noise path of a new model (core's names): ouve (SGMSE+) or sbve (the Schrödinger bridge, which needs
+    /// --objective data); a model given by --init keeps its own.
+    #[arg(long, value_name = "KIND", default_value = "ouve", conflicts_with = "init")]
+    pub path: String,
     /// The sampler --objective crp trains through (a deterministic solver: dpm++2m, ddim, unipc-bh2, ...).
     #[arg(long, default_value = "dpm++2m", value_name = "SOLVER")]
     pub crp_solver: String,
@@ -153,6 +157,7 @@ pub(super) fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode>
         ObjectiveArg::Crp => diffuse_audio::train::Objective::Crp,
     };
     opts.init = args.init.clone();
+    opts.model.path = diffuse_core::path::PathSpec::default_of(&args.path).context("--path")?;
     opts.crp_solver = args.crp_solver.clone();
     opts.crp_steps = args.crp_steps;
     opts.crp_loss = match args.crp_loss {
