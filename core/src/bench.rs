@@ -253,6 +253,13 @@ pub struct BenchRow {
     pub steps: usize,
     /// RMS error per coordinate: `sqrt(mean over samples of ‖x − x_ref‖²/dim)` (deterministic solvers).
     pub rms_error: Option<f64>,
+    /// Median over the draws of the per-draw error `‖x − x_ref‖/√dim` (robust to the few draws that switch mode).
+    pub median_error: Option<f64>,
+    /// 90th percentile of the per-draw error.
+    pub p90_error: Option<f64>,
+    /// Share of the draws that end in another mixture component than their exact solution (the most likely
+    /// component at the end point).
+    pub switched: Option<f64>,
     /// Stochastic solvers: unbiased MMD² to exact samples of the target (Gaussian kernel, see [`mmd2`]).
     pub mmd2: Option<f64>,
     /// `−Δlog(error)/Δlog(NFE)` against the previous row of the same solver.
@@ -320,6 +327,21 @@ impl Setup {
     }
 }
 
+/// Per-draw errors `‖x − x_ref‖/√dim` of two `[B, dim]` tensors: (median, 90th percentile), each the sorted
+/// draw at rank ⌈qB⌉.
+pub fn error_quantiles(x: &Tensor, reference: &Tensor) -> Result<(f64, f64)> {
+    let d = x.f_to_kind(Kind::Double)?.f_sub(&reference.f_to_kind(Kind::Double)?)?;
+    let dim = d.size().last().copied().unwrap_or(1).max(1) as f64;
+    let per_draw = d.f_square()?.f_sum_dim_intlist(Some(&[-1i64][..]), false, Kind::Double)?.f_div_scalar(dim)?.f_sqrt()?;
+    let mut e = Vec::<f64>::try_from(per_draw.f_flatten(0, -1)?)?;
+    if e.is_empty() {
+        return Err(Error::invalid("samples", "no draws to take quantiles of"));
+    }
+    e.sort_by(f64::total_cmp);
+    let at = |q: f64| e[((q * e.len() as f64).ceil() as usize).clamp(1, e.len()) - 1];
+    Ok((at(0.5), at(0.9)))
+}
+
 /// RMS error per coordinate between two `[B, dim]` tensors.
 pub fn rms_error(x: &Tensor, reference: &Tensor) -> Result<f64> {
     let d = x.f_to_kind(Kind::Double)?.f_sub(&reference.f_to_kind(Kind::Double)?)?;
@@ -356,6 +378,8 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
     problem.validate()?;
     let setup = Setup::new(problem)?;
     let reference = setup.reference(problem.reference_rtol)?;
+    let anchor = setup.cond.anchor.as_ref();
+    let reference_component = setup.model.component(&reference, &setup.end, anchor)?;
     // Exact samples of the target, independent of the starting points (another seed stream).
     let target = {
         let seeds = SampleSeeds::new(problem.seed ^ 0x005E_ED7A_26E7, 0, problem.samples);
@@ -415,6 +439,9 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                     nfe: s.nfe,
                     steps: s.grid.len() - 1,
                     rms_error: None,
+                    median_error: None,
+                    p90_error: None,
+                    switched: None,
                     mmd2: Some(mmd2(&s.x, &target, None)?),
                     observed_order: None,
                     wall_ms,
@@ -427,12 +454,18 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                             .then(|| -(err / e0).ln() / (s.nfe as f64 / n0 as f64).ln())
                     });
                     prev = Some((s.nfe, err));
+                    let (median, p90) = error_quantiles(&s.x, &reference)?;
+                    let component = setup.model.component(&s.x, &setup.end, anchor)?;
+                    let moved = f64::try_from(component.f_ne_tensor(&reference_component)?.f_mean(Kind::Double)?)?;
                     BenchRow {
                         solver: name.clone(),
                         budget,
                         nfe: s.nfe,
                         steps: if adaptive { 0 } else { s.grid.len() - 1 },
                         rms_error: Some(err),
+                        median_error: Some(median),
+                        p90_error: Some(p90),
+                        switched: Some(moved),
                         mmd2: None,
                         observed_order: observed,
                         wall_ms,
@@ -445,6 +478,9 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                     nfe: steps.map_or(0, |s| s.1),
                     steps: steps.map_or(0, |s| s.0),
                     rms_error: None,
+                    median_error: None,
+                    p90_error: None,
+                    switched: None,
                     mmd2: None,
                     observed_order: None,
                     wall_ms,
@@ -455,4 +491,35 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
         }
     }
     Ok(BenchReport { path: setup.path.name(), samples: problem.samples, dim: problem.dim, rows })
+}
+
+#[cfg(test)]
+mod robust_tests {
+    use super::*;
+
+    /// The quantiles are the sorted per-draw errors at ranks ⌈B/2⌉ and ⌈0.9B⌉; one wild draw moves the rms, not
+    /// the median.
+    #[test]
+    fn quantiles_of_per_draw_errors() {
+        let reference = Tensor::zeros([10, 4], (Kind::Double, tch::Device::Cpu));
+        let per_draw: Vec<f64> = (1..=10).map(|i| if i == 10 { 1000.0 } else { i as f64 }).collect();
+        // Row i has error per_draw[i] in every coordinate, so ‖·‖/√dim is per_draw[i].
+        let x = Tensor::from_slice(&per_draw).view([10, 1]).expand([10, 4], false);
+        let (median, p90) = error_quantiles(&x, &reference).unwrap();
+        assert_eq!((median, p90), (5.0, 9.0));
+        assert!(rms_error(&x, &reference).unwrap() > 300.0);
+    }
+
+    /// On a two-component mixture, draws moved to the other mode are counted as switched.
+    #[test]
+    fn switches_are_counted_against_the_exact_component() {
+        let path = crate::path::PathSpec::default_of("edm").unwrap().build().unwrap();
+        let m = GaussianMixture::new(vec![0.5, 0.5], vec![vec![-2.0], vec![2.0]], vec![0.3, 0.3], path).unwrap();
+        let exact = Tensor::from_slice(&[-2.1, -1.9, 2.0, 2.2]).view([4, 1]);
+        let moved = Tensor::from_slice(&[-2.0, 1.9, 2.1, -0.2]).view([4, 1]);
+        let a = m.component(&exact, &Point::DATA, None).unwrap();
+        let b = m.component(&moved, &Point::DATA, None).unwrap();
+        assert_eq!(Vec::<i64>::try_from(&a).unwrap(), vec![0, 0, 1, 1]);
+        assert_eq!(f64::try_from(b.ne_tensor(&a).mean(Kind::Double)).unwrap(), 0.5);
+    }
 }

@@ -214,6 +214,17 @@ impl GaussianMixture {
 
     /// Log-density of the marginal `p_t(x)` at point p (`[B]`): `Σ_k π_k N(x̃; αμ_k, (α²s_k² + σ²) I)`.
     pub fn log_prob_marginal(&self, x: &Tensor, p: &Point, anchor: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.component_log_probs(x, p, anchor)?.f_logsumexp(&[1i64][..], false)?)
+    }
+
+    /// The component each row of x most likely came from under the marginal at p (`[B]`, int64): the largest
+    /// `log π_k + log N(x̃; αμ_k, (α²s_k² + σ²) I)`.
+    pub fn component(&self, x: &Tensor, p: &Point, anchor: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.component_log_probs(x, p, anchor)?.f_argmax(1, false)?)
+    }
+
+    /// `log π_k + log N(x̃; αμ_k, (α²s_k² + σ²) I)` for every row and component (`[B, K]`).
+    fn component_log_probs(&self, x: &Tensor, p: &Point, anchor: Option<&Tensor>) -> Result<Tensor> {
         let xt = self.flat(&tilde(x, p.gamma, anchor)?)?;
         let k = self.weights.len() as i64;
         let means = Tensor::from_slice(&self.means.concat()).view([1, k, self.dim as i64]);
@@ -230,10 +241,9 @@ impl GaussianMixture {
             .zip(&var)
             .map(|(w, v)| w.ln() - 0.5 * d * (2.0 * std::f64::consts::PI * v).ln())
             .collect();
-        let logits = Tensor::from_slice(&consts)
+        Ok(Tensor::from_slice(&consts)
             .view([1, k])
-            .f_sub(&sq.f_div(&Tensor::from_slice(&var).view([1, k]).f_mul_scalar(2.0)?)?)?;
-        Ok(logits.f_logsumexp(&[1i64][..], false)?)
+            .f_sub(&sq.f_div(&Tensor::from_slice(&var).view([1, k]).f_mul_scalar(2.0)?)?)?)
     }
 }
 

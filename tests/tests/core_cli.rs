@@ -74,6 +74,13 @@ fn solvers_bench_writes_results_and_refuses_to_overwrite() {
     let dpm: Vec<f64> =
         rows.iter().filter(|r| r["solver"] == "dpm++2m").map(|r| r["rms_error"].as_f64().unwrap()).collect();
     assert!(dpm[2] < dpm[0], "{dpm:?}");
+    // Robust statistics beside the rms (issue 21): median ≤ p90, and the share of draws that changed component.
+    assert!(stdout.contains("median") && stdout.contains("switched"), "{stdout}");
+    for r in rows.iter().filter(|r| r["rms_error"].is_f64()) {
+        let (median, p90, switched) =
+            (r["median_error"].as_f64().unwrap(), r["p90_error"].as_f64().unwrap(), r["switched"].as_f64().unwrap());
+        assert!(median <= p90 && (0.0..=1.0).contains(&switched), "{r}");
+    }
     assert!(std::fs::read_to_string(dir.path().join("r.svg")).unwrap().contains("<svg"));
     let again = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--plot", "r.svg"]);
     assert!(!again.status.success());

@@ -121,30 +121,36 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
 fn print_table(report: &BenchReport) {
     println!("path: {}   samples: {}   dim: {}", report.path, report.samples, report.dim);
     println!(
-        "{:<16} {:>9} {:>6} {:>6} {:>12} {:>7} {:>9}",
-        "solver", "budget", "nfe", "steps", "rms error", "order", "ms"
+        "{:<16} {:>9} {:>6} {:>6} {:>12} {:>10} {:>10} {:>8} {:>7} {:>9}",
+        "solver", "budget", "nfe", "steps", "rms error", "median", "p90", "switched", "order", "ms"
     );
     for r in &report.rows {
         let budget = if r.budget.fract() == 0.0 { format!("{}", r.budget) } else { format!("{:.0e}", r.budget) };
         match (&r.error, r.rms_error) {
             (Some(e), _) => println!("{:<16} {:>9} {:>6} {:>6}  failed: {e}", r.solver, budget, r.nfe, r.steps),
             (None, None) if r.mmd2.is_some() => println!(
-                "{:<16} {:>9} {:>6} {:>6} {:>12.3e} {:>7} {:>9.1}",
+                "{:<16} {:>9} {:>6} {:>6} {:>12.3e} {:>10} {:>10} {:>8} {:>7} {:>9.1}",
                 r.solver,
                 budget,
                 r.nfe,
                 r.steps,
                 r.mmd2.unwrap_or(f64::NAN),
+                "",
+                "",
+                "",
                 "(mmd²)",
                 r.wall_ms
             ),
             (None, Some(err)) => println!(
-                "{:<16} {:>9} {:>6} {:>6} {:>12.3e} {:>7} {:>9.1}",
+                "{:<16} {:>9} {:>6} {:>6} {:>12.3e} {:>10.3e} {:>10.3e} {:>7.1}% {:>7} {:>9.1}",
                 r.solver,
                 budget,
                 r.nfe,
                 r.steps,
                 err,
+                r.median_error.unwrap_or(f64::NAN),
+                r.p90_error.unwrap_or(f64::NAN),
+                100.0 * r.switched.unwrap_or(f64::NAN),
                 r.observed_order.map_or("-".to_string(), |o| format!("{o:.2}")),
                 r.wall_ms
             ),
