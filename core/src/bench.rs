@@ -321,6 +321,24 @@ impl Setup {
         Ok(Setup { model, path, cond: Conditioning::with_anchor(mu), x_start, start, end })
     }
 
+    /// The same setup started from given points `[n, dim]` at the grid's first time (another library's draws, or
+    /// draws saved from an earlier run), instead of drawing them.
+    pub fn with_start(problem: &Problem, x_start: Tensor) -> Result<Setup> {
+        let mut setup = Setup::new(&Problem { samples: 1, ..problem.clone() })?;
+        let size = x_start.size();
+        if size.len() != 2 || size[1] != problem.dim as i64 || size[0] < 1 {
+            return Err(Error::invalid("start", format!("need [n, {}] starting points, got {size:?}", problem.dim)));
+        }
+        let n = size[0];
+        let anchor =
+            setup.cond.anchor.as_ref().map(|a| a.f_narrow(0, 0, 1)?.f_expand([n, size[1]], false)?.f_contiguous());
+        if let Some(a) = anchor {
+            setup.cond = Conditioning::with_anchor(a?);
+        }
+        setup.x_start = x_start.f_to_kind(Kind::Double)?;
+        Ok(setup)
+    }
+
     /// The exact solution at the end point for every starting point.
     pub fn reference(&self, rtol: f64) -> Result<Tensor> {
         self.model.flow(&self.x_start, &self.start, &self.end, self.cond.anchor.as_ref(), rtol)
@@ -332,7 +350,8 @@ impl Setup {
 pub fn error_quantiles(x: &Tensor, reference: &Tensor) -> Result<(f64, f64)> {
     let d = x.f_to_kind(Kind::Double)?.f_sub(&reference.f_to_kind(Kind::Double)?)?;
     let dim = d.size().last().copied().unwrap_or(1).max(1) as f64;
-    let per_draw = d.f_square()?.f_sum_dim_intlist(Some(&[-1i64][..]), false, Kind::Double)?.f_div_scalar(dim)?.f_sqrt()?;
+    let per_draw =
+        d.f_square()?.f_sum_dim_intlist(Some(&[-1i64][..]), false, Kind::Double)?.f_div_scalar(dim)?.f_sqrt()?;
     let mut e = Vec::<f64>::try_from(per_draw.f_flatten(0, -1)?)?;
     if e.is_empty() {
         return Err(Error::invalid("samples", "no draws to take quantiles of"));
@@ -373,16 +392,50 @@ pub fn mmd2(x: &Tensor, y: &Tensor, bandwidth: Option<f64>) -> Result<f64> {
     Ok(kxx + kyy - 2.0 * kxy)
 }
 
+/// Starting points from a JSON file: an array of `dim`-long arrays of numbers (at the grid's first time).
+pub fn read_starts(path: &FsPath, dim: usize) -> Result<Tensor> {
+    let bytes = crate::io::read_input(path, MAX_START_FILE_BYTES)?;
+    let rows: Vec<Vec<f64>> = serde_json::from_slice(&bytes).map_err(|e| Error::file(path, e))?;
+    if rows.is_empty() {
+        return Err(Error::file(path, "no starting points (an array of arrays of numbers)"));
+    }
+    limits::at_most("starting points", rows.len(), limits::MAX_BENCH_SAMPLES).map_err(|e| Error::file(path, e))?;
+    if let Some(i) = rows.iter().position(|r| r.len() != dim) {
+        return Err(Error::file(path, format!("point {i} has {} coordinates, the problem has {dim}", rows[i].len())));
+    }
+    if rows.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(Error::file(path, "starting points must be finite"));
+    }
+    Ok(Tensor::from_slice(&rows.concat()).view([rows.len() as i64, dim as i64]))
+}
+
+/// Writes starting points `[n, dim]` as the JSON [`read_starts`] reads.
+pub fn starts_json(x: &Tensor) -> Result<String> {
+    let dim = x.size().last().copied().unwrap_or(1);
+    let flat = Vec::<f64>::try_from(x.f_to_kind(Kind::Double)?.f_flatten(0, -1)?)?;
+    let rows: Vec<&[f64]> = flat.chunks(dim.max(1) as usize).collect();
+    serde_json::to_string(&rows).map_err(|e| Error::invalid("start", e.to_string()))
+}
+
+/// Largest starting-points file read (2²⁰ points of 16 coordinates fit with room to spare).
+const MAX_START_FILE_BYTES: u64 = 1 << 30;
+
 /// Runs a problem; `progress` is told (solver, budget) before each run.
-pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Result<BenchReport> {
+pub fn run_problem(problem: &Problem, progress: impl FnMut(&str, f64)) -> Result<BenchReport> {
     problem.validate()?;
-    let setup = Setup::new(problem)?;
+    run_setup(problem, Setup::new(problem)?, progress)
+}
+
+/// Runs a problem from its setup (for example [`Setup::with_start`]).
+pub fn run_setup(problem: &Problem, setup: Setup, mut progress: impl FnMut(&str, f64)) -> Result<BenchReport> {
+    problem.validate()?;
+    let samples = setup.x_start.size()[0] as usize;
     let reference = setup.reference(problem.reference_rtol)?;
     let anchor = setup.cond.anchor.as_ref();
     let reference_component = setup.model.component(&reference, &setup.end, anchor)?;
     // Exact samples of the target, independent of the starting points (another seed stream).
     let target = {
-        let seeds = SampleSeeds::new(problem.seed ^ 0x005E_ED7A_26E7, 0, problem.samples);
+        let seeds = SampleSeeds::new(problem.seed ^ 0x005E_ED7A_26E7, 0, samples);
         let x0 = setup.model.sample_data(&seeds);
         if setup.end.is_data() {
             x0
@@ -417,7 +470,7 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
                 Budget::Steps(_) => Some((0, 0)),
             };
             let stochastic = solver.info().stochastic;
-            let mut seeded = SeededNoise::new(SampleSeeds::new(problem.seed ^ 0xD1FF_05E5, 0, problem.samples));
+            let mut seeded = SeededNoise::new(SampleSeeds::new(problem.seed ^ 0xD1FF_05E5, 0, samples));
             let noise: &mut dyn crate::solvers::NoiseSource = if stochastic { &mut seeded } else { &mut NoNoise };
             let clock = Instant::now();
             let result = sample(
@@ -490,7 +543,7 @@ pub fn run_problem(problem: &Problem, mut progress: impl FnMut(&str, f64)) -> Re
             rows.push(row);
         }
     }
-    Ok(BenchReport { path: setup.path.name(), samples: problem.samples, dim: problem.dim, rows })
+    Ok(BenchReport { path: setup.path.name(), samples, dim: problem.dim, rows })
 }
 
 #[cfg(test)]

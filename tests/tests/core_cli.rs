@@ -111,3 +111,33 @@ fn bad_problem_files_name_the_file_and_field() {
     let out = run_in(dir.path(), &["solvers", "bench", "--problem", "missing.json"]);
     assert!(text(&out).1.contains("missing.json"));
 }
+
+/// `--save-start` writes the draws, `--start` runs from given draws (issue 21, item 7): the same draws give the
+/// same errors, other draws other errors, and a file of the wrong dimension is refused naming the file.
+#[test]
+fn solvers_bench_runs_from_saved_or_given_starting_points() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.json"), small_problem(r#"["dpm++2m"]"#)).unwrap();
+    let bench = |json: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["solvers", "bench", "--problem", "p.json", "-q", "--json", json];
+        args.extend(extra);
+        let out = run_in(dir.path(), &args);
+        assert!(out.status.success(), "{:?}", text(&out));
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(json)).unwrap()).unwrap()
+    };
+    let own = bench("own.json", &["--save-start", "s.json"]);
+    let starts: Vec<Vec<f64>> =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
+    assert_eq!((starts.len(), starts[0].len()), (own["samples"].as_u64().unwrap() as usize, 2));
+    let again = bench("again.json", &["--start", "s.json"]);
+    assert_eq!(own["rows"][0]["rms_error"], again["rows"][0]["rms_error"]);
+    let shifted: Vec<Vec<f64>> = starts.iter().map(|r| r.iter().map(|v| v * 0.5).collect()).collect();
+    std::fs::write(dir.path().join("half.json"), serde_json::to_string(&shifted).unwrap()).unwrap();
+    let other = bench("other.json", &["--start", "half.json"]);
+    assert_ne!(own["rows"][0]["rms_error"], other["rows"][0]["rms_error"]);
+    std::fs::write(dir.path().join("bad.json"), "[[1.0, 2.0, 3.0]]").unwrap();
+    let out = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--start", "bad.json"]);
+    assert!(!out.status.success());
+    let stderr = text(&out).1;
+    assert!(stderr.contains("bad.json") && stderr.contains("3 coordinates"), "{stderr}");
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use diffuse_core::bench::{BenchReport, Problem, run_problem};
+use diffuse_core::bench::{BenchReport, Problem, Setup, read_starts, run_setup, starts_json};
 use diffuse_core::io::write_bytes_atomic;
 use diffuse_core::solvers::{SolverOptions, build_solver, solver_names};
 
@@ -56,6 +56,13 @@ pub struct BenchArgs {
     /// Also draw error vs NFE (log–log) as SVG.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Start from these points (JSON: an array of `dim`-long arrays, at the grid's first time) instead of the
+    /// problem's own draws, so that another library can be scored on the very same draws.
+    #[arg(long, value_name = "FILE")]
+    pub start: Option<PathBuf>,
+    /// Write the starting points used (the same JSON) for another library to run from.
+    #[arg(long, value_name = "FILE")]
+    pub save_start: Option<PathBuf>,
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
@@ -88,7 +95,7 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     // Every output is checked before the work: an existing file, an input (the problem itself) or a folder
     // that cannot be written fails now, not after the whole benchmark.
-    for out in [&args.json, &args.plot].into_iter().flatten() {
+    for out in [&args.json, &args.plot, &args.save_start].into_iter().flatten() {
         diffuse_core::io::check_output(out, args.force)?;
         diffuse_core::io::check_writable_folder(out)?;
     }
@@ -99,7 +106,16 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .count();
     let runs = fixed * problem.nfe.len() + (problem.solvers.len() - fixed) * problem.tolerances.len();
     let bar = ctx.printer.progress(runs as u64, "solving");
-    let report = run_problem(&problem, |name, budget| {
+    let setup = match &args.start {
+        Some(file) => Setup::with_start(&problem, read_starts(file, problem.dim)?)
+            .with_context(|| format!("starting points {}", file.display()))?,
+        None => Setup::new(&problem).with_context(|| format!("setting up {}", args.problem.display()))?,
+    };
+    if let Some(path) = &args.save_start {
+        write_bytes_atomic(path, args.force, (starts_json(&setup.x_start)? + "\n").as_bytes())?;
+        ctx.printer.info(format!("wrote {}", path.display()));
+    }
+    let report = run_setup(&problem, setup, |name, budget| {
         bar.set_message(format!("{name} @ {budget}"));
         bar.inc(1);
     })
