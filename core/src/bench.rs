@@ -423,11 +423,42 @@ const MAX_START_FILE_BYTES: u64 = 1 << 30;
 /// Runs a problem; `progress` is told (solver, budget) before each run.
 pub fn run_problem(problem: &Problem, progress: impl FnMut(&str, f64)) -> Result<BenchReport> {
     problem.validate()?;
-    run_setup(problem, Setup::new(problem)?, progress)
+    run_setup(problem, Setup::new(problem)?, ExtraRuns::default(), progress)
 }
 
-/// Runs a problem from its setup (for example [`Setup::with_start`]).
-pub fn run_setup(problem: &Problem, setup: Setup, mut progress: impl FnMut(&str, f64)) -> Result<BenchReport> {
+/// Runs beyond the problem's own solvers, on the same draws.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExtraRuns<'a> {
+    /// Searched schedules (rows `s3:SOLVER`).
+    pub schedules: &'a [crate::search::Schedule],
+    /// Step counts of the "Hyperparameters are all you need" recipe (rows `hyper-N`; 5, 6 or 8).
+    pub recipes: &'a [usize],
+}
+
+/// One row to run: a solver on a grid with a budget.
+struct BenchRun {
+    label: String,
+    solver: String,
+    budget: f64,
+    grid: GridSpec,
+    /// A fixed number of intervals instead of the NFE budget.
+    steps: Option<usize>,
+    lower_order_final: Option<crate::solvers::LowerOrderFinal>,
+}
+
+impl BenchRun {
+    fn plain(solver: &str, budget: f64, grid: GridSpec) -> Self {
+        BenchRun { label: solver.into(), solver: solver.into(), budget, grid, steps: None, lower_order_final: None }
+    }
+}
+
+/// Runs a problem from its setup (for example [`Setup::with_start`]), then `extra` runs on the same draws.
+pub fn run_setup(
+    problem: &Problem,
+    setup: Setup,
+    extra: ExtraRuns<'_>,
+    mut progress: impl FnMut(&str, f64),
+) -> Result<BenchReport> {
     problem.validate()?;
     let samples = setup.x_start.size()[0] as usize;
     let reference = setup.reference(problem.reference_rtol)?;
@@ -443,26 +474,57 @@ pub fn run_setup(problem: &Problem, setup: Setup, mut progress: impl FnMut(&str,
             setup.model.sample_marginal(&setup.end, &seeds, setup.cond.anchor.as_ref())?
         }
     };
-    let grid = problem.grid();
     let to_data = problem.end == End::Zero;
-    let mut rows = Vec::new();
+    // Every run: the problem's solvers on its grid, then the schedules, then the recipes.
+    let mut runs: Vec<BenchRun> = Vec::new();
     for name in &problem.solvers {
-        let probe = build_solver(name, &SolverOptions::default())?;
-        let adaptive = probe.info().adaptive;
+        let adaptive = build_solver(name, &SolverOptions::default())?.info().adaptive;
         let budgets: Vec<f64> =
             if adaptive { problem.tolerances.clone() } else { problem.nfe.iter().map(|&n| n as f64).collect() };
-        let mut prev: Option<(usize, f64)> = None;
-        for budget in budgets {
-            progress(name, budget);
+        runs.extend(budgets.into_iter().map(|b| BenchRun::plain(name, b, problem.grid())));
+    }
+    for s in extra.schedules {
+        let grid = crate::search::ScheduleFile::grid(s);
+        runs.push(BenchRun { label: format!("s3:{}", s.solver), ..BenchRun::plain(&s.solver, s.nfe as f64, grid) });
+    }
+    for &steps in extra.recipes {
+        if !to_data {
+            return Err(Error::invalid(
+                "recipe",
+                "the recipes' output is compared with the data: use \"end\": \"zero\"",
+            ));
+        }
+        let r = crate::search::Recipe::new(setup.path.as_ref(), steps, problem.t_start)?;
+        runs.push(BenchRun {
+            label: format!("hyper-{steps}"),
+            steps: Some(steps),
+            lower_order_final: Some(r.lower_order_final),
+            ..BenchRun::plain(r.solver, steps as f64, r.grid)
+        });
+    }
+    let mut rows = Vec::new();
+    let mut prev: Option<(String, usize, f64)> = None;
+    for BenchRun { label, solver: name, budget, grid, steps: fixed_steps, lower_order_final } in runs {
+        let probe = build_solver(&name, &SolverOptions::default())?;
+        let adaptive = probe.info().adaptive;
+        if prev.as_ref().is_some_and(|p| p.0 != label) {
+            prev = None;
+        }
+        {
+            progress(&label, budget);
             let opts = SolverOptions {
                 rtol: if adaptive { budget } else { 1e-3 },
                 atol: if adaptive { budget * 0.1 } else { 1e-4 },
-                lower_order_final: problem.lower_order_final,
+                lower_order_final: lower_order_final.unwrap_or(problem.lower_order_final),
                 warmup: problem.warmup,
                 ..SolverOptions::default()
             };
-            let solver = build_solver(name, &opts)?;
-            let b = if adaptive { Budget::Steps(1) } else { Budget::Nfe(budget as usize) };
+            let solver = build_solver(&name, &opts)?;
+            let b = match fixed_steps {
+                Some(n) => Budget::Steps(n),
+                None if adaptive => Budget::Steps(1),
+                None => Budget::Nfe(budget as usize),
+            };
             let steps = match b {
                 Budget::Nfe(n) => {
                     solver.plan_nfe(n, to_data).map(|p| (p.len(), plan_cost(solver.as_ref(), &p, to_data))).ok()
@@ -485,9 +547,17 @@ pub fn run_setup(problem: &Problem, setup: Setup, mut progress: impl FnMut(&str,
                 &mut (),
             );
             let wall_ms = clock.elapsed().as_secs_f64() * 1e3;
+            // A grid that stops short of the data (a recipe) hands over x/α at its last point, as a decoder sees it.
+            let result = result.and_then(|mut s| {
+                let last = *s.grid.last().expect("a grid has points");
+                if to_data && !last.is_data() {
+                    s.x = s.x.f_div_scalar(last.alpha)?;
+                }
+                Ok(s)
+            });
             let row = match result {
                 Ok(s) if stochastic => BenchRow {
-                    solver: name.clone(),
+                    solver: label.clone(),
                     budget,
                     nfe: s.nfe,
                     steps: s.grid.len() - 1,
@@ -502,16 +572,16 @@ pub fn run_setup(problem: &Problem, setup: Setup, mut progress: impl FnMut(&str,
                 },
                 Ok(s) => {
                     let err = rms_error(&s.x, &reference)?;
-                    let observed = prev.and_then(|(n0, e0)| {
+                    let observed = prev.as_ref().and_then(|&(_, n0, e0)| {
                         (s.nfe != n0 && e0 > 0.0 && err > 0.0)
                             .then(|| -(err / e0).ln() / (s.nfe as f64 / n0 as f64).ln())
                     });
-                    prev = Some((s.nfe, err));
+                    prev = Some((label.clone(), s.nfe, err));
                     let (median, p90) = error_quantiles(&s.x, &reference)?;
                     let component = setup.model.component(&s.x, &setup.end, anchor)?;
                     let moved = f64::try_from(component.f_ne_tensor(&reference_component)?.f_mean(Kind::Double)?)?;
                     BenchRow {
-                        solver: name.clone(),
+                        solver: label.clone(),
                         budget,
                         nfe: s.nfe,
                         steps: if adaptive { 0 } else { s.grid.len() - 1 },
@@ -526,7 +596,7 @@ pub fn run_setup(problem: &Problem, setup: Setup, mut progress: impl FnMut(&str,
                     }
                 }
                 Err(e) => BenchRow {
-                    solver: name.clone(),
+                    solver: label.clone(),
                     budget,
                     nfe: steps.map_or(0, |s| s.1),
                     steps: steps.map_or(0, |s| s.0),

@@ -45,6 +45,7 @@ pub mod obc;
 pub mod optim;
 pub mod param;
 pub mod path;
+pub mod search;
 pub mod seed;
 pub mod solvers;
 pub mod spacing;

@@ -37,6 +37,13 @@ pub enum Spacing {
         #[serde(default = "default_rho")]
         rho: f64,
     },
+    /// Uniform in (t − t_min)^{1/ρ}: Karras's ramp applied to the time itself (on a discrete table, to the step
+    /// index), as the truncated schedules of "Hyperparameters are all you need" (ρ = 1.2).
+    KarrasTime {
+        /// ρ.
+        #[serde(default = "default_rho_time")]
+        rho: f64,
+    },
     /// diffusers' "leading" integer steps of a discrete-time table (plus `offset`, as `steps_offset`).
     Leading {
         /// Added to every step (Stable Diffusion: 1).
@@ -54,6 +61,10 @@ pub enum Spacing {
 
 fn default_rho() -> f64 {
     7.0
+}
+
+fn default_rho_time() -> f64 {
+    1.2
 }
 
 /// Where a trajectory ends.
@@ -93,7 +104,7 @@ impl<'de> Deserialize<'de> for End {
 impl Spacing {
     /// The valid `kind` names.
     pub const KINDS: &'static [&'static str] =
-        &["uniform_t", "uniform_lambda", "time_quadratic", "karras", "leading", "trailing", "custom"];
+        &["uniform_t", "uniform_lambda", "time_quadratic", "karras", "karras_time", "leading", "trailing", "custom"];
 
     /// Parses a name with default parameters (`karras` → ρ = 7).
     pub fn from_name(name: &str) -> Result<Spacing> {
@@ -192,6 +203,16 @@ impl GridSpec {
                     .into_iter()
                     .map(|r| path.t_of_lambda(-(r.powf(*rho)).ln()))
                     .collect();
+                pin_ends(&mut ts, hi, lo);
+                ts
+            }
+            Spacing::KarrasTime { rho } => {
+                if !(*rho > 0.0 && rho.is_finite()) {
+                    return Err(Error::invalid("spacing.rho", format!("must be > 0, got {rho}")));
+                }
+                let t0 = path.t_range().0;
+                let (a, b) = ((hi - t0).max(0.0).powf(1.0 / rho), (lo - t0).max(0.0).powf(1.0 / rho));
+                let mut ts: Vec<f64> = lin(a, b).into_iter().map(|r| t0 + r.powf(*rho)).collect();
                 pin_ends(&mut ts, hi, lo);
                 ts
             }

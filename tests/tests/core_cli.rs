@@ -141,3 +141,69 @@ fn solvers_bench_runs_from_saved_or_given_starting_points() {
     let stderr = text(&out).1;
     assert!(stderr.contains("bad.json") && stderr.contains("3 coordinates"), "{stderr}");
 }
+
+/// `solvers search` (issue 21, item 3): schedules searched on draws the bench never scores beat the problem's own
+/// grid there, and `solvers bench --schedule` runs the best one per NFE as `s3:SOLVER` rows on the bench's draws;
+/// a schedule file for another path is refused.
+#[test]
+fn solvers_search_writes_schedules_that_the_bench_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.json"), small_problem(r#"["ddim"]"#)).unwrap();
+    let args = ["solvers", "search", "--problem", "p.json", "--nfe", "4..5", "--solvers", "ddim,dpm++2m"];
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["--draws", "64", "--budget", "3", "-o", "s.json"]);
+    let out = run_in(dir.path(), &a);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
+    let schedules = file["schedules"].as_array().unwrap();
+    assert_eq!(schedules.len(), 4);
+    for s in schedules {
+        let (search, own) = (s["search_rms"].as_f64().unwrap(), s["baseline_rms"].as_f64().unwrap());
+        assert!(search <= own && s["evaluations"].as_u64().unwrap() > 10, "{s}");
+        let times: Vec<f64> = s["times"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] > w[1]), "{times:?}");
+    }
+    let out =
+        run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--schedule", "s.json", "--json", "r.json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let s3: Vec<&serde_json::Value> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["solver"].as_str().unwrap().starts_with("s3:"))
+        .collect();
+    assert_eq!(s3.len(), 2, "one best schedule per NFE");
+    assert!(s3.iter().all(|r| r["rms_error"].is_f64() && r["nfe"].as_f64().unwrap() <= r["budget"].as_f64().unwrap()));
+    std::fs::write(dir.path().join("q.json"), small_problem(r#"["ddim"]"#).replace("vp_linear", "vp_cosine")).unwrap();
+    let out = run_in(dir.path(), &["solvers", "bench", "--problem", "q.json", "--schedule", "s.json"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("another path"), "{}", text(&out).1);
+}
+
+/// `solvers bench --recipe` (issue 21, item 5) adds the 5-, 6- and 8-step schedules of "Hyperparameters are all
+/// you need" as rows `hyper-N` spending N evaluations; a problem that does not end at the data is refused.
+#[test]
+fn solvers_bench_runs_the_five_and_eight_step_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.json"), small_problem(r#"["ddim"]"#)).unwrap();
+    let out = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--recipe", "--json", "r.json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    for n in [5, 6, 8] {
+        let row = report["rows"].as_array().unwrap().iter().find(|r| r["solver"] == format!("hyper-{n}")).unwrap();
+        assert_eq!(row["nfe"], n, "{row}");
+        assert!(row["rms_error"].as_f64().unwrap() < 1.0, "{row}");
+    }
+    std::fs::write(
+        dir.path().join("q.json"),
+        small_problem(r#"["ddim"]"#).replace(r#""end": "zero""#, r#""end": 0.1"#),
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["solvers", "bench", "--problem", "q.json", "--recipe"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("end"), "{}", text(&out).1);
+}

@@ -1,12 +1,14 @@
-//! `diffuse solvers list|bench`: the solver registry and benchmarks on exact problems.
+//! `diffuse solvers list|bench|likelihood|search`: the solver registry, benchmarks on exact problems and the
+//! schedule search.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use diffuse_core::bench::{BenchReport, Problem, Setup, read_starts, run_setup, starts_json};
+use diffuse_core::bench::{BenchReport, ExtraRuns, Problem, Setup, read_starts, run_setup, starts_json};
 use diffuse_core::io::write_bytes_atomic;
+use diffuse_core::search::{Schedule, ScheduleFile, SearchOptions};
 use diffuse_core::solvers::{SolverOptions, build_solver, solver_names};
 
 use super::Context;
@@ -22,6 +24,35 @@ pub enum SolversCommand {
     Bench(BenchArgs),
     /// PF-ODE log-likelihood of exact samples of a problem's data, next to the exact log-density.
     Likelihood(LikelihoodArgs),
+    /// Search solver schedules (base solver and time grid per NFE) on draws of a problem that the bench never
+    /// scores, and write them for `solvers bench --schedule`.
+    Search(SearchArgs),
+}
+
+/// Arguments of `diffuse solvers search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Problem file (its path, mixture, grid and end; its solvers and draws are not used).
+    #[arg(long, value_name = "FILE")]
+    pub problem: PathBuf,
+    /// NFE budgets: a list (4,5,6) or a range (4..10).
+    #[arg(long, default_value = "4..10")]
+    pub nfe: String,
+    /// Base solvers tried at every budget.
+    #[arg(long, default_value = "ddim,dpm++2m,dpm++3m,unipc-bh2,dpm++2m+unic,deis-3", value_delimiter = ',')]
+    pub solvers: Vec<String>,
+    /// Search draws (drawn with a seed the bench does not use).
+    #[arg(long, default_value_t = 256)]
+    pub draws: usize,
+    /// Time for the whole search: seconds, or minutes with an `m` (10m).
+    #[arg(long, default_value = "2m")]
+    pub budget: String,
+    /// Output schedule file (JSON).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `diffuse solvers likelihood`.
@@ -63,6 +94,13 @@ pub struct BenchArgs {
     /// Write the starting points used (the same JSON) for another library to run from.
     #[arg(long, value_name = "FILE")]
     pub save_start: Option<PathBuf>,
+    /// Also run the searched schedules of this file (`solvers search`), the best per NFE, as rows `s3:SOLVER`.
+    #[arg(long, value_name = "FILE")]
+    pub schedule: Option<PathBuf>,
+    /// Also run the truncated 5-, 6- and 8-step schedules of "Hyperparameters are all you need" (rows `hyper-N`;
+    /// their output is the state at the cut-off divided by α, compared with the data).
+    #[arg(long)]
+    pub recipe: bool,
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
@@ -74,6 +112,7 @@ pub fn run(ctx: &Context, cmd: &SolversCommand) -> anyhow::Result<ExitCode> {
         SolversCommand::List => list(),
         SolversCommand::Bench(args) => bench(ctx, args),
         SolversCommand::Likelihood(args) => likelihood(ctx, args),
+        SolversCommand::Search(args) => search(ctx, args),
     }
 }
 
@@ -115,7 +154,22 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         write_bytes_atomic(path, args.force, (starts_json(&setup.x_start)? + "\n").as_bytes())?;
         ctx.printer.info(format!("wrote {}", path.display()));
     }
-    let report = run_setup(&problem, setup, |name, budget| {
+    let schedules: Vec<Schedule> = match &args.schedule {
+        Some(file) => {
+            let s = ScheduleFile::load(file)?;
+            anyhow::ensure!(
+                s.path == problem.path,
+                "{}: its schedules were searched on another path than {}'s",
+                file.display(),
+                args.problem.display()
+            );
+            s.best().into_iter().cloned().collect()
+        }
+        None => Vec::new(),
+    };
+    let recipes: &[usize] = if args.recipe { &[5, 6, 8] } else { &[] };
+    let extra = ExtraRuns { schedules: &schedules, recipes };
+    let report = run_setup(&problem, setup, extra, |name, budget| {
         bar.set_message(format!("{name} @ {budget}"));
         bar.inc(1);
     })
@@ -260,5 +314,75 @@ fn likelihood(ctx: &Context, args: &LikelihoodArgs) -> anyhow::Result<ExitCode> 
         "max |estimate − exact|",
         f64::try_from((&out.log_prob - &exact).abs().max()).unwrap_or(f64::NAN)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `4..10` (inclusive) or `4,5,8`.
+fn parse_budgets(text: &str) -> anyhow::Result<Vec<usize>> {
+    let bad = || anyhow::anyhow!("--nfe: expected a list (4,5,8) or a range (4..10), got '{text}'");
+    let list: Vec<usize> = match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+            (a..=b).collect()
+        }
+        None => text.split(',').map(|v| v.trim().parse().map_err(|_| bad())).collect::<anyhow::Result<_>>()?,
+    };
+    anyhow::ensure!(
+        !list.is_empty() && list.iter().all(|&n| (1..=1000).contains(&n)),
+        "--nfe: budgets from 1 to 1000, got '{text}'"
+    );
+    Ok(list)
+}
+
+/// `90` (seconds) or `10m` (minutes).
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let (value, scale) = match text.strip_suffix('m') {
+        Some(v) => (v, 60.0),
+        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+    };
+    let v: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--budget: expected seconds (90) or minutes (10m), got '{text}'"))?;
+    anyhow::ensure!(
+        v.is_finite() && v > 0.0 && v * scale <= 86_400.0,
+        "--budget: between 0 and 24 hours, got '{text}'"
+    );
+    Ok(std::time::Duration::from_secs_f64(v * scale))
+}
+
+fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
+    let problem = Problem::load(&args.problem)?;
+    diffuse_core::io::check_output(&args.output, args.force)?;
+    diffuse_core::io::check_writable_folder(&args.output)?;
+    anyhow::ensure!((1..=1 << 16).contains(&args.draws), "--draws: from 1 to 65536, got {}", args.draws);
+    let opts = SearchOptions {
+        nfe: parse_budgets(&args.nfe)?,
+        solvers: args.solvers.clone(),
+        draws: args.draws,
+        // Never the problem's own draws (the bench's): another seed stream.
+        seed: problem.seed ^ 0x5EA2_C4ED,
+        time: parse_duration(&args.budget)?,
+    };
+    let bar = ctx.printer.progress((opts.nfe.len() * opts.solvers.len()) as u64, "searching");
+    let file = diffuse_core::search::search(&problem, &opts, |nfe, solver| {
+        bar.set_message(format!("{solver} @ {nfe} NFE"));
+        bar.inc(1);
+    })
+    .with_context(|| format!("searching schedules for {}", args.problem.display()))?;
+    bar.finish_and_clear();
+    println!("{:<5} {:<14} {:>12} {:>12} {:>8}", "nfe", "solver", "search rms", "own grid", "evals");
+    for s in &file.schedules {
+        println!(
+            "{:<5} {:<14} {:>12.4e} {:>12.4e} {:>8}",
+            s.nfe, s.solver, s.search_rms, s.baseline_rms, s.evaluations
+        );
+    }
+    let text = serde_json::to_string_pretty(&file)? + "\n";
+    write_bytes_atomic(&args.output, args.force, text.as_bytes())?;
+    ctx.printer.info(format!(
+        "wrote {} (score it on the problem's own draws: solvers bench --schedule)",
+        args.output.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,373 @@
+//! Solver schedules and their search: a schedule is a solver and an explicit time grid for one NFE budget, a value
+//! (JSON) that core's driver runs like any other grid. The search (an S³-style search restricted to the time steps
+//! and the choice of base solver; per-step orders and correctors are not searched) minimises the error against
+//! reference solutions on *search* draws, and each result is then scored on other draws.
+//!
+//! The grid's free points are placed in u = ln σ̄ (σ̄ = σ/α) between the start and the path's smallest time:
+//! `u_j = u_start − (u_start − u_min)·(w_1 + … + w_j)` with `w = softmax(θ)`, so every θ gives a valid,
+//! strictly decreasing grid. θ starts at the problem's own grid and is improved by Nelder–Mead with restarts.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::bench::{Problem, Setup, rms_error};
+use crate::path::{NoisePath, PathSpec};
+use crate::solvers::{Budget, NoNoise, SolverOptions, build_solver, sample};
+use crate::spacing::{End, GridSpec, Spacing};
+use crate::{Error, Result};
+
+/// The value of a schedule file's `format` field.
+pub const FORMAT: &str = "diffuse-solver-schedules";
+
+/// One searched schedule: run `solver` on `times` (then to the data) with at most `nfe` evaluations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// NFE budget.
+    pub nfe: usize,
+    /// Base solver (a registry name).
+    pub solver: String,
+    /// The grid's times on the path, strictly decreasing, starting at the problem's start; the data follows.
+    pub times: Vec<f64>,
+    /// RMS error on the search draws, and the same solver on the problem's own grid there.
+    pub search_rms: f64,
+    /// The problem's own grid with the same solver, on the search draws.
+    pub baseline_rms: f64,
+    /// Objective evaluations spent.
+    pub evaluations: usize,
+}
+
+/// A schedule file: the path the times belong to and one schedule per budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleFile {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The path (schedules only run on it).
+    pub path: PathSpec,
+    /// Search draws and their seed (never the draws results are reported on).
+    pub search_draws: usize,
+    /// Seed of the search draws.
+    pub search_seed: u64,
+    /// The schedules, one per (budget, solver) searched; [`ScheduleFile::best`] picks per budget.
+    pub schedules: Vec<Schedule>,
+}
+
+impl ScheduleFile {
+    /// Reads a schedule file (errors name it).
+    pub fn load(file: &std::path::Path) -> Result<Self> {
+        let bytes = crate::io::read_input(file, 64 << 20)?;
+        let s: ScheduleFile = serde_json::from_slice(&bytes).map_err(|e| Error::file(file, e))?;
+        if s.format != FORMAT {
+            return Err(Error::file(file, format!("format is '{}', expected '{FORMAT}'", s.format)));
+        }
+        Ok(s)
+    }
+
+    /// The schedule with the smallest search error for each budget, in increasing NFE.
+    pub fn best(&self) -> Vec<&Schedule> {
+        let mut nfes: Vec<usize> = self.schedules.iter().map(|s| s.nfe).collect();
+        nfes.sort_unstable();
+        nfes.dedup();
+        nfes.iter()
+            .filter_map(|&n| {
+                self.schedules.iter().filter(|s| s.nfe == n).min_by(|a, b| a.search_rms.total_cmp(&b.search_rms))
+            })
+            .collect()
+    }
+
+    /// The grid of a schedule.
+    pub fn grid(schedule: &Schedule) -> GridSpec {
+        GridSpec::new(Spacing::Custom { times: schedule.times.clone() }, End::Zero)
+    }
+}
+
+/// The truncated schedules of "Hyperparameters are all you need" (Zilai Li 2025, arXiv 2510.02390; the author's
+/// `txt2img.py`): `steps` ∈ {5, 6, 8} intervals on Karras's ramp in time (ρ = 1.2) from the start down to a cut-off
+/// time, first-order steps (ddim) for 5 and 6, DPM-Solver++(2M) without a lower-order last step for 8, and no
+/// final denoising: the state at the cut-off, divided by α there, is the output (the paper hands it to an image
+/// decoder). The cut-off is the point `k` of an auxiliary Karras ramp in σ̄ with `n` points and exponent ρ′ over
+/// the whole path: (n, ρ′, k) = (8, 5, 6) for 5 and 6 steps, (12, 7, 9) for 8 (Stable Diffusion's "full trick").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    /// Intervals (= NFE: one evaluation each).
+    pub steps: usize,
+    /// The grid (ends at the cut-off time).
+    pub grid: GridSpec,
+    /// Base solver.
+    pub solver: &'static str,
+    /// Lower-order last steps of the multistep solver (never, as the author's code).
+    pub lower_order_final: crate::solvers::LowerOrderFinal,
+}
+
+impl Recipe {
+    /// The recipe with `steps` ∈ {5, 6, 8} on `path`, starting at `t_start` (default: the path's end).
+    pub fn new(path: &dyn NoisePath, steps: usize, t_start: Option<f64>) -> Result<Recipe> {
+        let (n, rho, k, solver) = match steps {
+            5 | 6 => (8usize, 5.0f64, 6usize, "ddim"),
+            8 => (12, 7.0, 9, "dpm++2m"),
+            other => return Err(Error::invalid("recipe", format!("the recipe has 5, 6 and 8 steps, not {other}"))),
+        };
+        let (t_min, t_max) = path.t_range();
+        let (hi, lo) = (path.point(t_max).sigma_bar(), path.point(t_min).sigma_bar());
+        if !(hi.is_finite() && lo > 0.0) {
+            return Err(Error::invalid("recipe", format!("needs 0 < σ/α < ∞ at both ends of {}", path.name())));
+        }
+        let cut =
+            (hi.powf(1.0 / rho) + k as f64 / (n - 1) as f64 * (lo.powf(1.0 / rho) - hi.powf(1.0 / rho))).powf(rho);
+        let t_end = path.t_of_lambda(-cut.ln());
+        let grid =
+            GridSpec { spacing: Spacing::KarrasTime { rho: 1.2 }, end: End::Time(t_end), t_start, lambda_min: None };
+        Ok(Recipe { steps, grid, solver, lower_order_final: crate::solvers::LowerOrderFinal::Never })
+    }
+}
+
+/// What to search.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    /// Budgets.
+    pub nfe: Vec<usize>,
+    /// Base solvers tried at every budget.
+    pub solvers: Vec<String>,
+    /// Draws to search on.
+    pub draws: usize,
+    /// Their seed (choose one the reported draws do not use).
+    pub seed: u64,
+    /// Wall-clock budget of the whole search (split evenly over budgets × solvers).
+    pub time: Duration,
+}
+
+/// The time grid of θ: the start, then `θ.len() − 1` points in ln σ̄ (see the module doc).
+fn times_of(theta: &[f64], path: &dyn NoisePath, t_start: f64) -> Vec<f64> {
+    let (u_hi, u_lo) = (log_sigma_bar(path, t_start), log_sigma_bar(path, path.t_range().0));
+    let m = theta.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = theta.iter().map(|v| (v - m).exp()).collect();
+    let total: f64 = e.iter().sum();
+    let mut times = vec![t_start];
+    let mut acc = 0.0;
+    for w in &e[..e.len() - 1] {
+        acc += w / total;
+        times.push(path.t_of_lambda(-(u_hi - (u_hi - u_lo) * acc)));
+    }
+    times
+}
+
+fn log_sigma_bar(path: &dyn NoisePath, t: f64) -> f64 {
+    -path.lambda(t)
+}
+
+/// θ reproducing a given grid (its points after the start), the inverse of [`times_of`].
+fn theta_of(times: &[f64], path: &dyn NoisePath) -> Vec<f64> {
+    let (u_hi, u_lo) = (log_sigma_bar(path, times[0]), log_sigma_bar(path, path.t_range().0));
+    let mut u: Vec<f64> = times.iter().map(|&t| log_sigma_bar(path, t)).collect();
+    u.push(u_lo);
+    u.windows(2).map(|w| ((w[0] - w[1]) / (u_hi - u_lo)).max(1e-12).ln()).collect()
+}
+
+/// Nelder–Mead on `f` from `x0` (initial simplex steps `step`), until `stop` says so; restarts from the best point
+/// when the simplex collapses. Returns the best point, its value and the evaluations spent.
+pub fn nelder_mead(
+    f: &mut dyn FnMut(&[f64]) -> f64,
+    x0: &[f64],
+    step: f64,
+    stop: &mut dyn FnMut(usize) -> bool,
+) -> (Vec<f64>, f64, usize) {
+    let n = x0.len();
+    let mut evals = 0usize;
+    let mut eval = |x: &[f64], evals: &mut usize| {
+        *evals += 1;
+        let v = f(x);
+        if v.is_finite() { v } else { f64::INFINITY }
+    };
+    let mut best = (x0.to_vec(), eval(x0, &mut evals));
+    'restart: loop {
+        let mut simplex: Vec<(Vec<f64>, f64)> = vec![best.clone()];
+        for i in 0..n {
+            let mut x = best.0.clone();
+            x[i] += step;
+            let v = eval(&x, &mut evals);
+            simplex.push((x, v));
+        }
+        loop {
+            simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
+            if simplex[0].1 < best.1 {
+                best = simplex[0].clone();
+            }
+            if stop(evals) {
+                break 'restart;
+            }
+            let spread = simplex.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max) - simplex[0].1;
+            let size = simplex.iter().skip(1).map(|s| dist(&s.0, &simplex[0].0)).fold(0.0, f64::max);
+            if spread <= 1e-12 * simplex[0].1.abs().max(1e-300) || size < 1e-6 {
+                continue 'restart;
+            }
+            let centroid: Vec<f64> =
+                (0..n).map(|j| simplex[..n].iter().map(|s| s.0[j]).sum::<f64>() / n as f64).collect();
+            let along =
+                |t: f64| -> Vec<f64> { (0..n).map(|j| centroid[j] + t * (simplex[n].0[j] - centroid[j])).collect() };
+            let reflected = along(-1.0);
+            let fr = eval(&reflected, &mut evals);
+            if fr < simplex[0].1 {
+                let expanded = along(-2.0);
+                let fe = eval(&expanded, &mut evals);
+                simplex[n] = if fe < fr { (expanded, fe) } else { (reflected, fr) };
+            } else if fr < simplex[n - 1].1 {
+                simplex[n] = (reflected, fr);
+            } else {
+                let contracted = if fr < simplex[n].1 { along(-0.5) } else { along(0.5) };
+                let fc = eval(&contracted, &mut evals);
+                if fc < simplex[n].1.min(fr) {
+                    simplex[n] = (contracted, fc);
+                } else {
+                    let x0 = simplex[0].0.clone();
+                    for s in simplex.iter_mut().skip(1) {
+                        s.0 = (0..n).map(|j| x0[j] + 0.5 * (s.0[j] - x0[j])).collect();
+                        s.1 = eval(&s.0, &mut evals);
+                    }
+                }
+            }
+        }
+    }
+    (best.0, best.1, evals)
+}
+
+fn dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
+}
+
+/// Searches a schedule for every (budget, solver) of `opts` on `problem` (which must end at the data), calling
+/// `progress(nfe, solver)` before each.
+pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(usize, &str)) -> Result<ScheduleFile> {
+    problem.validate()?;
+    if problem.end != End::Zero {
+        return Err(Error::invalid("end", "schedules end at the data: use \"end\": \"zero\""));
+    }
+    if opts.nfe.is_empty() || opts.solvers.is_empty() || opts.draws == 0 {
+        return Err(Error::invalid("search", "need budgets, solvers and at least one draw"));
+    }
+    let search_problem = Problem { samples: opts.draws, seed: opts.seed, ..problem.clone() };
+    let setup = Setup::new(&search_problem)?;
+    let reference = setup.reference(problem.reference_rtol)?;
+    let path = setup.path.clone();
+    let t_start = setup.start.t;
+    if !log_sigma_bar(path.as_ref(), t_start).is_finite() {
+        return Err(Error::invalid("t_start", "the search places times in ln(σ/α), which needs α > 0 at the start"));
+    }
+    let per_run = opts.time.div_f64((opts.nfe.len() * opts.solvers.len()) as f64);
+    let options = SolverOptions {
+        lower_order_final: problem.lower_order_final,
+        warmup: problem.warmup,
+        ..SolverOptions::default()
+    };
+    let mut schedules = Vec::new();
+    for &nfe in &opts.nfe {
+        for name in &opts.solvers {
+            progress(nfe, name);
+            let solver = build_solver(name, &options)?;
+            if solver.info().stochastic || solver.info().adaptive {
+                return Err(Error::invalid(
+                    "solvers",
+                    format!("'{name}': schedules are for fixed-step deterministic solvers"),
+                ));
+            }
+            let intervals = solver.plan_nfe(nfe, true)?.len();
+            let run = |grid: &GridSpec| -> Result<Tensor> {
+                let s = sample(
+                    solver.as_ref(),
+                    path.as_ref(),
+                    &setup.model,
+                    &setup.cond,
+                    &setup.x_start,
+                    grid,
+                    Budget::Nfe(nfe),
+                    &mut NoNoise,
+                    &mut (),
+                )?;
+                Ok(s.x)
+            };
+            let baseline_grid = GridSpec { t_start: Some(t_start), ..problem.grid() };
+            let baseline = run(&baseline_grid).and_then(|x| rms_error(&x, &reference)).unwrap_or(f64::INFINITY);
+            let start_times: Vec<f64> = baseline_grid.build(path.as_ref(), intervals)?.iter().map(|p| p.t).collect();
+            let theta0 = theta_of(&start_times[..intervals], path.as_ref());
+            let mut objective = |theta: &[f64]| -> f64 {
+                let times = times_of(theta, path.as_ref(), t_start);
+                let grid = GridSpec::new(Spacing::Custom { times }, End::Zero);
+                run(&grid).and_then(|x| rms_error(&x, &reference)).unwrap_or(f64::INFINITY)
+            };
+            let clock = Instant::now();
+            let (theta, value, evaluations) =
+                nelder_mead(&mut objective, &theta0, 0.5, &mut |_| clock.elapsed() >= per_run);
+            let (times, search_rms) = if value < baseline {
+                (times_of(&theta, path.as_ref(), t_start), value)
+            } else {
+                (start_times[..intervals].to_vec(), baseline)
+            };
+            schedules.push(Schedule {
+                nfe,
+                solver: name.clone(),
+                times,
+                search_rms,
+                baseline_rms: baseline,
+                evaluations,
+            });
+        }
+    }
+    Ok(ScheduleFile {
+        format: FORMAT.into(),
+        path: problem.path.clone(),
+        search_draws: opts.draws,
+        search_seed: opts.seed,
+        schedules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nelder_mead_finds_the_minimum_of_a_quadratic() {
+        let mut f = |x: &[f64]| (x[0] - 1.0).powi(2) + 10.0 * (x[1] + 2.0).powi(2) + 3.0;
+        let (x, v, evals) = nelder_mead(&mut f, &[5.0, 5.0], 1.0, &mut |n| n >= 400);
+        assert!((x[0] - 1.0).abs() < 1e-3 && (x[1] + 2.0).abs() < 1e-3 && (v - 3.0).abs() < 1e-6, "{x:?} {v}");
+        assert!(evals >= 400);
+    }
+
+    /// The recipe's cut-off and grid on Stable Diffusion's table reproduce the author's schedule: steps 999 →
+    /// 18.32 for 5 steps (σ̄ 14.6146 → 0.1320) and → 22.68 for 8 (σ̄ 0.1472); ρ = 1.2 ramp on the step index.
+    #[test]
+    fn the_recipe_reproduces_the_published_schedules() {
+        let spec: PathSpec =
+            serde_json::from_str(r#"{"kind": "vp_table", "schedule": {"kind": "scaled_linear"}}"#).unwrap();
+        let path = spec.build().unwrap();
+        let step = |t: f64| 1000.0 * t - 1.0;
+        for (steps, t_end, sigma_end, second) in
+            [(5, 18.32, 0.1320, 772.51), (6, 18.32, 0.1320, 809.57), (8, 22.68, 0.1472, 857.32)]
+        {
+            let r = Recipe::new(path.as_ref(), steps, None).unwrap();
+            let points = r.grid.build(path.as_ref(), steps).unwrap();
+            assert_eq!(points.len(), steps + 1);
+            let last = points.last().unwrap();
+            assert!((step(last.t) - t_end).abs() < 0.05, "{steps}: cut-off step {}", step(last.t));
+            assert!((last.sigma_bar() - sigma_end).abs() < 2e-3, "{steps}: σ̄ {}", last.sigma_bar());
+            assert!((step(points[1].t) - second).abs() < 0.3, "{steps}: second step {}", step(points[1].t));
+            assert!((points[0].sigma_bar() - 14.6146).abs() < 2e-3);
+        }
+        assert!(Recipe::new(path.as_ref(), 7, None).unwrap_err().to_string().contains("5, 6 and 8"));
+    }
+
+    #[test]
+    fn theta_and_times_are_inverse_and_grids_stay_decreasing() {
+        let path = PathSpec::default_of("edm").unwrap().build().unwrap();
+        let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero).build(path.as_ref(), 6).unwrap();
+        let times: Vec<f64> = grid[..6].iter().map(|p| p.t).collect();
+        let back = times_of(&theta_of(&times, path.as_ref()), path.as_ref(), times[0]);
+        for (a, b) in times.iter().zip(&back).take(5) {
+            assert!((a - b).abs() <= 1e-9 * a.abs().max(1e-3), "{times:?} vs {back:?}");
+        }
+        for theta in [vec![3.0, -4.0, 0.0, 9.0], vec![-3.0, 3.0, 0.0, 0.0]] {
+            let t = times_of(&theta, path.as_ref(), times[0]);
+            assert!(t.windows(2).all(|w| w[0] > w[1]) && *t.last().unwrap() > path.t_range().0, "{t:?}");
+        }
+    }
+}
