@@ -443,12 +443,22 @@ struct BenchRun {
     grid: GridSpec,
     /// A fixed number of intervals instead of the NFE budget.
     steps: Option<usize>,
+    /// An explicit order per interval (a schedule's plan).
+    orders: Option<Vec<u32>>,
     lower_order_final: Option<crate::solvers::LowerOrderFinal>,
 }
 
 impl BenchRun {
     fn plain(solver: &str, budget: f64, grid: GridSpec) -> Self {
-        BenchRun { label: solver.into(), solver: solver.into(), budget, grid, steps: None, lower_order_final: None }
+        BenchRun {
+            label: solver.into(),
+            solver: solver.into(),
+            budget,
+            grid,
+            steps: None,
+            orders: None,
+            lower_order_final: None,
+        }
     }
 }
 
@@ -485,7 +495,11 @@ pub fn run_setup(
     }
     for s in extra.schedules {
         let grid = crate::search::ScheduleFile::grid(s);
-        runs.push(BenchRun { label: format!("s3:{}", s.solver), ..BenchRun::plain(&s.solver, s.nfe as f64, grid) });
+        runs.push(BenchRun {
+            label: format!("s3:{}", s.solver),
+            orders: s.orders.clone(),
+            ..BenchRun::plain(&s.solver, s.nfe as f64, grid)
+        });
     }
     for &steps in extra.recipes {
         if !to_data {
@@ -504,7 +518,7 @@ pub fn run_setup(
     }
     let mut rows = Vec::new();
     let mut prev: Option<(String, usize, f64)> = None;
-    for BenchRun { label, solver: name, budget, grid, steps: fixed_steps, lower_order_final } in runs {
+    for BenchRun { label, solver: name, budget, grid, steps: fixed_steps, orders, lower_order_final } in runs {
         let probe = build_solver(&name, &SolverOptions::default())?;
         let adaptive = probe.info().adaptive;
         if prev.as_ref().is_some_and(|p| p.0 != label) {
@@ -535,17 +549,13 @@ pub fn run_setup(
             let mut seeded = SeededNoise::new(SampleSeeds::new(problem.seed ^ 0xD1FF_05E5, 0, samples));
             let noise: &mut dyn crate::solvers::NoiseSource = if stochastic { &mut seeded } else { &mut NoNoise };
             let clock = Instant::now();
-            let result = sample(
-                solver.as_ref(),
-                setup.path.as_ref(),
-                &setup.model,
-                &setup.cond,
-                &setup.x_start,
-                &grid,
-                b,
-                noise,
-                &mut (),
-            );
+            let (path, model, cond, x) = (setup.path.as_ref(), &setup.model, &setup.cond, &setup.x_start);
+            let result = match &orders {
+                Some(o) => {
+                    crate::solvers::sample_with_orders(solver.as_ref(), path, model, cond, x, &grid, o, noise, &mut ())
+                }
+                None => sample(solver.as_ref(), path, model, cond, x, &grid, b, noise, &mut ()),
+            };
             let wall_ms = clock.elapsed().as_secs_f64() * 1e3;
             // A grid that stops short of the data (a recipe) hands over x/α at its last point, as a decoder sees it.
             let result = result.and_then(|mut s| {

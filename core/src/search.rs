@@ -14,7 +14,7 @@ use tch::Tensor;
 
 use crate::bench::{Problem, Setup, rms_error};
 use crate::path::{NoisePath, PathSpec};
-use crate::solvers::{Budget, NoNoise, SolverOptions, build_solver, sample};
+use crate::solvers::{NoNoise, SolverOptions, build_solver, sample_with_orders};
 use crate::spacing::{End, GridSpec, Spacing};
 use crate::{Error, Result};
 
@@ -30,6 +30,10 @@ pub struct Schedule {
     pub solver: String,
     /// The grid's times on the path, strictly decreasing, starting at the problem's start; the data follows.
     pub times: Vec<f64>,
+    /// The order of each step where the search changed the solver's own plan (multistep solvers: per-step
+    /// strategies at no extra evaluations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orders: Option<Vec<u32>>,
     /// RMS error on the search draws, and the same solver on the problem's own grid there.
     pub search_rms: f64,
     /// The problem's own grid with the same solver, on the search draws.
@@ -133,8 +137,12 @@ pub struct SearchOptions {
     pub draws: usize,
     /// Their seed (choose one the reported draws do not use).
     pub seed: u64,
-    /// Wall-clock budget of the whole search (split evenly over budgets × solvers).
-    pub time: Duration,
+    /// Objective evaluations per schedule (each runs the solver on every search draw): the search is
+    /// deterministic for a given count.
+    pub evaluations: usize,
+    /// Optional wall-clock cap of the whole search (split evenly over budgets × solvers); results then depend on
+    /// the machine's speed.
+    pub time: Option<Duration>,
 }
 
 /// The time grid of θ: the start, then `θ.len() − 1` points in ln σ̄ (see the module doc).
@@ -253,7 +261,7 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
     if !log_sigma_bar(path.as_ref(), t_start).is_finite() {
         return Err(Error::invalid("t_start", "the search places times in ln(σ/α), which needs α > 0 at the start"));
     }
-    let per_run = opts.time.div_f64((opts.nfe.len() * opts.solvers.len()) as f64);
+    let per_run = opts.time.map(|t| t.div_f64((opts.nfe.len() * opts.solvers.len()) as f64));
     let options = SolverOptions {
         lower_order_final: problem.lower_order_final,
         warmup: problem.warmup,
@@ -270,42 +278,82 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
                     format!("'{name}': schedules are for fixed-step deterministic solvers"),
                 ));
             }
-            let intervals = solver.plan_nfe(nfe, true)?.len();
-            let run = |grid: &GridSpec| -> Result<Tensor> {
-                let s = sample(
+            let own_orders = solver.plan_nfe(nfe, true)?;
+            let intervals = own_orders.len();
+            // Orders are searched where they do not change the cost (one evaluation per step: multistep solvers).
+            let free_orders = intervals > 2 && (1..=3).all(|o| solver.cost(1, o, false) == 1);
+            let run = |grid: &GridSpec, orders: &[u32]| -> Result<Tensor> {
+                let s = sample_with_orders(
                     solver.as_ref(),
                     path.as_ref(),
                     &setup.model,
                     &setup.cond,
                     &setup.x_start,
                     grid,
-                    Budget::Nfe(nfe),
+                    orders,
                     &mut NoNoise,
                     &mut (),
                 )?;
                 Ok(s.x)
             };
-            let baseline_grid = GridSpec { t_start: Some(t_start), ..problem.grid() };
-            let baseline = run(&baseline_grid).and_then(|x| rms_error(&x, &reference)).unwrap_or(f64::INFINITY);
-            let start_times: Vec<f64> = baseline_grid.build(path.as_ref(), intervals)?.iter().map(|p| p.t).collect();
-            let theta0 = theta_of(&start_times[..intervals], path.as_ref());
-            let mut objective = |theta: &[f64]| -> f64 {
-                let times = times_of(theta, path.as_ref(), t_start);
+            let score = |times: Vec<f64>, orders: &[u32]| -> f64 {
                 let grid = GridSpec::new(Spacing::Custom { times }, End::Zero);
-                run(&grid).and_then(|x| rms_error(&x, &reference)).unwrap_or(f64::INFINITY)
+                run(&grid, orders).and_then(|x| rms_error(&x, &reference)).unwrap_or(f64::INFINITY)
             };
+            let baseline_grid = GridSpec { t_start: Some(t_start), ..problem.grid() };
+            let baseline =
+                run(&baseline_grid, &own_orders).and_then(|x| rms_error(&x, &reference)).unwrap_or(f64::INFINITY);
+            let start_times: Vec<f64> = baseline_grid.build(path.as_ref(), intervals)?.iter().map(|p| p.t).collect();
+            let mut theta = theta_of(&start_times[..intervals], path.as_ref());
+            let mut orders = own_orders.clone();
+            let mut value = baseline;
+            let mut evaluations = 0;
             let clock = Instant::now();
-            let (theta, value, evaluations) =
-                nelder_mead(&mut objective, &theta0, 0.5, &mut |_| clock.elapsed() >= per_run);
+            // Times first (60 % of the time), then one pass over each step's order, then the times again.
+            let phases: &[(f64, bool)] =
+                if free_orders { &[(0.6, false), (0.0, true), (1.0, false)] } else { &[(1.0, false)] };
+            for &(until, order_pass) in phases {
+                if order_pass {
+                    let times = times_of(&theta, path.as_ref(), t_start);
+                    for i in 1..intervals - 1 {
+                        for o in 1..=3 {
+                            if o == orders[i] {
+                                continue;
+                            }
+                            let mut trial = orders.clone();
+                            trial[i] = o;
+                            evaluations += 1;
+                            let v = score(times.clone(), &trial);
+                            if v < value {
+                                (value, orders) = (v, trial);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let deadline = per_run.map(|t| t.mul_f64(until));
+                let limit = (opts.evaluations as f64 * until) as usize;
+                let spent = evaluations;
+                let mut objective = |th: &[f64]| score(times_of(th, path.as_ref(), t_start), &orders);
+                let mut stop = |n: usize| spent + n >= limit || deadline.is_some_and(|d| clock.elapsed() >= d);
+                let (th, v, n) = nelder_mead(&mut objective, &theta, 0.5, &mut stop);
+                evaluations += n;
+                if v < value {
+                    (theta, value) = (th, v);
+                }
+            }
             let (times, search_rms) = if value < baseline {
                 (times_of(&theta, path.as_ref(), t_start), value)
             } else {
+                orders = own_orders.clone();
                 (start_times[..intervals].to_vec(), baseline)
             };
+            let orders = (orders != own_orders).then_some(orders);
             schedules.push(Schedule {
                 nfe,
                 solver: name.clone(),
                 times,
+                orders,
                 search_rms,
                 baseline_rms: baseline,
                 evaluations,

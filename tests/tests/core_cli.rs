@@ -151,7 +151,7 @@ fn solvers_search_writes_schedules_that_the_bench_runs() {
     std::fs::write(dir.path().join("p.json"), small_problem(r#"["ddim"]"#)).unwrap();
     let args = ["solvers", "search", "--problem", "p.json", "--nfe", "4..5", "--solvers", "ddim,dpm++2m"];
     let mut a: Vec<&str> = args.to_vec();
-    a.extend(["--draws", "64", "--budget", "3", "-o", "s.json"]);
+    a.extend(["--draws", "64", "--evals", "150", "-o", "s.json"]);
     let out = run_in(dir.path(), &a);
     assert!(out.status.success(), "{:?}", text(&out));
     let file: serde_json::Value =
@@ -164,6 +164,13 @@ fn solvers_search_writes_schedules_that_the_bench_runs() {
         let times: Vec<f64> = s["times"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
         assert!(times.windows(2).all(|w| w[0] > w[1]), "{times:?}");
     }
+    // A count of evaluations, not a time, bounds the search: the same command gives the same schedules.
+    a.pop();
+    a.push("s2.json");
+    assert!(run_in(dir.path(), &a).status.success());
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s2.json")).unwrap()).unwrap();
+    assert_eq!(file["schedules"], again["schedules"]);
     let out =
         run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--schedule", "s.json", "--json", "r.json"]);
     assert!(out.status.success(), "{:?}", text(&out));

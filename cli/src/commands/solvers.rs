@@ -44,9 +44,13 @@ pub struct SearchArgs {
     /// Search draws (drawn with a seed the bench does not use).
     #[arg(long, default_value_t = 256)]
     pub draws: usize,
-    /// Time for the whole search: seconds, or minutes with an `m` (10m).
-    #[arg(long, default_value = "2m")]
-    pub budget: String,
+    /// Objective evaluations per schedule (deterministic: the same count gives the same schedules).
+    #[arg(long, default_value_t = 2000)]
+    pub evals: usize,
+    /// Optional cap on the whole search's time: seconds, or minutes with an `m` (10m); results then depend on the
+    /// machine's speed.
+    #[arg(long)]
+    pub budget: Option<String>,
     /// Output schedule file (JSON).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -356,13 +360,15 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
     diffuse_core::io::check_output(&args.output, args.force)?;
     diffuse_core::io::check_writable_folder(&args.output)?;
     anyhow::ensure!((1..=1 << 16).contains(&args.draws), "--draws: from 1 to 65536, got {}", args.draws);
+    anyhow::ensure!((1..=10_000_000).contains(&args.evals), "--evals: from 1 to 10⁷, got {}", args.evals);
     let opts = SearchOptions {
         nfe: parse_budgets(&args.nfe)?,
         solvers: args.solvers.clone(),
         draws: args.draws,
         // Never the problem's own draws (the bench's): another seed stream.
         seed: problem.seed ^ 0x5EA2_C4ED,
-        time: parse_duration(&args.budget)?,
+        evaluations: args.evals,
+        time: args.budget.as_deref().map(parse_duration).transpose()?,
     };
     let bar = ctx.printer.progress((opts.nfe.len() * opts.solvers.len()) as u64, "searching");
     let file = diffuse_core::search::search(&problem, &opts, |nfe, solver| {

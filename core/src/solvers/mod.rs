@@ -404,7 +404,7 @@ pub fn sample(
     noise: &mut dyn NoiseSource,
     observer: &mut dyn Observer,
 ) -> Result<Sample> {
-    sample_impl(solver, path, model, cond, x, grid, budget, noise, observer, false)
+    sample_impl(solver, path, model, cond, x, grid, Plan::Budget(budget), noise, observer, false)
 }
 
 /// [`sample`] keeping libtorch's autograd graph, so that a loss on the result can be differentiated through every
@@ -422,7 +422,33 @@ pub fn sample_differentiable(
     noise: &mut dyn NoiseSource,
     observer: &mut dyn Observer,
 ) -> Result<Sample> {
-    sample_impl(solver, path, model, cond, x, grid, budget, noise, observer, true)
+    sample_impl(solver, path, model, cond, x, grid, Plan::Budget(budget), noise, observer, true)
+}
+
+/// [`sample`] with an explicit order per interval (a solver schedule's plan) instead of the solver's own plan
+/// for a budget; multistep solvers lower an order where their history is shorter.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_with_orders(
+    solver: &dyn Solver,
+    path: &dyn NoisePath,
+    model: &dyn Denoiser,
+    cond: &Conditioning,
+    x: &Tensor,
+    grid: &GridSpec,
+    orders: &[u32],
+    noise: &mut dyn NoiseSource,
+    observer: &mut dyn Observer,
+) -> Result<Sample> {
+    if orders.is_empty() || orders.iter().any(|&o| !(1..=4).contains(&o)) {
+        return Err(Error::invalid("orders", format!("need at least one order, each from 1 to 4, got {orders:?}")));
+    }
+    sample_impl(solver, path, model, cond, x, grid, Plan::Orders(orders), noise, observer, false)
+}
+
+/// How the intervals' orders are chosen.
+enum Plan<'a> {
+    Budget(Budget),
+    Orders(&'a [u32]),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -433,20 +459,21 @@ fn sample_impl(
     cond: &Conditioning,
     x: &Tensor,
     grid: &GridSpec,
-    budget: Budget,
+    plan: Plan<'_>,
     noise: &mut dyn NoiseSource,
     observer: &mut dyn Observer,
     differentiable: bool,
 ) -> Result<Sample> {
     let to_data = grid.end == crate::spacing::End::Zero;
-    let orders = match budget {
-        Budget::Steps(n) => {
+    let orders = match plan {
+        Plan::Budget(Budget::Steps(n)) => {
             if n == 0 {
                 return Err(Error::invalid("steps", "need at least one step"));
             }
             solver.plan_steps(n, to_data)?
         }
-        Budget::Nfe(n) => solver.plan_nfe(n, to_data)?,
+        Plan::Budget(Budget::Nfe(n)) => solver.plan_nfe(n, to_data)?,
+        Plan::Orders(o) => o.to_vec(),
     };
     let points = grid.build(path, orders.len())?;
     let mut run = Run::new(path, model, cond, noise, observer);
