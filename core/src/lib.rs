@@ -39,6 +39,7 @@ pub mod exact;
 pub mod io;
 pub mod likelihood;
 pub mod limits;
+pub mod mcmc;
 pub mod models;
 pub mod nn;
 pub mod obc;

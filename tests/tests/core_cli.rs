@@ -214,3 +214,24 @@ fn solvers_bench_runs_the_five_and_eight_step_recipe() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("end"), "{}", text(&out).1);
 }
+
+/// `solvers dlg` (issue 21, item 6) prints, per solver step count, DLG's evaluations per sample and MMD² beside the
+/// plain solver at the same NFE; an anchored problem is refused.
+#[test]
+fn solvers_dlg_prints_the_nfe_quality_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.json"), small_problem(r#"["ddim"]"#)).unwrap();
+    let args = ["solvers", "dlg", "--problem", "p.json", "--levels", "8", "--steps", "2,4", "--emissions", "4"];
+    let out = run_in(dir.path(), &args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with('2') || l.starts_with('4')).collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    // Two Langevin steps per sample, then the solver: 2 + 2 and 2 + 4 evaluations (fewer from the last time).
+    assert!(rows[0].split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() <= 4.0, "{stdout}");
+    let anchored = small_problem(r#"["ddim"]"#).replace(r#""end": "zero""#, r#""end": "zero", "anchor": [0.1, 0.2]"#);
+    std::fs::write(dir.path().join("a.json"), anchored).unwrap();
+    let out = run_in(dir.path(), &["solvers", "dlg", "--problem", "a.json"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("anchor"), "{}", text(&out).1);
+}

@@ -27,6 +27,41 @@ pub enum SolversCommand {
     /// Search solver schedules (base solver and time grid per NFE) on draws of a problem that the bench never
     /// scores, and write them for `solvers bench --schedule`.
     Search(SearchArgs),
+    /// Denoising MCMC (DLG): Langevin–Gibbs chains in (x, t), then a solver from each chain's state; MMD² to exact
+    /// samples against the same solver from the problem's start at the same NFE.
+    Dlg(DlgArgs),
+}
+
+/// Arguments of `diffuse solvers dlg`.
+#[derive(Debug, Args)]
+pub struct DlgArgs {
+    /// Problem file (its path and mixture; no anchor).
+    #[arg(long, value_name = "FILE")]
+    pub problem: PathBuf,
+    /// Times the chain moves between.
+    #[arg(long, default_value_t = 16)]
+    pub levels: usize,
+    /// Gibbs rounds between two samples of a chain.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Rounds before a chain's first sample (once per chain, amortised over its samples).
+    #[arg(long, default_value_t = 20)]
+    pub burn_in: usize,
+    /// Samples per chain.
+    #[arg(long, default_value_t = 16)]
+    pub emissions: usize,
+    /// Langevin steps per round.
+    #[arg(long, default_value_t = 2)]
+    pub langevin: usize,
+    /// Langevin step relative to σ_t².
+    #[arg(long, default_value_t = 0.1)]
+    pub step: f64,
+    /// Solver from the chains' states.
+    #[arg(long, default_value = "dpm++2m")]
+    pub solver: String,
+    /// Steps of that solver (a curve: one row each).
+    #[arg(long, default_value = "2,3,4,6,8", value_delimiter = ',')]
+    pub steps: Vec<usize>,
 }
 
 /// Arguments of `diffuse solvers search`.
@@ -117,6 +152,7 @@ pub fn run(ctx: &Context, cmd: &SolversCommand) -> anyhow::Result<ExitCode> {
         SolversCommand::Bench(args) => bench(ctx, args),
         SolversCommand::Likelihood(args) => likelihood(ctx, args),
         SolversCommand::Search(args) => search(ctx, args),
+        SolversCommand::Dlg(args) => dlg(ctx, args),
     }
 }
 
@@ -390,5 +426,84 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
         "wrote {} (score it on the problem's own draws: solvers bench --schedule)",
         args.output.display()
     ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dlg(ctx: &Context, args: &DlgArgs) -> anyhow::Result<ExitCode> {
+    use diffuse_core::bench::mmd2;
+    use diffuse_core::mcmc::{DlgOptions, dlg};
+    use diffuse_core::solvers::{Budget, NoNoise, sample};
+    let mut problem = Problem::load(&args.problem)?;
+    if ctx.global.seed != 0 {
+        problem.seed = ctx.global.seed;
+    }
+    anyhow::ensure!(problem.anchor.is_none(), "{}: DLG runs on problems without an anchor", args.problem.display());
+    anyhow::ensure!(
+        problem.end == diffuse_core::End::Zero,
+        "{}: DLG ends at the data (\"end\": \"zero\")",
+        args.problem.display()
+    );
+    anyhow::ensure!(
+        (1..=10_000).contains(&args.rounds) && args.langevin <= 10_000 && args.burn_in <= 100_000,
+        "--rounds from 1 to 10000, --langevin at most 10000, --burn-in at most 100000"
+    );
+    anyhow::ensure!((1..=problem.samples).contains(&args.emissions), "--emissions: from 1 to the problem's samples");
+    anyhow::ensure!((2..=1000).contains(&args.levels), "--levels: from 2 to 1000, got {}", args.levels);
+    let setup = Setup::new(&problem)?;
+    let n = problem.samples;
+    let target = setup.model.sample_data(&diffuse_core::SampleSeeds::new(problem.seed ^ 0x005E_ED7A_26E7, 0, n));
+    let solver = build_solver(&args.solver, &SolverOptions::default())?;
+    println!(
+        "path: {}   samples: {n} ({} chains × {})   levels: {}   rounds: {}   langevin: {}   step: {}   burn-in: {} \
+         evaluations per chain",
+        setup.path.name(),
+        n.div_ceil(args.emissions),
+        args.emissions,
+        args.levels,
+        args.rounds,
+        args.langevin,
+        args.step,
+        args.burn_in * args.langevin
+    );
+    println!("{:<6} {:>9} {:>12} {:>11} {:>12}", "steps", "dlg nfe", "dlg mmd²", "plain nfe", "plain mmd²");
+    for &steps in &args.steps {
+        anyhow::ensure!((1..=10_000).contains(&steps), "--steps: from 1 to 10000, got {steps}");
+        let opts = DlgOptions {
+            levels: args.levels,
+            rounds: args.rounds,
+            burn_in: args.burn_in,
+            emissions: args.emissions,
+            langevin: args.langevin,
+            step: args.step,
+            solver: args.solver.clone(),
+            solver_steps: steps,
+            seed: problem.seed,
+        };
+        let out = dlg(&setup.model, n, &opts)?;
+        let nfe = out.nfe_per_draw.round().max(1.0) as usize;
+        let plain = sample(
+            solver.as_ref(),
+            setup.path.as_ref(),
+            &setup.model,
+            &setup.cond,
+            &setup.x_start,
+            &problem.grid(),
+            Budget::Nfe(nfe),
+            &mut NoNoise,
+            &mut (),
+        );
+        let (plain_nfe, plain_mmd) = match plain {
+            Ok(s) => (s.nfe.to_string(), format!("{:.3e}", mmd2(&s.x, &target, None)?)),
+            Err(e) => ("-".into(), format!("failed: {e}")),
+        };
+        println!(
+            "{:<6} {:>9.1} {:>12.3e} {:>11} {:>12}",
+            steps,
+            out.nfe_per_draw,
+            mmd2(&out.x, &target, None)?,
+            plain_nfe,
+            plain_mmd
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
