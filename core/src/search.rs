@@ -53,6 +53,9 @@ pub struct ScheduleFile {
     pub search_draws: usize,
     /// Seed of the search draws.
     pub search_seed: u64,
+    /// What the schedules were fitted to: `exact`, or `teacher SOLVER at N NFE`.
+    #[serde(default)]
+    pub fitted_to: String,
     /// The schedules, one per (budget, solver) searched; [`ScheduleFile::best`] picks per budget.
     pub schedules: Vec<Schedule>,
 }
@@ -143,6 +146,24 @@ pub struct SearchOptions {
     /// Optional wall-clock cap of the whole search (split evenly over budgets × solvers); results then depend on
     /// the machine's speed.
     pub time: Option<Duration>,
+    /// What the schedules are fitted to: the exact solutions, or a teacher (a solver at a high NFE from the same
+    /// draws, S³'s way for a trained model, where no exact solution exists).
+    pub reference: Reference,
+}
+
+/// The target of the search.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Reference {
+    /// The exact solution of the problem's ODE.
+    #[default]
+    Exact,
+    /// A solver's output at this NFE, from the same draws.
+    Teacher {
+        /// Registry name.
+        solver: String,
+        /// Its evaluations.
+        nfe: usize,
+    },
 }
 
 /// The time grid of θ: the start, then `θ.len() − 1` points in ln σ̄ (see the module doc).
@@ -255,7 +276,25 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
     }
     let search_problem = Problem { samples: opts.draws, seed: opts.seed, ..problem.clone() };
     let setup = Setup::new(&search_problem)?;
-    let reference = setup.reference(problem.reference_rtol)?;
+    let reference = match &opts.reference {
+        Reference::Exact => setup.reference(problem.reference_rtol)?,
+        Reference::Teacher { solver, nfe } => {
+            let teacher = build_solver(solver, &SolverOptions::default())?;
+            let grid = GridSpec { t_start: Some(setup.start.t), ..problem.grid() };
+            crate::solvers::sample(
+                teacher.as_ref(),
+                setup.path.as_ref(),
+                &setup.model,
+                &setup.cond,
+                &setup.x_start,
+                &grid,
+                crate::solvers::Budget::Nfe(*nfe),
+                &mut NoNoise,
+                &mut (),
+            )?
+            .x
+        }
+    };
     let path = setup.path.clone();
     let t_start = setup.start.t;
     if !log_sigma_bar(path.as_ref(), t_start).is_finite() {
@@ -365,6 +404,10 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
         path: problem.path.clone(),
         search_draws: opts.draws,
         search_seed: opts.seed,
+        fitted_to: match &opts.reference {
+            Reference::Exact => "exact".into(),
+            Reference::Teacher { solver, nfe } => format!("teacher {solver} at {nfe} NFE"),
+        },
         schedules,
     })
 }

@@ -235,3 +235,31 @@ fn solvers_dlg_prints_the_nfe_quality_curve() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("anchor"), "{}", text(&out).1);
 }
+
+/// `solvers search --teacher SOLVER:NFE` fits schedules to a high-NFE solver instead of the exact solutions (how a
+/// trained model is searched): on the exact problem its schedules score as well as the exact-fitted ones.
+#[test]
+fn schedules_fitted_to_a_teacher_match_those_fitted_to_the_exact_solution() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.json"), small_problem(r#"["ddim"]"#)).unwrap();
+    let rms = |extra: &[&str], name: &str| -> f64 {
+        let mut a = vec!["solvers", "search", "--problem", "p.json", "--nfe", "5", "--solvers", "dpm++2m"];
+        a.extend(["--evals", "200", "-o", name]);
+        a.extend(extra);
+        let out = run_in(dir.path(), &a);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let json = format!("{name}.bench.json");
+        let out = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--schedule", name, "--json", &json]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(&json)).unwrap()).unwrap();
+        r["rows"].as_array().unwrap().iter().find(|r| r["solver"] == "s3:dpm++2m").unwrap()["rms_error"].as_f64().unwrap()
+    };
+    let exact = rms(&[], "exact.json");
+    let teacher = rms(&["--teacher", "dpm++3m+unic:100"], "teacher.json");
+    assert!(teacher < 1.5 * exact, "teacher-fitted {teacher} vs exact-fitted {exact}");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("teacher.json")).unwrap()).unwrap();
+    assert_eq!(file["fitted_to"], "teacher dpm++3m+unic at 100 NFE");
+    let out = run_in(dir.path(), &["solvers", "search", "--problem", "p.json", "--teacher", "dpm++2m", "-o", "x.json"]);
+    assert!(!out.status.success() && text(&out).1.contains("SOLVER:NFE"), "{}", text(&out).1);
+}

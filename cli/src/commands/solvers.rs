@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use diffuse_core::bench::{BenchReport, ExtraRuns, Problem, Setup, read_starts, run_setup, starts_json};
 use diffuse_core::io::write_bytes_atomic;
-use diffuse_core::search::{Schedule, ScheduleFile, SearchOptions};
+use diffuse_core::search::{Reference, Schedule, ScheduleFile, SearchOptions};
 use diffuse_core::solvers::{SolverOptions, build_solver, solver_names};
 
 use super::Context;
@@ -86,6 +86,10 @@ pub struct SearchArgs {
     /// machine's speed.
     #[arg(long)]
     pub budget: Option<String>,
+    /// Fit the schedules to a teacher, SOLVER:NFE (for example dpm++3m+unic:200), instead of the exact solutions:
+    /// how a trained model, which has none, is searched.
+    #[arg(long, value_name = "SOLVER:NFE")]
+    pub teacher: Option<String>,
     /// Output schedule file (JSON).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -404,6 +408,17 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
         // Never the problem's own draws (the bench's): another seed stream.
         seed: problem.seed ^ 0x5EA2_C4ED,
         evaluations: args.evals,
+        reference: match &args.teacher {
+            None => Reference::Exact,
+            Some(spec) => {
+                let bad = || anyhow::anyhow!("--teacher: expected SOLVER:NFE (dpm++3m+unic:200), got '{spec}'");
+                let (solver, nfe) = spec.rsplit_once(':').ok_or_else(bad)?;
+                let nfe: usize = nfe.parse().map_err(|_| bad())?;
+                anyhow::ensure!((1..=100_000).contains(&nfe), "--teacher: NFE from 1 to 100000, got {nfe}");
+                build_solver(solver, &SolverOptions::default()).context("--teacher")?;
+                Reference::Teacher { solver: solver.into(), nfe }
+            }
+        },
         time: args.budget.as_deref().map(parse_duration).transpose()?,
     };
     let bar = ctx.printer.progress((opts.nfe.len() * opts.solvers.len()) as u64, "searching");
