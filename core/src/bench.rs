@@ -15,7 +15,7 @@ use crate::param::Parameterization;
 use crate::path::{NoisePath, PathSpec, Point};
 use crate::seed::SampleSeeds;
 use crate::solvers::{
-    Budget, LowerOrderFinal, NoNoise, SeededNoise, SolverOptions, Warmup, build_solver, plan_cost, sample,
+    Budget, LowerOrderFinal, NoNoise, SeededNoise, SolverOptions, SolverSpec, Warmup, build_solver, plan_cost, sample,
 };
 use crate::spacing::{End, GridSpec, Spacing};
 use crate::{Error, Result, limits};
@@ -53,8 +53,8 @@ pub struct Problem {
     /// "zero" (to the data) or the time at which solutions are compared.
     #[serde(default = "default_end")]
     pub end: End,
-    /// Solver names (`diffuse solvers list`).
-    pub solvers: Vec<String>,
+    /// Solvers (`diffuse solvers list`), parsed and checked when the file is read.
+    pub solvers: Vec<SolverSpec>,
     /// Model-evaluation budgets for fixed-step solvers.
     pub nfe: Vec<usize>,
     /// Tolerances (rtol; atol = rtol/10) for adaptive solvers.
@@ -160,9 +160,8 @@ impl Problem {
         }
         let mut fixed_step = false;
         let mut adaptive = false;
-        for name in &self.solvers {
-            let solver =
-                build_solver(name, &SolverOptions::default()).map_err(|e| Error::invalid("solvers", e.to_string()))?;
+        for spec in &self.solvers {
+            let solver = spec.build(&SolverOptions::default()).map_err(|e| Error::invalid("solvers", e.to_string()))?;
             if solver.info().adaptive { adaptive = true } else { fixed_step = true }
         }
         if fixed_step && self.nfe.is_empty() {
@@ -172,10 +171,7 @@ impl Problem {
             return Err(Error::invalid("tolerances", "list at least one tolerance for the adaptive solvers"));
         }
         if self.samples < 2
-            && self
-                .solvers
-                .iter()
-                .any(|n| build_solver(n, &SolverOptions::default()).is_ok_and(|s| s.info().stochastic))
+            && self.solvers.iter().any(|spec| spec.build(&SolverOptions::default()).is_ok_and(|s| s.info().stochastic))
         {
             return Err(Error::invalid("samples", "stochastic solvers are scored by MMD, which needs ≥ 2 samples"));
         }
@@ -214,7 +210,7 @@ pub fn order_problem(kind: &str) -> Result<Problem> {
         path: spec,
         spacing: Spacing::UniformLambda,
         end: End::Time(path.t_of_lambda(path.lambda(lo).min(3.0))),
-        solvers: vec!["ddim".into()],
+        solvers: vec!["ddim".parse()?],
         nfe: vec![1],
         tolerances: vec![1e-3],
         samples: 16,
@@ -438,7 +434,7 @@ pub struct ExtraRuns<'a> {
 /// One row to run: a solver on a grid with a budget.
 struct BenchRun {
     label: String,
-    solver: String,
+    solver: SolverSpec,
     budget: f64,
     grid: GridSpec,
     /// A fixed number of intervals instead of the NFE budget.
@@ -449,16 +445,8 @@ struct BenchRun {
 }
 
 impl BenchRun {
-    fn plain(solver: &str, budget: f64, grid: GridSpec) -> Self {
-        BenchRun {
-            label: solver.into(),
-            solver: solver.into(),
-            budget,
-            grid,
-            steps: None,
-            orders: None,
-            lower_order_final: None,
-        }
+    fn plain(solver: SolverSpec, budget: f64, grid: GridSpec) -> Self {
+        BenchRun { label: solver.to_string(), solver, budget, grid, steps: None, orders: None, lower_order_final: None }
     }
 }
 
@@ -487,18 +475,18 @@ pub fn run_setup(
     let to_data = problem.end == End::Zero;
     // Every run: the problem's solvers on its grid, then the schedules, then the recipes.
     let mut runs: Vec<BenchRun> = Vec::new();
-    for name in &problem.solvers {
-        let adaptive = build_solver(name, &SolverOptions::default())?.info().adaptive;
+    for spec in &problem.solvers {
+        let adaptive = spec.build(&SolverOptions::default())?.info().adaptive;
         let budgets: Vec<f64> =
             if adaptive { problem.tolerances.clone() } else { problem.nfe.iter().map(|&n| n as f64).collect() };
-        runs.extend(budgets.into_iter().map(|b| BenchRun::plain(name, b, problem.grid())));
+        runs.extend(budgets.into_iter().map(|b| BenchRun::plain(spec.clone(), b, problem.grid())));
     }
     for s in extra.schedules {
         let grid = crate::search::ScheduleFile::grid(s);
         runs.push(BenchRun {
             label: format!("s3:{}", s.solver),
             orders: s.orders.clone(),
-            ..BenchRun::plain(&s.solver, s.nfe as f64, grid)
+            ..BenchRun::plain(s.solver.parse()?, s.nfe as f64, grid)
         });
     }
     for &steps in extra.recipes {
@@ -513,13 +501,13 @@ pub fn run_setup(
             label: format!("hyper-{steps}"),
             steps: Some(steps),
             lower_order_final: Some(r.lower_order_final),
-            ..BenchRun::plain(r.solver, steps as f64, r.grid)
+            ..BenchRun::plain(r.solver.parse()?, steps as f64, r.grid)
         });
     }
     let mut rows = Vec::new();
     let mut prev: Option<(String, usize, f64)> = None;
-    for BenchRun { label, solver: name, budget, grid, steps: fixed_steps, orders, lower_order_final } in runs {
-        let probe = build_solver(&name, &SolverOptions::default())?;
+    for BenchRun { label, solver: spec, budget, grid, steps: fixed_steps, orders, lower_order_final } in runs {
+        let probe = spec.build(&SolverOptions::default())?;
         let adaptive = probe.info().adaptive;
         if prev.as_ref().is_some_and(|p| p.0 != label) {
             prev = None;
@@ -533,7 +521,7 @@ pub fn run_setup(
                 warmup: problem.warmup,
                 ..SolverOptions::default()
             };
-            let solver = build_solver(&name, &opts)?;
+            let solver = spec.build(&opts)?;
             let b = match fixed_steps {
                 Some(n) => Budget::Steps(n),
                 None if adaptive => Budget::Steps(1),

@@ -135,7 +135,7 @@ pub struct SearchOptions {
     /// Budgets.
     pub nfe: Vec<usize>,
     /// Base solvers tried at every budget.
-    pub solvers: Vec<String>,
+    pub solvers: Vec<crate::solvers::SolverSpec>,
     /// Draws to search on.
     pub draws: usize,
     /// Their seed (choose one the reported draws do not use).
@@ -308,9 +308,10 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
     };
     let mut schedules = Vec::new();
     for &nfe in &opts.nfe {
-        for name in &opts.solvers {
-            progress(nfe, name);
-            let solver = build_solver(name, &options)?;
+        for spec in &opts.solvers {
+            let name = spec.to_string();
+            progress(nfe, &name);
+            let solver = spec.build(&options)?;
             if solver.info().stochastic || solver.info().adaptive {
                 return Err(Error::invalid(
                     "solvers",

@@ -251,8 +251,11 @@ fn schedules_fitted_to_a_teacher_match_those_fitted_to_the_exact_solution() {
         let json = format!("{name}.bench.json");
         let out = run_in(dir.path(), &["solvers", "bench", "--problem", "p.json", "--schedule", name, "--json", &json]);
         assert!(out.status.success(), "{:?}", text(&out));
-        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(&json)).unwrap()).unwrap();
-        r["rows"].as_array().unwrap().iter().find(|r| r["solver"] == "s3:dpm++2m").unwrap()["rms_error"].as_f64().unwrap()
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(&json)).unwrap()).unwrap();
+        r["rows"].as_array().unwrap().iter().find(|r| r["solver"] == "s3:dpm++2m").unwrap()["rms_error"]
+            .as_f64()
+            .unwrap()
     };
     let exact = rms(&[], "exact.json");
     let teacher = rms(&["--teacher", "dpm++3m+unic:100"], "teacher.json");

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use diffuse_core::bench::{BenchReport, ExtraRuns, Problem, Setup, read_starts, run_setup, starts_json};
 use diffuse_core::io::write_bytes_atomic;
 use diffuse_core::search::{Reference, Schedule, ScheduleFile, SearchOptions};
-use diffuse_core::solvers::{SolverOptions, build_solver, solver_names};
+use diffuse_core::solvers::{SolverOptions, SolverSpec, build_solver, solver_names};
 
 use super::Context;
 use crate::plot::{Plot, Series};
@@ -75,7 +75,7 @@ pub struct SearchArgs {
     pub nfe: String,
     /// Base solvers tried at every budget.
     #[arg(long, default_value = "ddim,dpm++2m,dpm++3m,unipc-bh2,dpm++2m+unic,deis-3", value_delimiter = ',')]
-    pub solvers: Vec<String>,
+    pub solvers: Vec<SolverSpec>,
     /// Search draws (drawn with a seed the bench does not use).
     #[arg(long, default_value_t = 256)]
     pub draws: usize,
@@ -161,12 +161,15 @@ pub fn run(ctx: &Context, cmd: &SolversCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn list() -> anyhow::Result<ExitCode> {
-    println!("{:<16} {:>5}  description", "solver", "order");
+    use std::io::Write as _;
+    // Written, not printed: `diffuse solvers list | head` closes the pipe, which is an error here, not a panic.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<16} {:>5}  description", "solver", "order")?;
     for (name, description) in solver_names() {
         let order = build_solver(&name, &SolverOptions::default())?.info().order;
-        println!("{name:<16} {order:>5}  {description}");
+        writeln!(out, "{name:<16} {order:>5}  {description}")?;
     }
-    println!("\nunipc-bh1-P / unipc-bh2-P select UniPC with predictor order P (order P + 1).");
+    writeln!(out, "\nunipc-bh1-P / unipc-bh2-P select UniPC with predictor order P (order P + 1).")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -185,7 +188,7 @@ fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let fixed = problem
         .solvers
         .iter()
-        .filter(|s| !build_solver(s, &SolverOptions::default()).map(|b| b.info().adaptive).unwrap_or(false))
+        .filter(|s| !s.build(&SolverOptions::default()).map(|b| b.info().adaptive).unwrap_or(false))
         .count();
     let runs = fixed * problem.nfe.len() + (problem.solvers.len() - fixed) * problem.tolerances.len();
     let bar = ctx.printer.progress(runs as u64, "solving");
