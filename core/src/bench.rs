@@ -15,7 +15,8 @@ use crate::param::Parameterization;
 use crate::path::{NoisePath, PathSpec, Point};
 use crate::seed::SampleSeeds;
 use crate::solvers::{
-    Budget, LowerOrderFinal, NoNoise, SeededNoise, SolverOptions, SolverSpec, Warmup, build_solver, plan_cost, sample,
+    Budget, LowerOrderFinal, NoNoise, Sample, SeededNoise, SolverOptions, SolverSpec, Warmup, build_solver, plan_cost,
+    sample,
 };
 use crate::spacing::{End, GridSpec, Spacing};
 use crate::{Error, Result, limits};
@@ -333,6 +334,11 @@ impl Setup {
         }
         setup.x_start = x_start.f_to_kind(Kind::Double)?;
         Ok(setup)
+    }
+
+    /// A deterministic solver from the setup's starting points with its own plan for `budget`.
+    pub fn solve(&self, solver: &dyn crate::solvers::Solver, grid: &GridSpec, budget: Budget) -> Result<Sample> {
+        sample(solver, self.path.as_ref(), &self.model, &self.cond, &self.x_start, grid, budget, &mut NoNoise, &mut ())
     }
 
     /// The exact solution at the end point for every starting point.

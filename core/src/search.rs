@@ -281,18 +281,7 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
         Reference::Teacher { solver, nfe } => {
             let teacher = build_solver(solver, &SolverOptions::default())?;
             let grid = GridSpec { t_start: Some(setup.start.t), ..problem.grid() };
-            crate::solvers::sample(
-                teacher.as_ref(),
-                setup.path.as_ref(),
-                &setup.model,
-                &setup.cond,
-                &setup.x_start,
-                &grid,
-                crate::solvers::Budget::Nfe(*nfe),
-                &mut NoNoise,
-                &mut (),
-            )?
-            .x
+            setup.solve(teacher.as_ref(), &grid, crate::solvers::Budget::Nfe(*nfe))?.x
         }
     };
     let path = setup.path.clone();

@@ -450,7 +450,7 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
 fn dlg(ctx: &Context, args: &DlgArgs) -> anyhow::Result<ExitCode> {
     use diffuse_core::bench::mmd2;
     use diffuse_core::mcmc::{DlgOptions, dlg};
-    use diffuse_core::solvers::{Budget, NoNoise, sample};
+    use diffuse_core::solvers::Budget;
     let mut problem = Problem::load(&args.problem)?;
     if ctx.global.seed != 0 {
         problem.seed = ctx.global.seed;
@@ -499,17 +499,7 @@ fn dlg(ctx: &Context, args: &DlgArgs) -> anyhow::Result<ExitCode> {
         };
         let out = dlg(&setup.model, n, &opts)?;
         let nfe = out.nfe_per_draw.round().max(1.0) as usize;
-        let plain = sample(
-            solver.as_ref(),
-            setup.path.as_ref(),
-            &setup.model,
-            &setup.cond,
-            &setup.x_start,
-            &problem.grid(),
-            Budget::Nfe(nfe),
-            &mut NoNoise,
-            &mut (),
-        );
+        let plain = setup.solve(solver.as_ref(), &problem.grid(), Budget::Nfe(nfe));
         let (plain_nfe, plain_mmd) = match plain {
             Ok(s) => (s.nfe.to_string(), format!("{:.3e}", mmd2(&s.x, &target, None)?)),
             Err(e) => ("-".into(), format!("failed: {e}")),
