@@ -518,104 +518,101 @@ pub fn run_setup(
         if prev.as_ref().is_some_and(|p| p.0 != label) {
             prev = None;
         }
-        {
-            progress(&label, budget);
-            let opts = SolverOptions {
-                rtol: if adaptive { budget } else { 1e-3 },
-                atol: if adaptive { budget * 0.1 } else { 1e-4 },
-                lower_order_final: lower_order_final.unwrap_or(problem.lower_order_final),
-                warmup: problem.warmup,
-                ..SolverOptions::default()
-            };
-            let solver = spec.build(&opts)?;
-            let b = match fixed_steps {
-                Some(n) => Budget::Steps(n),
-                None if adaptive => Budget::Steps(1),
-                None => Budget::Nfe(budget as usize),
-            };
-            let steps = match b {
-                Budget::Nfe(n) => {
-                    solver.plan_nfe(n, to_data).map(|p| (p.len(), plan_cost(solver.as_ref(), &p, to_data))).ok()
-                }
-                Budget::Steps(_) => Some((0, 0)),
-            };
-            let stochastic = solver.info().stochastic;
-            let mut seeded = SeededNoise::new(SampleSeeds::new(problem.seed ^ 0xD1FF_05E5, 0, samples));
-            let noise: &mut dyn crate::solvers::NoiseSource = if stochastic { &mut seeded } else { &mut NoNoise };
-            let clock = Instant::now();
-            let (path, model, cond, x) = (setup.path.as_ref(), &setup.model, &setup.cond, &setup.x_start);
-            let result = match &orders {
-                Some(o) => {
-                    crate::solvers::sample_with_orders(solver.as_ref(), path, model, cond, x, &grid, o, noise, &mut ())
-                }
-                None => sample(solver.as_ref(), path, model, cond, x, &grid, b, noise, &mut ()),
-            };
-            let wall_ms = clock.elapsed().as_secs_f64() * 1e3;
-            // A grid that stops short of the data (a recipe) hands over x/α at its last point, as a decoder sees it.
-            let result = result.and_then(|mut s| {
-                let last = *s.grid.last().expect("a grid has points");
-                if to_data && !last.is_data() {
-                    s.x = s.x.f_div_scalar(last.alpha)?;
-                }
-                Ok(s)
-            });
-            let row = match result {
-                Ok(s) if stochastic => BenchRow {
+        progress(&label, budget);
+        let opts = SolverOptions {
+            rtol: if adaptive { budget } else { 1e-3 },
+            atol: if adaptive { budget * 0.1 } else { 1e-4 },
+            lower_order_final: lower_order_final.unwrap_or(problem.lower_order_final),
+            warmup: problem.warmup,
+            ..SolverOptions::default()
+        };
+        let solver = spec.build(&opts)?;
+        let b = match fixed_steps {
+            Some(n) => Budget::Steps(n),
+            None if adaptive => Budget::Steps(1),
+            None => Budget::Nfe(budget as usize),
+        };
+        let steps = match b {
+            Budget::Nfe(n) => {
+                solver.plan_nfe(n, to_data).map(|p| (p.len(), plan_cost(solver.as_ref(), &p, to_data))).ok()
+            }
+            Budget::Steps(_) => Some((0, 0)),
+        };
+        let stochastic = solver.info().stochastic;
+        let mut seeded = SeededNoise::new(SampleSeeds::new(problem.seed ^ 0xD1FF_05E5, 0, samples));
+        let noise: &mut dyn crate::solvers::NoiseSource = if stochastic { &mut seeded } else { &mut NoNoise };
+        let clock = Instant::now();
+        let (path, model, cond, x) = (setup.path.as_ref(), &setup.model, &setup.cond, &setup.x_start);
+        let result = match &orders {
+            Some(o) => {
+                crate::solvers::sample_with_orders(solver.as_ref(), path, model, cond, x, &grid, o, noise, &mut ())
+            }
+            None => sample(solver.as_ref(), path, model, cond, x, &grid, b, noise, &mut ()),
+        };
+        let wall_ms = clock.elapsed().as_secs_f64() * 1e3;
+        // A grid that stops short of the data (a recipe) hands over x/α at its last point, as a decoder sees it.
+        let result = result.and_then(|mut s| {
+            let last = *s.grid.last().expect("a grid has points");
+            if to_data && !last.is_data() {
+                s.x = s.x.f_div_scalar(last.alpha)?;
+            }
+            Ok(s)
+        });
+        let row = match result {
+            Ok(s) if stochastic => BenchRow {
+                solver: label.clone(),
+                budget,
+                nfe: s.nfe,
+                steps: s.grid.len() - 1,
+                rms_error: None,
+                median_error: None,
+                p90_error: None,
+                switched: None,
+                mmd2: Some(mmd2(&s.x, &target, None)?),
+                observed_order: None,
+                wall_ms,
+                error: None,
+            },
+            Ok(s) => {
+                let err = rms_error(&s.x, &reference)?;
+                let observed = prev.as_ref().and_then(|&(_, n0, e0)| {
+                    (s.nfe != n0 && e0 > 0.0 && err > 0.0).then(|| -(err / e0).ln() / (s.nfe as f64 / n0 as f64).ln())
+                });
+                prev = Some((label.clone(), s.nfe, err));
+                let (median, p90) = error_quantiles(&s.x, &reference)?;
+                let component = setup.model.component(&s.x, &setup.end, anchor)?;
+                let moved = f64::try_from(component.f_ne_tensor(&reference_component)?.f_mean(Kind::Double)?)?;
+                BenchRow {
                     solver: label.clone(),
                     budget,
                     nfe: s.nfe,
-                    steps: s.grid.len() - 1,
-                    rms_error: None,
-                    median_error: None,
-                    p90_error: None,
-                    switched: None,
-                    mmd2: Some(mmd2(&s.x, &target, None)?),
-                    observed_order: None,
+                    steps: if adaptive { 0 } else { s.grid.len() - 1 },
+                    rms_error: Some(err),
+                    median_error: Some(median),
+                    p90_error: Some(p90),
+                    switched: Some(moved),
+                    mmd2: None,
+                    observed_order: observed,
                     wall_ms,
                     error: None,
-                },
-                Ok(s) => {
-                    let err = rms_error(&s.x, &reference)?;
-                    let observed = prev.as_ref().and_then(|&(_, n0, e0)| {
-                        (s.nfe != n0 && e0 > 0.0 && err > 0.0)
-                            .then(|| -(err / e0).ln() / (s.nfe as f64 / n0 as f64).ln())
-                    });
-                    prev = Some((label.clone(), s.nfe, err));
-                    let (median, p90) = error_quantiles(&s.x, &reference)?;
-                    let component = setup.model.component(&s.x, &setup.end, anchor)?;
-                    let moved = f64::try_from(component.f_ne_tensor(&reference_component)?.f_mean(Kind::Double)?)?;
-                    BenchRow {
-                        solver: label.clone(),
-                        budget,
-                        nfe: s.nfe,
-                        steps: if adaptive { 0 } else { s.grid.len() - 1 },
-                        rms_error: Some(err),
-                        median_error: Some(median),
-                        p90_error: Some(p90),
-                        switched: Some(moved),
-                        mmd2: None,
-                        observed_order: observed,
-                        wall_ms,
-                        error: None,
-                    }
                 }
-                Err(e) => BenchRow {
-                    solver: label.clone(),
-                    budget,
-                    nfe: steps.map_or(0, |s| s.1),
-                    steps: steps.map_or(0, |s| s.0),
-                    rms_error: None,
-                    median_error: None,
-                    p90_error: None,
-                    switched: None,
-                    mmd2: None,
-                    observed_order: None,
-                    wall_ms,
-                    error: Some(e.to_string()),
-                },
-            };
-            rows.push(row);
-        }
+            }
+            Err(e) => BenchRow {
+                solver: label.clone(),
+                budget,
+                nfe: steps.map_or(0, |s| s.1),
+                steps: steps.map_or(0, |s| s.0),
+                rms_error: None,
+                median_error: None,
+                p90_error: None,
+                switched: None,
+                mmd2: None,
+                observed_order: None,
+                wall_ms,
+                error: Some(e.to_string()),
+            },
+        };
+        rows.push(row);
     }
     Ok(BenchReport { path: setup.path.name(), samples, dim: problem.dim, rows })
 }

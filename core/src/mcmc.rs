@@ -120,7 +120,6 @@ impl Chain {
         opts: &DlgOptions,
         count: usize,
     ) -> Result<()> {
-        let n = self.level.len();
         for _ in 0..count {
             let logits = Tensor::f_stack(
                 &grid.iter().map(|p| mixture.log_prob_marginal(&self.x, p, None)).collect::<Result<Vec<_>>>()?,
@@ -145,11 +144,7 @@ impl Chain {
                 self.draw += 1;
                 let mut next = self.x.shallow_clone();
                 for (k, p) in grid.iter().enumerate() {
-                    let idx: Vec<i64> = (0..n).filter(|&i| self.level[i] == k).map(|i| i as i64).collect();
-                    if idx.is_empty() {
-                        continue;
-                    }
-                    let index = Tensor::from_slice(&idx);
+                    let Some(index) = at_level(&self.level, k) else { continue };
                     let xs = self.x.f_index_select(0, &index)?;
                     let x0 = mixture.denoise(&xs, p)?.f_view_as(&xs)?;
                     let score = x0.f_mul_scalar(p.alpha)?.f_sub(&xs)?.f_div_scalar(p.sigma * p.sigma)?;
@@ -167,6 +162,12 @@ impl Chain {
     }
 }
 
+/// The indices of the chains at time `k`, if any.
+fn at_level(level: &[usize], k: usize) -> Option<Tensor> {
+    let idx: Vec<i64> = (0..level.len()).filter(|&i| level[i] == k).map(|i| i as i64).collect();
+    (!idx.is_empty()).then(|| Tensor::from_slice(&idx))
+}
+
 /// The solver from each state (grouped by time) to the data; returns the samples and the evaluations spent.
 fn solve_from(
     mixture: &GaussianMixture,
@@ -181,21 +182,18 @@ fn solve_from(
     let mut out = Tensor::f_zeros_like(x)?;
     let mut nfe = 0usize;
     for (k, p) in grid.iter().enumerate() {
-        let idx: Vec<i64> = (0..level.len()).filter(|&i| level[i] == k).map(|i| i as i64).collect();
-        if idx.is_empty() {
-            continue;
-        }
-        let index = Tensor::from_slice(&idx);
+        let Some(index) = at_level(level, k) else { continue };
+        let count = index.size()[0] as usize;
         let xs = x.f_index_select(0, &index)?;
         let done = if p.t <= path.t_range().0 {
             // At the smallest time the solver's only step is the jump to the data.
-            nfe += idx.len();
+            nfe += count;
             mixture.denoise(&xs, p)?.f_view_as(&xs)?
         } else {
             let spec = GridSpec { t_start: Some(p.t), ..GridSpec::new(Spacing::UniformLambda, End::Zero) };
             let s =
                 sample(solver, path.as_ref(), mixture, &cond, &xs, &spec, Budget::Steps(steps), &mut NoNoise, &mut ())?;
-            nfe += s.nfe * idx.len();
+            nfe += s.nfe * count;
             s.x
         };
         out = out.f_index_copy(0, &index, &done.f_to_kind(Kind::Double)?)?;
