@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use diffuse_core::path::{NoisePath, PathSpec};
+use diffuse_core::search::Schedule;
 
 use crate::stft::Window;
 use crate::transform::{PadMode, SpecTransform};
@@ -107,6 +108,10 @@ pub struct SamplerDefaults {
     /// Corrector steps per step (PC sampler).
     #[serde(default)]
     pub corrector_steps: usize,
+    /// A searched solver schedule (`diffuse audio search`): the default sampler then runs its solver on its times
+    /// and orders; `name` and `steps` must be the schedule's solver and interval count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// The sampler section as written in any version (version 1 kept `t_eps` here).
@@ -120,6 +125,8 @@ struct SamplerJson {
     corrector_steps: usize,
     #[serde(default)]
     t_eps: Option<f64>,
+    #[serde(default)]
+    schedule: Option<Schedule>,
 }
 
 /// Everything the sidecar says about a model.
@@ -201,7 +208,13 @@ impl TryFrom<SidecarJson> for ModelConfig {
             pad: j.pad,
             path,
             output: j.output,
-            sampler: SamplerDefaults { name: s.name, steps: s.steps, snr: s.snr, corrector_steps: s.corrector_steps },
+            sampler: SamplerDefaults {
+                name: s.name,
+                steps: s.steps,
+                snr: s.snr,
+                corrector_steps: s.corrector_steps,
+                schedule: s.schedule,
+            },
             network: j.network,
             source: j.source,
         })
@@ -220,7 +233,7 @@ impl ModelConfig {
             pad: PadConfig { multiple: 64, mode: PadMode::Zero },
             path: PathSpec::Ouve { theta: 1.5, sigma_min: 0.05, sigma_max: 0.5, t_eps: 0.03, t_max: 1.0 },
             output: OutputConfig { kind: OutputKind::Score, sign: 1.0 },
-            sampler: SamplerDefaults { name: "pc".into(), steps: 30, snr: 0.5, corrector_steps: 1 },
+            sampler: SamplerDefaults { name: "pc".into(), steps: 30, snr: 0.5, corrector_steps: 1, schedule: None },
             network: None,
             source: None,
         }
@@ -326,6 +339,21 @@ impl ModelConfig {
                 self.t_eps()
             ));
         }
+        if let Some(schedule) = &self.sampler.schedule {
+            if schedule.solver != self.sampler.name || schedule.times.len() != self.sampler.steps {
+                return bad(format!(
+                    "sampler.schedule runs {} with {} steps, but sampler says {} with {}",
+                    schedule.solver,
+                    schedule.times.len(),
+                    self.sampler.name,
+                    self.sampler.steps
+                ));
+            }
+            let noise_path = self.noise_path().map_err(|e| Error::model(path, e.to_string()))?;
+            schedule
+                .validate(noise_path.as_ref(), noise_path.t_range().1)
+                .map_err(|e| Error::model(path, format!("sampler.schedule: {e}")))?;
+        }
         Ok(())
     }
 
@@ -423,6 +451,44 @@ mod tests {
         let mut c = ModelConfig::sgmse_16k();
         c.version = 7;
         assert!(c.validate(Path::new("m.json")).unwrap_err().to_string().contains("version 7"));
+    }
+
+    #[test]
+    fn a_sidecar_schedule_must_match_the_sampler_and_the_path() {
+        let schedule = |solver: &str, times: Vec<f64>| Schedule {
+            nfe: times.len(),
+            solver: solver.into(),
+            times,
+            orders: None,
+            strategies: None,
+            search_error: -14.0,
+            baseline_error: -13.0,
+            objective: "-si_sdr_db".into(),
+            evaluations: 10,
+        };
+        let with = |s: Schedule, name: &str, steps: usize| {
+            let mut c = ModelConfig::sgmse_16k();
+            c.sampler.name = name.into();
+            c.sampler.steps = steps;
+            c.sampler.schedule = Some(s);
+            c
+        };
+        let good = with(schedule("ddim", vec![1.0, 0.5, 0.1]), "ddim", 3);
+        good.validate(Path::new("m.json")).unwrap();
+        let text = serde_json::to_string(&good).unwrap();
+        assert_eq!(ModelConfig::parse(&text, Path::new("m.json")).unwrap(), good);
+        let cases = [
+            (with(schedule("ddim", vec![1.0, 0.5, 0.1]), "dpm++2m", 3), "runs ddim with 3 steps"),
+            (with(schedule("ddim", vec![1.0, 0.5, 0.1]), "ddim", 4), "runs ddim with 3 steps"),
+            (with(schedule("ddim", vec![0.9, 0.5, 0.1]), "ddim", 3), "starts at t = 0.9"),
+            (with(schedule("ddim", vec![1.0, 0.1, 0.5]), "ddim", 3), "decrease strictly"),
+            (with(schedule("ddim", vec![1.0, 0.5, 0.01]), "ddim", 3), "decrease strictly"),
+            (with(schedule("pc", vec![1.0, 0.5, 0.1]), "pc", 3), "pc"),
+        ];
+        for (c, why) in cases {
+            let err = c.validate(Path::new("dir/m.json")).unwrap_err().to_string();
+            assert!(err.contains("dir/m.json") && err.contains(why), "{why}: {err}");
+        }
     }
 
     #[test]

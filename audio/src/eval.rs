@@ -173,38 +173,53 @@ pub fn bench_sampler(
     seed: u64,
     progress: &mut dyn FnMut(),
 ) -> Result<Vec<BenchPoint>> {
+    steps
+        .iter()
+        .map(|&n| {
+            let s = crate::sampling::build_sampler(sampler, Some(n), None, model.config())?;
+            bench_built(model, pairs, s.as_ref(), sampler, n, seed, progress)
+        })
+        .collect()
+}
+
+/// Runs a built sampler (for example a searched schedule) over the (clean, noisy) pairs and scores the results,
+/// reporting it as `label` with `steps` steps.
+pub fn bench_built(
+    model: &crate::ScoreModel,
+    pairs: &[(Vec<f32>, Vec<f32>)],
+    sampler: &dyn crate::SpectrogramSampler,
+    label: &str,
+    steps: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(),
+) -> Result<BenchPoint> {
     let rate = model.config().sample_rate;
-    let mut points = Vec::new();
-    for &n in steps {
-        let s = crate::sampling::build_sampler(sampler, Some(n), None, model.config())?;
-        let enhancer = crate::Enhancer::new(model, s.as_ref(), crate::Chunking::default(), seed)?;
-        let (mut si, mut es, mut nfe, mut secs, mut dur) = (0.0, 0.0, 0usize, 0.0, 0.0);
-        let mut pq: Option<f64> = Some(0.0);
-        for (i, (c, y)) in pairs.iter().enumerate() {
-            let mut times = crate::pipeline::StageTimes::default();
-            let mut report = crate::EnhanceReport::default();
-            let t = Instant::now();
-            let name = PathBuf::from(format!("pair {i}"));
-            let out = enhancer.enhance_channel(y, &name, 0, &mut times, &mut report, &mut || {})?.unwrap_or_default();
-            secs += t.elapsed().as_secs_f64();
-            dur += y.len() as f64 / f64::from(rate);
-            nfe += report.nfe;
-            let sc = score(c, &out, rate);
-            si += sc.si_sdr;
-            es += sc.estoi;
-            pq = pq.zip(sc.pesq).map(|(a, b)| a + b);
-            progress();
-        }
-        let k = pairs.len().max(1) as f64;
-        points.push(BenchPoint {
-            sampler: sampler.to_string(),
-            steps: n,
-            nfe: nfe as f64 / k,
-            scores: Scores { si_sdr: si / k, estoi: es / k, pesq: pq.map(|p| p / k) },
-            rtf: secs / dur.max(1e-9),
-        });
+    let enhancer = crate::Enhancer::new(model, sampler, crate::Chunking::default(), seed)?;
+    let (mut si, mut es, mut nfe, mut secs, mut dur) = (0.0, 0.0, 0usize, 0.0, 0.0);
+    let mut pq: Option<f64> = Some(0.0);
+    for (i, (c, y)) in pairs.iter().enumerate() {
+        let mut times = crate::pipeline::StageTimes::default();
+        let mut report = crate::EnhanceReport::default();
+        let t = Instant::now();
+        let name = PathBuf::from(format!("pair {i}"));
+        let out = enhancer.enhance_channel(y, &name, 0, &mut times, &mut report, &mut || {})?.unwrap_or_default();
+        secs += t.elapsed().as_secs_f64();
+        dur += y.len() as f64 / f64::from(rate);
+        nfe += report.nfe;
+        let sc = score(c, &out, rate);
+        si += sc.si_sdr;
+        es += sc.estoi;
+        pq = pq.zip(sc.pesq).map(|(a, b)| a + b);
+        progress();
     }
-    Ok(points)
+    let k = pairs.len().max(1) as f64;
+    Ok(BenchPoint {
+        sampler: label.to_string(),
+        steps,
+        nfe: nfe as f64 / k,
+        scores: Scores { si_sdr: si / k, estoi: es / k, pesq: pq.map(|p| p / k) },
+        rtf: secs / dur.max(1e-9),
+    })
 }
 
 /// A file's relative path with its clean and noisy samples.

@@ -9,6 +9,7 @@
 //! - [`net`], [`weights`], [`train`]: the native NCSN++-family score network, its safetensors weights, and
 //!   training with the reference's denoising score-matching loss.
 //! - [`metrics`]: SI-SDR and ESTOI.
+//! - [`search`]: solver schedules searched for a model on (clean, noisy) pairs.
 //!
 //! Complex spectrograms are real tensors `[B, 2, F, T]` (real part, imaginary part). Solvers and the SDE paths
 //! live in diffuse-core; see docs/audio.md and docs/models.md.
@@ -53,6 +54,7 @@ pub mod net;
 pub mod pipeline;
 pub mod resample;
 pub mod sampling;
+pub mod search;
 pub mod stft;
 pub mod train;
 pub mod transform;

@@ -11,6 +11,7 @@ use diffuse_core::param::{Parameterization, Prediction};
 use std::sync::Arc;
 
 use diffuse_core::path::NoisePath;
+use diffuse_core::search::Schedule;
 use diffuse_core::solvers::{self, Budget, NoNoise, NoiseSource, PredictorCorrector, Solver, SolverOptions, StepInfo};
 use diffuse_core::spacing::{End, GridSpec, Spacing};
 use tch::{Kind, Tensor};
@@ -117,6 +118,8 @@ pub struct CoreSampler {
     path: Arc<dyn NoisePath>,
     grid: GridSpec,
     budget: Budget,
+    /// Explicit per-interval orders (a schedule's), instead of the solver's plan for the budget.
+    orders: Option<Vec<u32>>,
     nfe: usize,
     stochastic: bool,
 }
@@ -126,8 +129,6 @@ impl CoreSampler {
     /// uniform in λ = ln(α/σ) (uniform in t from a bridge's pinned start, where λ is undefined).
     pub fn new(solver: &str, steps: usize, config: &ModelConfig) -> Result<Self> {
         let path = config.noise_path()?;
-        let start = path.point(path.t_range().1);
-        let spacing = if start.sigma > 0.0 && start.alpha > 0.0 { Spacing::UniformLambda } else { Spacing::UniformT };
         let built = solvers::build_solver(solver, &SolverOptions::default())?;
         if built.info().stochastic {
             return Err(Error::invalid(
@@ -140,9 +141,30 @@ impl CoreSampler {
         Ok(CoreSampler {
             name: solver.into(),
             solver: built,
+            grid: default_grid(path.as_ref()),
             path,
-            grid: GridSpec::new(spacing, End::Zero),
             budget: Budget::Steps(steps),
+            orders: None,
+            nfe,
+            stochastic: false,
+        })
+    }
+
+    /// A searched solver schedule (`diffuse audio search`): its solver (or per-step strategies) on its times, with
+    /// its orders, then to the data. The schedule must start at the path's end (where the prior is drawn).
+    pub fn from_schedule(schedule: &Schedule, config: &ModelConfig) -> Result<Self> {
+        let path = config.noise_path()?;
+        schedule.validate(path.as_ref(), path.t_range().1)?;
+        let solver = schedule.build_solver(&SolverOptions::default())?;
+        let orders = schedule.orders(solver.as_ref())?;
+        let nfe = solvers::plan_cost(solver.as_ref(), &orders, true);
+        Ok(CoreSampler {
+            name: format!("{} (schedule)", schedule.solver),
+            solver,
+            path,
+            grid: schedule.grid(),
+            budget: Budget::Steps(orders.len()),
+            orders: Some(orders),
             nfe,
             stochastic: false,
         })
@@ -167,6 +189,7 @@ impl CoreSampler {
             path,
             grid: GridSpec::new(Spacing::UniformT, End::Zero),
             budget: Budget::Steps(steps),
+            orders: None,
             nfe,
             stochastic: true,
         })
@@ -184,6 +207,7 @@ impl CoreSampler {
             path,
             grid: GridSpec::new(Spacing::UniformT, End::Time(config.t_eps())),
             budget: Budget::Steps(1),
+            orders: None,
             // An estimate for progress bars: the reference reports about 140 on its test network.
             nfe: 150,
             stochastic: false,
@@ -227,6 +251,9 @@ impl CoreSampler {
     /// [`CoreSampler::solve`] for deterministic solvers, keeping the autograd graph through every network call
     /// (training through the sampler); returns the output.
     pub fn solve_differentiable(&self, denoiser: &dyn Denoiser, y: &Tensor, x_t: &Tensor) -> Result<Tensor> {
+        if self.orders.is_some() {
+            return Err(Error::invalid("sampler", "training runs through a solver's own plan, not a schedule"));
+        }
         if self.stochastic {
             return Err(Error::invalid(
                 "sampler",
@@ -246,6 +273,20 @@ impl CoreSampler {
         differentiable: bool,
     ) -> Result<solvers::Sample> {
         let cond = Conditioning::with_anchor(y.shallow_clone());
+        if let Some(orders) = &self.orders {
+            let path = self.path.as_ref();
+            return Ok(solvers::sample_with_orders(
+                self.solver.as_ref(),
+                path,
+                denoiser,
+                &cond,
+                x_t,
+                &self.grid,
+                orders,
+                noise,
+                observer,
+            )?);
+        }
         let sample = if differentiable { solvers::sample_differentiable } else { solvers::sample };
         Ok(sample(
             self.solver.as_ref(),
@@ -259,6 +300,14 @@ impl CoreSampler {
             observer,
         )?)
     }
+}
+
+/// The grid core solvers walk by default: uniform in λ = ln(α/σ) from the path's end to the data, or uniform in
+/// t from a bridge's pinned start, where λ is undefined.
+pub fn default_grid(path: &dyn NoisePath) -> GridSpec {
+    let start = path.point(path.t_range().1);
+    let spacing = if start.sigma > 0.0 && start.alpha > 0.0 { Spacing::UniformLambda } else { Spacing::UniformT };
+    GridSpec::new(spacing, End::Zero)
 }
 
 fn plural(n: usize) -> &'static str {
@@ -313,6 +362,12 @@ pub fn build_sampler(
     config: &ModelConfig,
 ) -> Result<Box<dyn SpectrogramSampler>> {
     let own = (name == config.sampler.name).then_some(config.sampler.steps);
+    if let Some(schedule) = &config.sampler.schedule
+        && own.is_some()
+        && (steps.is_none() || steps == own)
+    {
+        return Ok(Box::new(CoreSampler::from_schedule(schedule, config)?));
+    }
     let steps = steps.or(own);
     if steps == Some(0) {
         return Err(Error::invalid("steps", "need at least 1"));
@@ -335,5 +390,57 @@ pub fn build_sampler(
         }
         "ode" => Ok(Box::new(CoreSampler::reference_ode(config)?)),
         solver => Ok(Box::new(CoreSampler::new(solver, steps.unwrap_or(10), config)?)),
+    }
+}
+
+#[cfg(all(test, feature = "default-model"))]
+mod tests {
+    use super::*;
+
+    /// A schedule holding the default grid's own times and no orders is the named solver itself, bit for bit;
+    /// other times change the result.
+    #[test]
+    fn a_schedule_of_the_default_grid_is_the_plain_solver() {
+        let model = crate::default_model::load(tch::Device::Cpu).unwrap();
+        let config = model.config();
+        let path = config.noise_path().unwrap();
+        let points = default_grid(path.as_ref()).build(path.as_ref(), 4).unwrap();
+        let schedule = |times: Vec<f64>| Schedule {
+            nfe: 4,
+            solver: "dpm++2m".into(),
+            times,
+            orders: None,
+            strategies: None,
+            search_error: 0.0,
+            baseline_error: 0.0,
+            objective: "rms".into(),
+            evaluations: 0,
+        };
+        let times: Vec<f64> = points[..4].iter().map(|p| p.t).collect();
+        // Deterministic inputs: the global RNG is shared with other tests running in parallel.
+        let wave = |phase: f64| {
+            Tensor::arange(2 * 256 * 32, (Kind::Float, tch::Device::Cpu))
+                .f_mul_scalar(0.37)
+                .and_then(|t| t.f_add_scalar(phase))
+                .unwrap()
+                .sin()
+                .view([1, 2, 256, 32])
+        };
+        let y = wave(0.0).f_mul_scalar(0.3).unwrap();
+        let x_t = CoreSampler::new("dpm++2m", 4, config).unwrap().prior_with(&y, &wave(1.0)).unwrap();
+        let denoiser = SgmseDenoiser::new(&model);
+        let run = |s: &CoreSampler| s.solve(&denoiser, &y, &x_t, &mut NoNoise, &mut ()).unwrap();
+        let plain = run(&CoreSampler::new("dpm++2m", 4, config).unwrap());
+        let same = run(&CoreSampler::from_schedule(&schedule(times.clone()), config).unwrap());
+        assert_eq!(plain.nfe, 4);
+        assert_eq!(same.nfe, 4);
+        assert!(plain.x.equal(&same.x), "the schedule of the default grid differs from the plain solver");
+        let moved = [times[0], times[1] * 0.8, times[2], times[3]];
+        let other = run(&CoreSampler::from_schedule(&schedule(moved.to_vec()), config).unwrap());
+        assert!(!plain.x.equal(&other.x));
+        let mut ordered = schedule(times);
+        ordered.orders = Some(vec![1, 1, 1, 1]);
+        let ddim = run(&CoreSampler::new("ddim", 4, config).unwrap());
+        assert!(ddim.x.equal(&run(&CoreSampler::from_schedule(&ordered, config).unwrap()).x));
     }
 }

@@ -445,14 +445,22 @@ struct BenchRun {
     grid: GridSpec,
     /// A fixed number of intervals instead of the NFE budget.
     steps: Option<usize>,
-    /// An explicit order per interval (a schedule's plan).
-    orders: Option<Vec<u32>>,
+    /// A searched schedule (its solver, orders or strategies).
+    schedule: Option<crate::search::Schedule>,
     lower_order_final: Option<crate::solvers::LowerOrderFinal>,
 }
 
 impl BenchRun {
     fn plain(solver: SolverSpec, budget: f64, grid: GridSpec) -> Self {
-        BenchRun { label: solver.to_string(), solver, budget, grid, steps: None, orders: None, lower_order_final: None }
+        BenchRun {
+            label: solver.to_string(),
+            solver,
+            budget,
+            grid,
+            steps: None,
+            schedule: None,
+            lower_order_final: None,
+        }
     }
 }
 
@@ -488,10 +496,10 @@ pub fn run_setup(
         runs.extend(budgets.into_iter().map(|b| BenchRun::plain(spec.clone(), b, problem.grid())));
     }
     for s in extra.schedules {
-        let grid = crate::search::ScheduleFile::grid(s);
+        let grid = s.grid();
         runs.push(BenchRun {
             label: format!("s3:{}", s.solver),
-            orders: s.orders.clone(),
+            schedule: Some(s.clone()),
             ..BenchRun::plain(s.solver.parse()?, s.nfe as f64, grid)
         });
     }
@@ -512,7 +520,7 @@ pub fn run_setup(
     }
     let mut rows = Vec::new();
     let mut prev: Option<(String, usize, f64)> = None;
-    for BenchRun { label, solver: spec, budget, grid, steps: fixed_steps, orders, lower_order_final } in runs {
+    for BenchRun { label, solver: spec, budget, grid, steps: fixed_steps, schedule, lower_order_final } in runs {
         let probe = spec.build(&SolverOptions::default())?;
         let adaptive = probe.info().adaptive;
         if prev.as_ref().is_some_and(|p| p.0 != label) {
@@ -526,7 +534,11 @@ pub fn run_setup(
             warmup: problem.warmup,
             ..SolverOptions::default()
         };
-        let solver = spec.build(&opts)?;
+        let solver = match &schedule {
+            Some(s) => s.build_solver(&opts)?,
+            None => spec.build(&opts)?,
+        };
+        let orders = schedule.as_ref().map(|s| s.orders(solver.as_ref())).transpose()?;
         let b = match fixed_steps {
             Some(n) => Budget::Steps(n),
             None if adaptive => Budget::Steps(1),

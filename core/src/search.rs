@@ -10,11 +10,13 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 use crate::bench::{Problem, Setup, rms_error};
 use crate::path::{NoisePath, PathSpec};
-use crate::solvers::{NoNoise, SolverOptions, build_solver, sample_with_orders};
+use crate::solvers::{
+    DataMultistep, NoNoise, Predictor, Solver, SolverOptions, SolverSpec, StepStrategy, UniVariant, build_solver,
+    sample_with_orders,
+};
 use crate::spacing::{End, GridSpec, Spacing};
 use crate::{Error, Result};
 
@@ -34,12 +36,86 @@ pub struct Schedule {
     /// strategies at no extra evaluations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orders: Option<Vec<u32>>,
-    /// RMS error on the search draws, and the same solver on the problem's own grid there.
-    pub search_rms: f64,
-    /// The problem's own grid with the same solver, on the search draws.
-    pub baseline_rms: f64,
+    /// Per-step strategies (order, predictor, corrector; USF) where the search changed the base solver's own, for
+    /// solvers of the data-form multistep family. They replace `orders`, which is then absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategies: Option<Vec<StepStrategy>>,
+    /// The objective on the search draws (see [`Schedule::objective`]; smaller is better).
+    #[serde(alias = "search_rms")]
+    pub search_error: f64,
+    /// The same solver on the default grid, on the search draws.
+    #[serde(alias = "baseline_rms")]
+    pub baseline_error: f64,
+    /// What the errors measure: `rms` (of the output against the reference) unless a domain says otherwise, for
+    /// example `-si_sdr_db` (the negated mean SI-SDR of enhanced speech, in dB).
+    #[serde(default = "rms_objective")]
+    pub objective: String,
     /// Objective evaluations spent.
     pub evaluations: usize,
+}
+
+fn rms_objective() -> String {
+    "rms".into()
+}
+
+impl Schedule {
+    /// The schedule's grid (its times, then the data).
+    pub fn grid(&self) -> GridSpec {
+        GridSpec::new(Spacing::Custom { times: self.times.clone() }, End::Zero)
+    }
+
+    /// The solver that runs the schedule: its per-step strategies, or the base solver.
+    pub fn build_solver(&self, options: &SolverOptions) -> Result<Box<dyn Solver>> {
+        match &self.strategies {
+            Some(st) => Ok(Box::new(DataMultistep::with_strategies(st.clone(), options.warmup)?)),
+            None => self.solver.parse::<SolverSpec>()?.build(options),
+        }
+    }
+
+    /// The order of each interval: the schedule's own, or `solver`'s plan for the grid.
+    pub fn orders(&self, solver: &dyn Solver) -> Result<Vec<u32>> {
+        match &self.orders {
+            Some(o) if o.len() == self.times.len() => Ok(o.clone()),
+            Some(o) => {
+                Err(Error::invalid("schedule", format!("{} orders for {} intervals", o.len(), self.times.len())))
+            }
+            None => solver.plan_steps(self.times.len(), true),
+        }
+    }
+
+    /// Checks the schedule against the path it will run on: times strictly decreasing inside the path's range,
+    /// starting at `t_start`, and a known deterministic base solver.
+    pub fn validate(&self, path: &dyn NoisePath, t_start: f64) -> Result<()> {
+        let (t_min, t_max) = path.t_range();
+        let bad = |why: String| Err(Error::invalid("schedule", why));
+        if self.times.is_empty() {
+            return bad("no times".into());
+        }
+        if (self.times[0] - t_start).abs() > 1e-9 * t_start.abs().max(1.0) {
+            return bad(format!("starts at t = {}, the sampler at {t_start}", self.times[0]));
+        }
+        if !self.times.windows(2).all(|w| w[0] > w[1]) || self.times.iter().any(|&t| !(t >= t_min && t <= t_max)) {
+            return bad(format!("times must decrease strictly inside [{t_min}, {t_max}]: {:?}", self.times));
+        }
+        if self.orders.is_some() && self.strategies.is_some() {
+            return bad("give orders or strategies, not both".into());
+        }
+        if let Some(st) = &self.strategies
+            && st.len() != self.times.len()
+        {
+            return bad(format!("{} strategies for {} intervals", st.len(), self.times.len()));
+        }
+        let base = self.solver.parse::<SolverSpec>()?.build(&SolverOptions::default())?;
+        if base.info().stochastic || base.info().adaptive {
+            return bad(format!("'{}': schedules are for fixed-step deterministic solvers", self.solver));
+        }
+        let solver = self.build_solver(&SolverOptions::default())?;
+        let orders = self.orders(solver.as_ref())?;
+        if orders.iter().any(|&o| !(1..=4).contains(&o)) {
+            return bad(format!("orders must be 1 to 4: {orders:?}"));
+        }
+        Ok(())
+    }
 }
 
 /// A schedule file: the path the times belong to and one schedule per budget.
@@ -71,6 +147,19 @@ impl ScheduleFile {
         Ok(s)
     }
 
+    /// The best schedule of `nfe` evaluations, or of the fewest when `nfe` is `None`.
+    pub fn pick(&self, nfe: Option<usize>) -> Result<&Schedule> {
+        let best = self.best();
+        let found = match nfe {
+            Some(n) => best.into_iter().find(|s| s.nfe == n),
+            None => best.into_iter().next(),
+        };
+        found.ok_or_else(|| {
+            let have: Vec<usize> = self.best().iter().map(|s| s.nfe).collect();
+            Error::invalid("schedule", format!("no schedule of {} NFE (the file has {have:?})", nfe.unwrap_or(0)))
+        })
+    }
+
     /// The schedule with the smallest search error for each budget, in increasing NFE.
     pub fn best(&self) -> Vec<&Schedule> {
         let mut nfes: Vec<usize> = self.schedules.iter().map(|s| s.nfe).collect();
@@ -78,14 +167,9 @@ impl ScheduleFile {
         nfes.dedup();
         nfes.iter()
             .filter_map(|&n| {
-                self.schedules.iter().filter(|s| s.nfe == n).min_by(|a, b| a.search_rms.total_cmp(&b.search_rms))
+                self.schedules.iter().filter(|s| s.nfe == n).min_by(|a, b| a.search_error.total_cmp(&b.search_error))
             })
             .collect()
-    }
-
-    /// The grid of a schedule.
-    pub fn grid(schedule: &Schedule) -> GridSpec {
-        GridSpec::new(Spacing::Custom { times: schedule.times.clone() }, End::Zero)
     }
 }
 
@@ -264,6 +348,175 @@ fn dist(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
 }
 
+/// Where a schedule search runs: the path, the grid a solver uses by default there (the baseline, which also
+/// fixes the start time) and the budget in model evaluations.
+pub struct GridTarget<'a> {
+    /// The path.
+    pub path: &'a dyn NoisePath,
+    /// The default grid (ending at the data); the search starts from it and must beat it.
+    pub default_grid: &'a GridSpec,
+    /// The start time of every grid.
+    pub t_start: f64,
+    /// Model evaluations.
+    pub nfe: usize,
+}
+
+/// How long one schedule's search may run.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchBudget {
+    /// Objective evaluations (deterministic for a given count).
+    pub evaluations: usize,
+    /// Optional wall-clock cap.
+    pub time: Option<Duration>,
+}
+
+/// Searches one schedule of `spec` for `target.nfe` evaluations, minimising `objective(candidate)` (any measure of
+/// the candidate schedule's output, for example the rms error against reference solutions or a negated quality
+/// score; `objective_name` says which). The grid's times in ln σ̄ are searched by Nelder–Mead; for solvers of
+/// one evaluation per step, each step's order too; and for the data-form multistep family each step's predictor
+/// and corrector (USF's per-step strategies, all at the same cost). Returns the default grid when nothing beats
+/// it; the objective's errors count as an infinitely bad value.
+pub fn search_schedule(
+    spec: &SolverSpec,
+    options: &SolverOptions,
+    target: &GridTarget<'_>,
+    budget: &SearchBudget,
+    objective_name: &str,
+    objective: &mut dyn FnMut(&Schedule) -> Result<f64>,
+) -> Result<Schedule> {
+    let name = spec.to_string();
+    let solver = spec.build(options)?;
+    if solver.info().stochastic || solver.info().adaptive {
+        return Err(Error::invalid("solvers", format!("'{name}': schedules are for fixed-step deterministic solvers")));
+    }
+    let (path, t_start) = (target.path, target.t_start);
+    if !log_sigma_bar(path, t_start).is_finite() {
+        return Err(Error::invalid("t_start", "the search places times in ln(σ/α), which needs α > 0 at the start"));
+    }
+    let own_orders = solver.plan_nfe(target.nfe, true)?;
+    let intervals = own_orders.len();
+    // Orders (and strategies) are searched where they do not change the cost: one evaluation per step.
+    let free_orders = intervals > 2 && (1..=3).all(|o| solver.cost(1, o, false) == 1);
+    let own_strategies: Option<Vec<StepStrategy>> = own_orders.iter().map(|&o| spec.strategy(o)).collect();
+    let candidate = |times: Vec<f64>, plan: &Plan| Schedule {
+        nfe: target.nfe,
+        solver: name.clone(),
+        times,
+        orders: match plan {
+            Plan::Orders(o) if *o != own_orders => Some(o.clone()),
+            _ => None,
+        },
+        strategies: match plan {
+            Plan::Strategies(s) if Some(s) != own_strategies.as_ref() => Some(s.clone()),
+            _ => None,
+        },
+        search_error: f64::NAN,
+        baseline_error: f64::NAN,
+        objective: objective_name.into(),
+        evaluations: 0,
+    };
+    let mut score =
+        |times: Vec<f64>, plan: &Plan| -> f64 { objective(&candidate(times, plan)).unwrap_or(f64::INFINITY) };
+    let start_times: Vec<f64> = target.default_grid.build(path, intervals)?.iter().map(|p| p.t).collect();
+    let start_times = start_times[..intervals].to_vec();
+    let own_plan = match &own_strategies {
+        Some(s) if free_orders => Plan::Strategies(s.clone()),
+        _ => Plan::Orders(own_orders.clone()),
+    };
+    let baseline = score(start_times.clone(), &own_plan);
+    let mut theta = theta_of(&start_times, path);
+    let mut plan = own_plan.clone();
+    let mut value = baseline;
+    let mut evaluations = 0;
+    let clock = Instant::now();
+    // Times first (60 % of the budget), then one pass over each step's strategy, then the times again.
+    let phases: &[(f64, bool)] = if free_orders { &[(0.6, false), (0.0, true), (1.0, false)] } else { &[(1.0, false)] };
+    for &(until, strategy_pass) in phases {
+        if strategy_pass {
+            let times = times_of(&theta, path, t_start);
+            // The last step is the jump to the data (first order, no corrector): nothing to choose there.
+            for i in 0..intervals - 1 {
+                for trial in plan.alternatives(i, i == 0) {
+                    evaluations += 1;
+                    let v = score(times.clone(), &trial);
+                    if v < value {
+                        (value, plan) = (v, trial);
+                    }
+                }
+            }
+            continue;
+        }
+        let deadline = budget.time.map(|t| t.mul_f64(until));
+        let limit = (budget.evaluations as f64 * until) as usize;
+        let spent = evaluations;
+        let mut f = |th: &[f64]| score(times_of(th, path, t_start), &plan);
+        let mut stop = |n: usize| spent + n >= limit || deadline.is_some_and(|d| clock.elapsed() >= d);
+        let (th, v, n) = nelder_mead(&mut f, &theta, 0.5, &mut stop);
+        evaluations += n;
+        if v < value {
+            (theta, value) = (th, v);
+        }
+    }
+    let (times, search_error) = if value < baseline {
+        (times_of(&theta, path, t_start), value)
+    } else {
+        plan = own_plan;
+        (start_times, baseline)
+    };
+    Ok(Schedule { search_error, baseline_error: baseline, evaluations, ..candidate(times, &plan) })
+}
+
+/// The per-step choices of a searched schedule.
+#[derive(Debug, Clone, PartialEq)]
+enum Plan {
+    /// An order per step (solvers outside the multistep family).
+    Orders(Vec<u32>),
+    /// A strategy per step (the data-form multistep family).
+    Strategies(Vec<StepStrategy>),
+}
+
+impl Plan {
+    /// Every plan that differs from this one at step `i` only (orders 1–3; predictors and correctors). The first
+    /// step has no history, so there only its corrector is a choice.
+    fn alternatives(&self, i: usize, first: bool) -> Vec<Plan> {
+        match self {
+            Plan::Orders(_) if first => Vec::new(),
+            Plan::Orders(o) => (1..=3)
+                .filter(|&k| k != o[i])
+                .map(|k| {
+                    let mut t = o.clone();
+                    t[i] = k;
+                    Plan::Orders(t)
+                })
+                .collect(),
+            Plan::Strategies(s) => {
+                let predictors =
+                    [Predictor::DpmPlusPlus, Predictor::UniP(UniVariant::Bh1), Predictor::UniP(UniVariant::Bh2)];
+                let correctors = [None, Some(UniVariant::Bh1), Some(UniVariant::Bh2)];
+                let mut out = Vec::new();
+                for order in 1..=3 {
+                    for predictor in predictors {
+                        // At order 1 every predictor is DDIM's step; the first step is always order 1.
+                        let fixed = first && (order != s[i].order || predictor != s[i].predictor);
+                        if fixed || (order == 1 && predictor != Predictor::DpmPlusPlus && !first) {
+                            continue;
+                        }
+                        for corrector in correctors {
+                            let step = StepStrategy { order, predictor, corrector };
+                            if step != s[i] {
+                                let mut t = s.clone();
+                                t[i] = step;
+                                out.push(Plan::Strategies(t));
+                            }
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
 /// Searches a schedule for every (budget, solver) of `opts` on `problem` (which must end at the data), calling
 /// `progress(nfe, solver)` before each.
 pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(usize, &str)) -> Result<ScheduleFile> {
@@ -286,107 +539,36 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
     };
     let path = setup.path.clone();
     let t_start = setup.start.t;
-    if !log_sigma_bar(path.as_ref(), t_start).is_finite() {
-        return Err(Error::invalid("t_start", "the search places times in ln(σ/α), which needs α > 0 at the start"));
-    }
     let per_run = opts.time.map(|t| t.div_f64((opts.nfe.len() * opts.solvers.len()) as f64));
     let options = SolverOptions {
         lower_order_final: problem.lower_order_final,
         warmup: problem.warmup,
         ..SolverOptions::default()
     };
+    let default_grid = GridSpec { t_start: Some(t_start), ..problem.grid() };
     let mut schedules = Vec::new();
     for &nfe in &opts.nfe {
         for spec in &opts.solvers {
-            let name = spec.to_string();
-            progress(nfe, &name);
-            let solver = spec.build(&options)?;
-            if solver.info().stochastic || solver.info().adaptive {
-                return Err(Error::invalid(
-                    "solvers",
-                    format!("'{name}': schedules are for fixed-step deterministic solvers"),
-                ));
-            }
-            let own_orders = solver.plan_nfe(nfe, true)?;
-            let intervals = own_orders.len();
-            // Orders are searched where they do not change the cost (one evaluation per step: multistep solvers).
-            let free_orders = intervals > 2 && (1..=3).all(|o| solver.cost(1, o, false) == 1);
-            let run = |grid: &GridSpec, orders: &[u32]| -> Result<Tensor> {
+            progress(nfe, &spec.to_string());
+            let mut objective = |candidate: &Schedule| -> Result<f64> {
+                let solver = candidate.build_solver(&options)?;
+                let orders = candidate.orders(solver.as_ref())?;
                 let s = sample_with_orders(
                     solver.as_ref(),
                     path.as_ref(),
                     &setup.model,
                     &setup.cond,
                     &setup.x_start,
-                    grid,
-                    orders,
+                    &candidate.grid(),
+                    &orders,
                     &mut NoNoise,
                     &mut (),
                 )?;
-                Ok(s.x)
+                rms_error(&s.x, &reference)
             };
-            let score = |times: Vec<f64>, orders: &[u32]| -> f64 {
-                let grid = GridSpec::new(Spacing::Custom { times }, End::Zero);
-                run(&grid, orders).and_then(|x| rms_error(&x, &reference)).unwrap_or(f64::INFINITY)
-            };
-            let baseline_grid = GridSpec { t_start: Some(t_start), ..problem.grid() };
-            let baseline =
-                run(&baseline_grid, &own_orders).and_then(|x| rms_error(&x, &reference)).unwrap_or(f64::INFINITY);
-            let start_times: Vec<f64> = baseline_grid.build(path.as_ref(), intervals)?.iter().map(|p| p.t).collect();
-            let mut theta = theta_of(&start_times[..intervals], path.as_ref());
-            let mut orders = own_orders.clone();
-            let mut value = baseline;
-            let mut evaluations = 0;
-            let clock = Instant::now();
-            // Times first (60 % of the time), then one pass over each step's order, then the times again.
-            let phases: &[(f64, bool)] =
-                if free_orders { &[(0.6, false), (0.0, true), (1.0, false)] } else { &[(1.0, false)] };
-            for &(until, order_pass) in phases {
-                if order_pass {
-                    let times = times_of(&theta, path.as_ref(), t_start);
-                    for i in 1..intervals - 1 {
-                        for o in 1..=3 {
-                            if o == orders[i] {
-                                continue;
-                            }
-                            let mut trial = orders.clone();
-                            trial[i] = o;
-                            evaluations += 1;
-                            let v = score(times.clone(), &trial);
-                            if v < value {
-                                (value, orders) = (v, trial);
-                            }
-                        }
-                    }
-                    continue;
-                }
-                let deadline = per_run.map(|t| t.mul_f64(until));
-                let limit = (opts.evaluations as f64 * until) as usize;
-                let spent = evaluations;
-                let mut objective = |th: &[f64]| score(times_of(th, path.as_ref(), t_start), &orders);
-                let mut stop = |n: usize| spent + n >= limit || deadline.is_some_and(|d| clock.elapsed() >= d);
-                let (th, v, n) = nelder_mead(&mut objective, &theta, 0.5, &mut stop);
-                evaluations += n;
-                if v < value {
-                    (theta, value) = (th, v);
-                }
-            }
-            let (times, search_rms) = if value < baseline {
-                (times_of(&theta, path.as_ref(), t_start), value)
-            } else {
-                orders = own_orders.clone();
-                (start_times[..intervals].to_vec(), baseline)
-            };
-            let orders = (orders != own_orders).then_some(orders);
-            schedules.push(Schedule {
-                nfe,
-                solver: name.clone(),
-                times,
-                orders,
-                search_rms,
-                baseline_rms: baseline,
-                evaluations,
-            });
+            let target = GridTarget { path: path.as_ref(), default_grid: &default_grid, t_start, nfe };
+            let budget = SearchBudget { evaluations: opts.evaluations, time: per_run };
+            schedules.push(search_schedule(spec, &options, &target, &budget, "rms", &mut objective)?);
         }
     }
     Ok(ScheduleFile {

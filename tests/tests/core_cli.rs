@@ -159,7 +159,7 @@ fn solvers_search_writes_schedules_that_the_bench_runs() {
     let schedules = file["schedules"].as_array().unwrap();
     assert_eq!(schedules.len(), 4);
     for s in schedules {
-        let (search, own) = (s["search_rms"].as_f64().unwrap(), s["baseline_rms"].as_f64().unwrap());
+        let (search, own) = (s["search_error"].as_f64().unwrap(), s["baseline_error"].as_f64().unwrap());
         assert!(search <= own && s["evaluations"].as_u64().unwrap() > 10, "{s}");
         let times: Vec<f64> = s["times"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
         assert!(times.windows(2).all(|w| w[0] > w[1]), "{times:?}");

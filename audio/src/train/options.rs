@@ -132,8 +132,13 @@ impl TrainOptions {
         model.network = Some(NetConfig::small());
         model.pad.multiple = 64;
         // A fast default sampler for the trained model: 10 network evaluations (the pc sampler stays available).
-        model.sampler =
-            crate::config::SamplerDefaults { name: "dpm++2m".into(), steps: 10, snr: 0.5, corrector_steps: 1 };
+        model.sampler = crate::config::SamplerDefaults {
+            name: "dpm++2m".into(),
+            steps: 10,
+            snr: 0.5,
+            corrector_steps: 1,
+            schedule: None,
+        };
         TrainOptions {
             clean,
             noise,

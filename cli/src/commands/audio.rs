@@ -13,6 +13,7 @@ use super::Context;
 mod bench;
 mod enhance;
 mod eval;
+mod search;
 mod train;
 
 pub use bench::BenchArgs;
@@ -21,6 +22,8 @@ pub use enhance::EnhanceArgs;
 use enhance::enhance;
 pub use eval::EvalArgs;
 use eval::eval;
+pub use search::SearchArgs;
+use search::search;
 pub use train::TrainArgs;
 use train::train;
 
@@ -35,6 +38,8 @@ pub enum AudioCommand {
     Eval(EvalArgs),
     /// Quality vs NFE and real-time factor of samplers on (clean, noisy) pairs.
     Bench(BenchArgs),
+    /// Search solver schedules (base solver and time grid per NFE) for a model on validation pairs.
+    Search(SearchArgs),
 }
 
 /// Runs `diffuse audio …`.
@@ -44,6 +49,7 @@ pub fn run(ctx: &Context, cmd: &AudioCommand) -> anyhow::Result<ExitCode> {
         AudioCommand::Train(args) => train(ctx, args),
         AudioCommand::Eval(args) => eval(ctx, args),
         AudioCommand::Bench(args) => bench(ctx, args),
+        AudioCommand::Search(args) => search(ctx, args),
     }
 }
 

@@ -365,7 +365,7 @@ fn likelihood(ctx: &Context, args: &LikelihoodArgs) -> anyhow::Result<ExitCode> 
 }
 
 /// `4..10` (inclusive) or `4,5,8`.
-fn parse_budgets(text: &str) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn parse_budgets(text: &str) -> anyhow::Result<Vec<usize>> {
     let bad = || anyhow::anyhow!("--nfe: expected a list (4,5,8) or a range (4..10), got '{text}'");
     let list: Vec<usize> = match text.split_once("..") {
         Some((a, b)) => {
@@ -382,7 +382,7 @@ fn parse_budgets(text: &str) -> anyhow::Result<Vec<usize>> {
 }
 
 /// `90` (seconds) or `10m` (minutes).
-fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
     let (value, scale) = match text.strip_suffix('m') {
         Some(v) => (v, 60.0),
         None => (text.strip_suffix('s').unwrap_or(text), 1.0),
@@ -435,7 +435,7 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
     for s in &file.schedules {
         println!(
             "{:<5} {:<14} {:>12.4e} {:>12.4e} {:>8}",
-            s.nfe, s.solver, s.search_rms, s.baseline_rms, s.evaluations
+            s.nfe, s.solver, s.search_error, s.baseline_error, s.evaluations
         );
     }
     let text = serde_json::to_string_pretty(&file)? + "\n";

@@ -33,7 +33,7 @@ pub mod stochastic;
 
 use tch::Tensor;
 
-pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, UniVariant, Warmup};
+pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, Predictor, StepStrategy, UniVariant, Warmup};
 pub use noise::{BrownianTree, FixedNoise};
 pub use registry::{SolverSpec, build_solver, solver_names};
 pub use residual::{RddmDeterministic, ResfusionAncestral};

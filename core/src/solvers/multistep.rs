@@ -72,7 +72,8 @@ impl Warmup {
 }
 
 /// The B(h) variant of UniPC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UniVariant {
     /// B(h) = h (better for unconditional sampling).
     Bh1,
@@ -81,12 +82,44 @@ pub enum UniVariant {
 }
 
 /// How a data-form multistep solver predicts the next state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Predictor {
     /// DPM-Solver++ multistep (orders 1–3; order 1 is DDIM).
+    #[serde(rename = "dpm++")]
     DpmPlusPlus,
     /// UniPC's predictor UniP-p (any order).
+    #[serde(rename = "unip")]
     UniP(UniVariant),
+}
+
+/// One step's strategy in a unified (USF-style) schedule of the data-form multistep family: the order of the
+/// prediction (how many past model outputs it uses), the predictor, and whether the UniC corrector refines the
+/// result with the next model output. Every choice costs the same one model evaluation per step, so a schedule
+/// may mix them freely; each named solver of the family is one constant strategy ([`DataMultistep::strategy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepStrategy {
+    /// Prediction order (1 is DDIM's step; lowered while the history is shorter).
+    pub order: u32,
+    /// The predictor.
+    pub predictor: Predictor,
+    /// The corrector after the step, if any (never after the last step, which has no next model output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrector: Option<UniVariant>,
+}
+
+impl StepStrategy {
+    /// Checks the order against the predictor (DPM-Solver++ has orders 1–3, UniP here 1–4).
+    pub fn validate(&self) -> Result<()> {
+        // UniP takes any order; schedules stop at 4, as explicit order plans do.
+        let most = match self.predictor {
+            Predictor::DpmPlusPlus => 3,
+            Predictor::UniP(_) => 4,
+        };
+        if !(1..=most).contains(&self.order) {
+            return Err(Error::invalid("strategy", format!("order {} of {:?}: from 1 to {most}", self.order, self)));
+        }
+        Ok(())
+    }
 }
 
 /// A data-prediction multistep solver: DDIM, DPM-Solver++(2M/3M), UniPC, optionally with the UniC corrector.
@@ -99,9 +132,37 @@ pub struct DataMultistep {
     lower_order_final: LowerOrderFinal,
     warmup: Warmup,
     reference_3m: bool,
+    /// Per-step strategies (a USF schedule), overriding predictor and corrector step by step.
+    strategies: Option<Vec<StepStrategy>>,
 }
 
 impl DataMultistep {
+    /// The solver's strategy at a step of the given order (its predictor and corrector).
+    pub fn strategy(&self, order: u32) -> StepStrategy {
+        StepStrategy { order, predictor: self.predictor, corrector: self.corrector }
+    }
+
+    /// A solver running `strategies`, one per interval (the orders of a run are the strategies' orders).
+    pub fn with_strategies(strategies: Vec<StepStrategy>, warmup: Warmup) -> Result<Self> {
+        if strategies.is_empty() {
+            return Err(Error::invalid("strategy", "need one strategy per step"));
+        }
+        for s in &strategies {
+            s.validate()?;
+        }
+        let order = strategies.iter().map(|s| s.order).max().unwrap_or(1);
+        Ok(DataMultistep {
+            name: "usf".into(),
+            predictor: Predictor::UniP(UniVariant::Bh2),
+            order,
+            corrector: None,
+            lower_order_final: LowerOrderFinal::Never,
+            warmup,
+            reference_3m: false,
+            strategies: Some(strategies),
+        })
+    }
+
     /// DPM-Solver++(3M) with the reference implementations' D2 weight (second order; for parity checks).
     pub fn dpmpp3m_reference(lower_order_final: LowerOrderFinal) -> Self {
         let mut s = Self::dpmpp(3, None, lower_order_final);
@@ -140,6 +201,7 @@ impl DataMultistep {
             lower_order_final,
             warmup: Warmup::LowerOrder,
             reference_3m: false,
+            strategies: None,
         }
     }
 
@@ -155,11 +217,14 @@ impl DataMultistep {
             lower_order_final,
             warmup: Warmup::LowerOrder,
             reference_3m: false,
+            strategies: None,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn predict(
         &self,
+        predictor: Predictor,
         x: &Tensor,
         s: &Point,
         t: &Point,
@@ -170,7 +235,7 @@ impl DataMultistep {
         if k == 1 {
             return data_step(x, m0, s, t);
         }
-        match self.predictor {
+        match predictor {
             Predictor::DpmPlusPlus => dpmpp_step(x, s, t, m0, hist, k, self.reference_3m),
             Predictor::UniP(v) => unipc_update(x, s, t, m0, hist, k, v, None),
         }
@@ -281,6 +346,10 @@ fn unipc_update(
 impl Solver for DataMultistep {
     fn info(&self) -> SolverInfo {
         let order = self.convergence_order();
+        if self.strategies.is_some() {
+            let description = "USF schedule: per-step order, predictor (DPM-Solver++/UniP) and UniC corrector";
+            return SolverInfo::deterministic(&self.name, description, self.order);
+        }
         let description = match (self.predictor, self.corrector.is_some(), self.order) {
             (Predictor::DpmPlusPlus, false, 1) => "DDIM = DPM-Solver-1 (first-order exponential integrator, data form)",
             (Predictor::DpmPlusPlus, false, 2) => {
@@ -306,6 +375,16 @@ impl Solver for DataMultistep {
     }
 
     fn plan_steps(&self, steps: usize, to_data: bool) -> Result<Vec<u32>> {
+        if let Some(s) = &self.strategies {
+            if s.len() != steps {
+                return Err(Error::invalid("strategy", format!("{} strategies for {steps} steps", s.len())));
+            }
+            return Ok(s
+                .iter()
+                .enumerate()
+                .map(|(i, s)| if to_data && i + 1 == steps { 1 } else { s.order })
+                .collect());
+        }
         Ok(multistep_orders(self.order, steps, to_data, self.lower_order_final))
     }
 
@@ -319,6 +398,11 @@ impl Solver for DataMultistep {
     fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
         check_plan(grid, orders)?;
         let n = orders.len();
+        if let Some(s) = &self.strategies
+            && s.len() != n
+        {
+            return Err(Error::invalid("strategy", format!("{} strategies for {n} steps", s.len())));
+        }
         let mut x = run.to_tilde(x, &grid[0])?;
         let mut m_cur = run.data(&x, &grid[0])?;
         let mut hist: VecDeque<(Point, Tensor)> = VecDeque::new();
@@ -328,6 +412,10 @@ impl Solver for DataMultistep {
             let k = if regular(s, t) { orders[i].min(usable + 1) } else { 1 };
             let hist_slice: Vec<(Point, Tensor)> = hist.iter().map(|(p, m)| (*p, m.shallow_clone())).collect();
             let starter = self.warmup.starter(self.convergence_order()).filter(|_| i == 0 && regular(s, t));
+            let (predictor, corrector) = match &self.strategies {
+                Some(st) => (st[i].predictor, st[i].corrector),
+                None => (self.predictor, self.corrector),
+            };
             let mut x_new = match starter {
                 Some(order) => {
                     singlestep_update(
@@ -342,14 +430,14 @@ impl Solver for DataMultistep {
                     )?
                     .0
                 }
-                None => self.predict(&x, s, t, &m_cur, &hist_slice, k)?,
+                None => self.predict(predictor, &x, s, t, &m_cur, &hist_slice, k)?,
             };
             let last = i + 1 == n;
             let m_next = if last || t.is_data() {
                 None
             } else {
                 let m_t = run.data(&x_new, t)?;
-                if let Some(v) = self.corrector
+                if let Some(v) = corrector
                     && regular(s, t)
                     && starter.is_none()
                 {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::multistep::{DataMultistep, DeisTab, UniVariant};
+use super::multistep::{DataMultistep, DeisTab, Predictor, StepStrategy, UniVariant};
 use super::residual::{RddmDeterministic, ResfusionAncestral};
 use super::rk::{self, Dopri5, RungeKutta, Variable};
 use super::singlestep::{AdaptiveDpm, Form, Singlestep};
@@ -137,6 +137,20 @@ impl SolverSpec {
     /// The registry name (without parameters).
     pub fn name(&self) -> &str {
         self.text.split_once(':').map_or(&self.text, |(n, _)| n)
+    }
+
+    /// The solver's constant per-step strategy at `order` when it belongs to the data-form multistep family that
+    /// USF schedules mix (ddim, dpm++2m/3m with or without UniC, unipc): a schedule of these strategies with
+    /// the solver's own orders runs exactly this solver.
+    pub fn strategy(&self, order: u32) -> Option<StepStrategy> {
+        let (predictor, corrector) = match self.name() {
+            "ddim" | "dpm++2m" | "dpm++3m" => (Predictor::DpmPlusPlus, None),
+            "dpm++2m+unic" | "dpm++3m+unic" => (Predictor::DpmPlusPlus, Some(UniVariant::Bh2)),
+            n if n.starts_with("unipc-bh1") => (Predictor::UniP(UniVariant::Bh1), Some(UniVariant::Bh1)),
+            n if n.starts_with("unipc-bh2") => (Predictor::UniP(UniVariant::Bh2), Some(UniVariant::Bh2)),
+            _ => return None,
+        };
+        Some(StepStrategy { order, predictor, corrector })
     }
 
     /// Builds the solver with the run's options (numeric parameters are checked here).

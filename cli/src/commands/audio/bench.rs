@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use super::super::Context;
@@ -26,6 +27,10 @@ pub struct BenchArgs {
     /// Step counts.
     #[arg(long, default_value = "5,10,20,30", value_delimiter = ',')]
     pub steps: Vec<usize>,
+    /// Also run the searched schedules of this file (`diffuse audio search`), the best per NFE, as rows
+    /// `schedule:SOLVER`.
+    #[arg(long, value_name = "FILE")]
+    pub schedule: Option<PathBuf>,
     /// Use at most this many pairs.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -67,7 +72,19 @@ pub(super) fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode>
         (si / k, es / k, pq / k)
     };
     let data: Vec<(Vec<f32>, Vec<f32>)> = pairs.into_iter().map(|(_, c, y)| (c, y)).collect();
-    let total = (args.samplers.len() * args.steps.len() * data.len()) as u64;
+    let schedules = match &args.schedule {
+        Some(file) => {
+            let f = diffuse_core::search::ScheduleFile::load(file)?;
+            anyhow::ensure!(
+                f.path == model.config().path,
+                "{}: its schedules were searched on another path than the model's",
+                file.display()
+            );
+            f.best().into_iter().cloned().collect()
+        }
+        None => Vec::new(),
+    };
+    let total = ((args.samplers.len() * args.steps.len() + schedules.len()) * data.len()) as u64;
     let bar = p.progress(total, "benchmark");
     let mut points = Vec::new();
     for name in &args.samplers {
@@ -83,6 +100,27 @@ pub(super) fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode>
             pt.sampler = name.clone();
         }
         points.extend(pts);
+    }
+    let mut series_names = args.samplers.clone();
+    for s in &schedules {
+        let label = format!("schedule:{}", s.solver);
+        bar.set_message(label.clone());
+        let file = args.schedule.as_deref().unwrap_or(std::path::Path::new("schedule"));
+        let sampler = diffuse_audio::sampling::CoreSampler::from_schedule(s, model.config())
+            .with_context(|| file.display().to_string())?;
+        let pt = diffuse_audio::eval::bench_built(
+            &model,
+            &data,
+            &sampler,
+            &label,
+            s.times.len(),
+            ctx.global.seed,
+            &mut || bar.inc(1),
+        )?;
+        if !series_names.contains(&label) {
+            series_names.push(label);
+        }
+        points.push(pt);
     }
     bar.finish_and_clear();
     let mut md = format!(
@@ -114,8 +152,7 @@ pub(super) fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode>
         diffuse_core::io::write_bytes_atomic(path, args.force, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     if let Some(path) = &args.plot {
-        let mut series: Vec<Series> = args
-            .samplers
+        let mut series: Vec<Series> = series_names
             .iter()
             .map(|s| Series {
                 name: s.clone(),

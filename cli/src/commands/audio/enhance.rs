@@ -37,6 +37,13 @@ pub struct EnhanceArgs {
     /// Sampler steps (default: the model's for its own sampler, 10 for core solvers).
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
+    /// Run a searched schedule of this file (`diffuse audio search`) instead of --sampler/--steps: the best one
+    /// with the fewest evaluations, or of --schedule-nfe.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sampler", "steps"])]
+    pub schedule: Option<PathBuf>,
+    /// Which NFE of the --schedule file to run.
+    #[arg(long, value_name = "N", requires = "schedule")]
+    pub schedule_nfe: Option<usize>,
     /// Corrector signal-to-noise ratio of the pc sampler (default: the model's).
     #[arg(long, value_name = "X")]
     pub snr: Option<f64>,
@@ -167,7 +174,22 @@ pub(super) fn enhance(ctx: &Context, args: &EnhanceArgs) -> anyhow::Result<ExitC
     if args.snr.is_some() && name != "pc" {
         p.warn(format!("--snr only applies to the pc sampler; ignored for {name}"));
     }
-    let sampler: Box<dyn SpectrogramSampler> = build_sampler(&name, args.steps, args.snr, &cfg)?;
+    let sampler: Box<dyn SpectrogramSampler> = match &args.schedule {
+        Some(file) => {
+            let schedules = diffuse_core::search::ScheduleFile::load(file)?;
+            anyhow::ensure!(
+                schedules.path == cfg.path,
+                "{}: its schedules were searched for another path than {model_name}'s",
+                file.display()
+            );
+            let chosen = schedules.pick(args.schedule_nfe).with_context(|| file.display().to_string())?;
+            Box::new(
+                diffuse_audio::sampling::CoreSampler::from_schedule(chosen, &cfg)
+                    .with_context(|| file.display().to_string())?,
+            )
+        }
+        None => build_sampler(&name, args.steps, args.snr, &cfg)?,
+    };
     p.verbose(format!(
         "model {} ({} Hz, {}), sampler {} ({} NFE per chunk), chunks of {} frames with {} overlap",
         model_name,

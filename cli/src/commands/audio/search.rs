@@ -1,0 +1,103 @@
+//! `diffuse audio search`: solver schedules for a speech model, searched on (clean, noisy) pairs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use diffuse_audio::search::{Fit, SearchOptions};
+use diffuse_core::io::write_bytes_atomic;
+use diffuse_core::solvers::SolverSpec;
+
+use super::super::Context;
+use super::super::solvers::{parse_budgets, parse_duration};
+use super::load_model;
+
+/// Arguments of `diffuse audio search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Folder of clean references (validation pairs: never the pairs results are reported on).
+    #[arg(long, value_name = "DIR")]
+    pub clean: PathBuf,
+    /// Folder of noisy inputs (same relative paths).
+    #[arg(long, value_name = "DIR")]
+    pub noisy: PathBuf,
+    /// Model (default: the built-in model).
+    #[arg(long, value_name = "PATH|NAME")]
+    pub model: Option<String>,
+    /// Use at most this many pairs (the first in sorted order).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Seconds cut from the middle of each pair (the objective enhances these crops).
+    #[arg(long, default_value_t = 2.0, value_name = "S")]
+    pub crop: f64,
+    /// NFE budgets: a list (4,5,6) or a range (4..10).
+    #[arg(long, default_value = "5")]
+    pub nfe: String,
+    /// Base solvers tried at every budget.
+    #[arg(long, default_value = "ddim,dpm++2m,unipc-bh2", value_delimiter = ',')]
+    pub solvers: Vec<SolverSpec>,
+    /// Objective evaluations per schedule (deterministic: the same count gives the same schedules).
+    #[arg(long, default_value_t = 60)]
+    pub evals: usize,
+    /// Optional cap on the whole search's time: seconds, or minutes with an `m` (10m).
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// What the crops are compared with: `clean` (SI-SDR against the references) or a teacher SAMPLER:STEPS
+    /// (SI-SDR against that sampler's outputs, for example dpm++2m:30).
+    #[arg(long, default_value = "clean", value_parser = parse_fit)]
+    pub fit: Fit,
+    /// Output schedule file (JSON), for `audio enhance --schedule` and `audio bench --schedule`.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_fit(s: &str) -> Result<Fit, String> {
+    s.parse().map_err(|e: diffuse_audio::Error| e.to_string())
+}
+
+pub(super) fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
+    diffuse_core::io::check_output(&args.output, args.force)?;
+    diffuse_core::io::check_writable_folder(&args.output)?;
+    anyhow::ensure!((1..=100_000).contains(&args.evals), "--evals: from 1 to 100000, got {}", args.evals);
+    anyhow::ensure!(args.crop > 0.0 && args.crop <= 60.0, "--crop: from 0 to 60 seconds, got {}", args.crop);
+    let device = ctx.device()?;
+    let (model, model_name) = load_model(args.model.as_deref(), device)?;
+    let rate = model.config().sample_rate;
+    let pairs = diffuse_audio::eval::read_pairs(&args.clean, &args.noisy, rate, args.limit)?;
+    let data: Vec<(Vec<f32>, Vec<f32>)> = pairs.into_iter().map(|(_, c, y)| (c, y)).collect();
+    let opts = SearchOptions {
+        nfe: parse_budgets(&args.nfe)?,
+        solvers: args.solvers.clone(),
+        evaluations: args.evals,
+        time: args.budget.as_deref().map(parse_duration).transpose()?,
+        crop_seconds: args.crop,
+        fit: args.fit.clone(),
+        seed: ctx.global.seed,
+    };
+    ctx.printer.info(format!("model {model_name}, {} pairs, crops of {} s", data.len(), args.crop));
+    let bar = ctx.printer.progress((opts.nfe.len() * opts.solvers.len()) as u64, "searching");
+    let file = diffuse_audio::search::search(&model, &data, &opts, |nfe, solver| {
+        bar.set_message(format!("{solver} @ {nfe} NFE"));
+        bar.inc(1);
+    })
+    .with_context(|| format!("searching schedules on {}", args.noisy.display()))?;
+    bar.finish_and_clear();
+    println!("{:<5} {:<14} {:>14} {:>14} {:>8}", "nfe", "solver", "search SI-SDR", "own grid", "evals");
+    for s in &file.schedules {
+        println!(
+            "{:<5} {:<14} {:>14.2} {:>14.2} {:>8}",
+            s.nfe, s.solver, -s.search_error, -s.baseline_error, s.evaluations
+        );
+    }
+    let text = serde_json::to_string_pretty(&file)? + "\n";
+    write_bytes_atomic(&args.output, args.force, text.as_bytes())?;
+    ctx.printer.info(format!(
+        "wrote {} (score it on other pairs: audio bench --schedule; use it: audio enhance --schedule)",
+        args.output.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}

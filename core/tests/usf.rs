@@ -1,0 +1,125 @@
+//! Issue 21, item 2: per-step strategies (USF). Every solver of the data-form multistep family is a constant
+//! strategy, and a schedule of those strategies on the solver's own grid runs exactly that solver; mixed
+//! strategies run, change the result and keep the cost at one model evaluation per step.
+
+use std::sync::Arc;
+
+use diffuse_core::denoiser::Conditioning;
+use diffuse_core::exact::GaussianMixture;
+use diffuse_core::path::{NoisePath, PathSpec};
+use diffuse_core::search::Schedule;
+use diffuse_core::seed::SampleSeeds;
+use diffuse_core::solvers::{
+    Budget, NoNoise, Predictor, SolverOptions, SolverSpec, StepStrategy, UniVariant, sample, sample_with_orders,
+};
+use diffuse_core::spacing::{End, GridSpec, Spacing};
+use tch::Tensor;
+
+fn mixture(path: Arc<dyn NoisePath>) -> GaussianMixture {
+    let means = vec![vec![1.0, -0.5, 0.3, 0.8], vec![-1.0, 0.6, -0.2, 0.1]];
+    GaussianMixture::new(vec![0.4, 0.6], means, vec![0.2, 0.4], path).unwrap()
+}
+
+fn schedule(solver: &str, times: Vec<f64>, strategies: Option<Vec<StepStrategy>>) -> Schedule {
+    Schedule {
+        nfe: times.len(),
+        solver: solver.into(),
+        times,
+        orders: None,
+        strategies,
+        search_error: 0.0,
+        baseline_error: 0.0,
+        objective: "rms".into(),
+        evaluations: 0,
+    }
+}
+
+fn run_schedule(s: &Schedule, path: &dyn NoisePath, model: &GaussianMixture, x: &Tensor) -> (Tensor, usize) {
+    let solver = s.build_solver(&SolverOptions::default()).unwrap();
+    let orders = s.orders(solver.as_ref()).unwrap();
+    let cond = Conditioning::none();
+    let out =
+        sample_with_orders(solver.as_ref(), path, model, &cond, x, &s.grid(), &orders, &mut NoNoise, &mut ()).unwrap();
+    (out.x, out.nfe)
+}
+
+#[test]
+fn every_multistep_solver_is_a_constant_strategy_schedule() {
+    let path = PathSpec::default_of("edm").unwrap().build().unwrap();
+    let model = mixture(path.clone());
+    let start = path.point(path.t_range().1);
+    let x = model.sample_marginal(&start, &SampleSeeds::new(4, 0, 16), None).unwrap();
+    let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero);
+    let steps = 7;
+    let times: Vec<f64> = grid.build(path.as_ref(), steps).unwrap()[..steps].iter().map(|p| p.t).collect();
+    let names = ["ddim", "dpm++2m", "dpm++3m", "dpm++2m+unic", "dpm++3m+unic", "unipc-bh1", "unipc-bh2", "unipc-bh2-3"];
+    let mut outputs = Vec::new();
+    for name in names {
+        let spec: SolverSpec = name.parse().unwrap();
+        let solver = spec.build(&SolverOptions::default()).unwrap();
+        let plain = sample(
+            solver.as_ref(),
+            path.as_ref(),
+            &model,
+            &Conditioning::none(),
+            &x,
+            &grid,
+            Budget::Steps(steps),
+            &mut NoNoise,
+            &mut (),
+        )
+        .unwrap();
+        let plan = solver.plan_steps(steps, true).unwrap();
+        let strategies: Vec<StepStrategy> = plan.iter().map(|&o| spec.strategy(o).unwrap()).collect();
+        let (usf, nfe) = run_schedule(&schedule(name, times.clone(), Some(strategies)), path.as_ref(), &model, &x);
+        assert_eq!(nfe, plain.nfe, "{name}");
+        assert!(usf.equal(&plain.x), "{name}: the constant-strategy schedule differs from the solver");
+        outputs.push(plain.x);
+    }
+    // The family's members really differ, so the identities above are not vacuous.
+    assert!(!outputs[1].equal(&outputs[3]) && !outputs[0].equal(&outputs[1]) && !outputs[5].equal(&outputs[6]));
+    // Solvers outside the family have no strategy.
+    for name in ["heun", "deis-2", "dpm-solver-2", "dpm++3m-ref"] {
+        assert!(name.parse::<SolverSpec>().unwrap().strategy(2).is_none(), "{name}");
+    }
+
+    // A mixed schedule (orders, predictors and correctors changing per step) costs the same and lands elsewhere.
+    let s = |order, predictor, corrector| StepStrategy { order, predictor, corrector };
+    let mixed = vec![
+        s(1, Predictor::DpmPlusPlus, Some(UniVariant::Bh2)),
+        s(2, Predictor::UniP(UniVariant::Bh1), None),
+        s(3, Predictor::DpmPlusPlus, Some(UniVariant::Bh1)),
+        s(2, Predictor::DpmPlusPlus, None),
+        s(3, Predictor::UniP(UniVariant::Bh2), Some(UniVariant::Bh2)),
+        s(2, Predictor::UniP(UniVariant::Bh2), None),
+        s(1, Predictor::DpmPlusPlus, None),
+    ];
+    let (x_mixed, nfe) = run_schedule(&schedule("dpm++2m", times.clone(), Some(mixed)), path.as_ref(), &model, &x);
+    assert_eq!(nfe, steps);
+    assert!(outputs.iter().all(|o| !o.equal(&x_mixed)));
+    assert!(bool::try_from(x_mixed.isfinite().all()).unwrap());
+}
+
+#[test]
+fn strategies_round_trip_through_json_and_bad_ones_are_refused() {
+    let path = PathSpec::default_of("edm").unwrap().build().unwrap();
+    let t0 = path.t_range().1;
+    let step = StepStrategy { order: 2, predictor: Predictor::UniP(UniVariant::Bh1), corrector: Some(UniVariant::Bh2) };
+    let text = serde_json::to_string(&step).unwrap();
+    assert_eq!(text, r#"{"order":2,"predictor":{"unip":"bh1"},"corrector":"bh2"}"#);
+    assert_eq!(serde_json::from_str::<StepStrategy>(&text).unwrap(), step);
+    let plain: StepStrategy = serde_json::from_str(r#"{"order": 1, "predictor": "dpm++"}"#).unwrap();
+    assert_eq!(plain.corrector, None);
+    let times = vec![t0, t0 * 0.1, t0 * 0.01];
+    schedule("ddim", times.clone(), Some(vec![plain, step, plain])).validate(path.as_ref(), t0).unwrap();
+    let too_high = StepStrategy { order: 4, predictor: Predictor::DpmPlusPlus, corrector: None };
+    let cases = [
+        (schedule("ddim", times.clone(), Some(vec![plain, step])), "2 strategies for 3 intervals"),
+        (schedule("ddim", times.clone(), Some(vec![plain, too_high, plain])), "from 1 to 3"),
+        (Schedule { orders: Some(vec![1, 1, 1]), ..schedule("ddim", times.clone(), Some(vec![plain; 3])) }, "not both"),
+    ];
+    for (s, why) in cases {
+        let err = s.validate(path.as_ref(), t0).unwrap_err().to_string();
+        assert!(err.contains(why), "{why}: {err}");
+    }
+}

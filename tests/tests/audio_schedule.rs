@@ -1,0 +1,120 @@
+//! Issue 21, item 3 for the audio model: `diffuse audio search` writes a schedule searched on (clean, noisy)
+//! pairs; `audio bench --schedule` scores it; `audio enhance --schedule` runs it, and bad choices name the file.
+
+use std::path::Path;
+
+use diffuse_tests::{run_in, text};
+
+fn write_wav(path: &Path, samples: &[f32]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let data_len = samples.len() as u32 * 2;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&16000u32.to_le_bytes());
+    b.extend_from_slice(&32000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for &s in samples {
+        b.extend_from_slice(&((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// A voiced, amplitude-modulated harmonic tone in white noise.
+fn pair(n: usize, f0: f32, seed: u32) -> (Vec<f32>, Vec<f32>) {
+    let mut s = seed;
+    let clean: Vec<f32> = (0..n)
+        .map(|i| {
+            let t = i as f32 / 16000.0;
+            let env = (std::f32::consts::PI * 2.5 * t).sin().abs();
+            0.3 * env * (1..5).map(|k| (2.0 * std::f32::consts::PI * f0 * k as f32 * t).sin() / k as f32).sum::<f32>()
+        })
+        .collect();
+    let noisy = clean
+        .iter()
+        .map(|c| {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            c + 0.1 * ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
+        })
+        .collect();
+    (clean, noisy)
+}
+
+#[test]
+fn a_searched_schedule_is_scored_by_bench_and_run_by_enhance() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (i, f0) in [150.0, 210.0].into_iter().enumerate() {
+        let (c, y) = pair(12000, f0, 7 + i as u32);
+        write_wav(&d.join(format!("c/p{i}.wav")), &c);
+        write_wav(&d.join(format!("y/p{i}.wav")), &y);
+    }
+    let search = |extra: &[&str]| {
+        let mut args =
+            vec!["audio", "search", "--clean", "c", "--noisy", "y", "--crop", "0.5", "--evals", "2", "--nfe", "2"];
+        args.extend_from_slice(extra);
+        run_in(d, &args)
+    };
+    let out = search(&["--solvers", "ddim", "-o", "s.json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("s.json")).unwrap()).unwrap();
+    assert_eq!(file["format"], "diffuse-solver-schedules");
+    assert_eq!(file["path"]["kind"], "ouve");
+    assert!(file["fitted_to"].as_str().unwrap().contains("clean references of 2 crops"));
+    let s = &file["schedules"][0];
+    assert_eq!(
+        (s["nfe"].as_u64(), s["solver"].as_str(), s["objective"].as_str()),
+        (Some(2), Some("ddim"), Some("-si_sdr_db"))
+    );
+    let times: Vec<f64> = s["times"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+    assert_eq!(times.len(), 2);
+    assert_eq!(times[0], 1.0);
+    assert!(times.windows(2).all(|w| w[0] > w[1]), "{times:?}");
+    assert!(s["search_error"].as_f64().unwrap() <= s["baseline_error"].as_f64().unwrap());
+    // The search never overwrites its output without --force.
+    let again = search(&["--solvers", "ddim", "-o", "s.json"]);
+    assert!(!again.status.success() && text(&again).1.contains("s.json"));
+
+    let out = run_in(
+        d,
+        &[
+            "audio",
+            "bench",
+            "--clean",
+            "c",
+            "--noisy",
+            "y",
+            "--samplers",
+            "ddim",
+            "--steps",
+            "2",
+            "--schedule",
+            "s.json",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("| ddim | 2 |") && stdout.contains("| schedule:ddim | 2 |"), "{stdout}");
+
+    let out = run_in(d, &["audio", "enhance", "y/p0.wav", "-o", "e.wav", "--schedule", "s.json", "-v"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("ddim (schedule) (2 NFE per chunk)"), "{stderr}");
+    assert!(d.join("e.wav").is_file());
+    let out =
+        run_in(d, &["audio", "enhance", "y/p0.wav", "-o", "f.wav", "--schedule", "s.json", "--schedule-nfe", "7"]);
+    let err = text(&out).1;
+    assert!(!out.status.success() && err.contains("s.json") && err.contains("no schedule of 7 NFE"), "{err}");
+    let out = run_in(d, &["audio", "enhance", "y/p0.wav", "-o", "f.wav", "--schedule", "s.json", "--steps", "4"]);
+    assert!(!out.status.success() && text(&out).1.contains("--steps"));
+    let out = search(&["--fit", "teacher", "-o", "t.json"]);
+    assert!(!out.status.success() && text(&out).1.contains("SAMPLER:STEPS"));
+}
