@@ -115,6 +115,12 @@ fn a_searched_schedule_is_scored_by_bench_and_run_by_enhance() {
     assert!(!out.status.success() && err.contains("s.json") && err.contains("no schedule of 7 NFE"), "{err}");
     let out = run_in(d, &["audio", "enhance", "y/p0.wav", "-o", "f.wav", "--schedule", "s.json", "--steps", "4"]);
     assert!(!out.status.success() && text(&out).1.contains("--steps"));
+    // The shipped schedule of the built-in model runs as documented in examples/audio/README.md.
+    let shipped = diffuse_tests::repo_root().join("examples/audio/schedule-5nfe.json");
+    let out =
+        run_in(d, &["audio", "enhance", "y/p1.wav", "-o", "g.wav", "--schedule", shipped.to_str().unwrap(), "-v"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success() && stderr.contains("(5 NFE per chunk)"), "{stdout}{stderr}");
     let out = search(&["--fit", "teacher", "-o", "t.json"]);
     assert!(!out.status.success() && text(&out).1.contains("SAMPLER:STEPS"));
 }

@@ -223,6 +223,10 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         None => opts.model.clone(),
     };
     let mut net_config = model_cfg.network.clone().ok_or_else(|| Error::invalid("network", "missing"))?;
+    // A searched schedule fits the initial weights, not the trained ones: `diffuse audio search` again.
+    if model_cfg.sampler.schedule.take().is_some() {
+        notes.push("the initial model's sampler schedule is dropped (search one for the new weights)".into());
+    }
     match opts.objective {
         Objective::Score => {
             model_cfg.output = crate::config::OutputConfig { kind: OutputKind::Score, sign: 1.0 };
