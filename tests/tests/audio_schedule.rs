@@ -7,24 +7,9 @@ use diffuse_tests::{run_in, text};
 
 fn write_wav(path: &Path, samples: &[f32]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let data_len = samples.len() as u32 * 2;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&16000u32.to_le_bytes());
-    b.extend_from_slice(&32000u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
-    for &s in samples {
-        b.extend_from_slice(&((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
+    let data: Vec<u8> =
+        samples.iter().flat_map(|&s| ((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()).collect();
+    std::fs::write(path, diffuse_tests::wav_bytes(1, 1, 16000, 16, &data)).unwrap();
 }
 
 /// A voiced, amplitude-modulated harmonic tone in white noise.
