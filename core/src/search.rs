@@ -490,8 +490,12 @@ impl Plan {
                 })
                 .collect(),
             Plan::Strategies(s) => {
-                let predictors =
-                    [Predictor::DpmPlusPlus, Predictor::UniP(UniVariant::Bh1), Predictor::UniP(UniVariant::Bh2)];
+                let predictors = [
+                    Predictor::DpmPlusPlus,
+                    Predictor::UniP(UniVariant::Bh1),
+                    Predictor::UniP(UniVariant::Bh2),
+                    Predictor::DpmNoise,
+                ];
                 let correctors = [None, Some(UniVariant::Bh1), Some(UniVariant::Bh2)];
                 let mut out = Vec::new();
                 for order in 1..=3 {

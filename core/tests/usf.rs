@@ -52,7 +52,18 @@ fn every_multistep_solver_is_a_constant_strategy_schedule() {
     let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero);
     let steps = 7;
     let times: Vec<f64> = grid.build(path.as_ref(), steps).unwrap()[..steps].iter().map(|p| p.t).collect();
-    let names = ["ddim", "dpm++2m", "dpm++3m", "dpm++2m+unic", "dpm++3m+unic", "unipc-bh1", "unipc-bh2", "unipc-bh2-3"];
+    let names = [
+        "ddim",
+        "dpm++2m",
+        "dpm++3m",
+        "dpm++2m+unic",
+        "dpm++3m+unic",
+        "unipc-bh1",
+        "unipc-bh2",
+        "unipc-bh2-3",
+        "dpm-solver-2m",
+        "dpm-solver-3m",
+    ];
     let mut outputs = Vec::new();
     for name in names {
         let spec: SolverSpec = name.parse().unwrap();
@@ -78,6 +89,8 @@ fn every_multistep_solver_is_a_constant_strategy_schedule() {
     }
     // The family's members really differ, so the identities above are not vacuous.
     assert!(!outputs[1].equal(&outputs[3]) && !outputs[0].equal(&outputs[1]) && !outputs[5].equal(&outputs[6]));
+    // The noise form is another method than the data form of the same order.
+    assert!(!outputs[8].equal(&outputs[1]) && !outputs[9].equal(&outputs[2]));
     // Solvers outside the family have no strategy.
     for name in ["heun", "deis-2", "dpm-solver-2", "dpm++3m-ref"] {
         assert!(name.parse::<SolverSpec>().unwrap().strategy(2).is_none(), "{name}");
@@ -91,7 +104,7 @@ fn every_multistep_solver_is_a_constant_strategy_schedule() {
         s(3, Predictor::DpmPlusPlus, Some(UniVariant::Bh1)),
         s(2, Predictor::DpmPlusPlus, None),
         s(3, Predictor::UniP(UniVariant::Bh2), Some(UniVariant::Bh2)),
-        s(2, Predictor::UniP(UniVariant::Bh2), None),
+        s(3, Predictor::DpmNoise, Some(UniVariant::Bh1)),
         s(1, Predictor::DpmPlusPlus, None),
     ];
     let (x_mixed, nfe) = run_schedule(&schedule("dpm++2m", times.clone(), Some(mixed)), path.as_ref(), &model, &x);

@@ -1,14 +1,15 @@
-//! Solvers: one trait, many methods, all on every affine path.
+//! Solvers: one trait, many methods, all on every affine path, run by one loop.
 //!
-//! A solver walks a [`Point`] grid (from [`crate::spacing::GridSpec`]) with a per-interval order plan, evaluating
-//! the model through a [`Run`], which works on the anchor-free state `x̃ = x − γ·μ` and counts model
-//! evaluations (NFE). Coefficients are computed in f64 whatever the tensors' dtype. Every solver's order is
+//! A solver plans its orders and hands out a [`Stepper`] (or an [`AdaptiveStepper`]); [`drive`] walks the [`Point`]
+//! grid (from [`crate::spacing::GridSpec`]) with it, evaluating the model through a [`Run`], which works on the
+//! anchor-free state `x̃ = x − γ·μ` and counts model evaluations (NFE). Coefficients are computed in f64 whatever the tensors' dtype. Every solver's order is
 //! measured against exact solutions in the tests (`tests/solver_order.rs`).
 //!
 //! | name | method | order | NFE per step |
 //! |---|---|---|---|
 //! | `ddim` | DDIM = DPM-Solver-1 | 1 | 1 |
 //! | `dpm++2m`, `dpm++3m` | DPM-Solver++ multistep | 2, 3 | 1 |
+//! | `dpm-solver-2m`, `dpm-solver-3m` | DPM-Solver multistep on ε̂ (noise form) | 2, 3 | 1 |
 //! | `dpm++2m+unic`, `dpm++3m+unic` | DPM-Solver++ with the UniC corrector | 3, 4 | 1 |
 //! | `unipc-bh1[-p]`, `unipc-bh2[-p]` | UniPC, predictor order p (default 2) | p + 1 | 1 |
 //! | `deis-1..3` | DEIS tAB | 1–3 | 1 |
@@ -22,6 +23,7 @@
 //! Every interval that ends at the data (σ = 0) is a first-order jump `x = x̂0` costing one evaluation.
 
 pub mod common;
+pub mod driver;
 pub mod multistep;
 pub mod noise;
 pub mod registry;
@@ -33,6 +35,7 @@ pub mod stochastic;
 
 use tch::Tensor;
 
+pub use driver::{AdaptiveStepper, FinalPrediction, Interval, StepControl, Stepper, Stepping, drive};
 pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, Predictor, StepStrategy, UniVariant, Warmup};
 pub use noise::{BrownianTree, FixedNoise};
 pub use registry::{SolverSpec, build_solver, solver_names};
@@ -105,8 +108,16 @@ pub trait Solver {
         })
     }
 
-    /// Runs from `x` at `grid[0]` along the grid; returns x at the last point.
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor>;
+    /// The solver's state for one run on `grid` with `orders` (checked by the driver); refuses grids it cannot
+    /// walk (an α = 0 start for a method in σ/α, …). [`drive`] runs it.
+    fn stepper<'s>(&'s self, run: &Run<'_>, grid: &[Point], orders: &[u32]) -> Result<Stepping<'s>>;
+
+    /// Runs from `x` (model space) at `grid[0]` along the grid through the [`drive`] loop, keeping any autograd
+    /// graph; returns x at the last point.
+    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
+        driver::check_plan(grid, orders)?;
+        drive(self.stepper(run, grid, orders)?, run, x, grid, orders, true)
+    }
 }
 
 /// Total model evaluations of a plan.
@@ -254,15 +265,13 @@ fn sample_impl(
     };
     let points = grid.build(path, orders.len())?;
     let mut run = Run::new(path, model, cond, noise, observer);
-    let out = if differentiable {
-        solver.solve(&mut run, x, &points, &orders)?
-    } else {
-        // Plain sampling needs no gradients: no autograd graph is built, whatever the model.
-        tch::no_grad(|| solver.solve(&mut run, x, &points, &orders))?
-    };
-    let nfe = run.nfe();
-    if bool::try_from(out.f_isfinite()?.f_all()?.f_logical_not()?)? {
-        return Err(Error::Numerical { op: "sample", reason: format!("{} produced NaN/Inf", solver.info().name) });
-    }
-    Ok(Sample { x: out, nfe, grid: points })
+    driver::check_plan(&points, &orders)?;
+    let stepping = solver.stepper(&run, &points, &orders)?;
+    let out = drive(stepping, &mut run, x, &points, &orders, differentiable).map_err(|e| match e {
+        Error::Numerical { op: "sample", .. } => {
+            Error::Numerical { op: "sample", reason: format!("{} produced NaN/Inf", solver.info().name) }
+        }
+        e => e,
+    })?;
+    Ok(Sample { x: out, nfe: run.nfe(), grid: points })
 }

@@ -1,5 +1,5 @@
-//! Multistep exponential integrators: DDIM, DPM-Solver++(2M/3M), UniPC (bh1/bh2, any order) with the UniC
-//! corrector (also after DPM-Solver++), and DEIS tAB. One model evaluation per step; the history of model
+//! Multistep exponential integrators: DDIM, DPM-Solver++(2M/3M), DPM-Solver(2M/3M) on ε̂, UniPC (bh1/bh2, any
+//! order) with the UniC corrector (also after DPM-Solver++), and DEIS tAB. One model evaluation per step; the history of model
 //! outputs lives in the solve loop, and the first steps fall back to lower orders.
 
 use std::collections::VecDeque;
@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::common::{data_step, data_step_coeffs, integrate, regular, solve_linear, step_h, weighted_sum};
+use super::driver::{FinalPrediction, Interval, Stepper, Stepping};
 use super::run::Run;
 use super::singlestep::{Form, singlestep_update};
 use super::{Solver, SolverInfo};
-use crate::param::lin2;
 use crate::path::Point;
 use crate::{Error, Result};
 
@@ -90,6 +90,10 @@ pub enum Predictor {
     /// UniPC's predictor UniP-p (any order).
     #[serde(rename = "unip")]
     UniP(UniVariant),
+    /// DPM-Solver multistep on ε̂ (the noise form, dpm-solver's `algorithm_type="dpmsolver"`; orders 1–3, the
+    /// third with the same corrected second-difference weight as DPM-Solver++(3M)). Needs α > 0.
+    #[serde(rename = "dpm")]
+    DpmNoise,
 }
 
 /// One step's strategy in a unified (USF-style) schedule of the data-form multistep family: the order of the
@@ -112,7 +116,7 @@ impl StepStrategy {
     pub fn validate(&self) -> Result<()> {
         // UniP takes any order; schedules stop at 4, as explicit order plans do.
         let most = match self.predictor {
-            Predictor::DpmPlusPlus => 3,
+            Predictor::DpmPlusPlus | Predictor::DpmNoise => 3,
             Predictor::UniP(_) => 4,
         };
         if !(1..=most).contains(&self.order) {
@@ -205,6 +209,29 @@ impl DataMultistep {
         }
     }
 
+    /// DPM-Solver multistep on ε̂ of order 1–3 (`dpm-solver-2m`, `dpm-solver-3m`; order 1 is DDIM).
+    pub fn dpm_noise(order: u32, lower_order_final: LowerOrderFinal) -> Self {
+        let order = order.clamp(1, 3);
+        DataMultistep {
+            name: format!("dpm-solver-{order}m"),
+            predictor: Predictor::DpmNoise,
+            order,
+            corrector: None,
+            lower_order_final,
+            warmup: Warmup::LowerOrder,
+            reference_3m: false,
+            strategies: None,
+        }
+    }
+
+    /// Whether any step may predict in the noise form (the history then keeps the states, to derive ε̂).
+    fn uses_noise_form(&self) -> bool {
+        match &self.strategies {
+            Some(st) => st.iter().any(|s| s.predictor == Predictor::DpmNoise),
+            None => self.predictor == Predictor::DpmNoise,
+        }
+    }
+
     /// UniPC with predictor order p ≥ 1 and the UniC corrector (order p + 1).
     pub fn unipc(variant: UniVariant, order: u32, lower_order_final: LowerOrderFinal) -> Self {
         let v = if variant == UniVariant::Bh1 { "bh1" } else { "bh2" };
@@ -238,6 +265,9 @@ impl DataMultistep {
         match predictor {
             Predictor::DpmPlusPlus => dpmpp_step(x, s, t, m0, hist, k, self.reference_3m),
             Predictor::UniP(v) => unipc_update(x, s, t, m0, hist, k, v, None),
+            Predictor::DpmNoise => {
+                Err(Error::invalid("strategy", "the noise-form predictor needs ε̂ (the stepper converts the history)"))
+            }
         }
     }
 }
@@ -278,6 +308,38 @@ fn dpmpp_step(
     let w11 = -t.alpha * phi2 * c + c2 * t.alpha * phi3 / (r0 + r1);
     let (cm0, cm1, cm2) = (-t.alpha * phi1 + w10 / r0, -w10 / r0 + w11 / r1, -w11 / r1);
     weighted_sum(&[(a, x), (cm0, m0), (cm1, m1), (cm2, m2)])
+}
+
+/// DPM-Solver multistep step of order 2 or 3 on ε̂ from s to t: `e0` at s and `ehist` (newest first). With
+/// φ1 = e^h − 1, φ2 = φ1/h − 1, φ3 = φ2/h − ½ the exact update is `x̃_t = (α_t/α_s)x̃ − σ_t(φ1·ε + hφ2·ε′ + h²φ3·ε″)`;
+/// order 2 uses dpm-solver's `dpmsolver` form (½φ1 on the first difference), order 3 weighs the second difference
+/// D2 ≈ h²ε″/2 by 2φ3 (the reference's φ3 leaves an O(h³) local error, as for DPM-Solver++(3M)).
+fn dpm_noise_step(x: &Tensor, s: &Point, t: &Point, e0: &Tensor, ehist: &[(Point, Tensor)], k: u32) -> Result<Tensor> {
+    let h = step_h(s, t);
+    let a = t.alpha / s.alpha;
+    let phi1 = h.exp_m1();
+    let (p1, e1) = (&ehist[0].0, &ehist[0].1);
+    let r0 = (s.lambda() - p1.lambda()) / h;
+    if k == 2 {
+        let c = t.sigma * phi1;
+        return weighted_sum(&[(a, x), (-c * (1.0 + 0.5 / r0), e0), (c * 0.5 / r0, e1)]);
+    }
+    let (p2, e2) = (&ehist[1].0, &ehist[1].1);
+    let r1 = (p1.lambda() - p2.lambda()) / h;
+    let phi2 = phi1 / h - 1.0;
+    let phi3 = phi2 / h - 0.5;
+    let c = r0 / (r0 + r1);
+    // x̃_t = a·x − σφ1·e0 − σφ2·D1 − 2σφ3·D2, D1 = (1 + c)·D1_0 − c·D1_1, D2 = (D1_0 − D1_1)/(r0 + r1),
+    // D1_0 = (e0 − e1)/r0, D1_1 = (e1 − e2)/r1: coefficients of D1_0 and D1_1, then of e0, e1, e2.
+    let w10 = -t.sigma * phi2 * (1.0 + c) - 2.0 * t.sigma * phi3 / (r0 + r1);
+    let w11 = t.sigma * phi2 * c + 2.0 * t.sigma * phi3 / (r0 + r1);
+    let (ce0, ce1, ce2) = (-t.sigma * phi1 + w10 / r0, -w10 / r0 + w11 / r1, -w11 / r1);
+    weighted_sum(&[(a, x), (ce0, e0), (ce1, e1), (ce2, e2)])
+}
+
+/// ε̂ from x̂0 at a noisy point: `(x̃ − α·x̂0)/σ`.
+fn eps_of(x: &Tensor, m: &Tensor, p: &Point) -> Result<Tensor> {
+    crate::param::lin2(1.0 / p.sigma, x, -p.alpha / p.sigma, m)
 }
 
 /// UniPC's coefficients for one step (data form): `(B(h), R, b)` with R[i][k] = r_k^i, b_i = φ_{i+1}·i!/B(h).
@@ -370,6 +432,9 @@ impl Solver for DataMultistep {
             (Predictor::UniP(UniVariant::Bh2), _, _) => {
                 "UniPC, B(h) = e^h − 1: UniP predictor + UniC corrector (Zhao et al. 2023)"
             }
+            (Predictor::DpmNoise, _, _) => {
+                "DPM-Solver multistep on ε̂ (noise form, Lu et al. 2022; 3M with the corrected D2 weight); needs α > 0"
+            }
         };
         SolverInfo::deterministic(&self.name, description, order)
     }
@@ -395,64 +460,99 @@ impl Solver for DataMultistep {
         }
     }
 
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
+    fn stepper<'s>(&'s self, _run: &Run<'_>, _grid: &[Point], orders: &[u32]) -> Result<Stepping<'s>> {
         let n = orders.len();
         if let Some(s) = &self.strategies
             && s.len() != n
         {
             return Err(Error::invalid("strategy", format!("{} strategies for {n} steps", s.len())));
         }
-        let mut x = run.to_tilde(x, &grid[0])?;
-        let mut m_cur = run.data(&x, &grid[0])?;
-        let mut hist: VecDeque<(Point, Tensor)> = VecDeque::new();
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            let usable = hist.iter().take_while(|(p, _)| p.lambda().is_finite()).count() as u32;
-            let k = if regular(s, t) { orders[i].min(usable + 1) } else { 1 };
-            let hist_slice: Vec<(Point, Tensor)> = hist.iter().map(|(p, m)| (*p, m.shallow_clone())).collect();
-            let starter = self.warmup.starter(self.convergence_order()).filter(|_| i == 0 && regular(s, t));
-            let (predictor, corrector) = match &self.strategies {
-                Some(st) => (st[i].predictor, st[i].corrector),
-                None => (self.predictor, self.corrector),
-            };
-            let mut x_new = match starter {
-                Some(order) => {
-                    singlestep_update(
-                        run,
-                        Form::Data,
-                        &x,
-                        s,
-                        t,
-                        &m_cur,
-                        order,
-                        if order == 2 { 0.5 } else { 1.0 / 3.0 },
-                    )?
-                    .0
-                }
-                None => self.predict(predictor, &x, s, t, &m_cur, &hist_slice, k)?,
-            };
-            let last = i + 1 == n;
-            let m_next = if last || t.is_data() {
-                None
-            } else {
-                let m_t = run.data(&x_new, t)?;
-                if let Some(v) = corrector
-                    && regular(s, t)
-                    && starter.is_none()
-                {
-                    x_new = unipc_update(&x, s, t, &m_cur, &hist_slice, k, v, Some(&m_t))?;
-                }
-                Some(m_t)
-            };
-            x = x_new;
-            run.observe(i + 1, n, *t, &x)?;
-            if let Some(m_t) = m_next {
-                hist.push_front((*s, std::mem::replace(&mut m_cur, m_t)));
-                hist.truncate(self.order as usize + 1);
-            }
+        Ok(Stepping::Fixed(Box::new(DataMultistepStepper {
+            solver: self,
+            m_cur: None,
+            hist: VecDeque::new(),
+            keep_states: self.uses_noise_form(),
+            states: VecDeque::new(),
+        })))
+    }
+}
+
+/// A data-form multistep run: the model output at the current point and the earlier ones (newest first).
+struct DataMultistepStepper<'s> {
+    solver: &'s DataMultistep,
+    m_cur: Option<Tensor>,
+    hist: VecDeque<(Point, Tensor)>,
+    /// Whether noise-form steps may need ε̂ of the history, and so the states x̃ where it was evaluated.
+    keep_states: bool,
+    /// The states of `hist`, in the same order (only with `keep_states`).
+    states: VecDeque<Tensor>,
+}
+
+impl DataMultistepStepper<'_> {
+    fn current(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<Tensor> {
+        if let Some(m) = &self.m_cur {
+            return Ok(m.shallow_clone());
         }
-        run.from_tilde(&x, &grid[n])
+        let m = run.data(x, s)?;
+        self.m_cur = Some(m.shallow_clone());
+        Ok(m)
+    }
+}
+
+impl Stepper for DataMultistepStepper<'_> {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let solver = self.solver;
+        let (s, t) = (&iv.s, &iv.t);
+        let m_cur = self.current(run, x, s)?;
+        let usable = self.hist.iter().take_while(|(p, _)| p.lambda().is_finite()).count() as u32;
+        let k = if regular(s, t) { iv.order.min(usable + 1) } else { 1 };
+        let hist: Vec<(Point, Tensor)> = self.hist.iter().map(|(p, m)| (*p, m.shallow_clone())).collect();
+        let starter = solver.warmup.starter(solver.convergence_order()).filter(|_| iv.index == 0 && regular(s, t));
+        let (predictor, corrector) = match &solver.strategies {
+            Some(st) => (st[iv.index].predictor, st[iv.index].corrector),
+            None => (solver.predictor, solver.corrector),
+        };
+        let mut x_new = match starter {
+            Some(order) => {
+                let r1 = if order == 2 { 0.5 } else { 1.0 / 3.0 };
+                singlestep_update(run, Form::Data, x, s, t, &m_cur, order, r1)?.0
+            }
+            None if predictor == Predictor::DpmNoise && k >= 2 => {
+                if !(s.alpha > 0.0) {
+                    return Err(Error::invalid("solver", "the noise-form multistep step needs α > 0"));
+                }
+                let e0 = eps_of(x, &m_cur, s)?;
+                let ehist = hist
+                    .iter()
+                    .zip(&self.states)
+                    .take(k as usize - 1)
+                    .map(|((p, m), xs)| Ok((*p, eps_of(xs, m, p)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                dpm_noise_step(x, s, t, &e0, &ehist, k)?
+            }
+            None => solver.predict(predictor, x, s, t, &m_cur, &hist, k)?,
+        };
+        if !iv.is_last() && !t.is_data() {
+            let m_t = run.data(&x_new, t)?;
+            if let Some(v) = corrector
+                && regular(s, t)
+                && starter.is_none()
+            {
+                x_new = unipc_update(x, s, t, &m_cur, &hist, k, v, Some(&m_t))?;
+            }
+            self.hist.push_front((*s, m_cur));
+            self.hist.truncate(solver.order as usize + 1);
+            if self.keep_states {
+                self.states.push_front(x.shallow_clone());
+                self.states.truncate(solver.order as usize + 1);
+            }
+            self.m_cur = Some(m_t);
+        }
+        Ok(x_new)
+    }
+
+    fn final_prediction(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<FinalPrediction> {
+        Ok(FinalPrediction::Data(self.current(run, x, s)?))
     }
 }
 
@@ -534,56 +634,62 @@ impl Solver for DeisTab {
         }
     }
 
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
+    fn stepper<'s>(&'s self, _run: &Run<'_>, grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
         if grid[0].alpha <= 0.0 {
             return Err(Error::invalid(
                 "solver",
                 "deis needs α > 0 at the start; start lower (t_start) or use a data-form solver (ddim, dpm++2m, unipc)",
             ));
         }
-        let n = orders.len();
-        let mut x = run.to_tilde(x, &grid[0])?;
-        let mut e_cur = run.eps(&x, &grid[0])?;
-        let mut hist: VecDeque<(f64, Tensor)> = VecDeque::new();
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            let x_new = if t.is_data() {
-                // First-order jump to the data: x̂0 = (x̃ − σε̂)/α.
-                lin2(1.0 / s.alpha, &x, -s.sigma / s.alpha, &e_cur)?
-            } else if let Some(order) = self.warmup.starter(self.order).filter(|_| i == 0) {
-                singlestep_update(run, Form::Noise, &x, s, t, &e_cur, order, if order == 2 { 0.5 } else { 1.0 / 3.0 })?
-                    .0
-            } else {
-                let k = orders[i].min(hist.len() as u32 + 1) as usize;
-                let mut nodes = vec![s.t];
-                nodes.extend(hist.iter().take(k - 1).map(|(tp, _)| *tp));
-                let coeffs = deis_coefficients(run, &nodes, s.t, t.t);
-                let mut terms: Vec<(f64, &Tensor)> = vec![(t.alpha / s.alpha, &x), (t.alpha * coeffs[0], &e_cur)];
-                for (c, (_, e)) in coeffs[1..].iter().zip(hist.iter()) {
-                    terms.push((t.alpha * c, e));
-                }
-                weighted_sum(&terms)?
-            };
-            x = x_new;
-            run.observe(i + 1, n, *t, &x)?;
-            if i + 1 < n && !t.is_data() {
-                let e_t = run.eps(&x, t)?;
-                hist.push_front((s.t, std::mem::replace(&mut e_cur, e_t)));
-                hist.truncate(self.order as usize);
-            }
-        }
-        run.from_tilde(&x, &grid[n])
+        Ok(Stepping::Fixed(Box::new(DeisStepper { solver: self, e_cur: None, hist: VecDeque::new() })))
     }
 }
 
-/// A grid of `orders.len() + 1` points, decreasing, whose only data point is the last.
-pub(crate) fn check_plan(grid: &[Point], orders: &[u32]) -> Result<()> {
-    if orders.is_empty() || grid.len() != orders.len() + 1 {
-        return Err(Error::invalid("plan", format!("{} orders for a grid of {} points", orders.len(), grid.len())));
+/// A DEIS run: the noise prediction at the current point and the earlier ones with their times (newest first).
+struct DeisStepper<'s> {
+    solver: &'s DeisTab,
+    e_cur: Option<Tensor>,
+    hist: VecDeque<(f64, Tensor)>,
+}
+
+impl DeisStepper<'_> {
+    fn current(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<Tensor> {
+        if let Some(e) = &self.e_cur {
+            return Ok(e.shallow_clone());
+        }
+        let e = run.eps(x, s)?;
+        self.e_cur = Some(e.shallow_clone());
+        Ok(e)
     }
-    if grid[..grid.len() - 1].iter().any(Point::is_data) {
-        return Err(Error::invalid("grid", "only the last point may be the data"));
+}
+
+impl Stepper for DeisStepper<'_> {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let (s, t) = (&iv.s, &iv.t);
+        let e_cur = self.current(run, x, s)?;
+        let x_new = if let Some(order) = self.solver.warmup.starter(self.solver.order).filter(|_| iv.index == 0) {
+            singlestep_update(run, Form::Noise, x, s, t, &e_cur, order, if order == 2 { 0.5 } else { 1.0 / 3.0 })?.0
+        } else {
+            let k = iv.order.min(self.hist.len() as u32 + 1) as usize;
+            let mut nodes = vec![s.t];
+            nodes.extend(self.hist.iter().take(k - 1).map(|(tp, _)| *tp));
+            let coeffs = deis_coefficients(run, &nodes, s.t, t.t);
+            let mut terms: Vec<(f64, &Tensor)> = vec![(t.alpha / s.alpha, x), (t.alpha * coeffs[0], &e_cur)];
+            for (c, (_, e)) in coeffs[1..].iter().zip(self.hist.iter()) {
+                terms.push((t.alpha * c, e));
+            }
+            weighted_sum(&terms)?
+        };
+        if !iv.is_last() && !t.is_data() {
+            let e_t = run.eps(&x_new, t)?;
+            self.hist.push_front((s.t, e_cur));
+            self.hist.truncate(self.solver.order as usize);
+            self.e_cur = Some(e_t);
+        }
+        Ok(x_new)
     }
-    Ok(())
+
+    fn final_prediction(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<FinalPrediction> {
+        Ok(FinalPrediction::Noise(self.current(run, x, s)?))
+    }
 }

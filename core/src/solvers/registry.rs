@@ -50,6 +50,8 @@ const REGISTRY: &[Entry] = &[
     entry!("dpm-solver-3", |_o| Singlestep::new(Form::Noise, 3)),
     entry!("dpm++2s", |_o| Singlestep::new(Form::Data, 2)),
     entry!("dpm++3s", |_o| Singlestep::new(Form::Data, 3)),
+    entry!("dpm-solver-2m", |o| DataMultistep::dpm_noise(2, o.lower_order_final).with_warmup(o.warmup)),
+    entry!("dpm-solver-3m", |o| DataMultistep::dpm_noise(3, o.lower_order_final).with_warmup(o.warmup)),
     entry!("dpm++2m", |o| DataMultistep::dpmpp(2, None, o.lower_order_final).with_warmup(o.warmup)),
     entry!("dpm++3m", |o| DataMultistep::dpmpp(3, None, o.lower_order_final).with_warmup(o.warmup)),
     entry!("dpm++3m-ref", |o| DataMultistep::dpmpp3m_reference(o.lower_order_final).with_warmup(o.warmup)),
@@ -146,6 +148,7 @@ impl SolverSpec {
         let (predictor, corrector) = match self.name() {
             "ddim" | "dpm++2m" | "dpm++3m" => (Predictor::DpmPlusPlus, None),
             "dpm++2m+unic" | "dpm++3m+unic" => (Predictor::DpmPlusPlus, Some(UniVariant::Bh2)),
+            "dpm-solver-2m" | "dpm-solver-3m" => (Predictor::DpmNoise, None),
             n if n.starts_with("unipc-bh1") => (Predictor::UniP(UniVariant::Bh1), Some(UniVariant::Bh1)),
             n if n.starts_with("unipc-bh2") => (Predictor::UniP(UniVariant::Bh2), Some(UniVariant::Bh2)),
             _ => return None,

@@ -18,7 +18,7 @@
 use tch::Tensor;
 
 use super::common::weighted_sum;
-use super::multistep::check_plan;
+use super::driver::{FinalPrediction, Interval, Stepper, Stepping};
 use super::run::Run;
 use super::{Solver, SolverInfo};
 use crate::param::lin2;
@@ -44,21 +44,21 @@ impl Solver for RddmDeterministic {
     fn cost(&self, _index: usize, _order: u32, _to_data: bool) -> usize {
         1
     }
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
-        let n = orders.len();
-        let mut xt = run.to_tilde(x, &grid[0])?;
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            let (x0, eps) = run.both(&xt, s)?;
-            xt = if t.is_data() {
-                x0
-            } else {
-                weighted_sum(&[(1.0, &xt), (t.alpha - s.alpha, &x0), (t.sigma - s.sigma, &eps)])?
-            };
-            run.observe(i + 1, n, *t, &xt)?;
-        }
-        run.from_tilde(&xt, &grid[n])
+    fn stepper<'s>(&'s self, _run: &Run<'_>, _grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
+        Ok(Stepping::Fixed(Box::new(self)))
+    }
+}
+
+impl Stepper for &RddmDeterministic {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let (s, t) = (&iv.s, &iv.t);
+        let (x0, eps) = run.both(x, s)?;
+        weighted_sum(&[(1.0, x), (t.alpha - s.alpha, &x0), (t.sigma - s.sigma, &eps)])
+    }
+
+    fn final_prediction(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<FinalPrediction> {
+        // The reference's `time_next < 0 → x_start`: the residual model's own x̂0.
+        Ok(FinalPrediction::Data(run.both(x, s)?.0))
     }
 }
 
@@ -104,26 +104,26 @@ impl Solver for ResfusionAncestral {
     fn cost(&self, _index: usize, _order: u32, _to_data: bool) -> usize {
         1
     }
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
-        let n = orders.len();
-        let mut xt = run.to_tilde(x, &grid[0])?;
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            let (x0, eps) = run.both(&xt, s)?;
-            xt = if t.is_data() {
-                x0
-            } else {
-                let (ce, sd) = Self::coefficients(s, t)?;
-                let mut next = lin2(t.alpha, &x0, ce, &eps)?;
-                if sd > 0.0 {
-                    let z = run.noise(i as u64, &next)?;
-                    next = next.f_add(&z.f_mul_scalar(sd)?)?;
-                }
-                next
-            };
-            run.observe(i + 1, n, *t, &xt)?;
+    fn stepper<'s>(&'s self, _run: &Run<'_>, _grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
+        Ok(Stepping::Fixed(Box::new(self)))
+    }
+}
+
+impl Stepper for &ResfusionAncestral {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let (s, t) = (&iv.s, &iv.t);
+        let (x0, eps) = run.both(x, s)?;
+        let (ce, sd) = ResfusionAncestral::coefficients(s, t)?;
+        let mut next = lin2(t.alpha, &x0, ce, &eps)?;
+        if sd > 0.0 {
+            let z = run.noise(iv.index as u64, &next)?;
+            next = next.f_add(&z.f_mul_scalar(sd)?)?;
         }
-        run.from_tilde(&xt, &grid[n])
+        Ok(next)
+    }
+
+    fn final_prediction(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<FinalPrediction> {
+        // The last DDPM step has ᾱ_{−1} = 1: its posterior mean is x̂0.
+        Ok(FinalPrediction::Data(run.both(x, s)?.0))
     }
 }

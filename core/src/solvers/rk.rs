@@ -5,8 +5,9 @@
 
 use tch::Tensor;
 
-use super::common::{data_step, weighted_sum};
-use super::multistep::check_plan;
+use super::common::weighted_sum;
+pub use super::driver::AdaptiveStats;
+use super::driver::{AdaptiveStep, AdaptiveStepper, Interval, StepControl, Stepper, Stepping, adapt};
 use super::run::Run;
 use super::{Solver, SolverInfo};
 use crate::param::lin2;
@@ -104,19 +105,59 @@ pub fn rk_step(
     Ok((y_new, y_low, ks))
 }
 
-/// Statistics of an adaptive integration.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct AdaptiveStats {
-    /// Accepted steps.
-    pub accepted: usize,
-    /// Rejected steps.
-    pub rejected: usize,
-    /// Right-hand-side evaluations.
-    pub evaluations: usize,
+/// Dormand–Prince's step-size control: safety 0.9, exponent 1/5, the step changing by a factor 0.2–5.
+pub const DOPRI5_CONTROL: StepControl = StepControl {
+    safety: 0.9,
+    exponent: 0.2,
+    min_factor: 0.2,
+    max_factor: 5.0,
+    min_step: 1e-300,
+    min_step_rel: 1e-14,
+    max_attempts: 100_000,
+};
+
+/// Dormand–Prince 5(4) with FSAL on `dy/ds = f(s, y)` as an [`AdaptiveStep`], with the standard error
+/// `‖(y_new − y_low)/(atol + rtol·max(|y|, |y_new|))‖_RMS`.
+struct Dopri5Ode<'f> {
+    f: &'f mut dyn FnMut(f64, &Tensor) -> Result<Tensor>,
+    y: Tensor,
+    /// f at the current state (FSAL: the last stage of the accepted step).
+    k0: Tensor,
+    next: Option<(Tensor, Tensor)>,
+    rtol: f64,
+    atol: f64,
+    evaluations: usize,
+    on_step: &'f mut dyn FnMut(f64, &Tensor) -> Result<()>,
+}
+
+impl AdaptiveStep for Dopri5Ode<'_> {
+    fn attempt(&mut self, c: f64, h: f64, _c_next: f64, _last: bool) -> Result<f64> {
+        let (y_new, y_low, ks) = rk_step(&DOPRI5, self.f, c, &self.y, h, self.k0.shallow_clone())?;
+        self.evaluations += DOPRI5.c.len() - 1;
+        let y_low = y_low.ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no embedded weights".into() })?;
+        let scale = self.y.f_abs()?.f_maximum(&y_new.f_abs()?)?.f_mul_scalar(self.rtol)?.f_add_scalar(self.atol)?;
+        let err = f64::try_from(y_new.f_sub(&y_low)?.f_div(&scale)?.f_square()?.f_mean(tch::Kind::Double)?.f_sqrt()?)?;
+        let last =
+            ks.into_iter().last().ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no stages".into() })?;
+        self.next = Some((y_new, last));
+        Ok(err)
+    }
+
+    fn accept(&mut self, c_next: f64) -> Result<()> {
+        let (y, k) = self.next.take().ok_or_else(|| Error::invalid("dopri5", "accept without an attempt"))?;
+        self.y = y;
+        self.k0 = k;
+        (self.on_step)(c_next, &self.y)
+    }
+
+    fn reject(&mut self) {
+        self.next = None;
+    }
 }
 
 /// Integrates `dy/ds = f(s, y)` from s0 to s1 (either direction) with Dormand–Prince 5(4), FSAL, and the
-/// standard error control `‖err/(atol + rtol·max(|y|, |y_new|))‖_RMS ≤ 1` (Hairer, Nørsett & Wanner II.4).
+/// standard error control `‖err/(atol + rtol·max(|y|, |y_new|))‖_RMS ≤ 1` (Hairer, Nørsett & Wanner II.4),
+/// through the driver's [`adapt`] loop.
 pub fn integrate_adaptive(
     f: &mut dyn FnMut(f64, &Tensor) -> Result<Tensor>,
     s0: f64,
@@ -129,46 +170,13 @@ pub fn integrate_adaptive(
     if !(rtol > 0.0 && atol >= 0.0) {
         return Err(Error::invalid("tolerance", format!("need rtol > 0 and atol ≥ 0, got {rtol}, {atol}")));
     }
-    let tab = DOPRI5;
-    let dir = (s1 - s0).signum();
-    let span = (s1 - s0).abs();
-    let mut stats = AdaptiveStats::default();
-    let mut s = s0;
-    let mut y = y0.shallow_clone();
-    let mut k0 = f(s, &y)?;
-    stats.evaluations += 1;
-    let mut h = span * rtol.powf(0.2).min(0.1);
-    let max_steps = 100_000;
-    while (s1 - s) * dir > 1e-15 * span.max(1.0) {
-        if stats.accepted + stats.rejected > max_steps {
-            return Err(Error::Numerical { op: "dopri5", reason: format!("more than {max_steps} steps") });
-        }
-        h = h.min((s1 - s).abs());
-        let (y_new, y_low, ks) = rk_step(&tab, f, s, &y, dir * h, k0.shallow_clone())?;
-        stats.evaluations += tab.c.len() - 1;
-        let y_low = y_low.ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no embedded weights".into() })?;
-        let scale = y.f_abs()?.f_maximum(&y_new.f_abs()?)?.f_mul_scalar(rtol)?.f_add_scalar(atol)?;
-        let err = f64::try_from(y_new.f_sub(&y_low)?.f_div(&scale)?.f_square()?.f_mean(tch::Kind::Double)?.f_sqrt()?)?;
-        if !err.is_finite() {
-            return Err(Error::Numerical { op: "dopri5", reason: format!("non-finite error estimate at s = {s}") });
-        }
-        if err <= 1.0 {
-            s = if (s1 - (s + dir * h)) * dir <= 1e-15 * span.max(1.0) { s1 } else { s + dir * h };
-            y = y_new;
-            // FSAL: the last stage was evaluated at (s + h, y_new).
-            k0 = ks.into_iter().last().ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no stages".into() })?;
-            stats.accepted += 1;
-            on_step(s, &y)?;
-        } else {
-            stats.rejected += 1;
-        }
-        let factor = if err == 0.0 { 5.0 } else { (0.9 * err.powf(-0.2)).clamp(0.2, 5.0) };
-        h *= factor;
-        if h < 1e-14 * s.abs().max(s1.abs()).max(1e-300) {
-            return Err(Error::Numerical { op: "dopri5", reason: format!("step size underflow at s = {s}") });
-        }
-    }
-    Ok((y, stats))
+    let k0 = f(s0, y0)?;
+    let mut ode =
+        Dopri5Ode { f, y: y0.shallow_clone(), k0, next: None, rtol, atol, evaluations: 1, on_step: &mut on_step };
+    let h0 = (s1 - s0).abs() * rtol.powf(0.2).min(0.1);
+    let mut stats = adapt(&mut ode, s0, s1, h0, &DOPRI5_CONTROL, "dopri5")?;
+    stats.evaluations = ode.evaluations;
+    Ok((ode.y, stats))
 }
 
 /// The variable an RK solver integrates in.
@@ -283,8 +291,7 @@ impl Solver for RungeKutta {
         if to_data || order == 1 { 1 } else { self.tableau.c.len() }
     }
 
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
+    fn stepper<'s>(&'s self, _run: &Run<'_>, grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
         if self.variable == Variable::SigmaBar && !(grid[0].alpha > 0.0) {
             return Err(Error::invalid(
                 "solver",
@@ -294,20 +301,14 @@ impl Solver for RungeKutta {
                 ),
             ));
         }
-        let n = orders.len();
-        let mut xt = run.to_tilde(x, &grid[0])?;
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            xt = if t.is_data() {
-                let x0 = run.data(&xt, s)?;
-                data_step(&xt, &x0, s, t)?
-            } else {
-                let tab = if orders[i] == 1 { EULER } else { self.tableau };
-                rk_interval(run, &tab, self.variable, &xt, s, t)?
-            };
-            run.observe(i + 1, n, *t, &xt)?;
-        }
-        run.from_tilde(&xt, &grid[n])
+        Ok(Stepping::Fixed(Box::new(self)))
+    }
+}
+
+impl Stepper for &RungeKutta {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let tab = if iv.order == 1 { EULER } else { self.tableau };
+        rk_interval(run, &tab, self.variable, x, &iv.s, &iv.t)
     }
 }
 
@@ -343,28 +344,79 @@ impl Solver for Dopri5 {
         if to_data { 1 } else { 6 }
     }
 
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
-        let start = grid[0];
-        let end = *grid.last().unwrap_or(&start);
-        let target = if end.is_data() { grid[grid.len() - 2] } else { end };
-        if !(start.alpha > 0.0) {
+    fn stepper<'s>(&'s self, _run: &Run<'_>, grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
+        if !(grid[0].alpha > 0.0) {
             return Err(Error::invalid("solver", "dopri5 integrates in σ/α and needs α > 0 at the start"));
         }
-        let xt = run.to_tilde(x, &start)?;
-        let y0 = xt.f_div_scalar(start.alpha)?;
-        let (y, _) = {
-            let mut f = rhs(run, Variable::SigmaBar);
-            integrate_adaptive(&mut f, start.sigma_bar(), target.sigma_bar(), &y0, self.rtol, self.atol, |_, _| Ok(()))?
-        };
-        let mut xt = y.f_mul_scalar(target.alpha)?;
-        run.observe(1, 0, target, &xt)?;
-        if end.is_data() {
-            let x0 = run.data(&xt, &target)?;
-            xt = data_step(&xt, &x0, &target, &end)?;
-            run.observe(2, 0, end, &xt)?;
+        if !(self.rtol > 0.0 && self.atol >= 0.0) {
+            return Err(Error::invalid(
+                "tolerance",
+                format!("need rtol > 0 and atol ≥ 0, got {}, {}", self.rtol, self.atol),
+            ));
         }
-        run.from_tilde(&xt, &end)
+        Ok(Stepping::Adaptive(Box::new(Dopri5Stepper { solver: self, k0: None, next_k0: None })))
+    }
+}
+
+/// A dopri5 run on the PF-ODE in σ̄ (`x̄ = x̃/α`, `dx̄/dσ̄ = ε̂`), keeping the last stage for FSAL.
+struct Dopri5Stepper<'s> {
+    solver: &'s Dopri5,
+    k0: Option<Tensor>,
+    next_k0: Option<Tensor>,
+}
+
+impl AdaptiveStepper for Dopri5Stepper<'_> {
+    fn control(&self) -> StepControl {
+        DOPRI5_CONTROL
+    }
+
+    fn coordinate(&self, p: &Point) -> f64 {
+        p.sigma_bar()
+    }
+
+    fn point(&self, run: &Run<'_>, c: f64) -> Point {
+        run.point_at_lambda(-c.ln())
+    }
+
+    fn initial_step(&self, span: f64) -> f64 {
+        span * self.solver.rtol.powf(0.2).min(0.1)
+    }
+
+    fn attempt(
+        &mut self,
+        run: &mut Run<'_>,
+        x: &Tensor,
+        s: &Point,
+        t: &Point,
+        c: f64,
+        h: f64,
+    ) -> Result<(Tensor, f64)> {
+        let y = x.f_div_scalar(s.alpha)?;
+        let mut f = rhs(run, Variable::SigmaBar);
+        let k0 = match &self.k0 {
+            Some(k) => k.shallow_clone(),
+            None => {
+                let k = f(c, &y)?;
+                self.k0 = Some(k.shallow_clone());
+                k
+            }
+        };
+        let (y_new, y_low, ks) = rk_step(&DOPRI5, &mut f, c, &y, h, k0)?;
+        let y_low = y_low.ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no embedded weights".into() })?;
+        let (rtol, atol) = (self.solver.rtol, self.solver.atol);
+        let scale = y.f_abs()?.f_maximum(&y_new.f_abs()?)?.f_mul_scalar(rtol)?.f_add_scalar(atol)?;
+        let err = f64::try_from(y_new.f_sub(&y_low)?.f_div(&scale)?.f_square()?.f_mean(tch::Kind::Double)?.f_sqrt()?)?;
+        self.next_k0 = ks.into_iter().last();
+        Ok((y_new.f_mul_scalar(t.alpha)?, err))
+    }
+
+    fn accept(&mut self) {
+        // FSAL: the last stage was evaluated at the accepted state.
+        self.k0 = self.next_k0.take();
+    }
+
+    fn reject(&mut self) {
+        self.next_k0 = None;
     }
 }
 

@@ -4,7 +4,7 @@
 use tch::Tensor;
 
 use super::common::{data_step, regular, step_h, weighted_sum};
-use super::multistep::check_plan;
+use super::driver::{AdaptiveStepper, FinalPrediction, Interval, StepControl, Stepper, Stepping};
 use super::run::Run;
 use super::{Solver, SolverInfo};
 use crate::param::lin2;
@@ -182,31 +182,43 @@ impl Solver for Singlestep {
         if to_data { 1 } else { order as usize }
     }
 
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
-        let n = orders.len();
-        let mut x = run.to_tilde(x, &grid[0])?;
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            let m_s = match self.form {
-                Form::Noise => run.eps(&x, s)?,
-                Form::Data => run.data(&x, s)?,
-            };
-            x = if orders[i] <= 1 || t.is_data() || !regular(s, t) {
-                if self.form == Form::Noise && s.alpha <= 0.0 {
-                    return Err(Error::invalid(
-                        "solver",
-                        "dpm-solver (noise form) needs α > 0; use dpm++2s/3s or a data-form solver",
-                    ));
-                }
-                first_update(self.form, &x, s, t, &m_s)?
-            } else {
-                let r1 = if orders[i] == 2 { 0.5 } else { 1.0 / 3.0 };
-                singlestep_update(run, self.form, &x, s, t, &m_s, orders[i], r1)?.0
-            };
-            run.observe(i + 1, n, *t, &x)?;
+    fn stepper<'s>(&'s self, _run: &Run<'_>, _grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
+        Ok(Stepping::Fixed(Box::new(self)))
+    }
+}
+
+impl Singlestep {
+    fn model(&self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<Tensor> {
+        match self.form {
+            Form::Noise => run.eps(x, s),
+            Form::Data => run.data(x, s),
         }
-        run.from_tilde(&x, &grid[n])
+    }
+}
+
+impl Stepper for &Singlestep {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let (s, t) = (&iv.s, &iv.t);
+        let m_s = self.model(run, x, s)?;
+        if iv.order <= 1 || !regular(s, t) {
+            if self.form == Form::Noise && s.alpha <= 0.0 {
+                return Err(Error::invalid(
+                    "solver",
+                    "dpm-solver (noise form) needs α > 0; use dpm++2s/3s or a data-form solver",
+                ));
+            }
+            return first_update(self.form, x, s, t, &m_s);
+        }
+        let r1 = if iv.order == 2 { 0.5 } else { 1.0 / 3.0 };
+        Ok(singlestep_update(run, self.form, x, s, t, &m_s, iv.order, r1)?.0)
+    }
+
+    fn final_prediction(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<FinalPrediction> {
+        let m_s = self.model(run, x, s)?;
+        Ok(match self.form {
+            Form::Noise => FinalPrediction::Noise(m_s),
+            Form::Data => FinalPrediction::Data(m_s),
+        })
     }
 }
 
@@ -254,78 +266,100 @@ impl Solver for AdaptiveDpm {
         if to_data { 1 } else { order as usize }
     }
 
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
-        let (start, end) = (grid[0], *grid.last().unwrap_or(&grid[0]));
-        let target = if end.is_data() { grid[grid.len() - 2] } else { end };
-        if !start.lambda().is_finite() {
+    fn stepper<'s>(&'s self, _run: &Run<'_>, grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
+        if !grid[0].lambda().is_finite() {
             return Err(Error::invalid("solver", "adaptive dpm-solver needs a finite λ at the start (α > 0)"));
         }
-        let lam_end = target.lambda();
-        let mut x = run.to_tilde(x, &start)?;
-        let mut x_prev = x.shallow_clone();
-        let mut s = start;
-        let mut h = self.h_init;
-        let mut m_s: Option<Tensor> = None;
-        let mut steps = 0usize;
-        let t_err = 1e-5;
-        while (s.t - target.t).abs() > t_err && s.lambda() < lam_end {
-            let t = run.point_at_lambda((s.lambda() + h).min(lam_end));
-            let m = match &m_s {
-                Some(m) => m.shallow_clone(),
-                None => run.data(&x, &s)?,
-            };
-            let (x_low, x_high) = if self.order == 2 {
-                let low = data_step(&x, &m, &s, &t)?;
-                let (high, _) = singlestep_update(run, Form::Data, &x, &s, &t, &m, 2, 0.5)?;
-                (low, high)
-            } else {
-                let (low, inner) = singlestep_update(run, Form::Data, &x, &s, &t, &m, 2, 1.0 / 3.0)?;
-                let high = third_from_inner(run, &x, &s, &t, &m, &inner[0])?;
-                (low, high)
-            };
-            let delta = x_low.f_abs()?.f_maximum(&x_prev.f_abs()?)?.f_mul_scalar(self.rtol)?.f_clamp_min(self.atol)?;
-            let b = x.size().first().copied().unwrap_or(1);
-            let e = f64::try_from(
-                x_high
-                    .f_sub(&x_low)?
-                    .f_div(&delta)?
-                    .f_square()?
-                    .f_reshape([b, -1])?
-                    .f_mean_dim(Some(&[1i64][..]), false, tch::Kind::Double)?
-                    .f_sqrt()?
-                    .f_max()?,
-            )?;
-            if !e.is_finite() {
-                return Err(Error::Numerical {
-                    op: "adaptive dpm-solver",
-                    reason: format!("non-finite error estimate at t = {}", s.t),
-                });
-            }
-            if e <= 1.0 {
-                x = x_high;
-                s = t;
-                x_prev = x_low;
-                m_s = None;
-                steps += 1;
-                run.observe(steps, 0, s, &x)?;
-            } else {
-                m_s = Some(m);
-            }
-            h = (0.9 * h * e.powf(-1.0 / self.order as f64)).min(lam_end - s.lambda());
-            if h < 1e-10 && (s.t - target.t).abs() > t_err {
-                return Err(Error::Numerical {
-                    op: "adaptive dpm-solver",
-                    reason: format!("step size underflow at t = {}", s.t),
-                });
-            }
+        Ok(Stepping::Adaptive(Box::new(AdaptiveDpmStepper { solver: self, m_s: None, x_prev: None, next_prev: None })))
+    }
+}
+
+/// An adaptive DPM-Solver run: the model value at the current state (kept after a rejection) and the previous
+/// lower-order solution (the reference's tolerance scale).
+struct AdaptiveDpmStepper<'s> {
+    solver: &'s AdaptiveDpm,
+    m_s: Option<Tensor>,
+    x_prev: Option<Tensor>,
+    next_prev: Option<Tensor>,
+}
+
+impl AdaptiveStepper for AdaptiveDpmStepper<'_> {
+    fn control(&self) -> StepControl {
+        // The reference: h ← θ·h·E^(−1/order), θ = 0.9, unclamped.
+        StepControl {
+            safety: 0.9,
+            exponent: 1.0 / self.solver.order as f64,
+            min_factor: 0.0,
+            max_factor: f64::INFINITY,
+            min_step: 1e-10,
+            min_step_rel: 0.0,
+            max_attempts: 100_000,
         }
-        if end.is_data() {
-            let m = run.data(&x, &s)?;
-            x = data_step(&x, &m, &s, &end)?;
-            run.observe(steps + 1, 0, end, &x)?;
-        }
-        run.from_tilde(&x, &end)
+    }
+
+    fn coordinate(&self, p: &Point) -> f64 {
+        p.lambda()
+    }
+
+    fn point(&self, run: &Run<'_>, c: f64) -> Point {
+        run.point_at_lambda(c)
+    }
+
+    fn initial_step(&self, _span: f64) -> f64 {
+        self.solver.h_init
+    }
+
+    fn attempt(
+        &mut self,
+        run: &mut Run<'_>,
+        x: &Tensor,
+        s: &Point,
+        t: &Point,
+        _c: f64,
+        _h: f64,
+    ) -> Result<(Tensor, f64)> {
+        let m = match &self.m_s {
+            Some(m) => m.shallow_clone(),
+            None => {
+                let m = run.data(x, s)?;
+                self.m_s = Some(m.shallow_clone());
+                m
+            }
+        };
+        let (x_low, x_high) = if self.solver.order == 2 {
+            let low = data_step(x, &m, s, t)?;
+            let (high, _) = singlestep_update(run, Form::Data, x, s, t, &m, 2, 0.5)?;
+            (low, high)
+        } else {
+            let (low, inner) = singlestep_update(run, Form::Data, x, s, t, &m, 2, 1.0 / 3.0)?;
+            let high = third_from_inner(run, x, s, t, &m, &inner[0])?;
+            (low, high)
+        };
+        let prev = self.x_prev.as_ref().unwrap_or(x);
+        let delta =
+            x_low.f_abs()?.f_maximum(&prev.f_abs()?)?.f_mul_scalar(self.solver.rtol)?.f_clamp_min(self.solver.atol)?;
+        let b = x.size().first().copied().unwrap_or(1);
+        let e = f64::try_from(
+            x_high
+                .f_sub(&x_low)?
+                .f_div(&delta)?
+                .f_square()?
+                .f_reshape([b, -1])?
+                .f_mean_dim(Some(&[1i64][..]), false, tch::Kind::Double)?
+                .f_sqrt()?
+                .f_max()?,
+        )?;
+        self.next_prev = Some(x_low);
+        Ok((x_high, e))
+    }
+
+    fn accept(&mut self) {
+        self.m_s = None;
+        self.x_prev = self.next_prev.take();
+    }
+
+    fn reject(&mut self) {
+        self.next_prev = None;
     }
 }
 

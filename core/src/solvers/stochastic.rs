@@ -10,7 +10,7 @@
 use tch::Tensor;
 
 use super::common::{data_step, weighted_sum};
-use super::multistep::check_plan;
+use super::driver::{FinalPrediction, Interval, Stepper, Stepping};
 use super::rk::{HEUN, Variable, rk_interval};
 use super::run::Run;
 use super::{Solver, SolverInfo};
@@ -63,24 +63,28 @@ impl Solver for DdimEta {
     fn cost(&self, _index: usize, _order: u32, _to_data: bool) -> usize {
         1
     }
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
-        let n = orders.len();
-        let mut xt = run.to_tilde(x, &grid[0])?;
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            let (x0, eps) = run.both(&xt, s)?;
-            let e2 = exp_neg_h(s, t).powi(2);
-            let noise_sd = self.eta * t.sigma * (1.0 - e2).max(0.0).sqrt();
-            let eps_coef = t.sigma * (1.0 - self.eta * self.eta * (1.0 - e2)).max(0.0).sqrt();
-            xt = lin2(t.alpha, &x0, eps_coef, &eps)?;
-            if noise_sd > 0.0 {
-                let z = brownian_normal(run, i as u64, s.t, t.t, &xt)?;
-                xt = xt.f_add(&z.f_mul_scalar(noise_sd)?)?;
-            }
-            run.observe(i + 1, n, *t, &xt)?;
+    fn stepper<'s>(&'s self, _run: &Run<'_>, _grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
+        Ok(Stepping::Fixed(Box::new(self)))
+    }
+}
+
+impl Stepper for &DdimEta {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let (s, t) = (&iv.s, &iv.t);
+        let (x0, eps) = run.both(x, s)?;
+        let e2 = exp_neg_h(s, t).powi(2);
+        let noise_sd = self.eta * t.sigma * (1.0 - e2).max(0.0).sqrt();
+        let eps_coef = t.sigma * (1.0 - self.eta * self.eta * (1.0 - e2)).max(0.0).sqrt();
+        let xt = lin2(t.alpha, &x0, eps_coef, &eps)?;
+        if noise_sd > 0.0 {
+            let z = brownian_normal(run, iv.index as u64, s.t, t.t, &xt)?;
+            return Ok(xt.f_add(&z.f_mul_scalar(noise_sd)?)?);
         }
-        run.from_tilde(&xt, &grid[n])
+        Ok(xt)
+    }
+
+    fn final_prediction(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<FinalPrediction> {
+        Ok(FinalPrediction::Data(run.both(x, s)?.0))
     }
 }
 
@@ -106,27 +110,21 @@ impl Solver for EulerMaruyama {
     fn cost(&self, _index: usize, _order: u32, _to_data: bool) -> usize {
         1
     }
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
+    fn stepper<'s>(&'s self, run: &Run<'_>, grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
         needs_sde_form(run, &grid[0], "euler-maruyama")?;
-        let n = orders.len();
+        Ok(Stepping::Fixed(Box::new(self)))
+    }
+}
+
+impl Stepper for &EulerMaruyama {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let (s, t) = (&iv.s, &iv.t);
         let path = run.path();
-        let mut xt = run.to_tilde(x, &grid[0])?;
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            xt = if t.is_data() {
-                let x0 = run.data(&xt, s)?;
-                data_step(&xt, &x0, s, t)?
-            } else {
-                let dt = t.t - s.t;
-                let (f, g2) = (path.drift(s.t), path.diffusion2(s.t));
-                let score = run.score(&xt, s)?;
-                let dw = run.brownian(i as u64, s.t, t.t, &xt)?;
-                weighted_sum(&[(1.0 + f * dt, &xt), (-g2 * dt, &score), (g2.sqrt(), &dw)])?
-            };
-            run.observe(i + 1, n, *t, &xt)?;
-        }
-        run.from_tilde(&xt, &grid[n])
+        let dt = t.t - s.t;
+        let (f, g2) = (path.drift(s.t), path.diffusion2(s.t));
+        let score = run.score(x, s)?;
+        let dw = run.brownian(iv.index as u64, s.t, t.t, x)?;
+        weighted_sum(&[(1.0 + f * dt, x), (-g2 * dt, &score), (g2.sqrt(), &dw)])
     }
 }
 
@@ -262,11 +260,23 @@ impl Solver for PredictorCorrector {
         let c = if self.corrector == PcCorrector::None { 0 } else { self.corrector_steps };
         c + usize::from(self.predictor != PcPredictor::None)
     }
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
+    fn stepper<'s>(&'s self, run: &Run<'_>, grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
         self.validate()?;
         needs_sde_form(run, &grid[0], "pc")?;
-        let n = orders.len();
+        Ok(Stepping::Fixed(Box::new(PcStepper { solver: self, x_mean: None })))
+    }
+}
+
+/// A PC run in model space; the result is the last predictor's mean.
+struct PcStepper<'s> {
+    solver: &'s PredictorCorrector,
+    x_mean: Option<Tensor>,
+}
+
+impl Stepper for PcStepper<'_> {
+    fn step(&mut self, run: &mut Run<'_>, x_tilde: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let pc = self.solver;
+        let (s, t) = (&iv.s, &iv.t);
         let path = run.path();
         let mu = run.cond().anchor.as_ref().map(Tensor::shallow_clone);
         let drift = |x: &Tensor, t: f64| -> Result<Tensor> {
@@ -279,89 +289,94 @@ impl Solver for PredictorCorrector {
             }
             Ok(d)
         };
-        let mut x = x.shallow_clone();
+        let mut x = run.from_tilde(x_tilde, s)?;
         let mut x_mean = x.shallow_clone();
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            let base = i as u64 * self.draws_per_step();
-            if self.corrector != PcCorrector::None {
-                for j in 0..self.corrector_steps {
-                    let xt = run.to_tilde(&x, s)?;
-                    let grad = run.score(&xt, s)?;
-                    let z = run.noise(base + j as u64, &x)?;
-                    let step = match self.corrector {
-                        PcCorrector::Ald => Tensor::from(2.0 * (self.snr * s.sigma).powi(2)).f_to_kind(x.kind())?,
-                        _ => {
-                            // 2(snr·√D/‖score‖)² per sample: √D is the expected ‖z‖. Using the drawn ‖z‖ (the
-                            // references, averaged over the batch) per sample would couple step and noise and
-                            // inflate the variance by (D + 2)/D.
-                            let b = x.size()[0];
-                            let d = (x.numel() as f64 / b as f64).sqrt();
-                            let norm = grad
-                                .f_reshape([b, -1])?
-                                .f_square()?
-                                .f_sum_dim_intlist(Some(&[1i64][..]), false, None)?
-                                .f_sqrt()?;
-                            let ratio = norm.f_clamp_min(1e-30)?.f_reciprocal()?.f_mul_scalar(self.snr * d)?;
-                            let mut shape = vec![b];
-                            shape.resize(x.dim(), 1);
-                            ratio.f_square()?.f_mul_scalar(2.0)?.f_reshape(shape.as_slice())?
-                        }
-                    };
-                    x_mean = x.f_add(&grad.f_mul(&step)?)?;
-                    x = x_mean.f_add(&z.f_mul(&step.f_mul_scalar(2.0)?.f_sqrt()?)?)?;
-                }
-            }
-            let dt = s.t - t.t; // positive; onto the data t.t = 0 and Δt = t_min, as the references
-            match self.predictor {
-                PcPredictor::None => {}
-                PcPredictor::Ancestral => {
-                    let xt = run.to_tilde(&x, s)?;
-                    let (x0, eps) = run.both(&xt, s)?;
-                    let e = exp_neg_h(s, t);
-                    let mean = lin2(t.alpha, &x0, t.sigma * e, &eps)?;
-                    x_mean = run.from_tilde(&mean, t)?;
-                    let sd = t.sigma * (1.0 - e * e).max(0.0).sqrt();
-                    x = if sd > 0.0 {
-                        x_mean.f_add(&run.noise(base + self.corrector_steps as u64, &x)?.f_mul_scalar(sd)?)?
-                    } else {
-                        x_mean.shallow_clone()
-                    };
-                }
-                PcPredictor::EulerMaruyama | PcPredictor::ReverseDiffusion { kernel: false } => {
-                    let xt = run.to_tilde(&x, s)?;
-                    let score = run.score(&xt, s)?;
-                    let g2 = path.diffusion2(s.t);
-                    // x_mean = x − drift·Δt + g²·score·Δt; x = x_mean + g√Δt·z.
-                    x_mean = weighted_sum(&[(1.0, &x), (-dt, &drift(&x, s.t)?), (g2 * dt, &score)])?;
-                    let z = run.noise(base + self.corrector_steps as u64, &x)?;
-                    x = x_mean.f_add(&z.f_mul_scalar((g2 * dt).sqrt())?)?;
-                }
-                PcPredictor::ReverseDiffusion { kernel: true } => {
-                    // Forward kernel t → s: x_s = a·x_t + (γ_s − a·γ_t)μ + b·z; reverse: x_mean = x − f + b²·score.
-                    let xt = run.to_tilde(&x, s)?;
-                    let score = run.score(&xt, s)?;
-                    let (a, b2) = if t.is_data() {
-                        (s.alpha, s.sigma * s.sigma)
-                    } else {
-                        (
-                            s.alpha / t.alpha,
-                            (s.sigma * s.sigma - (s.alpha / t.alpha).powi(2) * t.sigma * t.sigma).max(0.0),
-                        )
-                    };
-                    let mut f = x.f_mul_scalar(a - 1.0)?;
-                    if let Some(mu) = &mu {
-                        f = f.f_add(&mu.f_mul_scalar(s.gamma - a * t.gamma)?)?;
+        let base = iv.index as u64 * pc.draws_per_step();
+        if pc.corrector != PcCorrector::None {
+            for j in 0..pc.corrector_steps {
+                let xt = run.to_tilde(&x, s)?;
+                let grad = run.score(&xt, s)?;
+                let z = run.noise(base + j as u64, &x)?;
+                let step = match pc.corrector {
+                    PcCorrector::Ald => Tensor::from(2.0 * (pc.snr * s.sigma).powi(2)).f_to_kind(x.kind())?,
+                    _ => {
+                        // 2(snr·√D/‖score‖)² per sample: √D is the expected ‖z‖. Using the drawn ‖z‖ (the
+                        // references, averaged over the batch) per sample would couple step and noise and
+                        // inflate the variance by (D + 2)/D.
+                        let b = x.size()[0];
+                        let d = (x.numel() as f64 / b as f64).sqrt();
+                        let norm = grad
+                            .f_reshape([b, -1])?
+                            .f_square()?
+                            .f_sum_dim_intlist(Some(&[1i64][..]), false, None)?
+                            .f_sqrt()?;
+                        let ratio = norm.f_clamp_min(1e-30)?.f_reciprocal()?.f_mul_scalar(pc.snr * d)?;
+                        let mut shape = vec![b];
+                        shape.resize(x.dim(), 1);
+                        ratio.f_square()?.f_mul_scalar(2.0)?.f_reshape(shape.as_slice())?
                     }
-                    x_mean = weighted_sum(&[(1.0, &x), (-1.0, &f), (b2, &score)])?;
-                    let z = run.noise(base + self.corrector_steps as u64, &x)?;
-                    x = x_mean.f_add(&z.f_mul_scalar(b2.sqrt())?)?;
-                }
+                };
+                x_mean = x.f_add(&grad.f_mul(&step)?)?;
+                x = x_mean.f_add(&z.f_mul(&step.f_mul_scalar(2.0)?.f_sqrt()?)?)?;
             }
-            let xt = run.to_tilde(&x, t)?;
-            run.observe(i + 1, n, *t, &xt)?;
         }
-        Ok(x_mean)
+        let dt = s.t - t.t; // positive; onto the data t.t = 0 and Δt = t_min, as the references
+        match pc.predictor {
+            PcPredictor::None => {}
+            PcPredictor::Ancestral => {
+                let xt = run.to_tilde(&x, s)?;
+                let (x0, eps) = run.both(&xt, s)?;
+                let e = exp_neg_h(s, t);
+                let mean = lin2(t.alpha, &x0, t.sigma * e, &eps)?;
+                x_mean = run.from_tilde(&mean, t)?;
+                let sd = t.sigma * (1.0 - e * e).max(0.0).sqrt();
+                x = if sd > 0.0 {
+                    x_mean.f_add(&run.noise(base + pc.corrector_steps as u64, &x)?.f_mul_scalar(sd)?)?
+                } else {
+                    x_mean.shallow_clone()
+                };
+            }
+            PcPredictor::EulerMaruyama | PcPredictor::ReverseDiffusion { kernel: false } => {
+                let xt = run.to_tilde(&x, s)?;
+                let score = run.score(&xt, s)?;
+                let g2 = path.diffusion2(s.t);
+                // x_mean = x − drift·Δt + g²·score·Δt; x = x_mean + g√Δt·z.
+                x_mean = weighted_sum(&[(1.0, &x), (-dt, &drift(&x, s.t)?), (g2 * dt, &score)])?;
+                let z = run.noise(base + pc.corrector_steps as u64, &x)?;
+                x = x_mean.f_add(&z.f_mul_scalar((g2 * dt).sqrt())?)?;
+            }
+            PcPredictor::ReverseDiffusion { kernel: true } => {
+                // Forward kernel t → s: x_s = a·x_t + (γ_s − a·γ_t)μ + b·z; reverse: x_mean = x − f + b²·score.
+                let xt = run.to_tilde(&x, s)?;
+                let score = run.score(&xt, s)?;
+                let (a, b2) = if t.is_data() {
+                    (s.alpha, s.sigma * s.sigma)
+                } else {
+                    (s.alpha / t.alpha, (s.sigma * s.sigma - (s.alpha / t.alpha).powi(2) * t.sigma * t.sigma).max(0.0))
+                };
+                let mut f = x.f_mul_scalar(a - 1.0)?;
+                if let Some(mu) = &mu {
+                    f = f.f_add(&mu.f_mul_scalar(s.gamma - a * t.gamma)?)?;
+                }
+                x_mean = weighted_sum(&[(1.0, &x), (-1.0, &f), (b2, &score)])?;
+                let z = run.noise(base + pc.corrector_steps as u64, &x)?;
+                x = x_mean.f_add(&z.f_mul_scalar(b2.sqrt())?)?;
+            }
+        }
+        self.x_mean = Some(x_mean);
+        run.to_tilde(&x, t)
+    }
+
+    fn takes_final_jump(&self) -> bool {
+        // score_sde / SGMSE: the last predictor step goes to t = 0 with Δt = t_min, and the mean is the result.
+        true
+    }
+
+    fn output(&mut self, run: &mut Run<'_>, x: Tensor, end: &Point) -> Result<Tensor> {
+        match self.x_mean.take() {
+            Some(mean) => Ok(mean),
+            None => run.from_tilde(&x, end),
+        }
     }
 }
 
@@ -397,61 +412,60 @@ impl Solver for SdeDpmPlusPlus {
     fn cost(&self, _index: usize, _order: u32, _to_data: bool) -> usize {
         1
     }
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
-        let n = orders.len();
-        let mut xt = run.to_tilde(x, &grid[0])?;
-        let mut hist: Vec<(f64, Tensor)> = Vec::new(); // (λ, x̂0), newest first
-        for i in 0..n {
-            let (s, t) = (&grid[i], &grid[i + 1]);
-            let m0 = run.data(&xt, s)?;
-            if t.is_data() {
-                xt = data_step(&xt, &m0, s, t)?;
-                run.observe(i + 1, n, *t, &xt)?;
-                break;
+    fn stepper<'s>(&'s self, _run: &Run<'_>, _grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
+        Ok(Stepping::Fixed(Box::new(SdeDpmStepper { solver: self, hist: Vec::new() })))
+    }
+}
+
+/// An SDE-DPM-Solver++ run: the earlier data predictions with their λ (newest first).
+struct SdeDpmStepper<'s> {
+    solver: &'s SdeDpmPlusPlus,
+    hist: Vec<(f64, Tensor)>,
+}
+
+impl Stepper for SdeDpmStepper<'_> {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let (s, t) = (&iv.s, &iv.t);
+        let m0 = run.data(x, s)?;
+        let e = exp_neg_h(s, t); // e^{−h}
+        let (lam_s, lam_t) = (s.lambda(), t.lambda());
+        let h = lam_t - lam_s;
+        let e_eta = e.powf(self.solver.eta); // e^{−ηh}
+        let a = if s.sigma > 0.0 { t.sigma / s.sigma * e_eta } else { 0.0 };
+        let one_minus = 1.0 - e * e_eta; // 1 − e^{−(1+η)h}
+        let mut terms: Vec<(f64, Tensor)> = vec![(a, x.shallow_clone()), (t.alpha * one_minus, m0.shallow_clone())];
+        let usable = self.hist.iter().take_while(|(l, _)| l.is_finite()).count();
+        let k = (iv.order as usize).min(usable + 1);
+        if h.is_finite() && k >= 2 {
+            let h_eta = (1.0 + self.solver.eta) * h;
+            let (l1, m1) = (&self.hist[0].0, &self.hist[0].1);
+            let r0 = (lam_s - l1) / h;
+            let d1_0 = lin2(1.0 / r0, &m0, -1.0 / r0, m1)?;
+            if k == 2 {
+                terms.push((0.5 * t.alpha * one_minus, d1_0));
+            } else {
+                let (l2, m2) = (&self.hist[1].0, &self.hist[1].1);
+                let r1 = (l1 - l2) / h;
+                let d1_1 = lin2(1.0 / r1, m1, -1.0 / r1, m2)?;
+                let c = r0 / (r0 + r1);
+                let d1 = lin2(1.0 + c, &d1_0, -c, &d1_1)?;
+                let d2 = lin2(1.0 / (r0 + r1), &d1_0, -1.0 / (r0 + r1), &d1_1)?;
+                let phi2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                let phi3 = phi2 / h_eta - 0.5;
+                terms.push((t.alpha * phi2, d1));
+                terms.push((-2.0 * t.alpha * phi3, d2));
             }
-            let e = exp_neg_h(s, t); // e^{−h}
-            let (lam_s, lam_t) = (s.lambda(), t.lambda());
-            let h = lam_t - lam_s;
-            let e_eta = e.powf(self.eta); // e^{−ηh}
-            let a = if s.sigma > 0.0 { t.sigma / s.sigma * e_eta } else { 0.0 };
-            let one_minus = 1.0 - e * e_eta; // 1 − e^{−(1+η)h}
-            let mut terms: Vec<(f64, Tensor)> =
-                vec![(a, xt.shallow_clone()), (t.alpha * one_minus, m0.shallow_clone())];
-            let usable = hist.iter().take_while(|(l, _)| l.is_finite()).count();
-            let k = (orders[i] as usize).min(usable + 1);
-            if h.is_finite() && k >= 2 {
-                let h_eta = (1.0 + self.eta) * h;
-                let (l1, m1) = (&hist[0].0, &hist[0].1);
-                let r0 = (lam_s - l1) / h;
-                let d1_0 = lin2(1.0 / r0, &m0, -1.0 / r0, m1)?;
-                if k == 2 {
-                    terms.push((0.5 * t.alpha * one_minus, d1_0));
-                } else {
-                    let (l2, m2) = (&hist[1].0, &hist[1].1);
-                    let r1 = (l1 - l2) / h;
-                    let d1_1 = lin2(1.0 / r1, m1, -1.0 / r1, m2)?;
-                    let c = r0 / (r0 + r1);
-                    let d1 = lin2(1.0 + c, &d1_0, -c, &d1_1)?;
-                    let d2 = lin2(1.0 / (r0 + r1), &d1_0, -1.0 / (r0 + r1), &d1_1)?;
-                    let phi2 = (-h_eta).exp_m1() / h_eta + 1.0;
-                    let phi3 = phi2 / h_eta - 0.5;
-                    terms.push((t.alpha * phi2, d1));
-                    terms.push((-2.0 * t.alpha * phi3, d2));
-                }
-            }
-            let refs: Vec<(f64, &Tensor)> = terms.iter().map(|(c, v)| (*c, v)).collect();
-            xt = weighted_sum(&refs)?;
-            let sd = t.sigma * (1.0 - e.powf(2.0 * self.eta)).max(0.0).sqrt();
-            if self.eta > 0.0 && sd > 0.0 {
-                let z = brownian_normal(run, i as u64, s.t, t.t, &xt)?;
-                xt = xt.f_add(&z.f_mul_scalar(sd)?)?;
-            }
-            hist.insert(0, (lam_s, m0));
-            hist.truncate(2);
-            run.observe(i + 1, n, *t, &xt)?;
         }
-        run.from_tilde(&xt, &grid[n])
+        let refs: Vec<(f64, &Tensor)> = terms.iter().map(|(c, v)| (*c, v)).collect();
+        let mut xt = weighted_sum(&refs)?;
+        let sd = t.sigma * (1.0 - e.powf(2.0 * self.solver.eta)).max(0.0).sqrt();
+        if self.solver.eta > 0.0 && sd > 0.0 {
+            let z = brownian_normal(run, iv.index as u64, s.t, t.t, &xt)?;
+            xt = xt.f_add(&z.f_mul_scalar(sd)?)?;
+        }
+        self.hist.insert(0, (lam_s, m0));
+        self.hist.truncate(2);
+        Ok(xt)
     }
 }
 
@@ -501,39 +515,41 @@ impl Solver for EdmChurn {
     fn cost(&self, _index: usize, order: u32, to_data: bool) -> usize {
         if to_data || order == 1 { 1 } else { 2 }
     }
-    fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        check_plan(grid, orders)?;
+    fn stepper<'s>(&'s self, _run: &Run<'_>, grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
         if !(grid[0].alpha > 0.0) {
             return Err(Error::invalid("solver", "edm-churn works in σ/α and needs α > 0 at the start"));
         }
-        let n = orders.len();
-        let gamma_max = (self.churn / n as f64).min(std::f64::consts::SQRT_2 - 1.0);
-        let mut xt = run.to_tilde(x, &grid[0])?;
-        for i in 0..n {
-            let (s0, t) = (grid[i], grid[i + 1]);
-            let sb = s0.sigma_bar();
-            let gamma = if (self.s_min..=self.s_max).contains(&sb) { gamma_max } else { 0.0 };
-            // Churn: raise the noise level to σ̂ and move there (x̄ += √(σ̂² − σ̄²)·S_noise·z).
-            let s = if gamma > 0.0 {
-                let hat = sb * (1.0 + gamma);
-                let p = run.point_at_lambda(-hat.ln());
-                let z = run.noise(i as u64, &xt)?;
-                let xbar = xt
-                    .f_div_scalar(s0.alpha)?
-                    .f_add(&z.f_mul_scalar((hat * hat - sb * sb).max(0.0).sqrt() * self.s_noise)?)?;
-                xt = xbar.f_mul_scalar(p.alpha)?;
-                p
-            } else {
-                s0
-            };
-            xt = if t.is_data() {
-                let x0 = run.data(&xt, &s)?;
-                data_step(&xt, &x0, &s, &t)?
-            } else {
-                rk_interval(run, &HEUN, Variable::SigmaBar, &xt, &s, &t)?
-            };
-            run.observe(i + 1, n, t, &xt)?;
+        Ok(Stepping::Fixed(Box::new(self)))
+    }
+}
+
+impl Stepper for &EdmChurn {
+    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
+        let (s0, t) = (iv.s, iv.t);
+        let gamma_max = (self.churn / iv.steps as f64).min(std::f64::consts::SQRT_2 - 1.0);
+        let sb = s0.sigma_bar();
+        let gamma = if (self.s_min..=self.s_max).contains(&sb) { gamma_max } else { 0.0 };
+        // Churn: raise the noise level to σ̂ and move there (x̄ += √(σ̂² − σ̄²)·S_noise·z).
+        let (xt, s) = if gamma > 0.0 {
+            let hat = sb * (1.0 + gamma);
+            let p = run.point_at_lambda(-hat.ln());
+            let z = run.noise(iv.index as u64, x)?;
+            let xbar = x
+                .f_div_scalar(s0.alpha)?
+                .f_add(&z.f_mul_scalar((hat * hat - sb * sb).max(0.0).sqrt() * self.s_noise)?)?;
+            (xbar.f_mul_scalar(p.alpha)?, p)
+        } else {
+            (x.shallow_clone(), s0)
+        };
+        if t.is_data() {
+            let x0 = run.data(&xt, &s)?;
+            return data_step(&xt, &x0, &s, &t);
         }
-        run.from_tilde(&xt, &grid[n])
+        rk_interval(run, &HEUN, Variable::SigmaBar, &xt, &s, &t)
+    }
+
+    fn takes_final_jump(&self) -> bool {
+        // The churn comes before the last step too; the jump onto the data starts from the churned point.
+        true
     }
 }
