@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{Problem, Setup, rms_error};
+use crate::bench::{Problem, Setup, error_quantiles, rms_error};
 use crate::path::{NoisePath, PathSpec};
 use crate::solvers::{
     DataMultistep, NoNoise, Predictor, Solver, SolverOptions, SolverSpec, StepStrategy, UniVariant, build_solver,
@@ -233,6 +233,52 @@ pub struct SearchOptions {
     /// What the schedules are fitted to: the exact solutions, or a teacher (a solver at a high NFE from the same
     /// draws, S³'s way for a trained model, where no exact solution exists).
     pub reference: Reference,
+    /// The statistic of the per-draw errors the search minimises.
+    pub objective: SearchObjective,
+}
+
+/// The statistic of the search draws' errors that a problem search minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchObjective {
+    /// The rms error over all draws and coordinates (dominated by the few draws that end in another mixture
+    /// component when there are any).
+    #[default]
+    Rms,
+    /// The median per-draw error `‖x − x_ref‖/√dim` (the typical draw).
+    Median,
+    /// Their sum: both statistics at once, for targets that hold each of them.
+    RmsPlusMedian,
+}
+
+impl SearchObjective {
+    /// Its name, as parsed and as stored in a schedule's `objective`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchObjective::Rms => "rms",
+            SearchObjective::Median => "median",
+            SearchObjective::RmsPlusMedian => "rms+median",
+        }
+    }
+
+    /// The statistic of output `x` against `reference` (`[B, dim]`).
+    pub fn measure(self, x: &tch::Tensor, reference: &tch::Tensor) -> Result<f64> {
+        Ok(match self {
+            SearchObjective::Rms => rms_error(x, reference)?,
+            SearchObjective::Median => error_quantiles(x, reference)?.0,
+            SearchObjective::RmsPlusMedian => rms_error(x, reference)? + error_quantiles(x, reference)?.0,
+        })
+    }
+}
+
+impl std::str::FromStr for SearchObjective {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        [SearchObjective::Rms, SearchObjective::Median, SearchObjective::RmsPlusMedian]
+            .into_iter()
+            .find(|o| o.name() == s)
+            .ok_or_else(|| Error::invalid("objective", format!("unknown '{s}': rms, median or rms+median")))
+    }
 }
 
 /// The target of the search.
@@ -568,11 +614,12 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
                     &mut NoNoise,
                     &mut (),
                 )?;
-                rms_error(&s.x, &reference)
+                opts.objective.measure(&s.x, &reference)
             };
             let target = GridTarget { path: path.as_ref(), default_grid: &default_grid, t_start, nfe };
             let budget = SearchBudget { evaluations: opts.evaluations, time: per_run };
-            schedules.push(search_schedule(spec, &options, &target, &budget, "rms", &mut objective)?);
+            let name = opts.objective.name();
+            schedules.push(search_schedule(spec, &options, &target, &budget, name, &mut objective)?);
         }
     }
     Ok(ScheduleFile {
@@ -591,6 +638,22 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objectives_parse_and_measure_their_statistic() {
+        // Draw i has error e_i in every coordinate: rms = √(mean e²), median = the 5th of 10 sorted.
+        let e: Vec<f64> = (1..=10).map(|i| if i == 10 { 100.0 } else { i as f64 }).collect();
+        let x = tch::Tensor::from_slice(&e).view([10, 1]).expand([10, 3], false);
+        let zero = x.zeros_like();
+        let rms = (e.iter().map(|v| v * v).sum::<f64>() / 10.0).sqrt();
+        let got = |o: &str| o.parse::<SearchObjective>().unwrap().measure(&x, &zero).unwrap();
+        assert!((got("rms") - rms).abs() < 1e-9);
+        assert_eq!(got("median"), 5.0);
+        assert!((got("rms+median") - rms - 5.0).abs() < 1e-9);
+        assert_eq!(SearchObjective::default(), SearchObjective::Rms);
+        let err = "mean".parse::<SearchObjective>().unwrap_err().to_string();
+        assert!(err.contains("rms, median or rms+median"), "{err}");
+    }
 
     #[test]
     fn nelder_mead_finds_the_minimum_of_a_quadratic() {

@@ -188,6 +188,21 @@ fn solvers_search_writes_schedules_that_the_bench_runs() {
     let out = run_in(dir.path(), &["solvers", "bench", "--problem", "q.json", "--schedule", "s.json"]);
     assert!(!out.status.success());
     assert!(text(&out).1.contains("another path"), "{}", text(&out).1);
+    // Another statistic of the search draws' errors: recorded in the file, and an unknown one is refused.
+    let m = ["solvers", "search", "--problem", "p.json", "--nfe", "5", "--solvers", "ddim", "--draws", "64"];
+    let mut m: Vec<&str> = m.to_vec();
+    m.extend(["--evals", "60", "--objective", "rms+median", "-o", "m.json"]);
+    let out = run_in(dir.path(), &m);
+    assert!(out.status.success() && text(&out).0.contains("search rms+median"), "{:?}", text(&out));
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m.json")).unwrap()).unwrap();
+    let s = &file["schedules"][0];
+    assert_eq!(s["objective"], "rms+median");
+    assert!(s["search_error"].as_f64().unwrap() <= s["baseline_error"].as_f64().unwrap(), "{s}");
+    let at = m.len() - 3;
+    m[at] = "mean";
+    let out = run_in(dir.path(), &m);
+    assert!(!out.status.success() && text(&out).1.contains("rms, median or rms+median"), "{}", text(&out).1);
 }
 
 /// `solvers bench --recipe` (issue 21, item 5) adds the 5-, 6- and 8-step schedules of "Hyperparameters are all

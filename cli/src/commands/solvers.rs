@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use diffuse_core::bench::{BenchReport, ExtraRuns, Problem, Setup, read_starts, run_setup, starts_json};
 use diffuse_core::io::write_bytes_atomic;
-use diffuse_core::search::{Reference, Schedule, ScheduleFile, SearchOptions};
+use diffuse_core::search::{Reference, Schedule, ScheduleFile, SearchObjective, SearchOptions};
 use diffuse_core::solvers::{SolverOptions, SolverSpec, build_solver, solver_names};
 
 use super::Context;
@@ -90,6 +90,9 @@ pub struct SearchArgs {
     /// how a trained model, which has none, is searched.
     #[arg(long, value_name = "SOLVER:NFE")]
     pub teacher: Option<String>,
+    /// The statistic of the search draws' errors to minimise: rms, median (per-draw error) or rms+median.
+    #[arg(long, default_value = "rms")]
+    pub objective: SearchObjective,
     /// Output schedule file (JSON).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -411,6 +414,7 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
         // Never the problem's own draws (the bench's): another seed stream.
         seed: problem.seed ^ 0x5EA2_C4ED,
         evaluations: args.evals,
+        objective: args.objective,
         reference: match &args.teacher {
             None => Reference::Exact,
             Some(spec) => {
@@ -431,7 +435,8 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
     })
     .with_context(|| format!("searching schedules for {}", args.problem.display()))?;
     bar.finish_and_clear();
-    println!("{:<5} {:<14} {:>12} {:>12} {:>8}", "nfe", "solver", "search rms", "own grid", "evals");
+    let header = format!("search {}", opts.objective.name());
+    println!("{:<5} {:<14} {:>12} {:>12} {:>8}", "nfe", "solver", header, "own grid", "evals");
     for s in &file.schedules {
         println!(
             "{:<5} {:<14} {:>12.4e} {:>12.4e} {:>8}",
