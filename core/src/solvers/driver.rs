@@ -193,6 +193,16 @@ pub enum Stepping<'s> {
     Adaptive(Box<dyn AdaptiveStepper + 's>),
 }
 
+/// The tensor in `slot`, or `eval()` stored there first: a stepper's cached model output.
+pub(crate) fn cached(slot: &mut Option<Tensor>, eval: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+    if let Some(v) = slot {
+        return Ok(v.shallow_clone());
+    }
+    let v = eval()?;
+    *slot = Some(v.shallow_clone());
+    Ok(v)
+}
+
 /// A grid of `orders.len() + 1` points, decreasing, whose only data point is the last.
 pub fn check_plan(grid: &[Point], orders: &[u32]) -> Result<()> {
     if orders.is_empty() || grid.len() != orders.len() + 1 {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::common::{data_step, data_step_coeffs, integrate, regular, solve_linear, step_h, weighted_sum};
-use super::driver::{FinalPrediction, Interval, Stepper, Stepping};
+use super::driver::{FinalPrediction, Interval, Stepper, Stepping, cached};
 use super::run::Run;
 use super::singlestep::{Form, singlestep_update};
 use super::{Solver, SolverInfo};
@@ -490,12 +490,7 @@ struct DataMultistepStepper<'s> {
 
 impl DataMultistepStepper<'_> {
     fn current(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<Tensor> {
-        if let Some(m) = &self.m_cur {
-            return Ok(m.shallow_clone());
-        }
-        let m = run.data(x, s)?;
-        self.m_cur = Some(m.shallow_clone());
-        Ok(m)
+        cached(&mut self.m_cur, || run.data(x, s))
     }
 }
 
@@ -654,12 +649,7 @@ struct DeisStepper<'s> {
 
 impl DeisStepper<'_> {
     fn current(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<Tensor> {
-        if let Some(e) = &self.e_cur {
-            return Ok(e.shallow_clone());
-        }
-        let e = run.eps(x, s)?;
-        self.e_cur = Some(e.shallow_clone());
-        Ok(e)
+        cached(&mut self.e_cur, || run.eps(x, s))
     }
 }
 

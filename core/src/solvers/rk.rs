@@ -7,7 +7,7 @@ use tch::Tensor;
 
 use super::common::weighted_sum;
 pub use super::driver::AdaptiveStats;
-use super::driver::{AdaptiveStep, AdaptiveStepper, Interval, StepControl, Stepper, Stepping, adapt};
+use super::driver::{AdaptiveStep, AdaptiveStepper, Interval, StepControl, Stepper, Stepping, adapt, cached};
 use super::run::Run;
 use super::{Solver, SolverInfo};
 use crate::param::lin2;
@@ -116,6 +116,13 @@ pub const DOPRI5_CONTROL: StepControl = StepControl {
     max_attempts: 100_000,
 };
 
+/// The scaled error of a Dormand–Prince step: `‖(y_new − y_low)/(atol + rtol·max(|y|, |y_new|))‖_RMS`.
+fn dopri5_error(y: &Tensor, y_new: &Tensor, y_low: Option<Tensor>, rtol: f64, atol: f64) -> Result<f64> {
+    let y_low = y_low.ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no embedded weights".into() })?;
+    let scale = y.f_abs()?.f_maximum(&y_new.f_abs()?)?.f_mul_scalar(rtol)?.f_add_scalar(atol)?;
+    Ok(f64::try_from(y_new.f_sub(&y_low)?.f_div(&scale)?.f_square()?.f_mean(tch::Kind::Double)?.f_sqrt()?)?)
+}
+
 /// Dormand–Prince 5(4) with FSAL on `dy/ds = f(s, y)` as an [`AdaptiveStep`], with the standard error
 /// `‖(y_new − y_low)/(atol + rtol·max(|y|, |y_new|))‖_RMS`.
 struct Dopri5Ode<'f> {
@@ -134,9 +141,7 @@ impl AdaptiveStep for Dopri5Ode<'_> {
     fn attempt(&mut self, c: f64, h: f64, _c_next: f64, _last: bool) -> Result<f64> {
         let (y_new, y_low, ks) = rk_step(&DOPRI5, self.f, c, &self.y, h, self.k0.shallow_clone())?;
         self.evaluations += DOPRI5.c.len() - 1;
-        let y_low = y_low.ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no embedded weights".into() })?;
-        let scale = self.y.f_abs()?.f_maximum(&y_new.f_abs()?)?.f_mul_scalar(self.rtol)?.f_add_scalar(self.atol)?;
-        let err = f64::try_from(y_new.f_sub(&y_low)?.f_div(&scale)?.f_square()?.f_mean(tch::Kind::Double)?.f_sqrt()?)?;
+        let err = dopri5_error(&self.y, &y_new, y_low, self.rtol, self.atol)?;
         let last =
             ks.into_iter().last().ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no stages".into() })?;
         self.next = Some((y_new, last));
@@ -393,19 +398,9 @@ impl AdaptiveStepper for Dopri5Stepper<'_> {
     ) -> Result<(Tensor, f64)> {
         let y = x.f_div_scalar(s.alpha)?;
         let mut f = rhs(run, Variable::SigmaBar);
-        let k0 = match &self.k0 {
-            Some(k) => k.shallow_clone(),
-            None => {
-                let k = f(c, &y)?;
-                self.k0 = Some(k.shallow_clone());
-                k
-            }
-        };
+        let k0 = cached(&mut self.k0, || f(c, &y))?;
         let (y_new, y_low, ks) = rk_step(&DOPRI5, &mut f, c, &y, h, k0)?;
-        let y_low = y_low.ok_or_else(|| Error::Numerical { op: "dopri5", reason: "no embedded weights".into() })?;
-        let (rtol, atol) = (self.solver.rtol, self.solver.atol);
-        let scale = y.f_abs()?.f_maximum(&y_new.f_abs()?)?.f_mul_scalar(rtol)?.f_add_scalar(atol)?;
-        let err = f64::try_from(y_new.f_sub(&y_low)?.f_div(&scale)?.f_square()?.f_mean(tch::Kind::Double)?.f_sqrt()?)?;
+        let err = dopri5_error(&y, &y_new, y_low, self.solver.rtol, self.solver.atol)?;
         self.next_k0 = ks.into_iter().last();
         Ok((y_new.f_mul_scalar(t.alpha)?, err))
     }

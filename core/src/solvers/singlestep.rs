@@ -4,7 +4,7 @@
 use tch::Tensor;
 
 use super::common::{data_step, regular, step_h, weighted_sum};
-use super::driver::{AdaptiveStepper, FinalPrediction, Interval, StepControl, Stepper, Stepping};
+use super::driver::{AdaptiveStepper, FinalPrediction, Interval, StepControl, Stepper, Stepping, cached};
 use super::run::Run;
 use super::{Solver, SolverInfo};
 use crate::param::lin2;
@@ -318,14 +318,7 @@ impl AdaptiveStepper for AdaptiveDpmStepper<'_> {
         _c: f64,
         _h: f64,
     ) -> Result<(Tensor, f64)> {
-        let m = match &self.m_s {
-            Some(m) => m.shallow_clone(),
-            None => {
-                let m = run.data(x, s)?;
-                self.m_s = Some(m.shallow_clone());
-                m
-            }
-        };
+        let m = cached(&mut self.m_s, || run.data(x, s))?;
         let (x_low, x_high) = if self.solver.order == 2 {
             let low = data_step(x, &m, s, t)?;
             let (high, _) = singlestep_update(run, Form::Data, x, s, t, &m, 2, 0.5)?;
