@@ -136,7 +136,7 @@ fn train_a_tiny_model_then_denoise_a_folder_and_bench_it() {
 fn the_built_in_models_improve_the_shipped_example_of_their_task() {
     // The demo photo of the README (examples/restore, the fixed test degradation of each task): without --model
     // each task's built-in model with its default sampler; the least gain each must keep (measured: denoise
-    // +5.95 dB, deblur +0.10 dB, lowlight +10.40 dB).
+    // +5.95 dB, deblur +0.10 dB, lowlight +13.22 dB; the first low-light model gave +10.40).
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
     let examples = repo_root().join("examples/restore");
@@ -149,7 +149,7 @@ fn the_built_in_models_improve_the_shipped_example_of_their_task() {
         let v: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
         v["mean"]["psnr"].as_f64().unwrap()
     };
-    for (task, input, gain) in [("denoise", "noisy", 4.0), ("deblur", "blurred", 0.0), ("lowlight", "dark", 8.0)] {
+    for (task, input, gain) in [("denoise", "noisy", 4.0), ("deblur", "blurred", 0.0), ("lowlight", "dark", 11.0)] {
         let degraded = examples.join(input);
         let out = run_in(root, &["restore", task, degraded.to_str().unwrap(), "-o", task, "-q"]);
         assert!(out.status.success(), "{task}: {}", text(&out).1);
