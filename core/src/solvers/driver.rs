@@ -11,6 +11,7 @@
 
 use tch::Tensor;
 
+use super::Solver;
 use super::common::data_step;
 use super::run::Run;
 use crate::param::lin2;
@@ -214,10 +215,10 @@ pub fn check_plan(grid: &[Point], orders: &[u32]) -> Result<()> {
     Ok(())
 }
 
-/// Runs `stepping` from x (model space) at `grid[0]` along the grid (adaptive: to its last point before the
-/// data), then onto the data; returns x at the end. Without `differentiable` no autograd graph is built.
+/// Runs `solver` from x (model space) at `grid[0]` along the grid (adaptive: to its last point before the data),
+/// then onto the data; returns x at the end. Without `differentiable` no autograd graph is built.
 pub fn drive(
-    stepping: Stepping<'_>,
+    solver: &(impl Solver + ?Sized),
     run: &mut Run<'_>,
     x: &Tensor,
     grid: &[Point],
@@ -225,13 +226,15 @@ pub fn drive(
     differentiable: bool,
 ) -> Result<Tensor> {
     check_plan(grid, orders)?;
+    let stepping = solver.stepper(run, grid, orders)?;
     let out = if differentiable {
         walk(stepping, run, x, grid, orders)?
     } else {
         tch::no_grad(|| walk(stepping, run, x, grid, orders))?
     };
     if bool::try_from(out.f_isfinite()?.f_all()?.f_logical_not()?)? {
-        return Err(Error::Numerical { op: "sample", reason: "the solver produced NaN/Inf".into() });
+        let reason = format!("{} produced NaN/Inf", solver.info().name);
+        return Err(Error::Numerical { op: "sample", reason });
     }
     Ok(out)
 }

@@ -115,8 +115,7 @@ pub trait Solver {
     /// Runs from `x` (model space) at `grid[0]` along the grid through the [`drive`] loop, keeping any autograd
     /// graph; returns x at the last point.
     fn solve(&self, run: &mut Run<'_>, x: &Tensor, grid: &[Point], orders: &[u32]) -> Result<Tensor> {
-        driver::check_plan(grid, orders)?;
-        drive(self.stepper(run, grid, orders)?, run, x, grid, orders, true)
+        drive(self, run, x, grid, orders, true)
     }
 }
 
@@ -265,13 +264,6 @@ fn sample_impl(
     };
     let points = grid.build(path, orders.len())?;
     let mut run = Run::new(path, model, cond, noise, observer);
-    driver::check_plan(&points, &orders)?;
-    let stepping = solver.stepper(&run, &points, &orders)?;
-    let out = drive(stepping, &mut run, x, &points, &orders, differentiable).map_err(|e| match e {
-        Error::Numerical { op: "sample", .. } => {
-            Error::Numerical { op: "sample", reason: format!("{} produced NaN/Inf", solver.info().name) }
-        }
-        e => e,
-    })?;
+    let out = drive(solver, &mut run, x, &points, &orders, differentiable)?;
     Ok(Sample { x: out, nfe: run.nfe(), grid: points })
 }
