@@ -281,3 +281,35 @@ fn schedules_fitted_to_a_teacher_match_those_fitted_to_the_exact_solution() {
     let out = run_in(dir.path(), &["solvers", "search", "--problem", "p.json", "--teacher", "dpm++2m", "-o", "x.json"]);
     assert!(!out.status.success() && text(&out).1.contains("SOLVER:NFE"), "{}", text(&out).1);
 }
+
+/// `solvers ems` (issue 21, item 4) writes DPM-Solver-v3's statistics of a problem's model, which the bench then
+/// runs as `dpm-solver-v3:stats=FILE`, beating DPM-Solver++(2M) at 5 NFE; an existing file is kept without
+/// `--force`, and a problem on a longer λ range than the statistics' is refused naming the file.
+#[test]
+fn solvers_ems_feeds_dpm_solver_v3() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.json"), small_problem(r#"["ddim"]"#)).unwrap();
+    let ems = ["solvers", "ems", "--problem", "p.json", "--samples", "128", "--intervals", "100", "-o", "ems.st"];
+    let out = run_in(dir.path(), &ems);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("dpm-solver-v3:stats=ems.st"), "{}", text(&out).0);
+    let out = run_in(dir.path(), &ems);
+    assert!(!out.status.success() && text(&out).1.contains("ems.st"), "{}", text(&out).1);
+    std::fs::write(dir.path().join("b.json"), small_problem(r#"["dpm++2m", "dpm-solver-v3:stats=ems.st"]"#)).unwrap();
+    let out = run_in(dir.path(), &["solvers", "bench", "--problem", "b.json", "--json", "r.json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let err = |solver: &str, nfe: f64| {
+        report["rows"].as_array().unwrap().iter().find(|r| r["solver"] == solver && r["budget"] == nfe).unwrap()
+            ["rms_error"]
+            .as_f64()
+            .unwrap()
+    };
+    let (v3, dpm) = (err("dpm-solver-v3:stats=ems.st", 5.0), err("dpm++2m", 5.0));
+    assert!(v3 < dpm, "v3 {v3} against dpm++2m {dpm}");
+    let wider = small_problem(r#"["dpm-solver-v3:stats=ems.st"]"#).replace("vp_linear", "vp_cosine");
+    std::fs::write(dir.path().join("w.json"), wider).unwrap();
+    let out = run_in(dir.path(), &["solvers", "bench", "--problem", "w.json"]);
+    assert!(!out.status.success() && text(&out).0.contains("ems.st"), "{:?}", text(&out));
+}

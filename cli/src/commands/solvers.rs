@@ -1,4 +1,4 @@
-//! `diffuse solvers list|bench|likelihood|search`: the solver registry, benchmarks on exact problems and the
+//! `diffuse solvers list|bench|likelihood|search|dlg|ems`: the solver registry, benchmarks on exact problems and the
 //! schedule search.
 
 use std::path::PathBuf;
@@ -13,6 +13,8 @@ use diffuse_core::solvers::{SolverOptions, SolverSpec, build_solver, solver_name
 
 use super::Context;
 use crate::plot::{Plot, Series};
+
+mod ems;
 
 /// Solver subcommands.
 #[derive(Debug, Subcommand)]
@@ -30,6 +32,8 @@ pub enum SolversCommand {
     /// Denoising MCMC (DLG): Langevin–Gibbs chains in (x, t), then a solver from each chain's state; MMD² to exact
     /// samples against the same solver from the problem's start at the same NFE.
     Dlg(DlgArgs),
+    /// DPM-Solver-v3's empirical model statistics of a problem's model, for `dpm-solver-v3:stats=FILE`.
+    Ems(ems::EmsArgs),
 }
 
 /// Arguments of `diffuse solvers dlg`.
@@ -160,6 +164,7 @@ pub fn run(ctx: &Context, cmd: &SolversCommand) -> anyhow::Result<ExitCode> {
         SolversCommand::Likelihood(args) => likelihood(ctx, args),
         SolversCommand::Search(args) => search(ctx, args),
         SolversCommand::Dlg(args) => dlg(ctx, args),
+        SolversCommand::Ems(args) => ems::ems(ctx, args),
     }
 }
 
@@ -172,6 +177,12 @@ fn list() -> anyhow::Result<ExitCode> {
         let order = build_solver(&name, &SolverOptions::default())?.info().order;
         writeln!(out, "{name:<16} {order:>5}  {description}")?;
     }
+    writeln!(
+        out,
+        "{:<16} {:>5}  DPM-Solver-v3 on empirical model statistics (Zheng et al. 2023); needs :stats=FILE from \
+         `diffuse solvers ems`, takes order=1..3, pseudo= and corrector= (auto|on|off), panel=",
+        "dpm-solver-v3", 2
+    )?;
     writeln!(out, "\nunipc-bh1-P / unipc-bh2-P select UniPC with predictor order P (order P + 1).")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,7 @@
 
 pub mod common;
 pub mod driver;
+pub mod ems;
 pub mod multistep;
 pub mod noise;
 pub mod registry;
@@ -32,10 +33,12 @@ pub mod rk;
 pub mod run;
 pub mod singlestep;
 pub mod stochastic;
+pub mod v3;
 
 use tch::Tensor;
 
 pub use driver::{AdaptiveStepper, FinalPrediction, Interval, StepControl, Stepper, Stepping, drive};
+pub use ems::{EmpiricalStats, EmsSettings};
 pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, Predictor, StepStrategy, UniVariant, Warmup};
 pub use noise::{BrownianTree, FixedNoise};
 pub use registry::{SolverSpec, build_solver, solver_names};
@@ -44,6 +47,7 @@ pub use rk::{Dopri5, RungeKutta, Variable};
 pub use run::{NoNoise, NoiseSource, Observer, Run, SeededNoise, StepInfo};
 pub use singlestep::{AdaptiveDpm, Form, Singlestep};
 pub use stochastic::{DdimEta, EdmChurn, EulerMaruyama, PcCorrector, PcPredictor, PredictorCorrector, SdeDpmPlusPlus};
+pub use v3::{DpmSolverV3, Toggle};
 
 use crate::denoiser::{Conditioning, Denoiser};
 use crate::path::{NoisePath, Point};

@@ -7,13 +7,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::multistep::{DataMultistep, DeisTab, Predictor, StepStrategy, UniVariant};
+use super::multistep::{DataMultistep, DeisTab, LowerOrderFinal, Predictor, StepStrategy, UniVariant};
 use super::residual::{RddmDeterministic, ResfusionAncestral};
 use super::rk::{self, Dopri5, RungeKutta, Variable};
 use super::singlestep::{AdaptiveDpm, Form, Singlestep};
 use super::stochastic::{
     DdimEta, EdmChurn, EulerMaruyama, PcCorrector, PcPredictor, PredictorCorrector, SdeDpmPlusPlus,
 };
+use super::v3::{DpmSolverV3, Toggle};
 use super::{Solver, SolverOptions};
 use crate::{Error, Result};
 
@@ -76,6 +77,7 @@ const REGISTRY: &[Entry] = &[
     entry!("sde-dpm++2m", ["eta"], |p, _| Ok(Box::new(SdeDpmPlusPlus { order: 2, eta: eta(p, 1.0)? }))),
     entry!("sde-dpm++3m", ["eta"], |p, _| Ok(Box::new(SdeDpmPlusPlus { order: 3, eta: eta(p, 1.0)? }))),
     entry!("edm-churn", ["churn", "tmin", "tmax", "noise"], build_edm_churn),
+    entry!("dpm-solver-v3", ["stats", "order", "pseudo", "corrector", "panel"], build_v3),
 ];
 
 /// Extra names `diffuse solvers list` shows (UniPC with a third-order predictor).
@@ -274,6 +276,37 @@ fn build_pc(params: &Params<'_>, opts: &SolverOptions) -> Result<Box<dyn Solver>
         PredictorCorrector { predictor, corrector, snr: params.num("snr", opts.snr)?, corrector_steps: steps as usize };
     pc.plan_steps(1, false)?; // validates snr and steps
     Ok(Box::new(pc))
+}
+
+/// `dpm-solver-v3:stats=FILE[,order=2][,pseudo=auto|on|off][,corrector=on|auto|off][,panel=0.02|none]`; order 2
+/// and the corrector on every step were chosen on validation draws (the reference: order 3, `corrector=auto`).
+fn build_v3(params: &Params<'_>, opts: &SolverOptions) -> Result<Box<dyn Solver>> {
+    let stats = params.text("stats", "");
+    if stats.is_empty() {
+        return Err(Error::invalid(
+            "dpm-solver-v3",
+            "needs its statistics: dpm-solver-v3:stats=FILE (made by `diffuse solvers ems`)",
+        ));
+    }
+    let order = params.num("order", 2.0)?;
+    if order.fract() != 0.0 {
+        return Err(Error::invalid("order", format!("must be a whole number, got {order}")));
+    }
+    let panel = match params.text("panel", "0.02").as_str() {
+        "none" => None,
+        _ => Some(params.num("panel", 0.02)?),
+    };
+    let solver = DpmSolverV3::from_file(stats.into(), order as u32)?
+        .with_toggles(
+            Toggle::parse("pseudo", &params.text("pseudo", "auto"))?,
+            Toggle::parse("corrector", &params.text("corrector", "on"))?,
+        )
+        .with_panel(panel)?
+        .with_lower_order_final(match opts.lower_order_final {
+            LowerOrderFinal::Auto => LowerOrderFinal::Always,
+            other => other,
+        });
+    Ok(Box::new(solver))
 }
 
 fn build_edm_churn(params: &Params<'_>, _: &SolverOptions) -> Result<Box<dyn Solver>> {
