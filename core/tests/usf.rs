@@ -92,12 +92,12 @@ fn every_multistep_solver_is_a_constant_strategy_schedule() {
     // The noise form is another method than the data form of the same order.
     assert!(!outputs[8].equal(&outputs[1]) && !outputs[9].equal(&outputs[2]));
     // Solvers outside the family have no strategy.
-    for name in ["heun", "deis-2", "dpm-solver-2", "dpm++3m-ref"] {
+    for name in ["heun", "deis-2", "dpm++3m-ref", "rk4"] {
         assert!(name.parse::<SolverSpec>().unwrap().strategy(2).is_none(), "{name}");
     }
 
     // A mixed schedule (orders, predictors and correctors changing per step) costs the same and lands elsewhere.
-    let s = |order, predictor, corrector| StepStrategy { order, predictor, corrector };
+    let s = |order, predictor, corrector| StepStrategy::multistep(order, predictor, corrector);
     let mixed = vec![
         s(1, Predictor::DpmPlusPlus, Some(UniVariant::Bh2)),
         s(2, Predictor::UniP(UniVariant::Bh1), None),
@@ -117,7 +117,7 @@ fn every_multistep_solver_is_a_constant_strategy_schedule() {
 fn strategies_round_trip_through_json_and_bad_ones_are_refused() {
     let path = PathSpec::default_of("edm").unwrap().build().unwrap();
     let t0 = path.t_range().1;
-    let step = StepStrategy { order: 2, predictor: Predictor::UniP(UniVariant::Bh1), corrector: Some(UniVariant::Bh2) };
+    let step = StepStrategy::multistep(2, Predictor::UniP(UniVariant::Bh1), Some(UniVariant::Bh2));
     let text = serde_json::to_string(&step).unwrap();
     assert_eq!(text, r#"{"order":2,"predictor":{"unip":"bh1"},"corrector":"bh2"}"#);
     assert_eq!(serde_json::from_str::<StepStrategy>(&text).unwrap(), step);
@@ -125,7 +125,7 @@ fn strategies_round_trip_through_json_and_bad_ones_are_refused() {
     assert_eq!(plain.corrector, None);
     let times = vec![t0, t0 * 0.1, t0 * 0.01];
     schedule("ddim", times.clone(), Some(vec![plain, step, plain])).validate(path.as_ref(), t0).unwrap();
-    let too_high = StepStrategy { order: 4, predictor: Predictor::DpmPlusPlus, corrector: None };
+    let too_high = StepStrategy::multistep(4, Predictor::DpmPlusPlus, None);
     let cases = [
         (schedule("ddim", times.clone(), Some(vec![plain, step])), "2 strategies for 3 intervals"),
         (schedule("ddim", times.clone(), Some(vec![plain, too_high, plain])), "from 1 to 3"),
@@ -135,4 +135,67 @@ fn strategies_round_trip_through_json_and_bad_ones_are_refused() {
         let err = s.validate(path.as_ref(), t0).unwrap_err().to_string();
         assert!(err.contains(why), "{why}: {err}");
     }
+}
+
+/// The singlestep derivative estimate (item 2's "singlestep midpoint"): dpm++2s/3s and dpm-solver-2/3 are
+/// constant singlestep strategies and run identically as schedules, at their cost of `order` evaluations a step;
+/// singlestep and multistep steps mix in one schedule, and a singlestep step with a corrector or UniP is refused.
+#[test]
+fn singlestep_solvers_are_strategies_and_mix_with_multistep_steps() {
+    let path = PathSpec::default_of("edm").unwrap().build().unwrap();
+    let model = mixture(path.clone());
+    let start = path.point(path.t_range().1);
+    let x = model.sample_marginal(&start, &SampleSeeds::new(5, 0, 16), None).unwrap();
+    let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero);
+    let steps = 5;
+    let times: Vec<f64> = grid.build(path.as_ref(), steps).unwrap()[..steps].iter().map(|p| p.t).collect();
+    for name in ["dpm++2s", "dpm++3s", "dpm-solver-2", "dpm-solver-3"] {
+        let spec: SolverSpec = name.parse().unwrap();
+        let solver = spec.build(&SolverOptions::default()).unwrap();
+        let cond = Conditioning::none();
+        let plain = sample(
+            solver.as_ref(),
+            path.as_ref(),
+            &model,
+            &cond,
+            &x,
+            &grid,
+            Budget::Steps(steps),
+            &mut NoNoise,
+            &mut (),
+        )
+        .unwrap();
+        let plan = solver.plan_steps(steps, true).unwrap();
+        let strategies: Vec<StepStrategy> = plan.iter().map(|&o| spec.strategy(o).unwrap()).collect();
+        assert!(strategies[0].singlestep && !strategies[steps - 1].singlestep, "{name}: {strategies:?}");
+        let (usf, nfe) = run_schedule(&schedule(name, times.clone(), Some(strategies)), path.as_ref(), &model, &x);
+        assert_eq!(nfe, plain.nfe, "{name}");
+        // The noise form derives ε̂ from the cached x̂0 where the solver asks the model for ε̂: rounding only.
+        let diff = f64::try_from((&usf - &plain.x).abs().max()).unwrap();
+        assert!(diff < 1e-12, "{name}: the constant-strategy schedule differs from the solver by {diff}");
+    }
+    // A midpoint step between multistep steps costs one extra evaluation and changes the result.
+    let m = |order| StepStrategy::multistep(order, Predictor::DpmPlusPlus, None);
+    let mixed = vec![m(1), StepStrategy::singlestep(2, Predictor::DpmPlusPlus), m(2), m(2), m(1)];
+    let (x_mixed, nfe) = run_schedule(&schedule("dpm++2m", times.clone(), Some(mixed)), path.as_ref(), &model, &x);
+    assert_eq!(nfe, steps + 1);
+    let (x_multi, _) = run_schedule(
+        &schedule("dpm++2m", times.clone(), Some(vec![m(1), m(2), m(2), m(2), m(1)])),
+        path.as_ref(),
+        &model,
+        &x,
+    );
+    assert!(!x_mixed.equal(&x_multi) && bool::try_from(x_mixed.isfinite().all()).unwrap());
+    let t0 = path.t_range().1;
+    let bad = [
+        StepStrategy { corrector: Some(UniVariant::Bh2), ..StepStrategy::singlestep(2, Predictor::DpmPlusPlus) },
+        StepStrategy::singlestep(2, Predictor::UniP(UniVariant::Bh1)),
+        StepStrategy::singlestep(4, Predictor::DpmPlusPlus),
+    ];
+    for b in bad {
+        let s = schedule("ddim", vec![t0, t0 * 0.1, t0 * 0.01], Some(vec![m(1), b, m(1)]));
+        assert!(s.validate(path.as_ref(), t0).unwrap_err().to_string().contains("singlestep"), "{b:?}");
+    }
+    let json = serde_json::to_string(&StepStrategy::singlestep(2, Predictor::DpmNoise)).unwrap();
+    assert_eq!(json, r#"{"order":2,"predictor":"dpm","singlestep":true}"#);
 }

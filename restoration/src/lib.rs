@@ -45,6 +45,7 @@ pub mod net;
 pub mod pipeline;
 pub mod planes;
 pub mod sample;
+pub mod search;
 pub mod train;
 
 pub use error::{Error, Result};

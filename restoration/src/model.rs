@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use diffuse_core::denoiser::{Conditioning, Denoiser};
 use diffuse_core::path::{NoisePath, PathSpec};
+use diffuse_core::search::Schedule;
 use diffuse_core::spacing::Spacing;
 use diffuse_core::{Parameterization, Prediction};
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,10 @@ pub struct SamplerDefaults {
     /// Time spacing of the grid.
     #[serde(default = "uniform_t")]
     pub spacing: Spacing,
+    /// A searched schedule (`diffuse restore search`: its own solver, times and per-step orders), which replaces
+    /// solver, steps and spacing when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 fn uniform_t() -> Spacing {
@@ -46,7 +51,7 @@ fn uniform_t() -> Spacing {
 
 impl Default for SamplerDefaults {
     fn default() -> Self {
-        SamplerDefaults { solver: "dpm++2m".into(), steps: 10, spacing: Spacing::UniformT }
+        SamplerDefaults { solver: "dpm++2m".into(), steps: 10, spacing: Spacing::UniformT, schedule: None }
     }
 }
 
@@ -119,6 +124,9 @@ impl ModelConfig {
         }
         let s = &self.sampler;
         diffuse_core::solvers::build_solver(&s.solver, &Default::default())?;
+        if let Some(schedule) = &s.schedule {
+            schedule.validate(path.as_ref(), path.t_range().1)?;
+        }
         if s.steps == 0 || s.steps > diffuse_core::limits::MAX_NFE {
             return Err(Error::invalid(
                 "sampler.steps",

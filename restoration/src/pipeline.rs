@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use diffuse_core::search::Schedule;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -192,30 +193,40 @@ pub struct BenchPoint {
     pub seconds_per_image: f64,
 }
 
-/// Restores every pair with each sampler at each step count; `tick` is called after every image.
+/// Restores every pair with each sampler at each step count, then with each schedule (rows `s3:SOLVER` at the
+/// schedule's NFE); `tick` is called after every image.
+#[allow(clippy::too_many_arguments)]
 pub fn bench(
     model: &RestorationModel,
     pairs: &[Pair],
     samplers: &[String],
     steps: &[usize],
+    schedules: &[Schedule],
     seed: u64,
     tiling: Tiling,
     tick: &mut dyn FnMut(),
 ) -> Result<Vec<BenchPoint>> {
-    let mut points = Vec::new();
+    let base = SampleOptions { seed, schedule: None, ..SampleOptions::defaults_of(model) };
+    let mut runs: Vec<(String, usize, SampleOptions)> = Vec::new();
     for sampler in samplers {
         for &n in steps {
-            let opts = SampleOptions { solver: sampler.clone(), steps: n, seed, ..SampleOptions::defaults_of(model) };
-            let start = Instant::now();
-            let mut restored = Vec::new();
-            for pair in pairs {
-                restored.push(restore_planes(model, &pair.degraded, &opts, tiling)?);
-                tick();
-            }
-            let seconds = start.elapsed().as_secs_f64() / pairs.len().max(1) as f64;
-            let (psnr, ssim) = mean_scores(pairs, Some(&restored))?;
-            points.push(BenchPoint { sampler: sampler.clone(), steps: n, psnr, ssim, seconds_per_image: seconds });
+            runs.push((sampler.clone(), n, SampleOptions { solver: sampler.clone(), steps: n, ..base.clone() }));
         }
+    }
+    for s in schedules {
+        runs.push((format!("s3:{}", s.solver), s.nfe, SampleOptions { schedule: Some(s.clone()), ..base.clone() }));
+    }
+    let mut points = Vec::new();
+    for (sampler, n, opts) in runs {
+        let start = Instant::now();
+        let mut restored = Vec::new();
+        for pair in pairs {
+            restored.push(restore_planes(model, &pair.degraded, &opts, tiling)?);
+            tick();
+        }
+        let seconds = start.elapsed().as_secs_f64() / pairs.len().max(1) as f64;
+        let (psnr, ssim) = mean_scores(pairs, Some(&restored))?;
+        points.push(BenchPoint { sampler, steps: n, psnr, ssim, seconds_per_image: seconds });
     }
     Ok(points)
 }

@@ -9,8 +9,11 @@
 
 use diffuse_core::denoiser::{Conditioning, Denoiser};
 use diffuse_core::path::NoisePath;
+use diffuse_core::search::Schedule;
 use diffuse_core::seed::SampleSeeds;
-use diffuse_core::solvers::{Budget, NoNoise, NoiseSource, SeededNoise, SolverOptions, build_solver, sample};
+use diffuse_core::solvers::{
+    Budget, NoNoise, NoiseSource, SeededNoise, SolverOptions, build_solver, sample, sample_with_orders,
+};
 use diffuse_core::spacing::{End, GridSpec, Spacing};
 use tch::Tensor;
 
@@ -30,13 +33,22 @@ pub struct SampleOptions {
     pub seed: u64,
     /// Index of the batch's first image in its seed streams.
     pub first_index: u64,
+    /// A searched schedule, which replaces solver, steps and spacing.
+    pub schedule: Option<Schedule>,
 }
 
 impl SampleOptions {
     /// The model's default sampler with seed 0.
     pub fn defaults_of(model: &RestorationModel) -> Self {
         let s = &model.config().sampler;
-        SampleOptions { solver: s.solver.clone(), steps: s.steps, spacing: s.spacing.clone(), seed: 0, first_index: 0 }
+        SampleOptions {
+            solver: s.solver.clone(),
+            steps: s.steps,
+            spacing: s.spacing.clone(),
+            seed: 0,
+            first_index: 0,
+            schedule: s.schedule.clone(),
+        }
     }
 }
 
@@ -57,9 +69,17 @@ pub fn solve(
     x: &Tensor,
     opts: &SampleOptions,
 ) -> Result<Tensor> {
+    let cond = Conditioning::with_anchor(y.shallow_clone());
+    if let Some(schedule) = &opts.schedule {
+        // Schedules are deterministic (checked when they are read): no noise source.
+        let solver = schedule.build_solver(&SolverOptions::default())?;
+        let orders = schedule.orders(solver.as_ref())?;
+        let grid = schedule.grid();
+        let out = sample_with_orders(solver.as_ref(), path, model, &cond, x, &grid, &orders, &mut NoNoise, &mut ())?;
+        return Ok(out.x);
+    }
     let solver = build_solver(&opts.solver, &SolverOptions::default())?;
     let grid = GridSpec::new(opts.spacing.clone(), End::Zero);
-    let cond = Conditioning::with_anchor(y.shallow_clone());
     let batch = y.size().first().copied().unwrap_or(1) as usize;
     let mut seeded = SeededNoise::new(SampleSeeds::new(opts.seed ^ 0x005E_ED0F_D1FF, opts.first_index, batch));
     let noise: &mut dyn NoiseSource = if solver.info().stochastic { &mut seeded } else { &mut NoNoise };
@@ -132,8 +152,14 @@ mod tests {
             ("ir_sde", Parameterization::Eps, "dpm++2m"),
         ] {
             let m = model(kind, p);
-            let opts =
-                SampleOptions { solver: solver.into(), steps: 3, spacing: Spacing::UniformT, seed: 9, first_index: 0 };
+            let opts = SampleOptions {
+                solver: solver.into(),
+                steps: 3,
+                spacing: Spacing::UniformT,
+                seed: 9,
+                first_index: 0,
+                schedule: None,
+            };
             let out = restore(&m, &y, &opts).unwrap();
             assert_eq!(out.size(), y.size());
             let (lo, hi) = (f64::try_from(out.min()).unwrap(), f64::try_from(out.max()).unwrap());

@@ -63,6 +63,7 @@ fn every_solver_converges_to_the_exact_answer() {
                         spacing: Spacing::UniformT,
                         seed: 0,
                         first_index: 0,
+                        schedule: None,
                     };
                     match solve(&model, path.as_ref(), &y, &x, &opts) {
                         Ok(out) => max_diff(&out, &want),
@@ -99,6 +100,7 @@ fn mr_sampler_first_order_step_is_ddim() {
         spacing: Spacing::Custom { times: vec![s.t] },
         seed: 0,
         first_index: 0,
+        schedule: None,
     };
     // One interval s → t: a custom two-point grid ending at t (not the data).
     let solver = diffuse_core::solvers::build_solver(&opts.solver, &Default::default()).unwrap();

@@ -52,7 +52,14 @@ fn a_tiny_model_learns_to_denoise() {
     let rep = train(&mut model, &train_set, &mut |c, s| noisy(c, s), &opts, &mut |_| {}, None).unwrap();
     let clean = smooth(2, 4);
     let deg = Tensor::stack(&(0..4).map(|i| noisy(&clean.get(i), 100 + i as u64)).collect::<Vec<_>>(), 0);
-    let opts = SampleOptions { solver: "rddm".into(), steps: 2, spacing: Spacing::UniformT, seed: 0, first_index: 0 };
+    let opts = SampleOptions {
+        solver: "rddm".into(),
+        steps: 2,
+        spacing: Spacing::UniformT,
+        seed: 0,
+        first_index: 0,
+        schedule: None,
+    };
     let out = restore(&model, &deg.clamp(0.0, 1.0), &opts).unwrap();
     let (before, after) = (psnr(&deg, &clean), psnr(&out, &clean));
     println!("loss {:.4}; PSNR noisy {before:.2} dB, restored {after:.2} dB", rep.last_loss);

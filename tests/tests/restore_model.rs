@@ -130,6 +130,34 @@ fn train_a_tiny_model_then_denoise_a_folder_and_bench_it() {
     let out = run_in(root, &bench);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("bench.json"), "{}", text(&out).1);
+
+    // Schedules (issue 21, item 3): searched on crops of the images, never worse than the model's own grid there,
+    // then run by the bench (rows s3:SOLVER) and by the restore command.
+    let search = ["restore", "search", "--model", "run/model.safetensors", "--clean", "clean", "--crop", "16"];
+    let search =
+        [&search[..], &["--nfe", "2,3", "--solvers", "dpm++2m", "--evals", "8", "-o", "s.json", "-q"]].concat();
+    let out = run_in(root, &search);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("s.json")).unwrap()).unwrap();
+    for s in file["schedules"].as_array().unwrap() {
+        assert!(s["search_error"].as_f64().unwrap() <= s["baseline_error"].as_f64().unwrap(), "{s}");
+    }
+    let bench_s = ["restore", "bench", "--model", "run/model.safetensors", "--clean", "clean", "--samplers"];
+    let bench_s = [&bench_s[..], &["dpm++2m", "--nfe", "2", "--schedule", "s.json", "--json", "b2.json"]].concat();
+    let out = run_in(root, &bench_s);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("| s3:dpm++2m | 3 |"), "{}", text(&out).0);
+    let scheduled = ["restore", "denoise", "noisy/rgb_noise_clean.png", "-o", "s.png", "--model"];
+    let scheduled = [&scheduled[..], &["run/model.safetensors", "--schedule", "s.json", "--nfe", "2"]].concat();
+    assert!(run_in(root, &scheduled).status.success());
+    assert!(root.join("s.png").is_file());
+    let out = run_in(root, &[&scheduled[..], &["--steps", "3"]].concat());
+    assert_eq!(out.status.code(), Some(2), "--schedule and --steps conflict");
+    let other = std::fs::read_to_string(root.join("s.json")).unwrap().replace("\"rddm\"", "\"resfusion\"");
+    std::fs::write(root.join("other.json"), other).unwrap();
+    let wrong = ["restore", "denoise", "noisy", "-o", "y", "--model", "run/model.safetensors"];
+    let out = run_in(root, &[&wrong[..], &["--schedule", "other.json"]].concat());
+    assert!(!out.status.success() && text(&out).1.contains("other.json"), "{}", text(&out).1);
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! `diffuse restore …`: image restoration. `degrade` makes degraded test pairs from clean images with the
 //! crate's seeded degradations; `eval` scores restored images against clean ones (PSNR, SSIM); `denoise`,
 //! `deblur` and `lowlight` restore images with a trained model (`restore/apply.rs`), `train` trains one
-//! (`restore/train.rs`) and `bench` measures quality against sampler steps (`restore/bench.rs`).
+//! (`restore/train.rs`), `bench` measures quality against sampler steps (`restore/bench.rs`) and `search` finds
+//! solver schedules for few steps (`restore/search.rs`).
 
 mod apply;
 mod bench;
+mod search;
 mod train;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +42,8 @@ pub enum RestoreCommand {
     Train(train::TrainArgs),
     /// Quality (PSNR, SSIM) against sampler steps for several samplers, with an SVG plot.
     Bench(bench::BenchArgs),
+    /// Search solver schedules (time grid, per-step orders) for a model on validation images, for `--schedule`.
+    Search(search::SearchArgs),
 }
 
 /// Arguments of `diffuse restore degrade`.
@@ -103,6 +107,7 @@ pub fn run(ctx: &Context, cmd: &RestoreCommand) -> anyhow::Result<ExitCode> {
         RestoreCommand::Lowlight(args) => apply::run(ctx, Task::Lowlight, args),
         RestoreCommand::Train(args) => train::run(ctx, args),
         RestoreCommand::Bench(args) => bench::run(ctx, args),
+        RestoreCommand::Search(args) => search::run(ctx, args),
     }
 }
 

@@ -4,7 +4,8 @@
 //! error against reference solutions on *search* draws ([`SearchObjective`]), and each result is then scored on
 //! other draws.
 //!
-//! The grid's free points are placed in u = ln σ̄ (σ̄ = σ/α) between the start and the path's smallest time:
+//! The grid's free points are placed in u = ln σ̄ (σ̄ = σ/α; the path's own time t on paths that start at α = 0,
+//! as RDDM) between the start and the path's smallest time:
 //! `u_j = u_start − (u_start − u_min)·(w_1 + … + w_j)` with `w = softmax(θ)`, so every θ gives a valid,
 //! strictly decreasing grid. θ starts at the problem's own grid and is improved by Nelder–Mead with restarts.
 
@@ -301,9 +302,39 @@ pub enum Reference {
     },
 }
 
-/// The time grid of θ: the start, then `θ.len() − 1` points in ln σ̄ (see the module doc).
+/// The coordinate the search places times in: ln σ̄ = −λ where α > 0 at the start (equal steps there are
+/// uniform-λ steps), else the path's own time (paths that start at α = 0: RDDM, bridges, rectified flow from its
+/// noise end).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Coord {
+    LogSigmaBar,
+    Time,
+}
+
+impl Coord {
+    fn for_start(path: &dyn NoisePath, t_start: f64) -> Self {
+        if (-path.lambda(t_start)).is_finite() { Coord::LogSigmaBar } else { Coord::Time }
+    }
+
+    fn u(self, path: &dyn NoisePath, t: f64) -> f64 {
+        match self {
+            Coord::LogSigmaBar => -path.lambda(t),
+            Coord::Time => t,
+        }
+    }
+
+    fn t(self, path: &dyn NoisePath, u: f64) -> f64 {
+        match self {
+            Coord::LogSigmaBar => path.t_of_lambda(-u),
+            Coord::Time => u,
+        }
+    }
+}
+
+/// The time grid of θ: the start, then `θ.len() − 1` points in the search coordinate (see the module doc).
 fn times_of(theta: &[f64], path: &dyn NoisePath, t_start: f64) -> Vec<f64> {
-    let (u_hi, u_lo) = (log_sigma_bar(path, t_start), log_sigma_bar(path, path.t_range().0));
+    let c = Coord::for_start(path, t_start);
+    let (u_hi, u_lo) = (c.u(path, t_start), c.u(path, path.t_range().0));
     let m = theta.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = theta.iter().map(|v| (v - m).exp()).collect();
     let total: f64 = e.iter().sum();
@@ -311,19 +342,16 @@ fn times_of(theta: &[f64], path: &dyn NoisePath, t_start: f64) -> Vec<f64> {
     let mut acc = 0.0;
     for w in &e[..e.len() - 1] {
         acc += w / total;
-        times.push(path.t_of_lambda(-(u_hi - (u_hi - u_lo) * acc)));
+        times.push(c.t(path, u_hi - (u_hi - u_lo) * acc));
     }
     times
 }
 
-fn log_sigma_bar(path: &dyn NoisePath, t: f64) -> f64 {
-    -path.lambda(t)
-}
-
 /// θ reproducing a given grid (its points after the start), the inverse of [`times_of`].
 fn theta_of(times: &[f64], path: &dyn NoisePath) -> Vec<f64> {
-    let (u_hi, u_lo) = (log_sigma_bar(path, times[0]), log_sigma_bar(path, path.t_range().0));
-    let mut u: Vec<f64> = times.iter().map(|&t| log_sigma_bar(path, t)).collect();
+    let c = Coord::for_start(path, times[0]);
+    let (u_hi, u_lo) = (c.u(path, times[0]), c.u(path, path.t_range().0));
+    let mut u: Vec<f64> = times.iter().map(|&t| c.u(path, t)).collect();
     u.push(u_lo);
     u.windows(2).map(|w| ((w[0] - w[1]) / (u_hi - u_lo)).max(1e-12).ln()).collect()
 }
@@ -370,9 +398,6 @@ pub fn search_schedule(
         return Err(Error::invalid("solvers", format!("'{name}': schedules are for fixed-step deterministic solvers")));
     }
     let (path, t_start) = (target.path, target.t_start);
-    if !log_sigma_bar(path, t_start).is_finite() {
-        return Err(Error::invalid("t_start", "the search places times in ln(σ/α), which needs α > 0 at the start"));
-    }
     let own_orders = solver.plan_nfe(target.nfe, true)?;
     let intervals = own_orders.len();
     // Orders (and strategies) are searched where they do not change the cost: one evaluation per step.
@@ -486,7 +511,7 @@ impl Plan {
                             continue;
                         }
                         for corrector in correctors {
-                            let step = StepStrategy { order, predictor, corrector };
+                            let step = StepStrategy::multistep(order, predictor, corrector);
                             if step != s[i] {
                                 let mut t = s.clone();
                                 t[i] = step;
@@ -612,18 +637,24 @@ mod tests {
         assert!(Recipe::new(path.as_ref(), 7, None).unwrap_err().to_string().contains("5, 6 and 8"));
     }
 
+    /// On a path starting at α > 0 the search coordinate is ln σ̄; on RDDM's, which starts at α = 0, the time.
     #[test]
     fn theta_and_times_are_inverse_and_grids_stay_decreasing() {
-        let path = PathSpec::default_of("edm").unwrap().build().unwrap();
-        let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero).build(path.as_ref(), 6).unwrap();
-        let times: Vec<f64> = grid[..6].iter().map(|p| p.t).collect();
-        let back = times_of(&theta_of(&times, path.as_ref()), path.as_ref(), times[0]);
-        for (a, b) in times.iter().zip(&back).take(5) {
-            assert!((a - b).abs() <= 1e-9 * a.abs().max(1e-3), "{times:?} vs {back:?}");
-        }
-        for theta in [vec![3.0, -4.0, 0.0, 9.0], vec![-3.0, 3.0, 0.0, 0.0]] {
-            let t = times_of(&theta, path.as_ref(), times[0]);
-            assert!(t.windows(2).all(|w| w[0] > w[1]) && *t.last().unwrap() > path.t_range().0, "{t:?}");
+        for (kind, spacing, coord) in
+            [("edm", Spacing::Karras { rho: 7.0 }, Coord::LogSigmaBar), ("rddm", Spacing::UniformT, Coord::Time)]
+        {
+            let path = PathSpec::default_of(kind).unwrap().build().unwrap();
+            let grid = GridSpec::new(spacing, End::Zero).build(path.as_ref(), 6).unwrap();
+            let times: Vec<f64> = grid[..6].iter().map(|p| p.t).collect();
+            assert_eq!(Coord::for_start(path.as_ref(), times[0]), coord, "{kind}");
+            let back = times_of(&theta_of(&times, path.as_ref()), path.as_ref(), times[0]);
+            for (a, b) in times.iter().zip(&back).take(5) {
+                assert!((a - b).abs() <= 1e-9 * a.abs().max(1e-3), "{kind}: {times:?} vs {back:?}");
+            }
+            for theta in [vec![3.0, -4.0, 0.0, 9.0], vec![-3.0, 3.0, 0.0, 0.0]] {
+                let t = times_of(&theta, path.as_ref(), times[0]);
+                assert!(t.windows(2).all(|w| w[0] > w[1]) && *t.last().unwrap() >= path.t_range().0, "{kind}: {t:?}");
+            }
         }
     }
 }

@@ -23,6 +23,7 @@
 //! Every interval that ends at the data (σ = 0) is a first-order jump `x = x̂0` costing one evaluation.
 
 pub mod common;
+pub mod deis;
 pub mod driver;
 pub mod ems;
 pub mod multistep;
@@ -37,9 +38,10 @@ pub mod v3;
 
 use tch::Tensor;
 
+pub use deis::DeisTab;
 pub use driver::{AdaptiveStepper, FinalPrediction, Interval, StepControl, Stepper, Stepping, drive};
 pub use ems::{EmpiricalStats, EmsSettings};
-pub use multistep::{DataMultistep, DeisTab, LowerOrderFinal, Predictor, StepStrategy, UniVariant, Warmup};
+pub use multistep::{DataMultistep, LowerOrderFinal, Predictor, StepStrategy, UniVariant, Warmup};
 pub use noise::{BrownianTree, FixedNoise};
 pub use registry::{SolverSpec, build_solver, solver_names};
 pub use residual::{RddmDeterministic, ResfusionAncestral};

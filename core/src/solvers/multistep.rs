@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::common::{data_step, data_step_coeffs, integrate, regular, solve_linear, step_h, weighted_sum};
+use super::common::{data_step, data_step_coeffs, regular, solve_linear, step_h, weighted_sum};
 use super::driver::{FinalPrediction, Interval, Stepper, Stepping, cached};
 use super::run::Run;
 use super::singlestep::{Form, singlestep_update};
@@ -66,7 +66,7 @@ pub enum Warmup {
 
 impl Warmup {
     /// The singlestep order used for the first step of a method of order q, if any.
-    fn starter(self, q: u32) -> Option<u32> {
+    pub(crate) fn starter(self, q: u32) -> Option<u32> {
         (self == Warmup::Singlestep && q >= 3).then(|| (q - 1).min(3))
     }
 }
@@ -109,11 +109,41 @@ pub struct StepStrategy {
     /// The corrector after the step, if any (never after the last step, which has no next model output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrector: Option<UniVariant>,
+    /// The derivative estimate from evaluations inside the step — a singlestep DPM-Solver(++) of the step's order
+    /// on the predictor's form (order 2: the midpoint), costing `order` evaluations — instead of earlier outputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub singlestep: bool,
 }
 
 impl StepStrategy {
-    /// Checks the order against the predictor (DPM-Solver++ has orders 1–3, UniP here 1–4).
+    /// A multistep strategy (its derivative estimate from earlier outputs).
+    pub fn multistep(order: u32, predictor: Predictor, corrector: Option<UniVariant>) -> Self {
+        StepStrategy { order, predictor, corrector, singlestep: false }
+    }
+
+    /// A singlestep strategy of `order` (2 or 3) on the predictor's form (DPM-Solver++ or DPM-Solver on ε̂).
+    pub fn singlestep(order: u32, predictor: Predictor) -> Self {
+        StepStrategy { order, predictor, corrector: None, singlestep: true }
+    }
+
+    /// Model evaluations of the step when it does not end at the data.
+    pub fn cost(&self) -> usize {
+        if self.singlestep { self.order as usize } else { 1 }
+    }
+
+    /// Checks the order against the predictor (DPM-Solver++ has orders 1–3, UniP here 1–4) and a singlestep
+    /// estimate against its order (2–3), predictor (not UniP) and corrector (none).
     pub fn validate(&self) -> Result<()> {
+        if self.singlestep
+            && (!(2..=3).contains(&self.order)
+                || matches!(self.predictor, Predictor::UniP(_))
+                || self.corrector.is_some())
+        {
+            return Err(Error::invalid(
+                "strategy",
+                format!("a singlestep step has order 2 or 3, a DPM-Solver predictor and no corrector: {self:?}"),
+            ));
+        }
         // UniP takes any order; schedules stop at 4, as explicit order plans do.
         let most = match self.predictor {
             Predictor::DpmPlusPlus | Predictor::DpmNoise => 3,
@@ -143,7 +173,7 @@ pub struct DataMultistep {
 impl DataMultistep {
     /// The solver's strategy at a step of the given order (its predictor and corrector).
     pub fn strategy(&self, order: u32) -> StepStrategy {
-        StepStrategy { order, predictor: self.predictor, corrector: self.corrector }
+        StepStrategy::multistep(order, self.predictor, self.corrector)
     }
 
     /// A solver running `strategies`, one per interval (the orders of a run are the strategies' orders).
@@ -409,7 +439,8 @@ impl Solver for DataMultistep {
     fn info(&self) -> SolverInfo {
         let order = self.convergence_order();
         if self.strategies.is_some() {
-            let description = "USF schedule: per-step order, predictor (DPM-Solver++/UniP) and UniC corrector";
+            let description = "USF schedule: per-step order, predictor (DPM-Solver++/UniP/DPM-Solver on ε̂), derivative \
+                               estimate (multistep or singlestep) and UniC corrector";
             return SolverInfo::deterministic(&self.name, description, self.order);
         }
         let description = match (self.predictor, self.corrector.is_some(), self.order) {
@@ -453,9 +484,15 @@ impl Solver for DataMultistep {
         Ok(multistep_orders(self.order, steps, to_data, self.lower_order_final))
     }
 
-    fn cost(&self, index: usize, _order: u32, to_data: bool) -> usize {
-        match self.warmup.starter(self.convergence_order()) {
-            Some(k) if index == 0 && !to_data => k as usize,
+    fn cost(&self, index: usize, order: u32, to_data: bool) -> usize {
+        if let Some(k) = self.warmup.starter(self.convergence_order())
+            && index == 0
+            && !to_data
+        {
+            return k as usize;
+        }
+        match self.strategies.as_ref().and_then(|st| st.get(index)) {
+            Some(st) if st.singlestep && !to_data && order >= 2 => order as usize,
             _ => 1,
         }
     }
@@ -503,14 +540,27 @@ impl Stepper for DataMultistepStepper<'_> {
         let k = if regular(s, t) { iv.order.min(usable + 1) } else { 1 };
         let hist: Vec<(Point, Tensor)> = self.hist.iter().map(|(p, m)| (*p, m.shallow_clone())).collect();
         let starter = solver.warmup.starter(solver.convergence_order()).filter(|_| iv.index == 0 && regular(s, t));
-        let (predictor, corrector) = match &solver.strategies {
-            Some(st) => (st[iv.index].predictor, st[iv.index].corrector),
-            None => (solver.predictor, solver.corrector),
+        let (predictor, corrector, single) = match &solver.strategies {
+            Some(st) => (st[iv.index].predictor, st[iv.index].corrector, st[iv.index].singlestep),
+            None => (solver.predictor, solver.corrector, false),
         };
+        let single = single && iv.order >= 2 && regular(s, t);
         let mut x_new = match starter {
             Some(order) => {
                 let r1 = if order == 2 { 0.5 } else { 1.0 / 3.0 };
                 singlestep_update(run, Form::Data, x, s, t, &m_cur, order, r1)?.0
+            }
+            None if single => {
+                let r1 = if iv.order == 2 { 0.5 } else { 1.0 / 3.0 };
+                if predictor == Predictor::DpmNoise {
+                    if !(s.alpha > 0.0) {
+                        return Err(Error::invalid("solver", "the noise-form singlestep step needs α > 0"));
+                    }
+                    let e0 = eps_of(x, &m_cur, s)?;
+                    singlestep_update(run, Form::Noise, x, s, t, &e0, iv.order, r1)?.0
+                } else {
+                    singlestep_update(run, Form::Data, x, s, t, &m_cur, iv.order, r1)?.0
+                }
             }
             None if predictor == Predictor::DpmNoise && k >= 2 => {
                 if !(s.alpha > 0.0) {
@@ -532,6 +582,7 @@ impl Stepper for DataMultistepStepper<'_> {
             if let Some(v) = corrector
                 && regular(s, t)
                 && starter.is_none()
+                && !single
             {
                 x_new = unipc_update(x, s, t, &m_cur, &hist, k, v, Some(&m_t))?;
             }
@@ -548,138 +599,5 @@ impl Stepper for DataMultistepStepper<'_> {
 
     fn final_prediction(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<FinalPrediction> {
         Ok(FinalPrediction::Data(self.current(run, x, s)?))
-    }
-}
-
-/// DEIS tAB (Zhang & Chen 2023): exponential integrator on the noise prediction, which is extrapolated by a
-/// Lagrange polynomial in t through the last `order` values: `x̃_t = α_t·(x̃_s/α_s + Σ_j C_j·ε̂_j)`,
-/// `C_j = ∫_s^t (d(σ/α)/dτ)·ℓ_j(τ) dτ` (Gauss–Legendre after integrating by parts). Needs α > 0.
-#[derive(Debug, Clone)]
-pub struct DeisTab {
-    order: u32,
-    lower_order_final: LowerOrderFinal,
-    warmup: Warmup,
-}
-
-impl DeisTab {
-    /// DEIS tAB using `order` (1–3) noise predictions per step; order 1 is DDIM.
-    pub fn new(order: u32, lower_order_final: LowerOrderFinal) -> Self {
-        DeisTab { order: order.clamp(1, 3), lower_order_final, warmup: Warmup::LowerOrder }
-    }
-
-    /// The same solver with another warm-up policy.
-    pub fn with_warmup(mut self, warmup: Warmup) -> Self {
-        self.warmup = warmup;
-        self
-    }
-}
-
-/// `∫_a^b σ̄'(τ)·ℓ_j(τ) dτ` for the Lagrange basis through `nodes`, as `[σ̄ℓ_j]_a^b − ∫ σ̄·ℓ_j'`.
-fn deis_coefficients(run: &Run<'_>, nodes: &[f64], a: f64, b: f64) -> Vec<f64> {
-    let path = run.path();
-    let sbar = |t: f64| path.sigma(t) / path.alpha(t);
-    let ell = |j: usize, tau: f64| -> f64 {
-        nodes.iter().enumerate().filter(|(k, _)| *k != j).map(|(_, &tk)| (tau - tk) / (nodes[j] - tk)).product()
-    };
-    let dell = |j: usize, tau: f64| -> f64 {
-        // Derivative of the product: Σ_m Π_{k≠j,m} (τ − t_k)/(t_j − t_k) · 1/(t_j − t_m).
-        let mut total = 0.0;
-        for (m, &tm) in nodes.iter().enumerate() {
-            if m == j {
-                continue;
-            }
-            let mut prod = 1.0 / (nodes[j] - tm);
-            for (k, &tk) in nodes.iter().enumerate() {
-                if k != j && k != m {
-                    prod *= (tau - tk) / (nodes[j] - tk);
-                }
-            }
-            total += prod;
-        }
-        total
-    };
-    (0..nodes.len())
-        .map(|j| {
-            let boundary = sbar(b) * ell(j, b) - sbar(a) * ell(j, a);
-            if nodes.len() == 1 {
-                return boundary;
-            }
-            boundary - integrate(|tau| sbar(tau) * dell(j, tau), a, b, 8)
-        })
-        .collect()
-}
-
-impl Solver for DeisTab {
-    fn info(&self) -> SolverInfo {
-        SolverInfo::deterministic(
-            &format!("deis-{}", self.order),
-            "DEIS tAB: exponential integrator with Lagrange extrapolation of ε̂ in t (Zhang & Chen 2023)",
-            self.order,
-        )
-    }
-
-    fn plan_steps(&self, steps: usize, to_data: bool) -> Result<Vec<u32>> {
-        Ok(multistep_orders(self.order, steps, to_data, self.lower_order_final))
-    }
-
-    fn cost(&self, index: usize, _order: u32, to_data: bool) -> usize {
-        match self.warmup.starter(self.order) {
-            Some(k) if index == 0 && !to_data => k as usize,
-            _ => 1,
-        }
-    }
-
-    fn stepper<'s>(&'s self, _run: &Run<'_>, grid: &[Point], _orders: &[u32]) -> Result<Stepping<'s>> {
-        if grid[0].alpha <= 0.0 {
-            return Err(Error::invalid(
-                "solver",
-                "deis needs α > 0 at the start; start lower (t_start) or use a data-form solver (ddim, dpm++2m, unipc)",
-            ));
-        }
-        Ok(Stepping::Fixed(Box::new(DeisStepper { solver: self, e_cur: None, hist: VecDeque::new() })))
-    }
-}
-
-/// A DEIS run: the noise prediction at the current point and the earlier ones with their times (newest first).
-struct DeisStepper<'s> {
-    solver: &'s DeisTab,
-    e_cur: Option<Tensor>,
-    hist: VecDeque<(f64, Tensor)>,
-}
-
-impl DeisStepper<'_> {
-    fn current(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<Tensor> {
-        cached(&mut self.e_cur, || run.eps(x, s))
-    }
-}
-
-impl Stepper for DeisStepper<'_> {
-    fn step(&mut self, run: &mut Run<'_>, x: &Tensor, iv: &Interval) -> Result<Tensor> {
-        let (s, t) = (&iv.s, &iv.t);
-        let e_cur = self.current(run, x, s)?;
-        let x_new = if let Some(order) = self.solver.warmup.starter(self.solver.order).filter(|_| iv.index == 0) {
-            singlestep_update(run, Form::Noise, x, s, t, &e_cur, order, if order == 2 { 0.5 } else { 1.0 / 3.0 })?.0
-        } else {
-            let k = iv.order.min(self.hist.len() as u32 + 1) as usize;
-            let mut nodes = vec![s.t];
-            nodes.extend(self.hist.iter().take(k - 1).map(|(tp, _)| *tp));
-            let coeffs = deis_coefficients(run, &nodes, s.t, t.t);
-            let mut terms: Vec<(f64, &Tensor)> = vec![(t.alpha / s.alpha, x), (t.alpha * coeffs[0], &e_cur)];
-            for (c, (_, e)) in coeffs[1..].iter().zip(self.hist.iter()) {
-                terms.push((t.alpha * c, e));
-            }
-            weighted_sum(&terms)?
-        };
-        if !iv.is_last() && !t.is_data() {
-            let e_t = run.eps(&x_new, t)?;
-            self.hist.push_front((s.t, e_cur));
-            self.hist.truncate(self.solver.order as usize);
-            self.e_cur = Some(e_t);
-        }
-        Ok(x_new)
-    }
-
-    fn final_prediction(&mut self, run: &mut Run<'_>, x: &Tensor, s: &Point) -> Result<FinalPrediction> {
-        Ok(FinalPrediction::Noise(self.current(run, x, s)?))
     }
 }

@@ -7,7 +7,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::multistep::{DataMultistep, DeisTab, LowerOrderFinal, Predictor, StepStrategy, UniVariant};
+use super::deis::DeisTab;
+use super::multistep::{DataMultistep, LowerOrderFinal, Predictor, StepStrategy, UniVariant};
 use super::residual::{RddmDeterministic, ResfusionAncestral};
 use super::rk::{self, Dopri5, RungeKutta, Variable};
 use super::singlestep::{AdaptiveDpm, Form, Singlestep};
@@ -143,11 +144,20 @@ impl SolverSpec {
         self.text.split_once(':').map_or(&self.text, |(n, _)| n)
     }
 
-    /// The solver's constant per-step strategy at `order` when it belongs to the data-form multistep family that
-    /// USF schedules mix (ddim, dpm++2m/3m with or without UniC, unipc): a schedule of these strategies with
-    /// the solver's own orders runs exactly this solver.
+    /// The solver's constant per-step strategy at `order` when it is a point of the space USF schedules mix (ddim,
+    /// dpm++2m/3m with or without UniC, unipc, DPM-Solver multistep on ε̂, and the singlestep dpm++2s/3s and
+    /// dpm-solver-2/3): a schedule of these strategies with the solver's own orders runs exactly this solver.
     pub fn strategy(&self, order: u32) -> Option<StepStrategy> {
+        let singlestep = |predictor| {
+            Some(if order >= 2 {
+                StepStrategy::singlestep(order, predictor)
+            } else {
+                StepStrategy::multistep(order, predictor, None)
+            })
+        };
         let (predictor, corrector) = match self.name() {
+            "dpm++2s" | "dpm++3s" => return singlestep(Predictor::DpmPlusPlus),
+            "dpm-solver-2" | "dpm-solver-3" => return singlestep(Predictor::DpmNoise),
             "ddim" | "dpm++2m" | "dpm++3m" => (Predictor::DpmPlusPlus, None),
             "dpm++2m+unic" | "dpm++3m+unic" => (Predictor::DpmPlusPlus, Some(UniVariant::Bh2)),
             "dpm-solver-2m" | "dpm-solver-3m" => (Predictor::DpmNoise, None),
@@ -155,7 +165,7 @@ impl SolverSpec {
             n if n.starts_with("unipc-bh2") => (Predictor::UniP(UniVariant::Bh2), Some(UniVariant::Bh2)),
             _ => return None,
         };
-        Some(StepStrategy { order, predictor, corrector })
+        Some(StepStrategy::multistep(order, predictor, corrector))
     }
 
     /// Builds the solver with the run's options (numeric parameters are checked here).

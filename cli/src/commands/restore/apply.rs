@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use diffuse_core::batch::{Progress, Status};
+use diffuse_core::search::ScheduleFile;
 use diffuse_restoration::RestorationModel;
 use diffuse_restoration::degrade::Task;
 use diffuse_restoration::image_io::Format;
@@ -41,6 +42,13 @@ pub struct ApplyArgs {
     /// Sampler steps (default: the model's).
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
+    /// Run a searched schedule from this file (`diffuse restore search`; the one of --nfe, or of the fewest NFE)
+    /// instead of a sampler.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sampler", "steps"])]
+    pub schedule: Option<PathBuf>,
+    /// With --schedule: the budget whose schedule to run.
+    #[arg(long, value_name = "N", requires = "schedule")]
+    pub nfe: Option<usize>,
     /// Images are restored in square tiles of this many pixels (memory of the network grows with it)…
     #[arg(long, default_value_t = DEFAULT_TILING.tile, value_name = "PIXELS")]
     pub tile: usize,
@@ -73,7 +81,8 @@ pub(super) fn load_model(model: Option<&Path>, task: Task, ctx: &Context) -> any
     Ok(model)
 }
 
-/// The sampling options: the model's defaults with the command line's overrides, checked.
+/// The sampling options: the model's defaults with the command line's overrides, checked. A sampler or a step
+/// count given on the command line replaces the model's own schedule, if it has one.
 pub(super) fn sample_options(
     model: &RestorationModel,
     sampler: Option<&str>,
@@ -84,13 +93,30 @@ pub(super) fn sample_options(
     if let Some(s) = sampler {
         diffuse_core::solvers::build_solver(s, &Default::default()).context("--sampler")?;
         o.solver = s.to_string();
+        o.schedule = None;
     }
     if let Some(n) = steps {
         diffuse_core::limits::at_most("--steps", n, diffuse_core::limits::MAX_NFE)?;
         anyhow::ensure!(n > 0, "--steps must be at least 1");
         o.steps = n;
+        o.schedule = None;
     }
     Ok(o)
+}
+
+/// The schedules of `file` for `model`: refused when they were searched on another path.
+pub(super) fn load_schedules(model: &RestorationModel, file: &Path) -> anyhow::Result<ScheduleFile> {
+    let schedules = ScheduleFile::load(file)?;
+    anyhow::ensure!(
+        schedules.path == model.config().path,
+        "{}: its schedules were searched on another path than the model's",
+        file.display()
+    );
+    let path = model.path();
+    for s in &schedules.schedules {
+        s.validate(path.as_ref(), path.t_range().1).with_context(|| format!("{}", file.display()))?;
+    }
+    Ok(schedules)
 }
 
 /// `NAME_restored.EXT` beside `file`.
@@ -169,7 +195,10 @@ pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCo
     );
     diffuse_core::limits::at_most("--tile", args.tile, 4096)?;
     let model = load_model(args.model.as_deref(), task, ctx)?;
-    let opts = sample_options(&model, args.sampler.as_deref(), args.steps, ctx.global.seed)?;
+    let mut opts = sample_options(&model, args.sampler.as_deref(), args.steps, ctx.global.seed)?;
+    if let Some(file) = &args.schedule {
+        opts.schedule = Some(load_schedules(&model, file)?.pick(args.nfe)?.clone());
+    }
     let (jobs, folder) = plan_jobs(args)?;
     for job in &jobs {
         diffuse_core::io::protect_input(&job.input);
@@ -180,10 +209,11 @@ pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCo
     if run.shard().count > 1 {
         p.info(format!("shard {}: {} of {total} image{}", run.shard(), jobs.len(), if total == 1 { "" } else { "s" }));
     }
-    p.verbose(format!(
-        "sampler {} with {} steps, tiles of {} (overlap {})",
-        opts.solver, opts.steps, tiling.tile, tiling.overlap
-    ));
+    let sampler = match &opts.schedule {
+        Some(s) => format!("schedule of {} with {} NFE", s.solver, s.nfe),
+        None => format!("sampler {} with {} steps", opts.solver, opts.steps),
+    };
+    p.verbose(format!("{sampler}, tiles of {} (overlap {})", tiling.tile, tiling.overlap));
     let inputs: HashSet<PathBuf> = jobs.iter().filter_map(|j| j.input.canonicalize().ok()).collect();
     let bar = p.progress(jobs.len() as u64, task.name());
     let start = Instant::now();

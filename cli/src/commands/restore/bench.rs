@@ -8,7 +8,7 @@ use diffuse_restoration::degrade::Task;
 use diffuse_restoration::pipeline::{DEFAULT_TILING, bench, load_fixed_pairs, mean_scores};
 
 use super::super::Context;
-use super::apply::{load_model, sample_options};
+use super::apply::{load_model, load_schedules, sample_options};
 use super::parse_task;
 
 /// Arguments of `diffuse restore bench`.
@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Step counts (NFE for the single-evaluation solvers), comma-separated.
     #[arg(long, default_value = "1,2,5,10,20", value_delimiter = ',')]
     pub nfe: Vec<usize>,
+    /// Also run the searched schedules of this file (`diffuse restore search`), the best per NFE, as rows
+    /// `s3:SOLVER`.
+    #[arg(long, value_name = "FILE")]
+    pub schedule: Option<PathBuf>,
     /// Write an SVG plot of PSNR against NFE.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
@@ -61,14 +65,22 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
             sample_options(&model, Some(s), Some(n), ctx.global.seed)?;
         }
     }
+    let schedules: Vec<diffuse_core::search::Schedule> = match &args.schedule {
+        Some(file) => load_schedules(&model, file)?.best().into_iter().cloned().collect(),
+        None => Vec::new(),
+    };
     let (pairs, notes) = load_fixed_pairs(task, &args.clean, ctx.global.seed)?;
     for (file, why) in &notes {
         p.warn(format!("skipping {}: {why}", file.display()));
     }
     anyhow::ensure!(!pairs.is_empty(), "{}: no usable images", args.clean.display());
     let (in_psnr, in_ssim) = mean_scores(&pairs, None)?;
-    let bar = p.progress((args.samplers.len() * args.nfe.len() * pairs.len()) as u64, "benchmark");
-    let points = bench(&model, &pairs, &args.samplers, &args.nfe, ctx.global.seed, DEFAULT_TILING, &mut || bar.inc(1))?;
+    let runs = args.samplers.len() * args.nfe.len() + schedules.len();
+    let bar = p.progress((runs * pairs.len()) as u64, "benchmark");
+    let points =
+        bench(&model, &pairs, &args.samplers, &args.nfe, &schedules, ctx.global.seed, DEFAULT_TILING, &mut || {
+            bar.inc(1)
+        })?;
     bar.finish_and_clear();
     let mut md = format!(
         "| sampler | NFE | PSNR (dB) | SSIM | s/image |\n|---|---|---|---|---|\n| degraded input | 0 | {in_psnr:.2} | {in_ssim:.4} | – |\n"
@@ -90,8 +102,13 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         p.info(format!("points written to {}", path.display()));
     }
     if let Some(path) = &args.plot {
-        let mut series: Vec<Series> = args
-            .samplers
+        let mut names: Vec<String> = Vec::new();
+        for name in args.samplers.iter().chain(points.iter().map(|pt| &pt.sampler)) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let mut series: Vec<Series> = names
             .iter()
             .map(|s| Series {
                 name: s.clone(),

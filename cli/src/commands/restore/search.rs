@@ -1,0 +1,105 @@
+//! `diffuse restore search`: solver schedules for a restoration model, searched on validation images.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use diffuse_core::io::write_bytes_atomic;
+use diffuse_core::solvers::SolverSpec;
+use diffuse_restoration::degrade::Task;
+use diffuse_restoration::pipeline::load_fixed_pairs;
+use diffuse_restoration::search::SearchOptions;
+
+use super::super::Context;
+use super::super::solvers::{parse_budgets, parse_duration};
+use super::apply::load_model;
+use super::parse_task;
+
+/// Arguments of `diffuse restore search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The model (`.safetensors` with its `.json` sidecar; default: the built-in model of --task).
+    #[arg(long, value_name = "M.safetensors")]
+    pub model: Option<PathBuf>,
+    /// The task (default: the model's).
+    #[arg(long, value_parser = parse_task)]
+    pub task: Option<Task>,
+    /// Folder of clean validation images (never the images results are reported on), degraded with the task's
+    /// fixed test variant.
+    #[arg(long, value_name = "DIR")]
+    pub clean: PathBuf,
+    /// Side of the centre crop of each image that the objective restores (pixels).
+    #[arg(long, default_value_t = 128, value_name = "PIXELS")]
+    pub crop: usize,
+    /// NFE budgets: a list (2,3,5) or a range (2..5).
+    #[arg(long, default_value = "2..5")]
+    pub nfe: String,
+    /// Base solvers tried at every budget.
+    #[arg(long, default_value = "dpm++2m,ddim,unipc-bh2", value_delimiter = ',')]
+    pub solvers: Vec<SolverSpec>,
+    /// Objective evaluations per schedule (deterministic: the same count gives the same schedules).
+    #[arg(long, default_value_t = 100)]
+    pub evals: usize,
+    /// Optional cap on the whole search's time: seconds, or minutes with an `m` (10m).
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Output schedule file (JSON), for `restore … --schedule` and `restore bench --schedule`.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs `diffuse restore search`.
+pub fn run(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
+    diffuse_core::io::check_output(&args.output, args.force)?;
+    diffuse_core::io::check_writable_folder(&args.output)?;
+    anyhow::ensure!((1..=100_000).contains(&args.evals), "--evals: from 1 to 100000, got {}", args.evals);
+    anyhow::ensure!((8..=4096).contains(&args.crop), "--crop: from 8 to 4096 pixels, got {}", args.crop);
+    let model = match args.task {
+        Some(task) => load_model(args.model.as_deref(), task, ctx)?,
+        None => match &args.model {
+            Some(path) => diffuse_restoration::RestorationModel::load(path, ctx.device()?)?,
+            None => anyhow::bail!("name a --model, or a --task to search for its built-in model"),
+        },
+    };
+    let task: Task = model.config().task.parse()?;
+    let (pairs, notes) = load_fixed_pairs(task, &args.clean, ctx.global.seed)?;
+    for (file, why) in &notes {
+        ctx.printer.warn(format!("skipping {}: {why}", file.display()));
+    }
+    anyhow::ensure!(!pairs.is_empty(), "{}: no usable images", args.clean.display());
+    let opts = SearchOptions {
+        nfe: parse_budgets(&args.nfe)?,
+        solvers: args.solvers.clone(),
+        evaluations: args.evals,
+        time: args.budget.as_deref().map(parse_duration).transpose()?,
+        crop: args.crop,
+        seed: ctx.global.seed,
+    };
+    ctx.printer.info(format!("{} model, {} images, centre crops of {} px", task.name(), pairs.len(), args.crop));
+    let bar = ctx.printer.progress((opts.nfe.len() * opts.solvers.len()) as u64, "searching");
+    let file = diffuse_restoration::search::search(&model, &pairs, &opts, |nfe, solver| {
+        bar.set_message(format!("{solver} @ {nfe} NFE"));
+        bar.inc(1);
+    })
+    .with_context(|| format!("searching schedules on {}", args.clean.display()))?;
+    bar.finish_and_clear();
+    println!("{:<5} {:<14} {:>14} {:>14} {:>8}", "nfe", "solver", "search PSNR", "own grid", "evals");
+    for s in &file.schedules {
+        println!(
+            "{:<5} {:<14} {:>14.2} {:>14.2} {:>8}",
+            s.nfe, s.solver, -s.search_error, -s.baseline_error, s.evaluations
+        );
+    }
+    let text = serde_json::to_string_pretty(&file)? + "\n";
+    write_bytes_atomic(&args.output, args.force, text.as_bytes())?;
+    ctx.printer.info(format!(
+        "wrote {} (score it on other images: restore bench --schedule; use it: restore {} --schedule)",
+        args.output.display(),
+        task.name()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
