@@ -5,10 +5,9 @@
 //! Search on validation pairs; score the result on other pairs (`diffuse audio bench --schedule`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use diffuse_core::search::{FORMAT, GridTarget, Schedule, ScheduleFile, SearchBudget, search_schedule};
-use diffuse_core::solvers::{SolverOptions, SolverSpec};
+use diffuse_core::search::{FORMAT, Schedule, ScheduleFile, SearchScope};
+use diffuse_core::solvers::SolverOptions;
 
 use crate::metrics::si_sdr;
 use crate::pipeline::{EnhanceReport, StageTimes};
@@ -48,14 +47,9 @@ impl std::str::FromStr for Fit {
 /// What to search.
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
-    /// Budgets (network evaluations per chunk).
-    pub nfe: Vec<usize>,
-    /// Base solvers tried at every budget (deterministic, fixed-step).
-    pub solvers: Vec<SolverSpec>,
-    /// Objective evaluations per schedule (each enhances every crop once).
-    pub evaluations: usize,
-    /// Optional wall-clock cap of the whole search.
-    pub time: Option<Duration>,
+    /// Budgets (network evaluations per chunk), base solvers, objective evaluations per schedule (each enhances
+    /// every crop once) and time.
+    pub scope: SearchScope,
     /// Length of the crop taken from the middle of each pair (shorter pairs are used whole).
     pub crop_seconds: f64,
     /// The target of the comparison.
@@ -73,8 +67,8 @@ pub fn search(
     mut progress: impl FnMut(usize, &str),
 ) -> Result<ScheduleFile> {
     let config = model.config();
-    if opts.nfe.is_empty() || opts.solvers.is_empty() || pairs.is_empty() {
-        return Err(Error::invalid("search", "need budgets, solvers and at least one pair"));
+    if pairs.is_empty() {
+        return Err(Error::invalid("search", "need at least one pair"));
     }
     if !(opts.crop_seconds > 0.0) {
         return Err(Error::invalid("crop", format!("need a positive crop length, got {} s", opts.crop_seconds)));
@@ -108,24 +102,16 @@ pub fn search(
     let path = config.noise_path()?;
     let t_start = path.t_range().1;
     let grid = default_grid(path.as_ref());
-    let per_run = opts.time.map(|t| t.div_f64((opts.nfe.len() * opts.solvers.len()) as f64));
-    let mut schedules = Vec::new();
-    for &nfe in &opts.nfe {
-        for spec in &opts.solvers {
-            progress(nfe, &spec.to_string());
-            let mut objective = |candidate: &Schedule| {
-                let to_core = |e: Error| diffuse_core::Error::invalid("schedule", e.to_string());
-                let sampler = CoreSampler::from_schedule(candidate, config).map_err(to_core)?;
-                let outs = enhance(&sampler).map_err(to_core)?;
-                let total: f64 = outs.iter().zip(&references).map(|(o, r)| si_sdr(r, o)).sum();
-                Ok(-total / outs.len() as f64)
-            };
-            let target = GridTarget { path: path.as_ref(), default_grid: &grid, t_start, nfe };
-            let budget = SearchBudget { evaluations: opts.evaluations, time: per_run };
-            let options = SolverOptions::default();
-            schedules.push(search_schedule(spec, &options, &target, &budget, "-si_sdr_db", &mut objective)?);
-        }
-    }
+    let mut objective = |candidate: &Schedule| {
+        let to_core = |e: Error| diffuse_core::Error::invalid("schedule", e.to_string());
+        let sampler = CoreSampler::from_schedule(candidate, config).map_err(to_core)?;
+        let outs = enhance(&sampler).map_err(to_core)?;
+        let total: f64 = outs.iter().zip(&references).map(|(o, r)| si_sdr(r, o)).sum();
+        Ok(-total / outs.len() as f64)
+    };
+    let options = SolverOptions::default();
+    let schedules =
+        opts.scope.search_each(path.as_ref(), &grid, t_start, &options, "-si_sdr_db", &mut objective, &mut progress)?;
     let fitted_to = match &opts.fit {
         Fit::Clean => format!("clean references of {} crops of {} s", crops.len(), opts.crop_seconds),
         Fit::Teacher { sampler, steps } => {

@@ -20,6 +20,42 @@ fn mixture(path: Arc<dyn NoisePath>) -> GaussianMixture {
     GaussianMixture::new(vec![0.4, 0.6], means, vec![0.2, 0.4], path).unwrap()
 }
 
+/// The mixture on the EDM path, 16 draws of seed `seed` at its start, the Karras grid and its first `steps` times.
+fn karras_setup(seed: u64, steps: usize) -> (Arc<dyn NoisePath>, GaussianMixture, Tensor, GridSpec, Vec<f64>) {
+    let path = PathSpec::default_of("edm").unwrap().build().unwrap();
+    let model = mixture(path.clone());
+    let start = path.point(path.t_range().1);
+    let x = model.sample_marginal(&start, &SampleSeeds::new(seed, 0, 16), None).unwrap();
+    let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero);
+    let times: Vec<f64> = grid.build(path.as_ref(), steps).unwrap()[..steps].iter().map(|p| p.t).collect();
+    (path, model, x, grid, times)
+}
+
+/// The named solver on the grid, and the schedule of its constant strategies at its own orders: (output, NFE) of
+/// each. The schedule's strategies are checked to be singlestep where the solver is.
+fn solver_and_its_schedule(
+    name: &str,
+    steps: usize,
+    path: &Arc<dyn NoisePath>,
+    model: &GaussianMixture,
+    x: &Tensor,
+    grid: &GridSpec,
+    times: &[f64],
+) -> ((Tensor, usize), (Tensor, usize)) {
+    let spec: SolverSpec = name.parse().unwrap();
+    let solver = spec.build(&SolverOptions::default()).unwrap();
+    let cond = Conditioning::none();
+    let plain =
+        sample(solver.as_ref(), path.as_ref(), model, &cond, x, grid, Budget::Steps(steps), &mut NoNoise, &mut ())
+            .unwrap();
+    let plan = solver.plan_steps(steps, true).unwrap();
+    let strategies: Vec<StepStrategy> = plan.iter().map(|&o| spec.strategy(o).unwrap()).collect();
+    let single = name.ends_with('s') || name == "dpm-solver-2" || name == "dpm-solver-3";
+    assert_eq!(strategies[0].singlestep, single, "{name}: {strategies:?}");
+    let usf = run_schedule(&schedule(name, times.to_vec(), Some(strategies)), path.as_ref(), model, x);
+    ((plain.x, plain.nfe), usf)
+}
+
 fn schedule(solver: &str, times: Vec<f64>, strategies: Option<Vec<StepStrategy>>) -> Schedule {
     Schedule {
         nfe: times.len(),
@@ -45,13 +81,8 @@ fn run_schedule(s: &Schedule, path: &dyn NoisePath, model: &GaussianMixture, x: 
 
 #[test]
 fn every_multistep_solver_is_a_constant_strategy_schedule() {
-    let path = PathSpec::default_of("edm").unwrap().build().unwrap();
-    let model = mixture(path.clone());
-    let start = path.point(path.t_range().1);
-    let x = model.sample_marginal(&start, &SampleSeeds::new(4, 0, 16), None).unwrap();
-    let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero);
     let steps = 7;
-    let times: Vec<f64> = grid.build(path.as_ref(), steps).unwrap()[..steps].iter().map(|p| p.t).collect();
+    let (path, model, x, grid, times) = karras_setup(4, steps);
     let names = [
         "ddim",
         "dpm++2m",
@@ -66,26 +97,10 @@ fn every_multistep_solver_is_a_constant_strategy_schedule() {
     ];
     let mut outputs = Vec::new();
     for name in names {
-        let spec: SolverSpec = name.parse().unwrap();
-        let solver = spec.build(&SolverOptions::default()).unwrap();
-        let plain = sample(
-            solver.as_ref(),
-            path.as_ref(),
-            &model,
-            &Conditioning::none(),
-            &x,
-            &grid,
-            Budget::Steps(steps),
-            &mut NoNoise,
-            &mut (),
-        )
-        .unwrap();
-        let plan = solver.plan_steps(steps, true).unwrap();
-        let strategies: Vec<StepStrategy> = plan.iter().map(|&o| spec.strategy(o).unwrap()).collect();
-        let (usf, nfe) = run_schedule(&schedule(name, times.clone(), Some(strategies)), path.as_ref(), &model, &x);
-        assert_eq!(nfe, plain.nfe, "{name}");
-        assert!(usf.equal(&plain.x), "{name}: the constant-strategy schedule differs from the solver");
-        outputs.push(plain.x);
+        let ((plain, plain_nfe), (usf, nfe)) = solver_and_its_schedule(name, steps, &path, &model, &x, &grid, &times);
+        assert_eq!(nfe, plain_nfe, "{name}");
+        assert!(usf.equal(&plain), "{name}: the constant-strategy schedule differs from the solver");
+        outputs.push(plain);
     }
     // The family's members really differ, so the identities above are not vacuous.
     assert!(!outputs[1].equal(&outputs[3]) && !outputs[0].equal(&outputs[1]) && !outputs[5].equal(&outputs[6]));
@@ -142,36 +157,13 @@ fn strategies_round_trip_through_json_and_bad_ones_are_refused() {
 /// singlestep and multistep steps mix in one schedule, and a singlestep step with a corrector or UniP is refused.
 #[test]
 fn singlestep_solvers_are_strategies_and_mix_with_multistep_steps() {
-    let path = PathSpec::default_of("edm").unwrap().build().unwrap();
-    let model = mixture(path.clone());
-    let start = path.point(path.t_range().1);
-    let x = model.sample_marginal(&start, &SampleSeeds::new(5, 0, 16), None).unwrap();
-    let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Zero);
     let steps = 5;
-    let times: Vec<f64> = grid.build(path.as_ref(), steps).unwrap()[..steps].iter().map(|p| p.t).collect();
+    let (path, model, x, grid, times) = karras_setup(5, steps);
     for name in ["dpm++2s", "dpm++3s", "dpm-solver-2", "dpm-solver-3"] {
-        let spec: SolverSpec = name.parse().unwrap();
-        let solver = spec.build(&SolverOptions::default()).unwrap();
-        let cond = Conditioning::none();
-        let plain = sample(
-            solver.as_ref(),
-            path.as_ref(),
-            &model,
-            &cond,
-            &x,
-            &grid,
-            Budget::Steps(steps),
-            &mut NoNoise,
-            &mut (),
-        )
-        .unwrap();
-        let plan = solver.plan_steps(steps, true).unwrap();
-        let strategies: Vec<StepStrategy> = plan.iter().map(|&o| spec.strategy(o).unwrap()).collect();
-        assert!(strategies[0].singlestep && !strategies[steps - 1].singlestep, "{name}: {strategies:?}");
-        let (usf, nfe) = run_schedule(&schedule(name, times.clone(), Some(strategies)), path.as_ref(), &model, &x);
-        assert_eq!(nfe, plain.nfe, "{name}");
+        let ((plain, plain_nfe), (usf, nfe)) = solver_and_its_schedule(name, steps, &path, &model, &x, &grid, &times);
+        assert_eq!(nfe, plain_nfe, "{name}");
         // The noise form derives ε̂ from the cached x̂0 where the solver asks the model for ε̂: rounding only.
-        let diff = f64::try_from((&usf - &plain.x).abs().max()).unwrap();
+        let diff = f64::try_from((&usf - &plain).abs().max()).unwrap();
         assert!(diff < 1e-12, "{name}: the constant-strategy schedule differs from the solver by {diff}");
     }
     // A midpoint step between multistep steps costs one extra evaluation and changes the result.

@@ -3,10 +3,8 @@
 //! objective is the negated mean PSNR (dB) against the clean crops. Search on validation images; score the result
 //! on others (`diffuse restore bench --schedule`).
 
-use std::time::Duration;
-
-use diffuse_core::search::{FORMAT, GridTarget, Schedule, ScheduleFile, SearchBudget, search_schedule};
-use diffuse_core::solvers::{SolverOptions, SolverSpec};
+use diffuse_core::search::{FORMAT, Schedule, ScheduleFile, SearchScope};
+use diffuse_core::solvers::SolverOptions;
 use diffuse_core::spacing::{End, GridSpec};
 use tch::Tensor;
 
@@ -20,14 +18,9 @@ use crate::{Error, Result};
 /// What to search.
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
-    /// Budgets (network evaluations per image).
-    pub nfe: Vec<usize>,
-    /// Base solvers tried at every budget (deterministic, fixed-step).
-    pub solvers: Vec<SolverSpec>,
-    /// Objective evaluations per schedule (each restores every crop once).
-    pub evaluations: usize,
-    /// Optional wall-clock cap of the whole search.
-    pub time: Option<Duration>,
+    /// Budgets (network evaluations per image), base solvers, objective evaluations per schedule (each restores
+    /// every crop once) and time.
+    pub scope: SearchScope,
     /// Side of the square crop taken from the centre of each pair (smaller images give a smaller crop for all).
     pub crop: usize,
     /// Seed of the starting noise (the same for every candidate, so candidates are compared on paired noise).
@@ -42,8 +35,8 @@ pub fn search(
     opts: &SearchOptions,
     mut progress: impl FnMut(usize, &str),
 ) -> Result<ScheduleFile> {
-    if opts.nfe.is_empty() || opts.solvers.is_empty() || pairs.is_empty() {
-        return Err(Error::invalid("search", "need budgets, solvers and at least one pair"));
+    if pairs.is_empty() {
+        return Err(Error::invalid("search", "need at least one pair"));
     }
     let side = pairs.iter().map(|p| p.clean.height.min(p.clean.width)).min().unwrap_or(0).min(opts.crop);
     if side < 8 {
@@ -58,29 +51,21 @@ pub fn search(
     let path = model.path();
     let t_start = path.t_range().1;
     let grid = GridSpec::new(config.sampler.spacing.clone(), End::Zero);
-    let per_run = opts.time.map(|t| t.div_f64((opts.nfe.len() * opts.solvers.len()) as f64));
     let base = SampleOptions { seed: opts.seed, schedule: None, ..SampleOptions::defaults_of(model) };
-    let mut schedules = Vec::new();
-    for &nfe in &opts.nfe {
-        for spec in &opts.solvers {
-            progress(nfe, &spec.to_string());
-            let mut objective = |candidate: &Schedule| -> diffuse_core::Result<f64> {
-                let to_core = |e: Error| diffuse_core::Error::invalid("schedule", e.to_string());
-                let sample = SampleOptions { schedule: Some(candidate.clone()), ..base.clone() };
-                let out = restore(model, &batch, &sample).map_err(to_core)?;
-                let mut total = 0.0;
-                for (i, c) in clean.iter().enumerate() {
-                    let restored = Planes::from_tensor(&out.get(i as i64)).map_err(to_core)?;
-                    total += psnr(c, &restored).map_err(to_core)?;
-                }
-                Ok(-total / clean.len() as f64)
-            };
-            let target = GridTarget { path: path.as_ref(), default_grid: &grid, t_start, nfe };
-            let budget = SearchBudget { evaluations: opts.evaluations, time: per_run };
-            let options = SolverOptions::default();
-            schedules.push(search_schedule(spec, &options, &target, &budget, "-psnr_db", &mut objective)?);
+    let mut objective = |candidate: &Schedule| -> diffuse_core::Result<f64> {
+        let to_core = |e: Error| diffuse_core::Error::invalid("schedule", e.to_string());
+        let sample = SampleOptions { schedule: Some(candidate.clone()), ..base.clone() };
+        let out = restore(model, &batch, &sample).map_err(to_core)?;
+        let mut total = 0.0;
+        for (i, c) in clean.iter().enumerate() {
+            let restored = Planes::from_tensor(&out.get(i as i64)).map_err(to_core)?;
+            total += psnr(c, &restored).map_err(to_core)?;
         }
-    }
+        Ok(-total / clean.len() as f64)
+    };
+    let options = SolverOptions::default();
+    let schedules =
+        opts.scope.search_each(path.as_ref(), &grid, t_start, &options, "-psnr_db", &mut objective, &mut progress)?;
     Ok(ScheduleFile {
         format: FORMAT.into(),
         path: config.path.clone(),
@@ -124,10 +109,7 @@ mod tests {
             })
             .collect();
         let opts = SearchOptions {
-            nfe: vec![3],
-            solvers: vec!["dpm++2m".parse().unwrap()],
-            evaluations: 12,
-            time: None,
+            scope: SearchScope { nfe: vec![3], solvers: vec!["dpm++2m".parse().unwrap()], evaluations: 12, time: None },
             crop: 16,
             seed: 0,
         };

@@ -1,14 +1,14 @@
 //! `diffuse solvers list|bench|likelihood|search|dlg|ems`: the solver registry, benchmarks on exact problems and the
 //! schedule search.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use diffuse_core::bench::{BenchReport, ExtraRuns, Problem, Setup, read_starts, run_setup, starts_json};
 use diffuse_core::io::write_bytes_atomic;
-use diffuse_core::search::{Reference, Schedule, ScheduleFile, SearchObjective, SearchOptions};
+use diffuse_core::search::{Reference, Schedule, ScheduleFile, SearchObjective, SearchOptions, SearchScope};
 use diffuse_core::solvers::{SolverOptions, SolverSpec, build_solver, solver_names};
 
 use super::Context;
@@ -379,6 +379,48 @@ fn likelihood(ctx: &Context, args: &LikelihoodArgs) -> anyhow::Result<ExitCode> 
 }
 
 /// `4..10` (inclusive) or `4,5,8`.
+/// Prints a domain search's schedules, whose errors are negated quality scores (`label`: "SI-SDR", "PSNR"),
+/// and writes the file.
+pub(crate) fn write_scored_schedules(
+    file: &ScheduleFile,
+    label: &str,
+    output: &Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    println!("{:<5} {:<14} {:>14} {:>14} {:>8}", "nfe", "solver", format!("search {label}"), "own grid", "evals");
+    for s in &file.schedules {
+        println!(
+            "{:<5} {:<14} {:>14.2} {:>14.2} {:>8}",
+            s.nfe, s.solver, -s.search_error, -s.baseline_error, s.evaluations
+        );
+    }
+    write_bytes_atomic(output, force, (serde_json::to_string_pretty(file)? + "\n").as_bytes())?;
+    Ok(())
+}
+
+/// The scope of a schedule search from its command-line arguments.
+pub(crate) fn search_scope(
+    nfe: &str,
+    solvers: &[SolverSpec],
+    evals: usize,
+    budget: Option<&str>,
+) -> anyhow::Result<SearchScope> {
+    Ok(SearchScope {
+        nfe: parse_budgets(nfe)?,
+        solvers: solvers.to_vec(),
+        evaluations: evals,
+        time: budget.map(parse_duration).transpose()?,
+    })
+}
+
+/// The progress callback of a schedule search: the bar names the (solver, budget) being searched.
+pub(crate) fn search_progress(bar: &indicatif::ProgressBar) -> impl FnMut(usize, &str) + '_ {
+    move |nfe, solver| {
+        bar.set_message(format!("{solver} @ {nfe} NFE"));
+        bar.inc(1);
+    }
+}
+
 pub(crate) fn parse_budgets(text: &str) -> anyhow::Result<Vec<usize>> {
     let bad = || anyhow::anyhow!("--nfe: expected a list (4,5,8) or a range (4..10), got '{text}'");
     let list: Vec<usize> = match text.split_once("..") {
@@ -419,12 +461,10 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=1 << 16).contains(&args.draws), "--draws: from 1 to 65536, got {}", args.draws);
     anyhow::ensure!((1..=10_000_000).contains(&args.evals), "--evals: from 1 to 10⁷, got {}", args.evals);
     let opts = SearchOptions {
-        nfe: parse_budgets(&args.nfe)?,
-        solvers: args.solvers.clone(),
+        scope: search_scope(&args.nfe, &args.solvers, args.evals, args.budget.as_deref())?,
         draws: args.draws,
         // Never the problem's own draws (the bench's): another seed stream.
         seed: problem.seed ^ 0x5EA2_C4ED,
-        evaluations: args.evals,
         objective: args.objective,
         reference: match &args.teacher {
             None => Reference::Exact,
@@ -437,14 +477,10 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
                 Reference::Teacher { solver: solver.into(), nfe }
             }
         },
-        time: args.budget.as_deref().map(parse_duration).transpose()?,
     };
-    let bar = ctx.printer.progress((opts.nfe.len() * opts.solvers.len()) as u64, "searching");
-    let file = diffuse_core::search::search(&problem, &opts, |nfe, solver| {
-        bar.set_message(format!("{solver} @ {nfe} NFE"));
-        bar.inc(1);
-    })
-    .with_context(|| format!("searching schedules for {}", args.problem.display()))?;
+    let bar = ctx.printer.progress(opts.scope.runs() as u64, "searching");
+    let file = diffuse_core::search::search(&problem, &opts, search_progress(&bar))
+        .with_context(|| format!("searching schedules for {}", args.problem.display()))?;
     bar.finish_and_clear();
     let header = format!("search {}", opts.objective.name());
     println!("{:<5} {:<14} {:>12} {:>12} {:>8}", "nfe", "solver", header, "own grid", "evals");

@@ -219,23 +219,65 @@ impl Recipe {
     }
 }
 
-/// What to search.
+/// Which schedules a search looks for, in every domain: one per (budget, base solver).
 #[derive(Debug, Clone)]
-pub struct SearchOptions {
-    /// Budgets.
+pub struct SearchScope {
+    /// Budgets (model evaluations).
     pub nfe: Vec<usize>,
-    /// Base solvers tried at every budget.
-    pub solvers: Vec<crate::solvers::SolverSpec>,
-    /// Draws to search on.
-    pub draws: usize,
-    /// Their seed (choose one the reported draws do not use).
-    pub seed: u64,
-    /// Objective evaluations per schedule (each runs the solver on every search draw): the search is
-    /// deterministic for a given count.
+    /// Base solvers tried at every budget (deterministic, fixed-step).
+    pub solvers: Vec<SolverSpec>,
+    /// Objective evaluations per schedule: the search is deterministic for a given count.
     pub evaluations: usize,
     /// Optional wall-clock cap of the whole search (split evenly over budgets × solvers); results then depend on
     /// the machine's speed.
     pub time: Option<Duration>,
+}
+
+impl SearchScope {
+    /// How many schedules the search makes.
+    pub fn runs(&self) -> usize {
+        self.nfe.len() * self.solvers.len()
+    }
+
+    /// Searches one schedule per (budget, solver) on `path` from `t_start` (baseline: `default_grid`), minimising
+    /// `objective` (named `objective_name`), calling `progress(nfe, solver)` before each.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search_each(
+        &self,
+        path: &dyn NoisePath,
+        default_grid: &GridSpec,
+        t_start: f64,
+        options: &SolverOptions,
+        objective_name: &str,
+        objective: &mut dyn FnMut(&Schedule) -> Result<f64>,
+        progress: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Schedule>> {
+        if self.nfe.is_empty() || self.solvers.is_empty() {
+            return Err(Error::invalid("search", "need at least one budget and one solver"));
+        }
+        let budget =
+            SearchBudget { evaluations: self.evaluations, time: self.time.map(|t| t.div_f64(self.runs() as f64)) };
+        let mut schedules = Vec::new();
+        for &nfe in &self.nfe {
+            for spec in &self.solvers {
+                progress(nfe, &spec.to_string());
+                let target = GridTarget { path, default_grid, t_start, nfe };
+                schedules.push(search_schedule(spec, options, &target, &budget, objective_name, objective)?);
+            }
+        }
+        Ok(schedules)
+    }
+}
+
+/// What to search on an exact problem.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    /// Budgets, base solvers, evaluations and time.
+    pub scope: SearchScope,
+    /// Draws to search on.
+    pub draws: usize,
+    /// Their seed (choose one the reported draws do not use).
+    pub seed: u64,
     /// What the schedules are fitted to: the exact solutions, or a teacher (a solver at a high NFE from the same
     /// draws, S³'s way for a trained model, where no exact solution exists).
     pub reference: Reference,
@@ -533,8 +575,8 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
     if problem.end != End::Zero {
         return Err(Error::invalid("end", "schedules end at the data: use \"end\": \"zero\""));
     }
-    if opts.nfe.is_empty() || opts.solvers.is_empty() || opts.draws == 0 {
-        return Err(Error::invalid("search", "need budgets, solvers and at least one draw"));
+    if opts.draws == 0 {
+        return Err(Error::invalid("search", "need at least one draw"));
     }
     let search_problem = Problem { samples: opts.draws, seed: opts.seed, ..problem.clone() };
     let setup = Setup::new(&search_problem)?;
@@ -548,39 +590,31 @@ pub fn search(problem: &Problem, opts: &SearchOptions, mut progress: impl FnMut(
     };
     let path = setup.path.clone();
     let t_start = setup.start.t;
-    let per_run = opts.time.map(|t| t.div_f64((opts.nfe.len() * opts.solvers.len()) as f64));
     let options = SolverOptions {
         lower_order_final: problem.lower_order_final,
         warmup: problem.warmup,
         ..SolverOptions::default()
     };
     let default_grid = GridSpec { t_start: Some(t_start), ..problem.grid() };
-    let mut schedules = Vec::new();
-    for &nfe in &opts.nfe {
-        for spec in &opts.solvers {
-            progress(nfe, &spec.to_string());
-            let mut objective = |candidate: &Schedule| -> Result<f64> {
-                let solver = candidate.build_solver(&options)?;
-                let orders = candidate.orders(solver.as_ref())?;
-                let s = sample_with_orders(
-                    solver.as_ref(),
-                    path.as_ref(),
-                    &setup.model,
-                    &setup.cond,
-                    &setup.x_start,
-                    &candidate.grid(),
-                    &orders,
-                    &mut NoNoise,
-                    &mut (),
-                )?;
-                opts.objective.measure(&s.x, &reference)
-            };
-            let target = GridTarget { path: path.as_ref(), default_grid: &default_grid, t_start, nfe };
-            let budget = SearchBudget { evaluations: opts.evaluations, time: per_run };
-            let name = opts.objective.name();
-            schedules.push(search_schedule(spec, &options, &target, &budget, name, &mut objective)?);
-        }
-    }
+    let mut objective = |candidate: &Schedule| -> Result<f64> {
+        let solver = candidate.build_solver(&options)?;
+        let orders = candidate.orders(solver.as_ref())?;
+        let s = sample_with_orders(
+            solver.as_ref(),
+            path.as_ref(),
+            &setup.model,
+            &setup.cond,
+            &setup.x_start,
+            &candidate.grid(),
+            &orders,
+            &mut NoNoise,
+            &mut (),
+        )?;
+        opts.objective.measure(&s.x, &reference)
+    };
+    let name = opts.objective.name();
+    let schedules =
+        opts.scope.search_each(path.as_ref(), &default_grid, t_start, &options, name, &mut objective, &mut progress)?;
     Ok(ScheduleFile {
         format: FORMAT.into(),
         path: problem.path.clone(),

@@ -6,11 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use diffuse_audio::search::{Fit, SearchOptions};
-use diffuse_core::io::write_bytes_atomic;
 use diffuse_core::solvers::SolverSpec;
 
 use super::super::Context;
-use super::super::solvers::{parse_budgets, parse_duration};
+use super::super::solvers::{search_progress, search_scope, write_scored_schedules};
 use super::load_model;
 
 /// Arguments of `diffuse audio search`.
@@ -70,31 +69,17 @@ pub(super) fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCod
     let pairs = diffuse_audio::eval::read_pairs(&args.clean, &args.noisy, rate, args.limit)?;
     let data: Vec<(Vec<f32>, Vec<f32>)> = pairs.into_iter().map(|(_, c, y)| (c, y)).collect();
     let opts = SearchOptions {
-        nfe: parse_budgets(&args.nfe)?,
-        solvers: args.solvers.clone(),
-        evaluations: args.evals,
-        time: args.budget.as_deref().map(parse_duration).transpose()?,
+        scope: search_scope(&args.nfe, &args.solvers, args.evals, args.budget.as_deref())?,
         crop_seconds: args.crop,
         fit: args.fit.clone(),
         seed: ctx.global.seed,
     };
     ctx.printer.info(format!("model {model_name}, {} pairs, crops of {} s", data.len(), args.crop));
-    let bar = ctx.printer.progress((opts.nfe.len() * opts.solvers.len()) as u64, "searching");
-    let file = diffuse_audio::search::search(&model, &data, &opts, |nfe, solver| {
-        bar.set_message(format!("{solver} @ {nfe} NFE"));
-        bar.inc(1);
-    })
-    .with_context(|| format!("searching schedules on {}", args.noisy.display()))?;
+    let bar = ctx.printer.progress(opts.scope.runs() as u64, "searching");
+    let file = diffuse_audio::search::search(&model, &data, &opts, search_progress(&bar))
+        .with_context(|| format!("searching schedules on {}", args.noisy.display()))?;
     bar.finish_and_clear();
-    println!("{:<5} {:<14} {:>14} {:>14} {:>8}", "nfe", "solver", "search SI-SDR", "own grid", "evals");
-    for s in &file.schedules {
-        println!(
-            "{:<5} {:<14} {:>14.2} {:>14.2} {:>8}",
-            s.nfe, s.solver, -s.search_error, -s.baseline_error, s.evaluations
-        );
-    }
-    let text = serde_json::to_string_pretty(&file)? + "\n";
-    write_bytes_atomic(&args.output, args.force, text.as_bytes())?;
+    write_scored_schedules(&file, "SI-SDR", &args.output, args.force)?;
     ctx.printer.info(format!(
         "wrote {} (score it on other pairs: audio bench --schedule; use it: audio enhance --schedule)",
         args.output.display()

@@ -210,10 +210,10 @@ pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCo
         p.info(format!("shard {}: {} of {total} image{}", run.shard(), jobs.len(), if total == 1 { "" } else { "s" }));
     }
     let sampler = match &opts.schedule {
-        Some(s) => format!("schedule of {} with {} NFE", s.solver, s.nfe),
-        None => format!("sampler {} with {} steps", opts.solver, opts.steps),
+        Some(s) => format!("a searched {}-NFE schedule of {}", s.nfe, s.solver),
+        None => format!("{} ({} step{})", opts.solver, opts.steps, if opts.steps == 1 { "" } else { "s" }),
     };
-    p.verbose(format!("{sampler}, tiles of {} (overlap {})", tiling.tile, tiling.overlap));
+    p.verbose(format!("sampler: {sampler}, tiles of {} (overlap {})", tiling.tile, tiling.overlap));
     let inputs: HashSet<PathBuf> = jobs.iter().filter_map(|j| j.input.canonicalize().ok()).collect();
     let bar = p.progress(jobs.len() as u64, task.name());
     let start = Instant::now();
@@ -271,11 +271,8 @@ pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCo
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
     println!(
-        "restored {done} image{} ({megapixels:.2} MP) in {elapsed:.1} s with {} ({} step{}): {:.2} s per megapixel",
+        "restored {done} image{} ({megapixels:.2} MP) in {elapsed:.1} s with {sampler}: {:.2} s per megapixel",
         if done == 1 { "" } else { "s" },
-        opts.solver,
-        opts.steps,
-        if opts.steps == 1 { "" } else { "s" },
         if megapixels > 0.0 { elapsed / megapixels } else { 0.0 }
     );
     if skipped > 0 {

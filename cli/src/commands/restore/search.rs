@@ -5,14 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use diffuse_core::io::write_bytes_atomic;
 use diffuse_core::solvers::SolverSpec;
 use diffuse_restoration::degrade::Task;
 use diffuse_restoration::pipeline::load_fixed_pairs;
 use diffuse_restoration::search::SearchOptions;
 
 use super::super::Context;
-use super::super::solvers::{parse_budgets, parse_duration};
+use super::super::solvers::{search_progress, search_scope, write_scored_schedules};
 use super::apply::load_model;
 use super::parse_task;
 
@@ -72,30 +71,16 @@ pub fn run(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(!pairs.is_empty(), "{}: no usable images", args.clean.display());
     let opts = SearchOptions {
-        nfe: parse_budgets(&args.nfe)?,
-        solvers: args.solvers.clone(),
-        evaluations: args.evals,
-        time: args.budget.as_deref().map(parse_duration).transpose()?,
+        scope: search_scope(&args.nfe, &args.solvers, args.evals, args.budget.as_deref())?,
         crop: args.crop,
         seed: ctx.global.seed,
     };
     ctx.printer.info(format!("{} model, {} images, centre crops of {} px", task.name(), pairs.len(), args.crop));
-    let bar = ctx.printer.progress((opts.nfe.len() * opts.solvers.len()) as u64, "searching");
-    let file = diffuse_restoration::search::search(&model, &pairs, &opts, |nfe, solver| {
-        bar.set_message(format!("{solver} @ {nfe} NFE"));
-        bar.inc(1);
-    })
-    .with_context(|| format!("searching schedules on {}", args.clean.display()))?;
+    let bar = ctx.printer.progress(opts.scope.runs() as u64, "searching");
+    let file = diffuse_restoration::search::search(&model, &pairs, &opts, search_progress(&bar))
+        .with_context(|| format!("searching schedules on {}", args.clean.display()))?;
     bar.finish_and_clear();
-    println!("{:<5} {:<14} {:>14} {:>14} {:>8}", "nfe", "solver", "search PSNR", "own grid", "evals");
-    for s in &file.schedules {
-        println!(
-            "{:<5} {:<14} {:>14.2} {:>14.2} {:>8}",
-            s.nfe, s.solver, -s.search_error, -s.baseline_error, s.evaluations
-        );
-    }
-    let text = serde_json::to_string_pretty(&file)? + "\n";
-    write_bytes_atomic(&args.output, args.force, text.as_bytes())?;
+    write_scored_schedules(&file, "PSNR", &args.output, args.force)?;
     ctx.printer.info(format!(
         "wrote {} (score it on other images: restore bench --schedule; use it: restore {} --schedule)",
         args.output.display(),
