@@ -424,7 +424,8 @@ pub struct SearchBudget {
 /// the candidate schedule's output, for example the rms error against reference solutions or a negated quality
 /// score; `objective_name` says which). The grid's times in ln σ̄ are searched by Nelder–Mead; for solvers of
 /// one evaluation per step, each step's order too; and for the data-form multistep family each step's predictor
-/// and corrector (USF's per-step strategies, all at the same cost). Returns the default grid when nothing beats
+/// and corrector (USF's per-step strategies, all at the same cost), then merges of two steps into one singlestep
+/// step (the same cost). Returns the default grid when nothing beats
 /// it; the objective's errors count as an infinitely bad value.
 pub fn search_schedule(
     spec: &SolverSpec,
@@ -476,23 +477,53 @@ pub fn search_schedule(
     let mut value = baseline;
     let mut evaluations = 0;
     let clock = Instant::now();
-    // Times first (60 % of the budget), then one pass over each step's strategy, then the times again.
-    let phases: &[(f64, bool)] = if free_orders { &[(0.6, false), (0.0, true), (1.0, false)] } else { &[(1.0, false)] };
-    for &(until, strategy_pass) in phases {
-        if strategy_pass {
-            let times = times_of(&theta, path, t_start);
-            // The last step is the jump to the data (first order, no corrector): nothing to choose there.
-            for i in 0..intervals - 1 {
-                for trial in plan.alternatives(i, i == 0) {
-                    evaluations += 1;
-                    let v = score(times.clone(), &trial);
-                    if v < value {
-                        (value, plan) = (v, trial);
+    // Times first (60 % of the budget), then one pass over each step's strategy, one over merging two steps into
+    // a singlestep one (the same NFE), then the times again.
+    let phases: &[Phase] = if free_orders {
+        &[Phase::Times(0.6), Phase::Strategies, Phase::Singlestep, Phase::Times(1.0)]
+    } else {
+        &[Phase::Times(1.0)]
+    };
+    for phase in phases {
+        let until = match *phase {
+            Phase::Times(until) => until,
+            Phase::Strategies => {
+                let times = times_of(&theta, path, t_start);
+                // The last step is the jump to the data (first order, no corrector): nothing to choose there.
+                for i in 0..intervals - 1 {
+                    for trial in plan.alternatives(i, i == 0) {
+                        evaluations += 1;
+                        let v = score(times.clone(), &trial);
+                        if v < value {
+                            (value, plan) = (v, trial);
+                        }
                     }
                 }
+                continue;
             }
-            continue;
-        }
+            Phase::Singlestep => {
+                let mut times = times_of(&theta, path, t_start);
+                let mut i = 0;
+                // Steps i and i + 1 (never the jump to the data) become one singlestep step over both.
+                while i + 2 < times.len() {
+                    let mut best = None;
+                    for predictor in [Predictor::DpmPlusPlus, Predictor::DpmNoise] {
+                        let Some((t, trial)) = plan.merged(&times, i, predictor) else { continue };
+                        evaluations += 1;
+                        let v = score(t.clone(), &trial);
+                        if v < value {
+                            (value, best) = (v, Some((t, trial)));
+                        }
+                    }
+                    if let Some((t, trial)) = best {
+                        (times, plan) = (t, trial);
+                        theta = theta_of(&times, path);
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+        };
         let deadline = budget.time.map(|t| t.mul_f64(until));
         let limit = (budget.evaluations as f64 * until) as usize;
         let spent = evaluations;
@@ -513,6 +544,17 @@ pub fn search_schedule(
     Ok(Schedule { search_error, baseline_error: baseline, evaluations, ..candidate(times, &plan) })
 }
 
+/// One phase of a schedule search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Nelder–Mead over the times, until this share of the budget is spent.
+    Times(f64),
+    /// One pass over each step's strategy (same cost).
+    Strategies,
+    /// One pass over merging two neighbouring steps into a singlestep step (same cost).
+    Singlestep,
+}
+
 /// The per-step choices of a searched schedule.
 #[derive(Debug, Clone, PartialEq)]
 enum Plan {
@@ -523,6 +565,22 @@ enum Plan {
 }
 
 impl Plan {
+    /// Steps `i` and `i + 1` of a strategy plan merged into one second-order singlestep step of `predictor` over
+    /// both (the midpoint costs the evaluation the second step had), with the time between them removed; `None`
+    /// for order plans, or where either step is singlestep already or has a corrector.
+    fn merged(&self, times: &[f64], i: usize, predictor: Predictor) -> Option<(Vec<f64>, Plan)> {
+        let Plan::Strategies(s) = self else { return None };
+        if i + 1 >= s.len() || s[i].cost() + s[i + 1].cost() != 2 || s[i].corrector.is_some() {
+            return None;
+        }
+        let mut t = s.clone();
+        t[i] = StepStrategy::singlestep(2, predictor);
+        t.remove(i + 1);
+        let mut tm = times.to_vec();
+        tm.remove(i + 1);
+        Some((tm, Plan::Strategies(t)))
+    }
+
     /// Every plan that differs from this one at step `i` only (orders 1–3; predictors and correctors). The first
     /// step has no history, so there only its corrector is a choice.
     fn alternatives(&self, i: usize, first: bool) -> Vec<Plan> {
@@ -669,6 +727,29 @@ mod tests {
             assert!((points[0].sigma_bar() - 14.6146).abs() < 2e-3);
         }
         assert!(Recipe::new(path.as_ref(), 7, None).unwrap_err().to_string().contains("5, 6 and 8"));
+    }
+
+    /// Merging two steps into a singlestep one keeps the cost and drops the time between them; the jump to the
+    /// data, corrected steps and order plans are not merged.
+    #[test]
+    fn merging_two_steps_into_a_singlestep_one_keeps_the_cost() {
+        let m = |o| StepStrategy::multistep(o, Predictor::DpmPlusPlus, None);
+        let plan = Plan::Strategies(vec![m(1), m(2), m(2), m(1)]);
+        let times = [10.0, 5.0, 1.0, 0.1];
+        let (t, merged) = plan.merged(&times, 1, Predictor::DpmNoise).unwrap();
+        assert_eq!(t, vec![10.0, 5.0, 0.1]);
+        let Plan::Strategies(st) = &merged else { panic!() };
+        assert_eq!(st.iter().map(StepStrategy::cost).sum::<usize>(), 4);
+        assert!(st[1].singlestep && st[1].predictor == Predictor::DpmNoise);
+        assert!(merged.merged(&t, 1, Predictor::DpmPlusPlus).is_none(), "a singlestep step is not merged again");
+        let corrected = Plan::Strategies(vec![
+            m(1),
+            StepStrategy::multistep(2, Predictor::DpmPlusPlus, Some(UniVariant::Bh1)),
+            m(2),
+            m(1),
+        ]);
+        assert!(corrected.merged(&times, 1, Predictor::DpmPlusPlus).is_none());
+        assert!(Plan::Orders(vec![1, 2, 2, 1]).merged(&times, 1, Predictor::DpmPlusPlus).is_none());
     }
 
     /// On a path starting at α > 0 the search coordinate is ln σ̄; on RDDM's, which starts at α = 0, the time.
