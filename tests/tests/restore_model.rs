@@ -164,7 +164,9 @@ fn train_a_tiny_model_then_denoise_a_folder_and_bench_it() {
 fn the_built_in_models_improve_the_shipped_example_of_their_task() {
     // The demo photo of the README (examples/restore, the fixed test degradation of each task): without --model
     // each task's built-in model with its default sampler; the least gain each must keep (measured: denoise
-    // +5.95 dB, deblur +0.10 dB, lowlight +13.22 dB; the first low-light model gave +10.40).
+    // +7.36 dB, deblur +0.63 dB, lowlight +11.64 dB with its searched schedule — +13.22 with rddm on the uniform
+    // grid, which the schedule beats by 1.1 dB on the test set but not on this one photo; the first models gave
+    // +5.95, +0.10 and +10.40).
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
     let examples = repo_root().join("examples/restore");
@@ -177,7 +179,7 @@ fn the_built_in_models_improve_the_shipped_example_of_their_task() {
         let v: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
         v["mean"]["psnr"].as_f64().unwrap()
     };
-    for (task, input, gain) in [("denoise", "noisy", 4.0), ("deblur", "blurred", 0.0), ("lowlight", "dark", 11.0)] {
+    for (task, input, gain) in [("denoise", "noisy", 6.0), ("deblur", "blurred", 0.3), ("lowlight", "dark", 10.5)] {
         let degraded = examples.join(input);
         let out = run_in(root, &["restore", task, degraded.to_str().unwrap(), "-o", task, "-q"]);
         assert!(out.status.success(), "{task}: {}", text(&out).1);
