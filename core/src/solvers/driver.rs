@@ -215,6 +215,24 @@ pub fn check_plan(grid: &[Point], orders: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// Raises glibc's dynamic allocator thresholds once per process, so that a run's step-sized tensors are reused
+/// from the heap instead of being mapped, trimmed and faulted in again at every step.
+///
+/// glibc starts with a 128 KiB mmap threshold and, each time a mapped block is freed, raises it to that block's
+/// size and the heap's trim threshold to twice that. Left alone, a run of 2 MB tensors settles at a 4 MB trim
+/// threshold, about what one step frees, and whether a step's frees trim the heap then depends on the order in
+/// which its temporaries go: up to 1.9× the per-step time (docs/benchmarks.md, "Per-step solver overhead").
+/// Freeing one mapped block just under glibc's 32 MiB cap settles the thresholds at 32 / 64 MiB, as
+/// `MALLOC_MMAP_THRESHOLD_` would, without unsafe code. The block is never touched, so it costs one
+/// mmap/munmap pair; other allocators ignore it.
+fn settle_allocator() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // 30 MiB of bytes: above any threshold glibc has yet and below its 32 MiB cap for dynamic raises.
+        let _ = Tensor::f_empty([30 << 20], (tch::Kind::Uint8, tch::Device::Cpu));
+    });
+}
+
 /// Runs `solver` from x (model space) at `grid[0]` along the grid (adaptive: to its last point before the data),
 /// then onto the data; returns x at the end. Without `differentiable` no autograd graph is built.
 pub fn drive(
@@ -226,6 +244,7 @@ pub fn drive(
     differentiable: bool,
 ) -> Result<Tensor> {
     check_plan(grid, orders)?;
+    settle_allocator();
     let stepping = solver.stepper(run, grid, orders)?;
     let out = if differentiable {
         walk(stepping, run, x, grid, orders)?
