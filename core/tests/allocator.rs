@@ -28,8 +28,18 @@ fn repeated_runs_do_not_fault_their_tensors_in_again() {
     let grid = GridSpec::new(Spacing::Karras { rho: 7.0 }, End::Time(0.01));
     let solver = build_solver("dpm-solver-2", &SolverOptions::default()).unwrap();
     let run = || {
-        sample(solver.as_ref(), &path, &model, &Conditioning::none(), &x, &grid, Budget::Steps(20), &mut NoNoise, &mut ())
-            .unwrap()
+        sample(
+            solver.as_ref(),
+            &path,
+            &model,
+            &Conditioning::none(),
+            &x,
+            &grid,
+            Budget::Steps(20),
+            &mut NoNoise,
+            &mut (),
+        )
+        .unwrap()
     };
     run();
     let before = minor_faults();

@@ -11,8 +11,8 @@ use diffuse_core::path::{NoisePath, PathSpec, Point};
 use diffuse_core::seed::SampleSeeds;
 use diffuse_core::solvers::ems::estimate;
 use diffuse_core::solvers::{
-    Budget, DpmSolverV3, EmpiricalStats, EmsSettings, LowerOrderFinal, NoNoise, Run, Solver, SolverOptions, Toggle,
-    build_solver, sample,
+    Budget, DpmSolverV3, EmpiricalStats, EmsSettings, LowerOrderFinal, NoNoise, Pooling, Run, Solver, SolverOptions,
+    Toggle, build_solver, sample,
 };
 use diffuse_core::spacing::{End, GridSpec, Spacing};
 use tch::Tensor;
@@ -237,4 +237,37 @@ fn matches_the_reference_implementation() {
         assert!(diff < 2e-6, "{case}: off by {diff:.2e}");
         assert_eq!(out.nfe, steps, "one model evaluation per step");
     }
+}
+
+#[test]
+fn pooled_statistics_broadcast_and_pooling_every_axis_equals_sharing() {
+    let path = edm();
+    let means = vec![vec![1.0, -0.5, 0.3], vec![-1.0, 0.6, -0.2]];
+    let model = GaussianMixture::new(vec![0.4, 0.6], means, vec![0.5, 0.7], path.clone()).unwrap();
+    let with = |pooling: Pooling| {
+        let settings = EmsSettings { intervals: 60, probes: 2, pooling, ..Default::default() };
+        stats_of(&model, path.as_ref(), 16, &settings)
+    };
+    let (all, axes, each) = (with(Pooling::All), with(Pooling::Axes(vec![0])), with(Pooling::PerCoordinate));
+    assert_eq!(all.shape(), Vec::<i64>::new());
+    assert_eq!(axes.shape(), vec![1]);
+    assert_eq!(each.shape(), vec![3]);
+    // l is linear in the probes' products: pooled l = the mean of the per-coordinate l.
+    let (l_all, l_axes, l_each) = (all.values().0, axes.values().0, each.values().0);
+    assert!(rms(&l_axes.squeeze_dim(1), &l_all) < 1e-12);
+    assert!(rms(&l_each.mean_dim(1, false, tch::Kind::Double), &l_all) < 1e-6);
+    // Pooling the one axis of these samples is sharing: the same statistics broadcast, the same samples.
+    let (start, _) = ends(path.as_ref());
+    let x = model.sample_marginal(&start, &SampleSeeds::new(5, 0, 8), None).unwrap();
+    let a = solve(&v3(all, 2), path.as_ref(), &model, &x, 6);
+    let b = solve(&v3(axes, 2), path.as_ref(), &model, &x, 6);
+    assert!(rms(&a, &b) < 1e-6, "{:.2e}", rms(&a, &b));
+    // An axis the samples do not have is refused.
+    let settings = EmsSettings { intervals: 4, probes: 1, pooling: Pooling::Axes(vec![1]), ..Default::default() };
+    let (start, end) = ends(path.as_ref());
+    let cond = Conditioning::none();
+    let (mut noise, mut observer) = (NoNoise, ());
+    let mut run = Run::new(path.as_ref(), &model, &cond, &mut noise, &mut observer);
+    let err = estimate(&mut run, &x, &start, &end, &settings, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("pooling axis 1"), "{err}");
 }

@@ -109,3 +109,34 @@ fn a_searched_schedule_is_scored_by_bench_and_run_by_enhance() {
     let out = search(&["--fit", "teacher", "-o", "t.json"]);
     assert!(!out.status.success() && text(&out).1.contains("SAMPLER:STEPS"));
 }
+
+/// Issue 21, item 4 for the audio model: `audio ems` writes DPM-Solver-v3's statistics of the model, `audio bench`
+/// runs v3 with its own parameters inside a sampler list, and an existing statistics file is kept without --force.
+#[test]
+fn speech_model_statistics_run_dpm_solver_v3_in_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (i, f0) in [150.0, 210.0].into_iter().enumerate() {
+        let (c, y) = pair(8000, f0, 3 + i as u32);
+        write_wav(&d.join(format!("c/p{i}.wav")), &c);
+        write_wav(&d.join(format!("y/p{i}.wav")), &y);
+    }
+    let ems = ["audio", "ems", "--noisy", "y", "--crop", "0.25", "--intervals", "3", "--probes", "1", "-o", "e.st"];
+    let out = run_in(d, &ems);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("pooled over frames") && stdout.contains("dpm-solver-v3:stats=e.st"), "{stdout}");
+    let before = std::fs::read(d.join("e.st")).unwrap();
+    let out = run_in(d, &ems);
+    assert!(!out.status.success() && text(&out).1.contains("--force"), "{}", text(&out).1);
+    assert_eq!(std::fs::read(d.join("e.st")).unwrap(), before);
+
+    let samplers = "ddim,dpm-solver-v3:stats=e.st,order=1";
+    let bench = ["audio", "bench", "--clean", "c", "--noisy", "y", "--samplers", samplers, "--steps", "2"];
+    let out = run_in(d, &[&bench[..], &["--json", "b.json"]].concat());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("b.json")).unwrap()).unwrap();
+    let names: Vec<String> = rows.to_string().matches("dpm-solver-v3:stats=e.st,order=1").map(String::from).collect();
+    assert!(!names.is_empty(), "{rows}");
+}

@@ -11,6 +11,7 @@ use diffuse_audio::ScoreModel;
 use super::Context;
 
 mod bench;
+mod ems;
 mod enhance;
 mod eval;
 mod search;
@@ -18,6 +19,8 @@ mod train;
 
 pub use bench::BenchArgs;
 use bench::bench;
+pub use ems::EmsArgs;
+use ems::ems;
 pub use enhance::EnhanceArgs;
 use enhance::enhance;
 pub use eval::EvalArgs;
@@ -40,6 +43,8 @@ pub enum AudioCommand {
     Bench(BenchArgs),
     /// Search solver schedules (base solver and time grid per NFE) for a model on validation pairs.
     Search(SearchArgs),
+    /// DPM-Solver-v3's empirical model statistics of a model, from noisy validation inputs.
+    Ems(EmsArgs),
 }
 
 /// Runs `diffuse audio …`.
@@ -50,6 +55,7 @@ pub fn run(ctx: &Context, cmd: &AudioCommand) -> anyhow::Result<ExitCode> {
         AudioCommand::Eval(args) => eval(ctx, args),
         AudioCommand::Bench(args) => bench(ctx, args),
         AudioCommand::Search(args) => search(ctx, args),
+        AudioCommand::Ems(args) => ems(ctx, args),
     }
 }
 

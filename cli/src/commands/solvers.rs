@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use diffuse_core::bench::{BenchReport, ExtraRuns, Problem, Setup, read_starts, run_setup, starts_json};
 use diffuse_core::io::write_bytes_atomic;
 use diffuse_core::search::{Reference, Schedule, ScheduleFile, SearchObjective, SearchOptions, SearchScope};
-use diffuse_core::solvers::{SolverOptions, SolverSpec, build_solver, solver_names};
+use diffuse_core::solvers::{SolverList, SolverOptions, SolverSpec, build_solver, solver_names};
 
 use super::Context;
 use crate::plot::{Plot, Series};
@@ -78,8 +78,8 @@ pub struct SearchArgs {
     #[arg(long, default_value = "4..10")]
     pub nfe: String,
     /// Base solvers tried at every budget.
-    #[arg(long, default_value = "ddim,dpm++2m,dpm++3m,unipc-bh2,dpm++2m+unic,deis-3", value_delimiter = ',')]
-    pub solvers: Vec<SolverSpec>,
+    #[arg(long, default_value = "ddim,dpm++2m,dpm++3m,unipc-bh2,dpm++2m+unic,deis-3")]
+    pub solvers: SolverList,
     /// Search draws (drawn with a seed the bench does not use).
     #[arg(long, default_value_t = 256)]
     pub draws: usize,
@@ -461,7 +461,7 @@ fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=1 << 16).contains(&args.draws), "--draws: from 1 to 65536, got {}", args.draws);
     anyhow::ensure!((1..=10_000_000).contains(&args.evals), "--evals: from 1 to 10⁷, got {}", args.evals);
     let opts = SearchOptions {
-        scope: search_scope(&args.nfe, &args.solvers, args.evals, args.budget.as_deref())?,
+        scope: search_scope(&args.nfe, &args.solvers.0, args.evals, args.budget.as_deref())?,
         draws: args.draws,
         // Never the problem's own draws (the bench's): another seed stream.
         seed: problem.seed ^ 0x5EA2_C4ED,

@@ -6,8 +6,8 @@
 //! - `l_λ = E[diag ∇ₓN]`, the best linear part of N (so f varies little with x);
 //! - `s_λ, b_λ = argmin E‖f′ − s·f − b‖²`, the best affine model of f's total λ-derivative along trajectories,
 //!
-//! each either per data coordinate or one value shared by all coordinates (for data of varying size, such as
-//! spectrograms). [`estimate`] computes them from a model on trajectories of a set of starting points; the solver
+//! each per data coordinate, one value shared by all coordinates, or pooled over chosen axes of a sample (a
+//! spectrogram's time frames: one value per channel and frequency, for any length) — see [`Pooling`]. [`estimate`] computes them from a model on trajectories of a set of starting points; the solver
 //! ([`super::v3::DpmSolverV3`]) reads them back with [`EmpiricalStats::read`].
 //!
 //! Between λ nodes the statistics are linear; integrals over them are trapezoid sums on sub-grids that contain
@@ -31,7 +31,7 @@ const FORMAT: &str = "diffuse-ems";
 #[derive(Debug, Clone)]
 pub struct EmpiricalStats {
     lambdas: Vec<f64>,
-    /// The shape of one node's statistics (`[]` when shared by all coordinates).
+    /// The shape of one node's statistics (`[]` when shared by all coordinates, size 1 on pooled axes).
     shape: Vec<i64>,
     /// `nodes × numel` values each, row-major (plain f64, so that solvers holding them are `Send + Sync`).
     l: Vec<f64>,
@@ -90,7 +90,7 @@ impl EmpiricalStats {
         &self.lambdas
     }
 
-    /// The shape of one node's statistics (`[]` when shared by all coordinates).
+    /// The shape of one node's statistics (`[]` when shared by all coordinates, size 1 on pooled axes).
     pub fn shape(&self) -> Vec<i64> {
         self.shape.clone()
     }
@@ -207,29 +207,80 @@ impl EmpiricalStats {
     }
 }
 
-/// Settings of [`estimate`].
+/// Which coordinates share one value of the statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// One value per coordinate of a sample (data of one fixed shape).
+    #[default]
+    PerCoordinate,
+    /// One value per λ for every coordinate (data of any shape).
+    All,
+    /// Pooled over these axes of a sample (0 = the first axis after the batch), kept there with size 1 so they
+    /// broadcast: `[2]` for spectrograms `[batch, 2, F, T]` gives one value per channel and frequency, valid for
+    /// any number of frames.
+    Axes(Vec<usize>),
+}
+
+impl Pooling {
+    /// The dimensions of a `[batch, *sample]` tensor of rank `rank` to average over, batch included.
+    fn dims(&self, rank: usize) -> Result<Vec<i64>> {
+        match self {
+            Pooling::PerCoordinate => Ok(vec![0]),
+            Pooling::All => Ok((0..rank as i64).collect()),
+            Pooling::Axes(axes) => {
+                if let Some(bad) = axes.iter().find(|&&a| a + 1 >= rank) {
+                    return Err(Error::invalid(
+                        "statistics",
+                        format!("pooling axis {bad} does not exist in samples of rank {}", rank - 1),
+                    ));
+                }
+                Ok(std::iter::once(0).chain(axes.iter().map(|&a| a as i64 + 1)).collect())
+            }
+        }
+    }
+
+    /// The mean of `t` (`[batch, *sample]`) over the pooled coordinates, in the statistics' shape.
+    fn mean(&self, t: &Tensor) -> Result<Tensor> {
+        let dims = self.dims(t.dim())?;
+        Ok(match self {
+            Pooling::All => t.f_mean_dim(dims.as_slice(), false, Kind::Double)?,
+            _ => t.f_mean_dim(dims.as_slice(), true, Kind::Double)?.f_squeeze_dim(0)?,
+        })
+    }
+
+    /// How the file's metadata names it.
+    fn describe(&self) -> String {
+        match self {
+            Pooling::PerCoordinate => "per coordinate".into(),
+            Pooling::All => "shared by all coordinates".into(),
+            Pooling::Axes(a) => format!("pooled over sample axes {a:?}"),
+        }
+    }
+}
+
+/// How [`estimate`] computes the statistics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmsSettings {
-    /// Intervals of the uniform λ grid (the reference ships 120–1200).
+    /// Intervals of the uniform λ grid (the statistics live on its nodes).
     pub intervals: usize,
-    /// Rademacher probes per node for diag ∇ₓN (Hutchinson's estimator, by reverse-mode autodiff).
+    /// Rademacher probes per node for the Jacobian diagonal.
     pub probes: usize,
-    /// One value per λ shared by all coordinates, instead of one per coordinate.
-    pub shared: bool,
+    /// Which coordinates share a value.
+    pub pooling: Pooling,
     /// Seed of the probes.
     pub seed: u64,
 }
 
 impl Default for EmsSettings {
     fn default() -> Self {
-        EmsSettings { intervals: 250, probes: 4, shared: false, seed: 0 }
+        EmsSettings { intervals: 250, probes: 4, pooling: Pooling::PerCoordinate, seed: 0 }
     }
 }
 
-/// (s, b) of the least-squares fit f′ ≈ s·f + b at one node, pooled over the batch (and every coordinate when
-/// shared); where f does not vary (a Gaussian's f is constant) s = 0 and b = E f′.
-fn fit(f: &Tensor, fp: &Tensor, shared: bool) -> Result<(Tensor, Tensor)> {
-    let dims: Vec<i64> = if shared { (0..f.dim() as i64).collect() } else { vec![0] };
+/// The per-coordinate (or pooled) least-squares fit `f′ ≈ s·f + b` over the batch.
+fn fit(f: &Tensor, fp: &Tensor, pooling: &Pooling) -> Result<(Tensor, Tensor)> {
+    // Means with every dimension kept, so they broadcast against f; reshaped to the statistics' shape at the end.
+    let dims = pooling.dims(f.dim())?;
     let mean = |t: &Tensor| t.f_mean_dim(dims.as_slice(), true, Kind::Double);
     let (mf, mfp) = (mean(f)?, mean(fp)?);
     let fc = f.f_sub(&mf)?;
@@ -239,9 +290,13 @@ fn fit(f: &Tensor, fp: &Tensor, shared: bool) -> Result<(Tensor, Tensor)> {
     let varies = var.f_gt_tensor(&scale.f_mul_scalar(1e-12)?.f_add_scalar(1e-300)?)?;
     let s = cov.f_div(&var.f_clamp_min(1e-300)?)?.f_where_self(&varies, &var.f_zeros_like()?)?;
     let b = mfp.f_sub(&s.f_mul(&mf)?)?;
-    let squeeze =
-        |t: Tensor| -> Result<Tensor> { Ok(if shared { t.f_reshape([] as [i64; 0])? } else { t.f_squeeze_dim(0)? }) };
-    Ok((squeeze(s)?, squeeze(b)?))
+    let shape = |t: Tensor| -> Result<Tensor> {
+        Ok(match pooling {
+            Pooling::All => t.f_reshape([] as [i64; 0])?,
+            _ => t.f_squeeze_dim(0)?,
+        })
+    };
+    Ok((shape(s)?, shape(b)?))
 }
 
 /// Computes the statistics of `run`'s model from the states `x_tilde` (`x − γ·μ`, a batch) at `start` down to
@@ -294,13 +349,13 @@ pub fn estimate(
             let n = fs.len();
             if i == 2 {
                 let fp0 = lin3(-1.5, &fs[n - 3], 2.0, &fs[n - 2], -0.5, &fs[n - 1], dl)?;
-                push_fit(&mut ss, &mut bs, &fs[n - 3], fp0, settings.shared)?;
+                push_fit(&mut ss, &mut bs, &fs[n - 3], fp0, &settings.pooling)?;
             }
             let fp = lin3(-0.5, &fs[n - 3], 0.0, &fs[n - 2], 0.5, &fs[n - 1], dl)?;
-            push_fit(&mut ss, &mut bs, &fs[n - 2], fp, settings.shared)?;
+            push_fit(&mut ss, &mut bs, &fs[n - 2], fp, &settings.pooling)?;
             if i == k {
                 let fpk = lin3(0.5, &fs[n - 3], -2.0, &fs[n - 2], 1.5, &fs[n - 1], dl)?;
-                push_fit(&mut ss, &mut bs, &fs[n - 1], fpk, settings.shared)?;
+                push_fit(&mut ss, &mut bs, &fs[n - 1], fpk, &settings.pooling)?;
             }
             drop(fs.remove(0));
         }
@@ -324,12 +379,12 @@ pub fn estimate(
     Ok(stats
         .with_metadata("samples", batch.to_string())
         .with_metadata("probes", settings.probes.to_string())
-        .with_metadata("shared", settings.shared.to_string())
+        .with_metadata("pooling", settings.pooling.describe())
         .with_metadata("seed", settings.seed.to_string()))
 }
 
 /// ε̂ at (x̃, p) and the estimate of diag ∇ₓN (N = σ·ε̂): the mean over probes v of v ⊙ (vᵀ∇ₓN), pooled over the
-/// batch (and every coordinate when shared).
+/// batch (and the pooled coordinates).
 fn eps_and_jacobian_diag(
     run: &mut Run<'_>,
     x: &Tensor,
@@ -359,8 +414,7 @@ fn eps_and_jacobian_diag(
         eps_out = Some(vjp.0);
     }
     let mean_probe = acc.unwrap().f_div_scalar(settings.probes as f64)?;
-    let dims: Vec<i64> = if settings.shared { (0..shape.len() as i64).collect() } else { vec![0] };
-    let l = mean_probe.f_mean_dim(dims.as_slice(), false, Kind::Double)?;
+    let l = settings.pooling.mean(&mean_probe)?;
     Ok((eps_out.unwrap(), l.f_to_kind(x.kind())?))
 }
 
@@ -368,8 +422,8 @@ fn lin3(a: f64, x: &Tensor, b: f64, y: &Tensor, c: f64, z: &Tensor, h: f64) -> R
     Ok(x.f_mul_scalar(a / h)?.f_add(&y.f_mul_scalar(b / h)?)?.f_add(&z.f_mul_scalar(c / h)?)?)
 }
 
-fn push_fit(ss: &mut Vec<Tensor>, bs: &mut Vec<Tensor>, f: &Tensor, fp: Tensor, shared: bool) -> Result<()> {
-    let (s, b) = fit(f, &fp, shared)?;
+fn push_fit(ss: &mut Vec<Tensor>, bs: &mut Vec<Tensor>, f: &Tensor, fp: Tensor, pooling: &Pooling) -> Result<()> {
+    let (s, b) = fit(f, &fp, pooling)?;
     ss.push(s);
     bs.push(b);
     Ok(())

@@ -40,10 +40,10 @@ use tch::Tensor;
 
 pub use deis::DeisTab;
 pub use driver::{AdaptiveStepper, FinalPrediction, Interval, StepControl, Stepper, Stepping, drive};
-pub use ems::{EmpiricalStats, EmsSettings};
+pub use ems::{EmpiricalStats, EmsSettings, Pooling};
 pub use multistep::{DataMultistep, LowerOrderFinal, Predictor, StepStrategy, UniVariant, Warmup};
 pub use noise::{BrownianTree, FixedNoise};
-pub use registry::{SolverSpec, build_solver, solver_names};
+pub use registry::{SolverList, SolverSpec, build_solver, solver_names, split_solver_list};
 pub use residual::{RddmDeterministic, ResfusionAncestral};
 pub use rk::{Dopri5, RungeKutta, Variable};
 pub use run::{NoNoise, NoiseSource, Observer, Run, SeededNoise, StepInfo};

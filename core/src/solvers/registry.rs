@@ -95,6 +95,39 @@ pub struct SolverSpec {
     params: Vec<(String, String)>,
 }
 
+/// Splits a comma-separated list of solver specs, keeping each spec's `key=value` parameters with it:
+/// `dpm++2m,dpm-solver-v3:stats=a.st,order=1` is `dpm++2m` and `dpm-solver-v3:stats=a.st,order=1`. (A piece with
+/// `=` and no `:` continues the spec before it.)
+pub fn split_solver_list(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match out.last_mut() {
+            Some(last) if piece.contains('=') && !piece.contains(':') && last.contains(':') => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => out.push(piece.to_string()),
+        }
+    }
+    out
+}
+
+/// A comma-separated list of solver specs, parsed with [`split_solver_list`] (for command-line lists).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SolverList(pub Vec<SolverSpec>);
+
+impl FromStr for SolverList {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let specs = split_solver_list(text).iter().map(|s| s.parse()).collect::<Result<Vec<SolverSpec>>>()?;
+        if specs.is_empty() {
+            return Err(Error::invalid("solver", "an empty list of solvers"));
+        }
+        Ok(SolverList(specs))
+    }
+}
+
 impl FromStr for SolverSpec {
     type Err = Error;
 
@@ -336,6 +369,20 @@ fn build_edm_churn(params: &Params<'_>, _: &SolverOptions) -> Result<Box<dyn Sol
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn solver_lists_keep_each_specs_parameters() {
+        assert_eq!(
+            split_solver_list("dpm++2m, dpm-solver-v3:stats=a.st,order=1,pc:snr=0.3,ddim"),
+            vec!["dpm++2m", "dpm-solver-v3:stats=a.st,order=1", "pc:snr=0.3", "ddim"]
+        );
+        // A parameter without a spec to belong to stays a piece of its own, and is then refused by name.
+        assert_eq!(split_solver_list("order=1,ddim"), vec!["order=1", "ddim"]);
+        assert!("order=1,ddim".parse::<SolverList>().is_err());
+        assert!(" , ".parse::<SolverList>().is_err());
+        let list: SolverList = "ddim-eta:eta=0.5,dpm++2m".parse().unwrap();
+        assert_eq!(list.0.iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["ddim-eta:eta=0.5", "dpm++2m"]);
+    }
 
     /// Every listed name parses, prints as it was written and builds; parameters are checked at parse time.
     #[test]

@@ -246,14 +246,17 @@ fn row(t: &Tensor, like: &Tensor) -> Result<Tensor> {
     Ok(t.f_select(0, 0)?.f_to_kind(like.kind())?.f_to_device(like.device())?)
 }
 
-/// The statistics must broadcast over one sample of x.
+/// The statistics must broadcast over one sample of x: shared (`[]`), or of its rank with each axis its size or 1
+/// (pooled).
 fn check_shape(stat: &Tensor, x: &Tensor, source: &std::path::Path) -> Result<()> {
     let sample = &x.size()[1..];
     let shape = stat.size();
-    if !shape.is_empty() && shape.as_slice() != sample {
+    let fits =
+        shape.is_empty() || (shape.len() == sample.len() && shape.iter().zip(sample).all(|(&s, &n)| s == n || s == 1));
+    if !fits {
         return Err(Error::file(
             source,
-            format!("the statistics are per coordinate of shape {shape:?}, but the samples have shape {sample:?}"),
+            format!("the statistics have shape {shape:?} (1 = pooled), but the samples have shape {sample:?}"),
         ));
     }
     Ok(())

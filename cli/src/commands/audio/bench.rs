@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
+use diffuse_core::solvers::split_solver_list;
 
 use super::super::Context;
 use super::load_model;
@@ -22,7 +23,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH|NAME")]
     pub model: Option<String>,
     /// Samplers: pc (2 NFE per step), ode (Heun on the probability-flow ODE, 2 NFE per step), or core solvers.
-    #[arg(long, default_value = "pc,ode,dpm++2m,unipc-bh2", value_delimiter = ',')]
+    #[arg(long, default_value = "pc,ode,dpm++2m,unipc-bh2")]
     pub samplers: Vec<String>,
     /// Step counts.
     #[arg(long, default_value = "5,10,20,30", value_delimiter = ',')]
@@ -84,10 +85,12 @@ pub(super) fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode>
         }
         None => Vec::new(),
     };
-    let total = ((args.samplers.len() * args.steps.len() + schedules.len()) * data.len()) as u64;
+    // Each spec keeps its own `key=value` parameters (`dpm-solver-v3:stats=F,order=1`).
+    let samplers: Vec<String> = args.samplers.iter().flat_map(|s| split_solver_list(s)).collect();
+    let total = ((samplers.len() * args.steps.len() + schedules.len()) * data.len()) as u64;
     let bar = p.progress(total, "benchmark");
     let mut points = Vec::new();
-    for name in &args.samplers {
+    for name in &samplers {
         // `ode` at a fixed step count: Heun on the probability-flow ODE (the reference's own ODE sampler is
         // adaptive; `diffuse audio enhance --sampler ode` runs that one).
         let solver = if name == "ode" { "heun" } else { name.as_str() };
@@ -101,7 +104,7 @@ pub(super) fn bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode>
         }
         points.extend(pts);
     }
-    let mut series_names = args.samplers.clone();
+    let mut series_names = samplers.clone();
     for s in &schedules {
         let label = format!("schedule:{}", s.solver);
         bar.set_message(label.clone());

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use diffuse_audio::search::{Fit, SearchOptions};
-use diffuse_core::solvers::SolverSpec;
+use diffuse_core::solvers::SolverList;
 
 use super::super::Context;
 use super::super::solvers::{search_progress, search_scope, write_scored_schedules};
@@ -34,8 +34,8 @@ pub struct SearchArgs {
     #[arg(long, default_value = "5")]
     pub nfe: String,
     /// Base solvers tried at every budget.
-    #[arg(long, default_value = "ddim,dpm++2m,unipc-bh2", value_delimiter = ',')]
-    pub solvers: Vec<SolverSpec>,
+    #[arg(long, default_value = "ddim,dpm++2m,unipc-bh2")]
+    pub solvers: SolverList,
     /// Objective evaluations per schedule (deterministic: the same count gives the same schedules).
     #[arg(long, default_value_t = 60)]
     pub evals: usize,
@@ -69,7 +69,7 @@ pub(super) fn search(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCod
     let pairs = diffuse_audio::eval::read_pairs(&args.clean, &args.noisy, rate, args.limit)?;
     let data: Vec<(Vec<f32>, Vec<f32>)> = pairs.into_iter().map(|(_, c, y)| (c, y)).collect();
     let opts = SearchOptions {
-        scope: search_scope(&args.nfe, &args.solvers, args.evals, args.budget.as_deref())?,
+        scope: search_scope(&args.nfe, &args.solvers.0, args.evals, args.budget.as_deref())?,
         crop_seconds: args.crop,
         fit: args.fit.clone(),
         seed: ctx.global.seed,

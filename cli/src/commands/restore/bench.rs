@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use diffuse_core::solvers::split_solver_list;
 use diffuse_restoration::degrade::Task;
 use diffuse_restoration::pipeline::{DEFAULT_TILING, bench, load_fixed_pairs, mean_scores};
 
@@ -24,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = parse_task)]
     pub task: Option<Task>,
     /// Samplers to compare (core solvers), comma-separated.
-    #[arg(long, default_value = "dpm++2m,ddim", value_delimiter = ',')]
+    #[arg(long, default_value = "dpm++2m,ddim")]
     pub samplers: Vec<String>,
     /// Step counts (NFE for the single-evaluation solvers), comma-separated.
     #[arg(long, default_value = "1,2,5,10,20", value_delimiter = ',')]
@@ -51,7 +52,9 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     for out in [&args.json, &args.plot].into_iter().flatten() {
         diffuse_core::io::check_output(out, args.force)?;
     }
-    anyhow::ensure!(!args.samplers.is_empty() && !args.nfe.is_empty(), "--samplers and --nfe must not be empty");
+    // Each spec keeps its own `key=value` parameters (`ddim-eta:eta=0.5`).
+    let samplers: Vec<String> = args.samplers.iter().flat_map(|s| split_solver_list(s)).collect();
+    anyhow::ensure!(!samplers.is_empty() && !args.nfe.is_empty(), "--samplers and --nfe must not be empty");
     let model = match args.task {
         Some(task) => load_model(args.model.as_deref(), task, ctx)?,
         None => match &args.model {
@@ -60,7 +63,7 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let task: Task = model.config().task.parse()?;
-    for s in &args.samplers {
+    for s in &samplers {
         for &n in &args.nfe {
             sample_options(&model, Some(s), Some(n), ctx.global.seed)?;
         }
@@ -75,12 +78,10 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(!pairs.is_empty(), "{}: no usable images", args.clean.display());
     let (in_psnr, in_ssim) = mean_scores(&pairs, None)?;
-    let runs = args.samplers.len() * args.nfe.len() + schedules.len();
+    let runs = samplers.len() * args.nfe.len() + schedules.len();
     let bar = p.progress((runs * pairs.len()) as u64, "benchmark");
     let points =
-        bench(&model, &pairs, &args.samplers, &args.nfe, &schedules, ctx.global.seed, DEFAULT_TILING, &mut || {
-            bar.inc(1)
-        })?;
+        bench(&model, &pairs, &samplers, &args.nfe, &schedules, ctx.global.seed, DEFAULT_TILING, &mut || bar.inc(1))?;
     bar.finish_and_clear();
     let mut md = format!(
         "| sampler | NFE | PSNR (dB) | SSIM | s/image |\n|---|---|---|---|---|\n| degraded input | 0 | {in_psnr:.2} | {in_ssim:.4} | – |\n"
@@ -103,7 +104,7 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.plot {
         let mut names: Vec<String> = Vec::new();
-        for name in args.samplers.iter().chain(points.iter().map(|pt| &pt.sampler)) {
+        for name in samplers.iter().chain(points.iter().map(|pt| &pt.sampler)) {
             if !names.contains(name) {
                 names.push(name.clone());
             }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use diffuse_core::solvers::SolverSpec;
+use diffuse_core::solvers::SolverList;
 use diffuse_restoration::degrade::Task;
 use diffuse_restoration::pipeline::load_fixed_pairs;
 use diffuse_restoration::search::SearchOptions;
@@ -35,8 +35,8 @@ pub struct SearchArgs {
     #[arg(long, default_value = "2..5")]
     pub nfe: String,
     /// Base solvers tried at every budget.
-    #[arg(long, default_value = "dpm++2m,ddim,unipc-bh2", value_delimiter = ',')]
-    pub solvers: Vec<SolverSpec>,
+    #[arg(long, default_value = "dpm++2m,ddim,unipc-bh2")]
+    pub solvers: SolverList,
     /// Objective evaluations per schedule (deterministic: the same count gives the same schedules).
     #[arg(long, default_value_t = 100)]
     pub evals: usize,
@@ -71,7 +71,7 @@ pub fn run(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(!pairs.is_empty(), "{}: no usable images", args.clean.display());
     let opts = SearchOptions {
-        scope: search_scope(&args.nfe, &args.solvers, args.evals, args.budget.as_deref())?,
+        scope: search_scope(&args.nfe, &args.solvers.0, args.evals, args.budget.as_deref())?,
         crop: args.crop,
         seed: ctx.global.seed,
     };

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use diffuse_core::bench::{Problem, Setup};
 use diffuse_core::solvers::ems::estimate;
-use diffuse_core::solvers::{EmsSettings, NoNoise, Run};
+use diffuse_core::solvers::{EmsSettings, NoNoise, Pooling, Run};
 use diffuse_core::spacing::End;
 
 use crate::commands::Context;
@@ -59,8 +59,12 @@ pub fn ems(ctx: &Context, args: &EmsArgs) -> anyhow::Result<ExitCode> {
         End::Zero => path.point(path.t_range().0),
         End::Time(t) => path.point(t),
     };
-    let settings =
-        EmsSettings { intervals: args.intervals, probes: args.probes, shared: args.shared, seed: problem.seed };
+    let settings = EmsSettings {
+        intervals: args.intervals,
+        probes: args.probes,
+        pooling: if args.shared { Pooling::All } else { Pooling::PerCoordinate },
+        seed: problem.seed,
+    };
     let bar = ctx.printer.progress(args.intervals as u64 + 1, "statistics");
     let x = setup.x_start.shallow_clone();
     let (mut noise, mut observer) = (NoNoise, ());
