@@ -263,6 +263,39 @@ impl CoreSampler {
         Ok(self.run(denoiser, y, x_t, &mut NoNoise, &mut (), true)?.x)
     }
 
+    /// Runs the solver without a graph from `x_t` (at t = 1) to the path's last time before the data, `t_eps`
+    /// (σ > 0), over the intervals of its grid but the jump onto the data; returns x there and that point. For
+    /// gradients by the adjoint ([`crate::train::crp_adjoint`]), which differentiates the jump itself.
+    pub fn solve_before_data(
+        &self,
+        denoiser: &dyn Denoiser,
+        y: &Tensor,
+        x_t: &Tensor,
+    ) -> Result<(Tensor, diffuse_core::Point)> {
+        if self.orders.is_some() || self.stochastic {
+            return Err(Error::invalid("sampler", "the adjoint runs a deterministic solver's own plan"));
+        }
+        let path = self.path.as_ref();
+        let end = path.point(path.t_range().0);
+        let grid = GridSpec { end: End::Time(end.t), ..self.grid.clone() };
+        let steps = match self.budget {
+            Budget::Steps(n) | Budget::Nfe(n) => n.saturating_sub(1).max(1),
+        };
+        let cond = Conditioning::with_anchor(y.shallow_clone());
+        let out = solvers::sample(
+            self.solver.as_ref(),
+            path,
+            denoiser,
+            &cond,
+            x_t,
+            &grid,
+            Budget::Steps(steps),
+            &mut NoNoise,
+            &mut (),
+        )?;
+        Ok((out.x, end))
+    }
+
     fn run(
         &self,
         denoiser: &dyn Denoiser,

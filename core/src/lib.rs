@@ -30,6 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod adjoint;
 pub mod batch;
 pub mod bench;
 pub mod denoiser;

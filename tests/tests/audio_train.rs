@@ -155,6 +155,16 @@ fn crp_fine_tunes_a_data_model_from_the_command_line() {
     assert_eq!(sidecar["source"]["init"]["objective"], "data");
     assert!(sidecar["source"]["loss"].as_str().unwrap().contains("sigma_data"), "{}", sidecar["source"]["loss"]);
 
+    // The same fine-tuning with the gradient by the adjoint ODE.
+    let adjoint = ["--objective", "crp", "--init", "data/model.safetensors", "--crp-steps", "3", "--crp-adjoint", "2"];
+    let out = stage("crp-adjoint", &adjoint);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("trained 2 steps"), "{stdout}");
+    let out = stage("crp-bad", &["--objective", "crp", "--init", "data/model.safetensors", "--crp-adjoint", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("adjoint"), "{}", text(&out).1);
+
     let crp_snr = ["--objective", "crp", "--init", "data/model.safetensors", "--crp-loss", "snr", "--spectral-shaping"];
     let out = stage("crp-snr", &crp_snr);
     let (stdout, stderr) = text(&out);

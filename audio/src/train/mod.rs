@@ -282,6 +282,7 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         crate::model::load_vars(&mut vs, i.tensors, &i.path)?;
     }
     let mut state = State::new(&vs)?;
+    let params = vs.trainable_variables();
     let crp_sampler = match opts.objective {
         Objective::Crp => Some(crate::sampling::CoreSampler::new(&opts.crp_solver, opts.crp_steps, &model_cfg)?),
         _ => None,
@@ -290,6 +291,7 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         "network": net_config, "batch": opts.batch, "crop_frames": opts.crop_frames, "seed": opts.seed,
         "objective": opts.objective,
         "crp": (opts.objective == Objective::Crp).then(|| (opts.crp_solver.clone(), opts.crp_steps, opts.crp_loss)),
+        "crp_adjoint": opts.crp_adjoint,
         "mixing": opts.mixing(),
     });
     if opts.resume {
@@ -329,13 +331,20 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         let x0 = spectrogram_batch_torch(&c.f_to_device(opts.device)?, &model_cfg)?;
         let y = spectrogram_batch_torch(&n.f_to_device(opts.device)?, &model_cfg)?;
         tch::manual_seed(mix64(opts.seed ^ mix64(step) ^ 0x6c6f_7373) as i64);
-        let loss = match opts.objective {
-            Objective::Score => dsm_loss(&net, &model_cfg, &x0, &y)?,
-            Objective::Data => data_loss(&net, &model_cfg, &x0, &y)?,
+        // The adjoint puts its gradient into the parameters itself.
+        let (loss, backpropagated) = match opts.objective {
+            Objective::Score => (dsm_loss(&net, &model_cfg, &x0, &y)?, false),
+            Objective::Data => (data_loss(&net, &model_cfg, &x0, &y)?, false),
             Objective::Crp => {
                 // Built above for this objective.
                 let sampler = crp_sampler.as_ref().ok_or_else(|| Error::invalid("crp", "no sampler"))?;
-                crp_loss(&net, &model_cfg, sampler, opts.crp_loss, &x0, &y)?
+                let x_t = crp_prior(sampler, &x0, &y)?;
+                match opts.crp_adjoint {
+                    Some(n) => {
+                        (crp_adjoint(&net, &model_cfg, sampler, opts.crp_loss, &x0, &y, &x_t, &params, n)?, true)
+                    }
+                    None => (crp_loss(&net, &model_cfg, sampler, opts.crp_loss, &x0, &y, &x_t)?, false),
+                }
             }
         };
         let loss_value = loss.f_double_value(&[])?;
@@ -351,7 +360,9 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
                 ),
             });
         }
-        loss.f_backward()?;
+        if !backpropagated {
+            loss.f_backward()?;
+        }
         let lr = if opts.warmup > 0 { opts.lr * (step as f64 / opts.warmup as f64).min(1.0) } else { opts.lr };
         let grad_norm = state
             .update(lr, opts.grad_clip, opts.ema_decay)

@@ -96,6 +96,9 @@ pub struct TrainOptions {
     pub crp_steps: usize,
     /// What the `crp` objective compares with the clean target.
     pub crp_loss: CrpLoss,
+    /// The `crp` gradient by the adjoint ODE with this many Runge–Kutta steps ([`super::crp_adjoint`]: memory of
+    /// one network call whatever `crp_steps`) instead of backpropagation through the sampler.
+    pub crp_adjoint: Option<usize>,
     /// σ_d of the data objective's preconditioning (standard deviation of `x0 − y` per real coordinate); `None`:
     /// measured on 256 training mixtures before the first step.
     pub sigma_data: Option<f64>,
@@ -157,6 +160,7 @@ impl TrainOptions {
             crp_solver: "dpm++2m".into(),
             crp_steps: 10,
             crp_loss: CrpLoss::Spec,
+            crp_adjoint: None,
             sigma_data: None,
             lr: 5e-4,
             warmup: 0,
@@ -219,6 +223,12 @@ impl TrainOptions {
             }
             if self.crp_steps == 0 {
                 return Err(Error::invalid("crp steps", "need at least 1"));
+            }
+            if let Some(n) = self.crp_adjoint {
+                diffuse_core::limits::at_most("crp adjoint steps", n, diffuse_core::limits::MAX_NFE)?;
+                if n == 0 {
+                    return Err(Error::invalid("crp adjoint steps", "need at least 1"));
+                }
             }
         }
         if !(self.lr > 0.0

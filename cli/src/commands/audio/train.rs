@@ -69,6 +69,10 @@ pub struct TrainArgs {
     /// as Lay et al.) or snr (negative waveform SNR per mixture, capped at 30 dB: weighs errors as SI-SDR does).
     #[arg(long, value_enum, default_value_t = CrpLossArg::Spec)]
     pub crp_loss: CrpLossArg,
+    /// Take the --objective crp gradient by the adjoint ODE with N Runge–Kutta steps (memory of one network call
+    /// whatever --crp-steps) instead of backpropagation through the sampler.
+    #[arg(long, value_name = "N")]
+    pub crp_adjoint: Option<usize>,
     /// σ_d of the data objective's preconditioning (default: measured on the training mixtures).
     #[arg(long, value_name = "X")]
     pub sigma_data: Option<f64>,
@@ -160,6 +164,7 @@ pub(super) fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode>
     opts.model.path = diffuse_core::path::PathSpec::default_of(&args.path).context("--path")?;
     opts.crp_solver = args.crp_solver.clone();
     opts.crp_steps = args.crp_steps;
+    opts.crp_adjoint = args.crp_adjoint;
     opts.crp_loss = match args.crp_loss {
         CrpLossArg::Spec => diffuse_audio::train::CrpLoss::Spec,
         CrpLossArg::Snr => diffuse_audio::train::CrpLoss::Snr,
