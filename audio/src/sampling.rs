@@ -265,7 +265,7 @@ impl CoreSampler {
 
     /// Runs the solver without a graph from `x_t` (at t = 1) to the path's last time before the data, `t_eps`
     /// (σ > 0), over the intervals of its grid but the jump onto the data; returns x there and that point. For
-    /// gradients by the adjoint ([`crate::train::crp_adjoint`]), which differentiates the jump itself.
+    /// gradients by the adjoint ([`crate::train::Crp::adjoint`]), which differentiates the jump itself.
     pub fn solve_before_data(
         &self,
         denoiser: &dyn Denoiser,

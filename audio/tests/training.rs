@@ -321,7 +321,8 @@ fn the_crp_losses_fall_when_optimised_through_the_sampler() {
         for _ in 0..12 {
             tch::manual_seed(9); // the same prior noise every step
             let x_t = diffuse_audio::train::crp_prior(&sampler, &x0, &y).unwrap();
-            let loss = diffuse_audio::train::crp_loss(&net, &cfg, &sampler, loss_kind, &x0, &y, &x_t).unwrap();
+            let crp = diffuse_audio::train::Crp { net: &net, config: &cfg, sampler: &sampler, loss: loss_kind };
+            let loss = crp.loss(&x0, &y, &x_t).unwrap();
             losses.push(f64::try_from(&loss).unwrap());
             opt.backward_step(&loss);
         }

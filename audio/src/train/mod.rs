@@ -339,11 +339,10 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
                 // Built above for this objective.
                 let sampler = crp_sampler.as_ref().ok_or_else(|| Error::invalid("crp", "no sampler"))?;
                 let x_t = crp_prior(sampler, &x0, &y)?;
+                let crp = Crp { net: &net, config: &model_cfg, sampler, loss: opts.crp_loss };
                 match opts.crp_adjoint {
-                    Some(n) => {
-                        (crp_adjoint(&net, &model_cfg, sampler, opts.crp_loss, &x0, &y, &x_t, &params, n)?, true)
-                    }
-                    None => (crp_loss(&net, &model_cfg, sampler, opts.crp_loss, &x0, &y, &x_t)?, false),
+                    Some(n) => (crp.adjoint(&x0, &y, &x_t, &params, n)?, true),
+                    None => (crp.loss(&x0, &y, &x_t)?, false),
                 }
             }
         };

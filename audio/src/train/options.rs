@@ -96,7 +96,7 @@ pub struct TrainOptions {
     pub crp_steps: usize,
     /// What the `crp` objective compares with the clean target.
     pub crp_loss: CrpLoss,
-    /// The `crp` gradient by the adjoint ODE with this many Runge–Kutta steps ([`super::crp_adjoint`]: memory of
+    /// The `crp` gradient by the adjoint ODE with this many Runge–Kutta steps ([`super::Crp::adjoint`]: memory of
     /// one network call whatever `crp_steps`) instead of backpropagation through the sampler.
     pub crp_adjoint: Option<usize>,
     /// σ_d of the data objective's preconditioning (standard deviation of `x0 − y` per real coordinate); `None`:
