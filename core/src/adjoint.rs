@@ -20,6 +20,7 @@ use tch::{Kind, Tensor};
 
 use crate::path::Point;
 use crate::solvers::Run;
+use crate::solvers::common::weighted_sum;
 use crate::{Error, Result};
 
 /// What [`adjoint_gradients`] returns.
@@ -96,10 +97,16 @@ pub fn adjoint_gradients(
         let k4 = derivative(run, params, &y3, &a3, &p_b)?;
         let w = [h / 6.0, h / 3.0, h / 3.0, h / 6.0];
         let ks = [&k1, &k2, &k3, &k4];
-        y = combine(&y, ks.iter().map(|k| &k.dy), &w)?;
-        a = combine(&a, ks.iter().map(|k| &k.da), &w)?;
+        // base + Σ w_k·term_k, one pass per term.
+        let rk4 = |base: &Tensor, term: &dyn Fn(&Derivative) -> &Tensor| -> Result<Tensor> {
+            let mut terms = vec![(1.0, base)];
+            terms.extend(ks.iter().zip(&w).map(|(k, &wk)| (wk, term(k))));
+            weighted_sum(&terms)
+        };
+        y = rk4(&y, &|k| &k.dy)?;
+        a = rk4(&a, &|k| &k.da)?;
         for (j, gj) in g.iter_mut().enumerate() {
-            *gj = combine(gj, ks.iter().map(|k| &k.dg[j]), &w)?;
+            *gj = rk4(gj, &|k| &k.dg[j])?;
         }
     }
     let x_start = a.f_div_scalar(start.alpha)?;
@@ -119,15 +126,6 @@ impl Derivative {
     fn advance(&self, y: &Tensor, a: &Tensor, c: f64) -> Result<(Tensor, Tensor)> {
         Ok((y.f_add(&self.dy.f_mul_scalar(c)?)?, a.f_add(&self.da.f_mul_scalar(c)?)?))
     }
-}
-
-/// `base + Σ w_k·terms_k`.
-fn combine<'t>(base: &Tensor, terms: impl Iterator<Item = &'t Tensor>, w: &[f64]) -> Result<Tensor> {
-    let mut out = base.shallow_clone();
-    for (t, &wk) in terms.zip(w) {
-        out = out.f_add(&t.f_mul_scalar(wk)?)?;
-    }
-    Ok(out)
 }
 
 /// ε̂ at (α·y, p) and the products `−(∂ε̂/∂y)ᵀa`, `−(∂ε̂/∂θ)ᵀa` by one backward pass through the model.

@@ -123,9 +123,12 @@ impl Crp<'_> {
         // The jump onto the data, with a graph through its one network call: ∂L/∂θ (its part) and ∂L/∂x_last.
         let x_leaf = x_last.f_detach()?.set_requires_grad(true);
         let value = tch::with_grad(|| -> Result<Tensor> {
+            // The driver's jump onto the data, by core's data step.
             let data = path.point(0.0);
-            let x0_hat = run.data(&run.to_tilde(&x_leaf, &last)?, &last)?;
-            let out = run.from_tilde(&x0_hat.f_mul_scalar(data.alpha)?, &data)?;
+            let x_tilde = run.to_tilde(&x_leaf, &last)?;
+            let x0_hat = run.data(&x_tilde, &last)?;
+            let out =
+                run.from_tilde(&diffuse_core::solvers::common::data_step(&x_tilde, &x0_hat, &last, &data)?, &data)?;
             let value = crp_objective(self.net, self.config, self.loss, &out, x0)?;
             value.f_backward()?;
             Ok(value.f_detach()?)
