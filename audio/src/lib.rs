@@ -46,6 +46,7 @@
 pub mod config;
 #[cfg(feature = "default-model")]
 pub mod default_model;
+pub mod diagnose;
 pub mod ems;
 pub mod error;
 pub mod eval;

@@ -130,6 +130,13 @@ impl ScoreModel {
     /// One network call: `x_t`, `y` are `[B, 2, F, T]`, `t` is `[B]`; returns `sign × output`, `[B, 2, F, T]`
     /// float32 on the model's device (the quantity named by `output.kind`).
     pub fn forward(&self, x_t: &Tensor, y: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        self.forward_differentiable(x_t, y, t)
+    }
+
+    /// [`ScoreModel::forward`] keeping the autograd graph (where gradients are enabled): for derivatives of the
+    /// output with respect to the input, as the score diagnostics take.
+    pub fn forward_differentiable(&self, x_t: &Tensor, y: &Tensor, t: &Tensor) -> Result<Tensor> {
         let size = x_t.size();
         let bins = self.config.bins() as i64;
         let ok = |s: &[i64]| s.len() == 4 && s[1] == 2 && s[2] == bins;
@@ -147,7 +154,6 @@ impl ScoreModel {
                 got: format!("{:?}", t.size()),
             });
         }
-        let _guard = tch::no_grad_guard();
         let input = Tensor::f_cat(&[x_t, y], 1)?.f_to_kind(Kind::Float)?.f_to_device(self.device)?;
         let t = t.f_to_kind(Kind::Float)?.f_to_device(self.device)?;
         let out = match &self.backend {

@@ -25,12 +25,18 @@ use crate::{Error, Result};
 /// (OUVE models) or x̂0 (data-prediction models).
 pub struct SgmseDenoiser<'a> {
     model: &'a ScoreModel,
+    differentiable: bool,
 }
 
 impl<'a> SgmseDenoiser<'a> {
-    /// Wraps a loaded model.
+    /// Wraps a loaded model (no autograd graph: for sampling).
     pub fn new(model: &'a ScoreModel) -> Self {
-        SgmseDenoiser { model }
+        SgmseDenoiser { model, differentiable: false }
+    }
+
+    /// Wraps a loaded model whose calls keep the autograd graph where gradients are enabled.
+    pub fn differentiable(model: &'a ScoreModel) -> Self {
+        SgmseDenoiser { model, differentiable: true }
     }
 }
 
@@ -48,7 +54,12 @@ impl Denoiser for SgmseDenoiser<'_> {
         })?;
         let batch = x.size().first().copied().unwrap_or(1);
         let tt = Tensor::f_full([batch], t, (Kind::Float, x.device()))?;
-        let out = self.model.forward(x, y, &tt).map_err(|e| match e {
+        let out = if self.differentiable {
+            self.model.forward_differentiable(x, y, &tt)
+        } else {
+            self.model.forward(x, y, &tt)
+        };
+        let out = out.map_err(|e| match e {
             Error::Torch(e) => diffuse_core::Error::Torch(e),
             other => diffuse_core::Error::file(self.model.path(), other),
         })?;

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use diffuse_core::DeviceSpec;
+use diffuse_core::threads::ThreadPolicy;
 
 /// Diffusion models for signals, robotics and language, on libtorch.
 #[derive(Debug, Parser)]
@@ -21,9 +22,10 @@ pub struct GlobalArgs {
     /// Device: auto (CUDA when available), cpu, cuda or cuda:N. Asking for CUDA without it is an error.
     #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceSpec,
-    /// Number of CPU threads for libtorch (default: libtorch's choice).
-    #[arg(long, global = true, value_name = "N")]
-    pub threads: Option<usize>,
+    /// CPU threads for libtorch: a count, or auto (the cores other programs leave free, re-measured as the model
+    /// runs; training commands use libtorch's default count, so that a rerun is bit-identical).
+    #[arg(long, global = true, default_value = "auto", value_name = "N|auto", value_parser = parse_threads)]
+    pub threads: ThreadPolicy,
     /// Seed for every random choice; the same seed gives the same result.
     #[arg(long, global = true, default_value_t = 0, value_name = "N")]
     pub seed: u64,
@@ -36,6 +38,10 @@ pub struct GlobalArgs {
 }
 
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: diffuse_core::Error| e.to_string())
+}
+
+fn parse_threads(s: &str) -> Result<ThreadPolicy, String> {
     s.parse().map_err(|e: diffuse_core::Error| e.to_string())
 }
 

@@ -35,6 +35,7 @@ pub mod batch;
 pub mod bench;
 pub mod denoiser;
 pub mod device;
+pub mod diagnostics;
 pub mod error;
 pub mod exact;
 pub mod io;
@@ -51,6 +52,7 @@ pub mod search;
 pub mod seed;
 pub mod solvers;
 pub mod spacing;
+pub mod threads;
 pub mod weights;
 
 pub use denoiser::{Conditioning, Denoiser};

@@ -35,6 +35,7 @@ pub(crate) fn call_rows(
     let width = den.process().width() as i64;
     let x = Tensor::from_slice(tokens).view([n as i64, len as i64]).to_device(device);
     let u = noise.map(|u| Tensor::from_slice(u).view([n as i64, len as i64]).to_device(device));
+    diffuse_core::threads::rebalance();
     let out = den.forward(&x, t, u.as_ref())?;
     let expected = [n as i64, len as i64, width];
     if out.size() != expected {

@@ -165,6 +165,32 @@ fn crp_fine_tunes_a_data_model_from_the_command_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("adjoint"), "{}", text(&out).1);
 
+    // Rectified Diffusion from the data model: pairs from its 3-step dpm++2m, made for 2 ddim steps.
+    let rectified = [
+        "--objective",
+        "rectified",
+        "--init",
+        "data/model.safetensors",
+        "--pair-steps",
+        "3",
+        "--crp-solver",
+        "ddim",
+        "--crp-steps",
+        "2",
+    ];
+    let out = stage("rectified", &rectified);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("rectified/model.json")).unwrap()).unwrap();
+    assert_eq!((&sidecar["sampler"]["name"], &sidecar["sampler"]["steps"]), (&"ddim".into(), &2.into()));
+    assert_eq!(sidecar["source"]["objective"], "rectified");
+    let loss = sidecar["source"]["loss"].as_str().unwrap();
+    assert!(loss.contains("Rectified") && loss.contains("dpm++2m with 3 steps"), "{loss}");
+    let out = stage("rectified-bad", &["--objective", "rectified"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("--init"), "{}", text(&out).1);
+
     let crp_snr = ["--objective", "crp", "--init", "data/model.safetensors", "--crp-loss", "snr", "--spectral-shaping"];
     let out = stage("crp-snr", &crp_snr);
     let (stdout, stderr) = text(&out);
@@ -278,4 +304,52 @@ fn a_schroedinger_bridge_model_trains_and_enhances_through_core() {
     let out = run_in(d, &["audio", "enhance", "noisy.wav", "--model", "sb/model.safetensors", "--sampler", "sb-sde"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("sb-ode"), "{}", text(&out).1);
+}
+
+/// `diffuse audio diagnose` on the shipped example pair: the score's residual and asymmetry per time, two
+/// samplers side by side, the JSON report and the plot; a missing folder is named.
+#[test]
+fn diagnose_reports_the_scores_residual_and_the_samplers_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    let (clean, noisy) = (root.join("examples/audio/clean"), root.join("examples/audio/noisy"));
+    let (json, svg) = (dir.path().join("d.json"), dir.path().join("d.svg"));
+    let args = [
+        "audio",
+        "diagnose",
+        "--clean",
+        clean.to_str().unwrap(),
+        "--noisy",
+        noisy.to_str().unwrap(),
+        "--crop",
+        "1",
+        "--times",
+        "2",
+        "--probes",
+        "2",
+        "--samplers",
+        "ddim,auto",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ];
+    let out = run_in(dir.path(), &args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("FP resid.") && stdout.contains("ddim") && stdout.contains("dpm++2m"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let times = report["report"]["times"].as_array().unwrap();
+    assert_eq!(times.len(), 2);
+    for row in times {
+        assert!(row["fp_residual"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["denoiser_asymmetry"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let samplers = report["report"]["samplers"].as_array().unwrap();
+    assert!(samplers[0]["agreement_db"].is_null() && samplers[1]["agreement_db"].as_f64().is_some());
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+
+    let out = run_in(dir.path(), &["audio", "diagnose", "--clean", "nowhere", "--noisy", "nowhere"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).1.contains("nowhere"), "{}", text(&out).1);
 }

@@ -242,6 +242,19 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
             notes.push(format!("data objective: sigma_data {sd:.5} (RMS of x0 − y per real coefficient)"));
             net_config.sigma_data = Some(sd);
         }
+        Objective::Rectified => {
+            // The model is made for few steps of its sampler; the pairs come from the initial model's.
+            model_cfg.sampler.name = opts.crp_solver.clone();
+            model_cfg.sampler.steps = opts.crp_steps;
+            notes.push(format!(
+                "rectified: re-training {} on the (noise, sample) pairs of its {} with {} steps, for {} with {} steps",
+                opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                opts.pair_solver,
+                opts.pair_steps,
+                opts.crp_solver,
+                opts.crp_steps
+            ));
+        }
         Objective::Crp => {
             // The network, σ_d and output kind are the initial model's (checked by InitModel::load); the model
             // learns the sampler it will run, so that sampler becomes its default.
@@ -278,6 +291,18 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
     tch::manual_seed(mix64(opts.seed ^ 0x006e_6574_776f_726b) as i64);
     let mut vs = nn::VarStore::new(opts.device);
     let net = ScoreNet::new(&vs.root(), &net_config)?;
+    // Rectified Diffusion's pairs come from the frozen initial model (its own copy of the weights).
+    let teacher = match (&init, opts.objective) {
+        (Some(i), Objective::Rectified) => {
+            let copies = i.tensors.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+            Some(crate::ScoreModel::native_from_tensors(copies, i.config.clone(), &i.path, opts.device)?)
+        }
+        _ => None,
+    };
+    let pair_sampler = match &teacher {
+        Some(t) => Some(crate::sampling::CoreSampler::new(&opts.pair_solver, opts.pair_steps, t.config())?),
+        None => None,
+    };
     if let Some(i) = init {
         crate::model::load_vars(&mut vs, i.tensors, &i.path)?;
     }
@@ -292,6 +317,7 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         "objective": opts.objective,
         "crp": (opts.objective == Objective::Crp).then(|| (opts.crp_solver.clone(), opts.crp_steps, opts.crp_loss)),
         "crp_adjoint": opts.crp_adjoint,
+        "pairs": (opts.objective == Objective::Rectified).then(|| (opts.pair_solver.clone(), opts.pair_steps)),
         "mixing": opts.mixing(),
     });
     if opts.resume {
@@ -335,6 +361,14 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         let (loss, backpropagated) = match opts.objective {
             Objective::Score => (dsm_loss(&net, &model_cfg, &x0, &y)?, false),
             Objective::Data => (data_loss(&net, &model_cfg, &x0, &y)?, false),
+            Objective::Rectified => {
+                // Built above for this objective.
+                let (Some(teacher), Some(sampler)) = (&teacher, &pair_sampler) else {
+                    return Err(Error::invalid("rectified", "no initial model"));
+                };
+                let teacher = crate::sampling::SgmseDenoiser::new(teacher);
+                (rectified_loss(&net, &model_cfg, &teacher, sampler, &y)?, false)
+            }
             Objective::Crp => {
                 // Built above for this objective.
                 let sampler = crp_sampler.as_ref().ok_or_else(|| Error::invalid("crp", "no sampler"))?;

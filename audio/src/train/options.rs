@@ -24,6 +24,9 @@ pub enum Objective {
     Data,
     /// Fine-tuning a data-prediction model through its N-step sampler ("correcting the reverse process").
     Crp,
+    /// Rectified Diffusion (Wang et al. 2024): re-training a data-prediction model on matched (noise, sample)
+    /// pairs that its own sampler makes, so that few first-order steps follow its trajectories.
+    Rectified,
 }
 
 impl std::fmt::Display for Objective {
@@ -32,6 +35,7 @@ impl std::fmt::Display for Objective {
             Objective::Score => "score",
             Objective::Data => "data",
             Objective::Crp => "crp",
+            Objective::Rectified => "rectified",
         })
     }
 }
@@ -99,6 +103,11 @@ pub struct TrainOptions {
     /// The `crp` gradient by the adjoint ODE with this many Runge–Kutta steps ([`super::Crp::adjoint`]: memory of
     /// one network call whatever `crp_steps`) instead of backpropagation through the sampler.
     pub crp_adjoint: Option<usize>,
+    /// The sampler that makes the `rectified` objective's (noise, sample) pairs from the `--init` model: a
+    /// deterministic diffuse-core solver by name, with its steps.
+    pub pair_solver: String,
+    /// Its steps.
+    pub pair_steps: usize,
     /// σ_d of the data objective's preconditioning (standard deviation of `x0 − y` per real coordinate); `None`:
     /// measured on 256 training mixtures before the first step.
     pub sigma_data: Option<f64>,
@@ -161,6 +170,8 @@ impl TrainOptions {
             crp_steps: 10,
             crp_loss: CrpLoss::Spec,
             crp_adjoint: None,
+            pair_solver: "dpm++2m".into(),
+            pair_steps: 10,
             sigma_data: None,
             lr: 5e-4,
             warmup: 0,
@@ -214,13 +225,25 @@ impl TrainOptions {
         {
             return Err(Error::invalid("sigma data", format!("must be positive, got {sd}")));
         }
-        if self.objective == Objective::Crp {
-            if self.init.is_none() {
+        if matches!(self.objective, Objective::Crp | Objective::Rectified) && self.init.is_none() {
+            return Err(Error::invalid(
+                "init",
+                format!(
+                    "the {} objective fine-tunes a trained data-prediction model: pass it with --init",
+                    self.objective
+                ),
+            ));
+        }
+        if self.objective == Objective::Rectified {
+            if self.pair_steps == 0 || self.crp_steps == 0 {
                 return Err(Error::invalid(
-                    "init",
-                    "the crp objective fine-tunes a trained data-prediction model: pass it with --init",
+                    "rectified",
+                    "the pair sampler and the model's sampler need at least 1 step",
                 ));
             }
+            diffuse_core::limits::at_most("pair steps", self.pair_steps, diffuse_core::limits::MAX_NFE)?;
+        }
+        if self.objective == Objective::Crp {
             if self.crp_steps == 0 {
                 return Err(Error::invalid("crp steps", "need at least 1"));
             }

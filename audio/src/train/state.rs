@@ -213,6 +213,16 @@ pub(super) fn model_sidecar(
              weights: EMA",
             model.network.as_ref().and_then(|n| n.sigma_data).unwrap_or(f64::NAN)
         ),
+        Objective::Rectified => format!(
+            "Rectified Diffusion (Wang et al. 2024): mean ((x0_hat - x_pair)/c_out)^2 with x_t = alpha x_pair + gamma y \
+             + sigma z, where x_pair is the sample {} with {} steps of the initial model {} makes from the prior \
+             y + sigma(1) z with the same z; made for {} with {} steps; weights: EMA",
+            opts.pair_solver,
+            opts.pair_steps,
+            opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            opts.crp_solver,
+            opts.crp_steps
+        ),
         Objective::Crp => format!(
             "correcting the reverse process (Lay et al. 2023): {} for the output x_hat of {} with {} steps from the \
              prior y + sigma(1) z, gradients through every network call; started from {}; weights: EMA",
@@ -299,7 +309,7 @@ impl InitModel {
         let Some(net) = config.network.as_ref() else {
             return Err(Error::model(path, "the sidecar has no `network`: not a native model"));
         };
-        let wants_data = matches!(objective, Objective::Data | Objective::Crp);
+        let wants_data = matches!(objective, Objective::Data | Objective::Crp | Objective::Rectified);
         let is_data = config.output.kind == OutputKind::DataPrediction && net.sigma_data.is_some();
         if wants_data != is_data {
             return Err(Error::model(

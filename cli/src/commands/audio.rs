@@ -11,6 +11,7 @@ use diffuse_audio::ScoreModel;
 use super::Context;
 
 mod bench;
+mod diagnose;
 mod ems;
 mod enhance;
 mod eval;
@@ -19,6 +20,7 @@ mod train;
 
 pub use bench::BenchArgs;
 use bench::bench;
+pub use diagnose::DiagnoseArgs;
 pub use ems::EmsArgs;
 use ems::ems;
 pub use enhance::EnhanceArgs;
@@ -45,6 +47,8 @@ pub enum AudioCommand {
     Search(SearchArgs),
     /// DPM-Solver-v3's empirical model statistics of a model, from noisy validation inputs.
     Ems(EmsArgs),
+    /// The score's Fokker–Planck residual and Jacobian asymmetry against t, and how far its samplers disagree.
+    Diagnose(DiagnoseArgs),
 }
 
 /// Runs `diffuse audio …`.
@@ -56,6 +60,7 @@ pub fn run(ctx: &Context, cmd: &AudioCommand) -> anyhow::Result<ExitCode> {
         AudioCommand::Bench(args) => bench(ctx, args),
         AudioCommand::Search(args) => search(ctx, args),
         AudioCommand::Ems(args) => ems(ctx, args),
+        AudioCommand::Diagnose(args) => diagnose::run(ctx, args),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use diffuse_core::threads::ThreadPolicy;
 use diffuse_core::{DeviceSpec, RuntimeReport};
 
 use super::Context;
@@ -23,6 +24,7 @@ pub fn doctor(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             "runtime": report,
             "tch_version": "0.24.0",
             "requested_device": requested.to_string(),
+            "thread_policy": ctx.global.threads.to_string(),
             "device": resolved.as_ref().ok().map(|d| diffuse_core::device::device_name(*d)),
             "model_dirs": model_dirs,
             "builtin_models": builtin,
@@ -42,7 +44,13 @@ pub fn doctor(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         println!("CUDA         {}", if report.cuda_available { "available" } else { "not available" });
         println!("  devices    {}", report.cuda_devices);
         println!("cuDNN        {}", if report.cudnn_available { "available" } else { "not available" });
-        println!("threads      {}", report.threads);
+        match ctx.global.threads {
+            ThreadPolicy::Auto => println!(
+                "threads      {} now (--threads auto: fewer while other programs keep cores busy)",
+                report.threads
+            ),
+            ThreadPolicy::Fixed(n) => println!("threads      {n} (--threads {n})"),
+        }
         match &resolved {
             Ok(d) => println!("device       {} (--device {requested})", diffuse_core::device::device_name(*d)),
             Err(_) => println!("device       missing (--device {requested})"),

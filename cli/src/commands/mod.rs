@@ -11,6 +11,7 @@ pub mod text;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use diffuse_core::threads::ThreadPolicy;
 use tch::Device;
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -57,9 +58,9 @@ impl Context {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let printer = Printer::new(cli.global.quiet, cli.global.verbose);
-    if let Some(n) = cli.global.threads {
-        diffuse_core::limits::check_threads(n)?;
-        diffuse_core::device::set_threads(n);
+    // Training keeps one thread count from start to end: results differ in the last bits between counts.
+    if !(cli.global.threads == ThreadPolicy::Auto && trains(&cli.command)) {
+        diffuse_core::threads::apply(cli.global.threads);
     }
     let ctx = Context { printer, global: cli.global };
     // Every command that computes honours --device: one that runs on the CPU only still refuses an absent device
@@ -80,6 +81,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Text(cmd) => text::text(&ctx, &cmd),
         Command::Manifest(cmd) => manifest::run(&ctx, &cmd),
     }
+}
+
+/// Whether the command trains a model.
+fn trains(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Audio(audio::AudioCommand::Train(_))
+            | Command::Restore(restore::RestoreCommand::Train(_))
+            | Command::Text(text::TextCommand::Train(_))
+            | Command::Pose(pose::PoseCommand::Train(_))
+    )
 }
 
 /// The options every training command shares.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use diffuse_core::threads::ThreadPolicy;
 use diffuse_pose::registration::{Dof, EstimateConfig};
 
 use super::Context;
@@ -80,7 +81,10 @@ pub(super) fn estimate_config(ctx: &Context, p: &ProcessArgs, base: EstimateConf
         steps: p.steps.unwrap_or(base.steps),
         dof: p.dof,
         seed: ctx.global.seed,
-        threads: ctx.global.threads.unwrap_or(0),
+        threads: match ctx.global.threads {
+            ThreadPolicy::Fixed(n) => n,
+            ThreadPolicy::Auto => 0,
+        },
         ..base
     })
 }

@@ -162,6 +162,7 @@ impl<'a> Run<'a> {
         }
         let x = self.from_tilde(x_tilde, p)?;
         self.nfe += 1;
+        crate::threads::rebalance();
         let pred = self.model.predict(&x, p.t, self.cond)?;
         Ok((pred, x))
     }

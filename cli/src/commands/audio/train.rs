@@ -48,7 +48,9 @@ pub struct TrainArgs {
     pub spectral_shaping: bool,
     /// What the network learns: score (the reference's denoising score matching; the model outputs the score),
     /// data (x0 prediction with EDM-style preconditioning; the model outputs x̂0), or crp (fine-tunes the
-    /// data-prediction model given by --init through its --crp-steps sampler: "correcting the reverse process").
+    /// data-prediction model given by --init through its --crp-steps sampler: "correcting the reverse process"),
+    /// or rectified (re-trains the --init model on the (noise, sample) pairs its --pair-solver makes, for few
+    /// steps of --crp-solver: Rectified Diffusion).
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Score)]
     pub objective: ObjectiveArg,
     /// Start from this trained native model (.safetensors + sidecar): its network, σ_d and weights, with a
@@ -59,7 +61,8 @@ pub struct TrainArgs {
     /// --objective data); a model given by --init keeps its own.
     #[arg(long, value_name = "KIND", default_value = "ouve", conflicts_with = "init")]
     pub path: String,
-    /// The sampler --objective crp trains through (a deterministic solver: dpm++2m, ddim, unipc-bh2, ...).
+    /// The sampler --objective crp trains through, and the one --objective rectified makes the model for (a
+    /// deterministic solver: dpm++2m, ddim, unipc-bh2, ...); it becomes the model's default.
     #[arg(long, default_value = "dpm++2m", value_name = "SOLVER")]
     pub crp_solver: String,
     /// Its steps.
@@ -73,6 +76,12 @@ pub struct TrainArgs {
     /// whatever --crp-steps) instead of backpropagation through the sampler.
     #[arg(long, value_name = "N")]
     pub crp_adjoint: Option<usize>,
+    /// The sampler of the --init model that makes the (noise, sample) pairs of --objective rectified.
+    #[arg(long, default_value = "dpm++2m", value_name = "SOLVER")]
+    pub pair_solver: String,
+    /// Its steps.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub pair_steps: usize,
     /// σ_d of the data objective's preconditioning (default: measured on the training mixtures).
     #[arg(long, value_name = "X")]
     pub sigma_data: Option<f64>,
@@ -123,6 +132,8 @@ pub enum ObjectiveArg {
     Data,
     /// Correcting the reverse process: fine-tuning through the sampler (Lay et al. 2023).
     Crp,
+    /// Rectified Diffusion: re-training on the model's own (noise, sample) pairs (Wang et al. 2024).
+    Rectified,
 }
 
 /// `--crp-loss` values.
@@ -159,12 +170,15 @@ pub(super) fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode>
         ObjectiveArg::Score => diffuse_audio::train::Objective::Score,
         ObjectiveArg::Data => diffuse_audio::train::Objective::Data,
         ObjectiveArg::Crp => diffuse_audio::train::Objective::Crp,
+        ObjectiveArg::Rectified => diffuse_audio::train::Objective::Rectified,
     };
     opts.init = args.init.clone();
     opts.model.path = diffuse_core::path::PathSpec::default_of(&args.path).context("--path")?;
     opts.crp_solver = args.crp_solver.clone();
     opts.crp_steps = args.crp_steps;
     opts.crp_adjoint = args.crp_adjoint;
+    opts.pair_solver = args.pair_solver.clone();
+    opts.pair_steps = args.pair_steps;
     opts.crp_loss = match args.crp_loss {
         CrpLossArg::Spec => diffuse_audio::train::CrpLoss::Spec,
         CrpLossArg::Snr => diffuse_audio::train::CrpLoss::Snr,
