@@ -242,31 +242,23 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
             notes.push(format!("data objective: sigma_data {sd:.5} (RMS of x0 − y per real coefficient)"));
             net_config.sigma_data = Some(sd);
         }
-        Objective::Rectified => {
-            // The model is made for few steps of its sampler; the pairs come from the initial model's.
-            model_cfg.sampler.name = opts.crp_solver.clone();
-            model_cfg.sampler.steps = opts.crp_steps;
-            notes.push(format!(
-                "rectified: re-training {} on the (noise, sample) pairs of its {} with {} steps, for {} with {} steps",
-                opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                opts.pair_solver,
-                opts.pair_steps,
-                opts.crp_solver,
-                opts.crp_steps
-            ));
-        }
-        Objective::Crp => {
+        Objective::Crp | Objective::Rectified => {
             // The network, σ_d and output kind are the initial model's (checked by InitModel::load); the model
-            // learns the sampler it will run, so that sampler becomes its default.
+            // learns the sampler it will run (crp through it, rectified for it), so that sampler becomes its
+            // default.
             model_cfg.sampler.name = opts.crp_solver.clone();
             model_cfg.sampler.steps = opts.crp_steps;
-            notes.push(format!(
-                "crp: fine-tuning {} through {} with {} steps, {} loss",
-                opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                opts.crp_solver,
-                opts.crp_steps,
-                opts.crp_loss
-            ));
+            let init = opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            let (solver, steps) = (&opts.crp_solver, opts.crp_steps);
+            notes.push(if opts.objective == Objective::Crp {
+                format!("crp: fine-tuning {init} through {solver} with {steps} steps, {} loss", opts.crp_loss)
+            } else {
+                format!(
+                    "rectified: re-training {init} on the (noise, sample) pairs of its {} with {} steps, for \
+                     {solver} with {steps} steps",
+                    opts.pair_solver, opts.pair_steps
+                )
+            });
         }
     }
     model_cfg.network = Some(net_config.clone());
