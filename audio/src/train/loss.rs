@@ -24,11 +24,14 @@ pub(super) fn perturb(path: &dyn NoisePath, x0: &Tensor, y: &Tensor) -> Result<P
     let opts = (Kind::Float, x0.device());
     let t = Tensor::f_rand([b], opts)?.f_mul_scalar(t_max - t_eps)?.f_add_scalar(t_eps)?;
     let p = BatchPoint::at(path, &t.f_view([b, 1, 1, 1])?)?;
-    let (alpha, gamma, sigma) = (p.alpha, p.gamma, p.sigma);
-    let mean = x0.f_mul(&alpha)?.f_add(&y.f_mul(&gamma)?)?;
     let z = Tensor::f_randn(x0.size(), opts)?.f_mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?;
-    let x_t = mean.f_add(&z.f_mul(&sigma)?)?;
+    let x_t = state(&p, x0, y, &z)?;
     Ok(Perturbed { t, z, x_t })
+}
+
+/// The path's state `x_t = α·x0 + γ·y + σ·z` at the batch's points.
+fn state(p: &BatchPoint, x0: &Tensor, y: &Tensor, z: &Tensor) -> Result<Tensor> {
+    Ok(x0.f_mul(&p.alpha)?.f_add(&y.f_mul(&p.gamma)?)?.f_add(&z.f_mul(&p.sigma)?)?)
 }
 
 /// The denoising score-matching loss of a batch (sgmse "score_matching" for OUVE): returns the mean over the
@@ -75,7 +78,7 @@ pub fn rectified_loss(
     let (t_eps, t_max) = path.t_range();
     let t = Tensor::f_rand([b], opts)?.f_mul_scalar(t_max - t_eps)?.f_add_scalar(t_eps)?;
     let p = BatchPoint::at(path.as_ref(), &t.f_view([b, 1, 1, 1])?)?;
-    let x_t = target.f_mul(&p.alpha)?.f_add(&y.f_mul(&p.gamma)?)?.f_add(&z.f_mul(&p.sigma)?)?;
+    let x_t = state(&p, &target, y, &z)?;
     let (x0_hat, pre) = net.denoise(&x_t, y, &t, path.as_ref())?;
     Ok(x0_hat.f_sub(&target)?.f_div(&pre.c_out)?.f_square()?.f_mean(Kind::Float)?)
 }
