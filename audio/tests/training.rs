@@ -247,7 +247,7 @@ fn a_data_prediction_run_records_its_preconditioning_and_enhances() {
     // The model enhances through the ordinary pipeline (core's solvers take x̂0 directly).
     let clean_set = diffuse_audio::train::ClipSet::load(&[clean], 16000, "clean").unwrap();
     let noise_set = diffuse_audio::train::ClipSet::load(&[noise], 16000, "noise").unwrap();
-    let set = diffuse_audio::train::validation_set(&clean_set, &noise_set, 2, 16000, 1);
+    let set = diffuse_audio::train::validation_set(&clean_set, &noise_set, None, 2, 16000, 1);
     let v = diffuse_audio::train::validate(&again, &set, 3).unwrap();
     assert!(v.si_sdr.is_finite() && v.estoi.is_finite(), "{v:?}");
 }
@@ -377,8 +377,8 @@ fn spectral_shaping_colours_speech_and_noise_and_keeps_the_drawn_snr() {
     let shaped_mix = Mixing { spectral_shaping: true, ..plain_mix };
     let (mut plain, mut shaped) = (Vec::new(), Vec::new());
     for k in 0..40u64 {
-        let (c0, y0) = mix(&clean, &noise, 8000, plain_mix, &mut Draws::new(k));
-        let (c1, y1) = mix(&clean, &noise, 8000, shaped_mix, &mut Draws::new(k));
+        let (c0, y0) = mix(&clean, &noise, None, 8000, plain_mix, &mut Draws::new(k));
+        let (c1, y1) = mix(&clean, &noise, None, 8000, shaped_mix, &mut Draws::new(k));
         // The SNR is set after shaping, and the target is the shaped speech inside the mixture.
         assert!((snr_db(&c1, &y1) - 3.0).abs() < 1e-3, "draw {k}: SNR {}", snr_db(&c1, &y1));
         assert!(c0 != c1, "draw {k}: shaping left the speech as it was");
@@ -400,4 +400,111 @@ fn spectral_shaping_colours_speech_and_noise_and_keeps_the_drawn_snr() {
         shape_spectrum(&mut y, &mut Draws::new(k));
         assert!(peak(&y).is_finite() && peak(&y) < 30.0 * peak(&x), "draw {k}: peak {}", peak(&y));
     }
+}
+
+#[test]
+fn reverberation_keeps_the_direct_path_as_the_target_and_the_whole_room_in_the_input() {
+    use diffuse_audio::train::{ClipSet, DIRECT_PATH_HALF_WIDTH, Draws, Mixing, Rooms, mix, reverberate};
+    // A room of a direct path (peak at tap 3, with a fractional-delay side tap) and one echo past the window.
+    let mut rir = vec![0.0f32; 600];
+    rir[3] = 1.0;
+    rir[4] = 0.25;
+    let echo = 3 + DIRECT_PATH_HALF_WIDTH + 200;
+    rir[echo] = -0.5;
+    let speech = noise_clip(0.2, 16000, 12);
+    let pre = rir.len() - 1;
+    let (dry, wet) = reverberate(&speech, &rir, pre, 0);
+    assert_eq!((dry.len(), wet.len()), (speech.len() - pre, speech.len() - pre));
+    for n in 0..dry.len() {
+        let s = |k: usize| speech[pre + n - k];
+        let want_dry = s(3) + 0.25 * s(4);
+        assert!((dry[n] - want_dry).abs() < 1e-5, "dry sample {n}: {} vs {want_dry}", dry[n]);
+        assert!((wet[n] - want_dry + 0.5 * s(echo)).abs() < 1e-5, "wet sample {n}");
+    }
+    // Keeping the early reflections up to the echo: the target is the whole room.
+    let (early, wet_again) = reverberate(&speech, &rir, pre, echo - 3);
+    assert_eq!(wet, wet_again);
+    assert!(early.iter().zip(&wet).all(|(a, b)| (a - b).abs() < 1e-5));
+
+    // In a mixture the input hears the room and the noise; the target is the direct path alone.
+    let set = |clip: Vec<f32>| ClipSet { clips: vec![clip], ..Default::default() };
+    let (clean, noise, rooms) = (set(noise_clip(1.0, 16000, 13)), set(noise_clip(1.0, 16000, 14)), set(rir));
+    let quiet = Mixing { snr_db: (80.0, 80.0), gain_jitter_db: 0.0, spectral_shaping: false };
+    let (target, noisy) = mix(&clean, &noise, Some(Rooms { set: &rooms, keep: 0 }), 4000, quiet, &mut Draws::new(5));
+    let energy = |x: &[f32]| x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>();
+    let residual: Vec<f32> = noisy.iter().zip(&target).map(|(y, x)| y - x).collect();
+    // White speech: the echo carries 0.25 / (1 + 0.0625) of the direct path's energy (−6.3 dB).
+    let ratio_db = 10.0 * (energy(&residual) / energy(&target)).log10();
+    let want_db = 10.0 * (0.25f64 / 1.0625).log10();
+    assert!((ratio_db - want_db).abs() < 0.5, "echo at {ratio_db:.2} dB, want {want_db:.2}");
+    let (plain, _) = mix(&clean, &noise, None, 4000, quiet, &mut Draws::new(5));
+    assert!(energy(&plain) > 0.0 && plain != target);
+}
+
+#[test]
+fn a_dereverb_run_records_its_rooms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, noise) = corpus(dir.path());
+    let rooms = dir.path().join("rooms");
+    let decay: Vec<f32> = (0..800)
+        .map(|k| if k == 5 { 0.9 } else { 0.2 * (-(k as f32) / 200.0).exp() * ((k * 7919 % 13) as f32 / 6.0 - 1.0) })
+        .collect();
+    write(&rooms.join("r1.wav"), 16000, decay);
+    let out = dir.path().join("dereverb");
+    let mut o = options(&clean, &noise, &out, 1);
+    o.rirs = vec![rooms.clone()];
+    o.early_ms = 20.0;
+    run(&o).0.unwrap();
+    let model = diffuse_audio::ScoreModel::load(&out.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    let data = &model.config().source.as_ref().unwrap()["data"];
+    assert_eq!(data["task"], "dereverb");
+    assert_eq!(data["rir_count"], 1);
+    assert!(data["dereverb_target"].as_str().unwrap().contains("20 ms"), "{data}");
+
+    o.rirs = vec![dir.path().join("no-such-rooms")];
+    o.force = true;
+    let err = run(&o).0.unwrap_err().to_string();
+    assert!(err.contains("no-such-rooms") && err.contains("room impulse response"), "{err}");
+}
+
+#[test]
+fn an_nft_run_starts_from_its_initial_model_and_records_its_reward() {
+    use diffuse_audio::train::{Objective, Reward};
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, noise) = corpus(dir.path());
+    let base = dir.path().join("base");
+    let mut o = options(&clean, &noise, &base, 2);
+    o.objective = Objective::Data;
+    run(&o).0.unwrap();
+    let init = base.join("model.safetensors");
+
+    let out = dir.path().join("nft");
+    let mut c = options(&clean, &noise, &out, 1);
+    c.objective = Objective::Nft;
+    let err = run(&c).0.unwrap_err().to_string();
+    assert!(err.contains("--init"), "{err}");
+    c.init = Some(init.clone());
+    c.nft_group = 1;
+    let err = run(&c).0.unwrap_err().to_string();
+    assert!(err.contains("at least 2 generations"), "{err}");
+
+    // A vanishing learning rate: the fine-tuned model is still the initial one.
+    c.nft_group = 2;
+    c.nft_reward = Reward::Estoi;
+    c.pair_steps = 2;
+    c.crp_steps = 2;
+    c.lr = 1e-12;
+    run(&c).0.unwrap();
+    let before = diffuse_audio::ScoreModel::load(&init, tch::Device::Cpu).unwrap();
+    let after = diffuse_audio::ScoreModel::load(&out.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    let source = after.config().source.as_ref().unwrap();
+    assert_eq!(source["objective"], "nft");
+    assert!(source["loss"].as_str().unwrap().contains("DiffusionNFT"), "{source}");
+    assert_eq!(after.config().sampler.steps, 2);
+    tch::manual_seed(3);
+    let x = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
+    let y = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
+    let t = tch::Tensor::from_slice(&[0.5f32]);
+    let diff = f64::try_from((before.forward(&x, &y, &t).unwrap() - after.forward(&x, &y, &t).unwrap()).abs().max());
+    assert!(diff.unwrap() < 1e-4, "the nft run did not start from --init");
 }

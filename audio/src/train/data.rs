@@ -141,9 +141,18 @@ impl Mixing {
 }
 
 /// One mixture: (clean, noisy), both `len` samples, normalised by the mixture's peak and scaled by the gain;
-/// with spectral shaping the target is the shaped speech.
-pub fn mix(clean: &ClipSet, noise: &ClipSet, len: usize, how: Mixing, draws: &mut Draws) -> (Vec<f32>, Vec<f32>) {
-    let crop = |clip: &[f32], draws: &mut Draws, tile: bool| -> Vec<f32> {
+/// with spectral shaping the target is the shaped speech. With `rooms` the speech is first reverberated by one of
+/// them ([`reverberate`]): the noisy side hears the whole room, the target only its direct path and the
+/// reflections it keeps (dereverberation).
+pub fn mix(
+    clean: &ClipSet,
+    noise: &ClipSet,
+    rooms: Option<Rooms>,
+    len: usize,
+    how: Mixing,
+    draws: &mut Draws,
+) -> (Vec<f32>, Vec<f32>) {
+    let crop = |clip: &[f32], draws: &mut Draws, tile: bool, len: usize| -> Vec<f32> {
         if clip.len() >= len {
             let start = draws.below(clip.len() - len + 1);
             clip[start..start + len].to_vec()
@@ -160,26 +169,84 @@ pub fn mix(clean: &ClipSet, noise: &ClipSet, len: usize, how: Mixing, draws: &mu
     };
     let energy = |x: &[f32]| x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len().max(1) as f64;
     // A crop that is (nearly) silence cannot set an SNR: try a few others.
+    // The room's tail needs the speech before the crop: a reverberated crop starts `pre` samples earlier.
+    let room =
+        rooms.filter(|r| !r.set.clips.is_empty()).map(|r| (&r.set.clips[draws.below(r.set.clips.len())], r.keep));
+    let pre = room.map_or(0, |(h, _)| h.len().saturating_sub(1));
     let mut c = Vec::new();
     for _ in 0..8 {
         let idx = draws.below(clean.clips.len());
-        c = crop(&clean.clips[idx], draws, false);
-        if energy(&c) > 1e-7 {
+        c = crop(&clean.clips[idx], draws, false, pre + len);
+        if energy(&c[pre..]) > 1e-7 {
             break;
         }
     }
-    let mut n = crop(&noise.clips[draws.below(noise.clips.len())], draws, true);
+    let mut n = crop(&noise.clips[draws.below(noise.clips.len())], draws, true, len);
     if how.spectral_shaping {
         shape_spectrum(&mut c, draws);
         shape_spectrum(&mut n, draws);
     }
+    let (c, heard) = match room {
+        Some((h, keep)) => reverberate(&c, h, pre, keep),
+        None => (c.clone(), c),
+    };
     let snr = how.snr_db.0 + (how.snr_db.1 - how.snr_db.0) * draws.uniform();
-    let (pc, pn) = (energy(&c), energy(&n).max(1e-20));
+    let (pc, pn) = (energy(&heard), energy(&n).max(1e-20));
     let k = if pc > 0.0 { (pc / (pn * 10f64.powf(snr / 10.0))).sqrt() } else { 0.0 } as f32;
-    let noisy: Vec<f32> = c.iter().zip(&n).map(|(a, b)| a + k * b).collect();
+    let noisy: Vec<f32> = heard.iter().zip(&n).map(|(a, b)| a + k * b).collect();
     let peak = noisy.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-8);
     let gain = 10f64.powf(-how.gain_jitter_db * draws.uniform() / 20.0) as f32 / peak;
     (c.iter().map(|v| v * gain).collect(), noisy.iter().map(|v| v * gain).collect())
+}
+
+/// Half-width of the direct path around the impulse response's peak: 2.5 ms at 16 kHz, which holds the
+/// fractional-delay filter of image-source simulators and no reflection of a talker more than 0.9 m from a wall.
+pub const DIRECT_PATH_HALF_WIDTH: usize = 40;
+
+/// Rooms to reverberate the training speech in, and what of each the target keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Rooms<'a> {
+    /// The impulse responses.
+    pub set: &'a ClipSet,
+    /// Samples after the direct path's peak that stay in the target (early reflections); at most
+    /// [`DIRECT_PATH_HALF_WIDTH`] keeps the direct path alone.
+    pub keep: usize,
+}
+
+/// `speech` (`pre` samples of lead-in, then the crop) through the room `rir`: (the target, the whole room), each
+/// the crop's length. The target is `speech` through `rir` from [`DIRECT_PATH_HALF_WIDTH`] samples before its
+/// largest tap to `keep` samples after it (at least the half-width): the direct path, and the early reflections
+/// when `keep` is larger, so it keeps the room's delay and distance gain (SGMSE's WSJ0-Reverb targets are the
+/// direct path; the DNS Challenge's keep the first 50 ms).
+pub fn reverberate(speech: &[f32], rir: &[f32], pre: usize, keep: usize) -> (Vec<f32>, Vec<f32>) {
+    let peak = rir.iter().enumerate().fold(0, |best, (i, v)| if v.abs() > rir[best].abs() { i } else { best });
+    let lo = peak.saturating_sub(DIRECT_PATH_HALF_WIDTH);
+    let hi = (peak + keep.max(DIRECT_PATH_HALF_WIDTH) + 1).min(rir.len());
+    let mut early = vec![0.0f32; hi];
+    early[lo..hi].copy_from_slice(&rir[lo..hi]);
+    let len = speech.len() - pre;
+    let (dry, wet) = (convolve(speech, &early), convolve(speech, rir));
+    (dry[pre..pre + len].to_vec(), wet[pre..pre + len].to_vec())
+}
+
+/// The first `x.len()` samples of the linear convolution `x * h`, by FFT.
+fn convolve(x: &[f32], h: &[f32]) -> Vec<f32> {
+    use realfft::RealFftPlanner;
+    let size = (x.len() + h.len()).next_power_of_two();
+    let mut planner = RealFftPlanner::<f64>::new();
+    let (fwd, inv) = (planner.plan_fft_forward(size), planner.plan_fft_inverse(size));
+    let spectrum = |v: &[f32]| {
+        let mut buf: Vec<f64> = v.iter().map(|&s| f64::from(s)).collect();
+        buf.resize(size, 0.0);
+        let mut out = fwd.make_output_vec();
+        fwd.process(&mut buf, &mut out).expect("buffers sized by the plan");
+        out
+    };
+    let (xs, hs) = (spectrum(x), spectrum(h));
+    let mut prod: Vec<_> = xs.iter().zip(&hs).map(|(a, b)| a * b / size as f64).collect();
+    let mut out = inv.make_output_vec();
+    inv.process(&mut prod, &mut out).expect("buffers sized by the plan");
+    out[..x.len()].iter().map(|&v| v as f32).collect()
 }
 
 /// Transformed spectrograms `[B, 2, F, T]` of a batch of waveforms `[B, L]` with libtorch's STFT, on the
@@ -245,12 +312,18 @@ pub(super) fn stft_window(config: &ModelConfig, device: Device) -> Result<Tensor
 
 /// σ_d for the data objective: the standard deviation of `x0 − y` per real coordinate of the transformed
 /// spectrograms over `items` training mixtures drawn from `seed` (independent of the steps' draws).
-pub fn estimate_sigma_data(clean: &ClipSet, noise: &ClipSet, opts: &TrainOptions, items: usize) -> Result<f64> {
+pub fn estimate_sigma_data(
+    clean: &ClipSet,
+    noise: &ClipSet,
+    rooms: Option<Rooms>,
+    opts: &TrainOptions,
+    items: usize,
+) -> Result<f64> {
     let crop_len = (opts.crop_frames - 1) * opts.model.stft.hop;
     let pairs: Vec<(Vec<f32>, Vec<f32>)> = (0..items)
         .map(|i| {
             let mut d = Draws::new(opts.seed ^ 0x7369_676d_615f_6461 ^ mix64(i as u64));
-            mix(clean, noise, crop_len, opts.mixing(), &mut d)
+            mix(clean, noise, rooms, crop_len, opts.mixing(), &mut d)
         })
         .collect();
     let (c, n) = wave_batch(&pairs)?;
@@ -262,10 +335,12 @@ pub fn estimate_sigma_data(clean: &ClipSet, noise: &ClipSet, opts: &TrainOptions
     Ok(v.sqrt())
 }
 
-/// Fixed validation mixtures: (clean, noisy) of about 2 s at SNRs uniform in [0, 10] dB, drawn from `seed`.
+/// Fixed validation mixtures: (clean, noisy) of about 2 s at SNRs uniform in [0, 10] dB, drawn from `seed`
+/// (reverberated in `rooms` when given).
 pub fn validation_set(
     clean: &ClipSet,
     noise: &ClipSet,
+    rooms: Option<Rooms>,
     items: usize,
     rate: u32,
     seed: u64,
@@ -274,7 +349,7 @@ pub fn validation_set(
     (0..items)
         .map(|i| {
             let mut d = Draws::new(seed ^ 0x7661_6c69_6461_7465 ^ i as u64);
-            mix(clean, noise, len, Mixing::VALIDATION, &mut d)
+            mix(clean, noise, rooms, len, Mixing::VALIDATION, &mut d)
         })
         .collect()
 }

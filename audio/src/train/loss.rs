@@ -30,7 +30,7 @@ pub(super) fn perturb(path: &dyn NoisePath, x0: &Tensor, y: &Tensor) -> Result<P
 }
 
 /// The path's state `x_t = α·x0 + γ·y + σ·z` at the batch's points.
-fn state(p: &BatchPoint, x0: &Tensor, y: &Tensor, z: &Tensor) -> Result<Tensor> {
+pub(super) fn state(p: &BatchPoint, x0: &Tensor, y: &Tensor, z: &Tensor) -> Result<Tensor> {
     Ok(x0.f_mul(&p.alpha)?.f_add(&y.f_mul(&p.gamma)?)?.f_add(&z.f_mul(&p.sigma)?)?)
 }
 

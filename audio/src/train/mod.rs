@@ -34,11 +34,13 @@ use crate::{Error, Result};
 
 mod data;
 mod loss;
+mod nft;
 mod options;
 mod state;
 
 pub use data::*;
 pub use loss::*;
+pub use nft::{Nft, Reward, optimality};
 pub use options::*;
 use state::*;
 
@@ -178,8 +180,14 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
     let crop_len = (opts.crop_frames - 1) * hop;
     let clean = ClipSet::load(&opts.clean, rate, "clean")?;
     let noise = ClipSet::load(&opts.noise, rate, "noise")?;
+    let rooms = match opts.rirs.is_empty() {
+        true => ClipSet::default(),
+        false => ClipSet::load(&opts.rirs, rate, "room impulse response")?,
+    };
+    let keep = (opts.early_ms * f64::from(rate) / 1000.0).round() as usize;
+    let room_set = (!opts.rirs.is_empty()).then_some(Rooms { set: &rooms, keep });
     let mut notes = Vec::new();
-    for (set, role) in [(&clean, "clean"), (&noise, "noise")] {
+    for (set, role) in [(&clean, "clean"), (&noise, "noise"), (&rooms, "room impulse response")] {
         for (f, why) in set.skipped.iter().take(5) {
             notes.push(format!("skipped {role} file {}: {why}", f.display()));
         }
@@ -208,7 +216,12 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
                 Some(vn) => ClipSet::load(std::slice::from_ref(vn), rate, "validation noise")?,
                 None => ClipSet::load(&opts.noise, rate, "noise")?,
             };
-            validation_set(&vclean, &vnoise, opts.val_items, rate, opts.seed)
+            let vrooms = match &opts.val_rirs {
+                Some(vr) => Some(ClipSet::load(std::slice::from_ref(vr), rate, "validation room impulse response")?),
+                None => None,
+            };
+            let vrooms = vrooms.as_ref().map(|set| Rooms { set, keep }).or(room_set);
+            validation_set(&vclean, &vnoise, vrooms, opts.val_items, rate, opts.seed)
         }
         None => Vec::new(),
     };
@@ -237,21 +250,27 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
             let resumed = if opts.resume { checkpoint_sigma_data(&checkpoint)? } else { None };
             let sd = match resumed.or(opts.sigma_data).or(net_config.sigma_data) {
                 Some(sd) => sd,
-                None => estimate_sigma_data(&clean, &noise, opts, 256)?,
+                None => estimate_sigma_data(&clean, &noise, room_set, opts, 256)?,
             };
             notes.push(format!("data objective: sigma_data {sd:.5} (RMS of x0 − y per real coefficient)"));
             net_config.sigma_data = Some(sd);
         }
-        Objective::Crp | Objective::Rectified => {
+        Objective::Crp | Objective::Rectified | Objective::Nft => {
             // The network, σ_d and output kind are the initial model's (checked by InitModel::load); the model
-            // learns the sampler it will run (crp through it, rectified for it), so that sampler becomes its
-            // default.
+            // learns the sampler it will run (crp through it, rectified for it, nft on its generations), so that
+            // sampler becomes its default.
             model_cfg.sampler.name = opts.crp_solver.clone();
             model_cfg.sampler.steps = opts.crp_steps;
             let init = opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
             let (solver, steps) = (&opts.crp_solver, opts.crp_steps);
             notes.push(if opts.objective == Objective::Crp {
                 format!("crp: fine-tuning {init} through {solver} with {steps} steps, {} loss", opts.crp_loss)
+            } else if opts.objective == Objective::Nft {
+                format!(
+                    "nft: fine-tuning {init} on {} generations per mixture by its {} with {} steps, reward {}, \
+                     β {}",
+                    opts.nft_group, opts.pair_solver, opts.pair_steps, opts.nft_reward, opts.nft_beta
+                )
             } else {
                 format!(
                     "rectified: re-training {init} on the (noise, sample) pairs of its {} with {} steps, for \
@@ -273,6 +292,12 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         "clean": opts.clean, "noise": opts.noise, "clean_clips": clean.clips.len(),
         "clean_hours": clean.seconds(rate) / 3600.0, "noise_clips": noise.clips.len(),
         "val_clean": opts.val_clean, "val_noise": opts.val_noise,
+        "task": if opts.rirs.is_empty() { "enhance" } else { "dereverb" },
+        "rirs": opts.rirs, "rir_count": rooms.clips.len(), "val_rirs": opts.val_rirs,
+        "dereverb_target": (!opts.rirs.is_empty()).then(|| format!(
+            "the impulse response from {} samples before its peak to {} ms after it",
+            data::DIRECT_PATH_HALF_WIDTH, opts.early_ms
+        )),
     });
 
     // Network and state.
@@ -291,9 +316,24 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         }
         _ => None,
     };
-    let pair_sampler = match &teacher {
-        Some(t) => Some(crate::sampling::CoreSampler::new(&opts.pair_solver, opts.pair_steps, t.config())?),
-        None => None,
+    let pair_sampler = match (&teacher, &init) {
+        (Some(t), _) => Some(crate::sampling::CoreSampler::new(&opts.pair_solver, opts.pair_steps, t.config())?),
+        (None, Some(i)) if opts.objective == Objective::Nft => {
+            Some(crate::sampling::CoreSampler::new(&opts.pair_solver, opts.pair_steps, &i.config)?)
+        }
+        _ => None,
+    };
+    // DiffusionNFT's old policy: the frozen initial network, in a store of its own.
+    let mut old_vs = nn::VarStore::new(opts.device);
+    let old_net = match (&init, opts.objective) {
+        (Some(i), Objective::Nft) => {
+            let net = ScoreNet::new(&old_vs.root(), &net_config)?;
+            let copies = i.tensors.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+            crate::model::load_vars(&mut old_vs, copies, &i.path)?;
+            old_vs.freeze();
+            Some(net)
+        }
+        _ => None,
     };
     if let Some(i) = init {
         crate::model::load_vars(&mut vs, i.tensors, &i.path)?;
@@ -309,8 +349,11 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         "objective": opts.objective,
         "crp": (opts.objective == Objective::Crp).then(|| (opts.crp_solver.clone(), opts.crp_steps, opts.crp_loss)),
         "crp_adjoint": opts.crp_adjoint,
-        "pairs": (opts.objective == Objective::Rectified).then(|| (opts.pair_solver.clone(), opts.pair_steps)),
+        "pairs": matches!(opts.objective, Objective::Rectified | Objective::Nft)
+            .then(|| (opts.pair_solver.clone(), opts.pair_steps)),
+        "nft": (opts.objective == Objective::Nft).then_some((opts.nft_reward, opts.nft_group, opts.nft_beta)),
         "mixing": opts.mixing(),
+        "rooms_keep_ms": (!opts.rirs.is_empty()).then_some(opts.early_ms),
     });
     if opts.resume {
         check_resume_options(&checkpoint, &options)?;
@@ -341,7 +384,7 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
         let pairs: Vec<(Vec<f32>, Vec<f32>)> = (0..opts.batch)
             .map(|i| {
                 let mut d = Draws::new(opts.seed ^ mix64(step) ^ mix64(i as u64 + 0x1000));
-                mix(&clean, &noise, crop_len, opts.mixing(), &mut d)
+                mix(&clean, &noise, room_set, crop_len, opts.mixing(), &mut d)
             })
             .collect();
         let (c, n) = wave_batch(&pairs)?;
@@ -360,6 +403,22 @@ fn train_into(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resu
                 };
                 let teacher = crate::sampling::SgmseDenoiser::new(teacher);
                 (rectified_loss(&net, &model_cfg, &teacher, sampler, &y)?, false)
+            }
+            Objective::Nft => {
+                // Built above for this objective.
+                let (Some(old), Some(sampler)) = (&old_net, &pair_sampler) else {
+                    return Err(Error::invalid("nft", "no initial model"));
+                };
+                let nft = Nft {
+                    net: &net,
+                    old,
+                    config: &model_cfg,
+                    sampler,
+                    reward: opts.nft_reward,
+                    group: opts.nft_group,
+                    beta: opts.nft_beta,
+                };
+                (nft.loss(&x0, &y)?.0, false)
             }
             Objective::Crp => {
                 // Built above for this objective.

@@ -27,6 +27,9 @@ pub enum Objective {
     /// Rectified Diffusion (Wang et al. 2024): re-training a data-prediction model on matched (noise, sample)
     /// pairs that its own sampler makes, so that few first-order steps follow its trajectories.
     Rectified,
+    /// DiffusionNFT (Zheng et al. 2025): fine-tuning a data-prediction model on the forward process towards its
+    /// own generations that score well on a reward and away from those that score badly.
+    Nft,
 }
 
 impl std::fmt::Display for Objective {
@@ -36,6 +39,7 @@ impl std::fmt::Display for Objective {
             Objective::Data => "data",
             Objective::Crp => "crp",
             Objective::Rectified => "rectified",
+            Objective::Nft => "nft",
         })
     }
 }
@@ -68,6 +72,14 @@ pub struct TrainOptions {
     pub clean: Vec<PathBuf>,
     /// Folders of noise.
     pub noise: Vec<PathBuf>,
+    /// Folders of room impulse responses (`--rirs`): when given, every mixture's speech is reverberated by one
+    /// of them and the target is its direct path, so the model learns dereverberation (with the noise on top).
+    pub rirs: Vec<PathBuf>,
+    /// Validation rooms (defaults to the training rooms).
+    pub val_rirs: Option<PathBuf>,
+    /// Reflections within this many milliseconds after the direct path stay in the dereverberation target
+    /// (0: the direct path alone, as SGMSE+'s WSJ0-Reverb; 50: the DNS Challenge's early-reverberation target).
+    pub early_ms: f64,
     /// Validation clean speech (optional; no validation without it).
     pub val_clean: Option<PathBuf>,
     /// Validation noise (defaults to the training noise).
@@ -103,11 +115,17 @@ pub struct TrainOptions {
     /// The `crp` gradient by the adjoint ODE with this many Runge–Kutta steps ([`super::Crp::adjoint`]: memory of
     /// one network call whatever `crp_steps`) instead of backpropagation through the sampler.
     pub crp_adjoint: Option<usize>,
-    /// The sampler that makes the `rectified` objective's (noise, sample) pairs from the `--init` model: a
-    /// deterministic diffuse-core solver by name, with its steps.
+    /// The sampler that makes the `rectified` objective's (noise, sample) pairs and the `nft` objective's
+    /// generations from the `--init` model: a deterministic diffuse-core solver by name, with its steps.
     pub pair_solver: String,
     /// Its steps.
     pub pair_steps: usize,
+    /// The `nft` objective's reward.
+    pub nft_reward: super::Reward,
+    /// Its generations per mixture (with `batch` mixtures a step scores `batch × nft_group` generations).
+    pub nft_group: usize,
+    /// Its β: the distance of the implicit positive and negative policies from the frozen initial model.
+    pub nft_beta: f64,
     /// σ_d of the data objective's preconditioning (standard deviation of `x0 − y` per real coordinate); `None`:
     /// measured on 256 training mixtures before the first step.
     pub sigma_data: Option<f64>,
@@ -154,6 +172,9 @@ impl TrainOptions {
         TrainOptions {
             clean,
             noise,
+            rirs: Vec::new(),
+            val_rirs: None,
+            early_ms: 50.0,
             val_clean: None,
             val_noise: None,
             out,
@@ -172,6 +193,9 @@ impl TrainOptions {
             crp_adjoint: None,
             pair_solver: "dpm++2m".into(),
             pair_steps: 10,
+            nft_reward: super::Reward::Pesq,
+            nft_group: 4,
+            nft_beta: 1.0,
             sigma_data: None,
             lr: 5e-4,
             warmup: 0,
@@ -217,6 +241,9 @@ impl TrainOptions {
         diffuse_core::limits::at_most("batch", self.batch, MAX_BATCH)?;
         diffuse_core::limits::at_most("crop_frames", self.crop_frames, MAX_CROP_FRAMES)?;
         diffuse_core::limits::at_most("crp_steps", self.crp_steps, diffuse_core::limits::MAX_NFE)?;
+        if !(self.early_ms.is_finite() && (0.0..=1000.0).contains(&self.early_ms)) {
+            return Err(Error::invalid("early ms", format!("need 0 to 1000 ms, got {}", self.early_ms)));
+        }
         if !(self.snr_db.0 <= self.snr_db.1) || !self.snr_db.0.is_finite() || !self.snr_db.1.is_finite() {
             return Err(Error::invalid("snr", format!("need LOW ≤ HIGH, got {:?}", self.snr_db)));
         }
@@ -225,7 +252,7 @@ impl TrainOptions {
         {
             return Err(Error::invalid("sigma data", format!("must be positive, got {sd}")));
         }
-        if matches!(self.objective, Objective::Crp | Objective::Rectified) && self.init.is_none() {
+        if matches!(self.objective, Objective::Crp | Objective::Rectified | Objective::Nft) && self.init.is_none() {
             return Err(Error::invalid(
                 "init",
                 format!(
@@ -234,7 +261,18 @@ impl TrainOptions {
                 ),
             ));
         }
-        if self.objective == Objective::Rectified {
+        if self.objective == Objective::Nft
+            && (self.nft_group < 2 || !(self.nft_beta.is_finite() && self.nft_beta > 0.0))
+        {
+            return Err(Error::invalid(
+                "nft",
+                format!(
+                    "need at least 2 generations per mixture and β > 0, got {} and {}",
+                    self.nft_group, self.nft_beta
+                ),
+            ));
+        }
+        if matches!(self.objective, Objective::Rectified | Objective::Nft) {
             if self.pair_steps == 0 || self.crp_steps == 0 {
                 return Err(Error::invalid(
                     "rectified",

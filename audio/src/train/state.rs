@@ -223,6 +223,21 @@ pub(super) fn model_sidecar(
             opts.crp_solver,
             opts.crp_steps
         ),
+        Objective::Nft => format!(
+            "DiffusionNFT (Zheng et al. 2025): r mean ((x_pos - x_gen)/c_out)^2 + (1 - r) mean ((x_neg - x_gen)/c_out)^2 \
+             with x_pos = (1 - beta) x_old + beta x_theta, x_neg = (1 + beta) x_old - beta x_theta (beta {}) on \
+             x_t = alpha x_gen + gamma y + sigma z, where x_gen are {} generations per mixture by {} with {} steps \
+             of the frozen initial model {} and r = 1/2 + 1/2 clip of their {} reward's deviation from the group \
+             mean over its batch standard deviation; made for {} with {} steps; weights: EMA",
+            opts.nft_beta,
+            opts.nft_group,
+            opts.pair_solver,
+            opts.pair_steps,
+            opts.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            opts.nft_reward,
+            opts.crp_solver,
+            opts.crp_steps
+        ),
         Objective::Crp => format!(
             "correcting the reverse process (Lay et al. 2023): {} for the output x_hat of {} with {} steps from the \
              prior y + sigma(1) z, gradients through every network call; started from {}; weights: EMA",
@@ -309,7 +324,7 @@ impl InitModel {
         let Some(net) = config.network.as_ref() else {
             return Err(Error::model(path, "the sidecar has no `network`: not a native model"));
         };
-        let wants_data = matches!(objective, Objective::Data | Objective::Crp | Objective::Rectified);
+        let wants_data = matches!(objective, Objective::Data | Objective::Crp | Objective::Rectified | Objective::Nft);
         let is_data = config.output.kind == OutputKind::DataPrediction && net.sigma_data.is_some();
         if wants_data != is_data {
             return Err(Error::model(

@@ -24,6 +24,21 @@ pub struct TrainArgs {
     /// Validation noise (default: the training noise).
     #[arg(long, value_name = "DIR")]
     pub val_noise: Option<PathBuf>,
+    /// enhance (the target is the speech as recorded) or dereverb (every mixture's speech is first reverberated
+    /// by one of the --rirs rooms and the target is its direct path, as SGMSE+'s dereverberation models).
+    #[arg(long, value_enum, default_value_t = TaskArg::Enhance)]
+    pub task: TaskArg,
+    /// Folder(s) of room impulse responses (.wav, any rate) for --task dereverb, e.g. from
+    /// scripts/make-rirs.py.
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub rirs: Vec<PathBuf>,
+    /// Validation rooms (default: the training rooms).
+    #[arg(long, value_name = "DIR")]
+    pub val_rirs: Option<PathBuf>,
+    /// Reflections within MS milliseconds after the direct path stay in the --task dereverb target (0: the
+    /// direct path alone, as SGMSE+'s WSJ0-Reverb; 50: the DNS Challenge's early-reverberation target).
+    #[arg(long, default_value_t = 50.0, value_name = "MS")]
+    pub early_ms: f64,
     /// Output folder: model.safetensors + model.json (EMA weights), checkpoint.safetensors.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -50,7 +65,8 @@ pub struct TrainArgs {
     /// data (x0 prediction with EDM-style preconditioning; the model outputs x̂0), or crp (fine-tunes the
     /// data-prediction model given by --init through its --crp-steps sampler: "correcting the reverse process"),
     /// or rectified (re-trains the --init model on the (noise, sample) pairs its --pair-solver makes, for few
-    /// steps of --crp-solver: Rectified Diffusion).
+    /// steps of --crp-solver: Rectified Diffusion), or nft (fine-tunes the --init model towards its own
+    /// --pair-solver generations that score well on --nft-reward and away from the bad ones: DiffusionNFT).
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Score)]
     pub objective: ObjectiveArg,
     /// Start from this trained native model (.safetensors + sidecar): its network, σ_d and weights, with a
@@ -76,12 +92,22 @@ pub struct TrainArgs {
     /// whatever --crp-steps) instead of backpropagation through the sampler.
     #[arg(long, value_name = "N")]
     pub crp_adjoint: Option<usize>,
-    /// The sampler of the --init model that makes the (noise, sample) pairs of --objective rectified.
+    /// The sampler of the --init model that makes the (noise, sample) pairs of --objective rectified and the
+    /// generations of --objective nft.
     #[arg(long, default_value = "dpm++2m", value_name = "SOLVER")]
     pub pair_solver: String,
     /// Its steps.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub pair_steps: usize,
+    /// The reward --objective nft scores its generations by, against the clean speech.
+    #[arg(long, value_enum, default_value_t = RewardArg::Pesq)]
+    pub nft_reward: RewardArg,
+    /// Generations per mixture for --objective nft (a step scores --batch × this many).
+    #[arg(long, default_value_t = 4, value_name = "K")]
+    pub nft_group: usize,
+    /// β of --objective nft: how far the implicit positive and negative policies stand from the initial model.
+    #[arg(long, default_value_t = 1.0, value_name = "BETA")]
+    pub nft_beta: f64,
     /// σ_d of the data objective's preconditioning (default: measured on the training mixtures).
     #[arg(long, value_name = "X")]
     pub sigma_data: Option<f64>,
@@ -123,6 +149,26 @@ pub struct TrainArgs {
     pub force: bool,
 }
 
+/// `--nft-reward` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RewardArg {
+    /// Wide-band PESQ.
+    Pesq,
+    /// Extended STOI.
+    Estoi,
+    /// SI-SDR.
+    SiSdr,
+}
+
+/// `--task` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskArg {
+    /// Noise removal: the target is the speech as recorded.
+    Enhance,
+    /// Reverberation and noise removal: the target is the direct path of the --rirs rooms.
+    Dereverb,
+}
+
 /// `--objective` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ObjectiveArg {
@@ -134,6 +180,8 @@ pub enum ObjectiveArg {
     Crp,
     /// Rectified Diffusion: re-training on the model's own (noise, sample) pairs (Wang et al. 2024).
     Rectified,
+    /// DiffusionNFT: reward-weighted fine-tuning on the forward process (Zheng et al. 2025).
+    Nft,
 }
 
 /// `--crp-loss` values.
@@ -159,6 +207,16 @@ pub(super) fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode>
     let mut opts = TrainOptions::new(args.clean.clone(), args.noise.clone(), args.out.clone());
     opts.val_clean = args.val_clean.clone();
     opts.val_noise = args.val_noise.clone();
+    match args.task {
+        TaskArg::Enhance => anyhow::ensure!(
+            args.rirs.is_empty() && args.val_rirs.is_none(),
+            "--rirs and --val-rirs are for --task dereverb (the enhancement target is the speech as recorded)"
+        ),
+        TaskArg::Dereverb => anyhow::ensure!(!args.rirs.is_empty(), "--task dereverb needs --rirs DIR"),
+    }
+    opts.rirs = args.rirs.clone();
+    opts.val_rirs = args.val_rirs.clone();
+    opts.early_ms = args.early_ms;
     opts.steps = args.steps;
     opts.batch = args.batch;
     opts.crop_frames = args.crop_frames;
@@ -171,6 +229,7 @@ pub(super) fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode>
         ObjectiveArg::Data => diffuse_audio::train::Objective::Data,
         ObjectiveArg::Crp => diffuse_audio::train::Objective::Crp,
         ObjectiveArg::Rectified => diffuse_audio::train::Objective::Rectified,
+        ObjectiveArg::Nft => diffuse_audio::train::Objective::Nft,
     };
     opts.init = args.init.clone();
     opts.model.path = diffuse_core::path::PathSpec::default_of(&args.path).context("--path")?;
@@ -179,6 +238,13 @@ pub(super) fn train(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode>
     opts.crp_adjoint = args.crp_adjoint;
     opts.pair_solver = args.pair_solver.clone();
     opts.pair_steps = args.pair_steps;
+    opts.nft_reward = match args.nft_reward {
+        RewardArg::Pesq => diffuse_audio::train::Reward::Pesq,
+        RewardArg::Estoi => diffuse_audio::train::Reward::Estoi,
+        RewardArg::SiSdr => diffuse_audio::train::Reward::SiSdr,
+    };
+    opts.nft_group = args.nft_group;
+    opts.nft_beta = args.nft_beta;
     opts.crp_loss = match args.crp_loss {
         CrpLossArg::Spec => diffuse_audio::train::CrpLoss::Spec,
         CrpLossArg::Snr => diffuse_audio::train::CrpLoss::Snr,
