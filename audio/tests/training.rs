@@ -79,6 +79,27 @@ fn run(o: &TrainOptions) -> (diffuse_audio::Result<diffuse_audio::train::TrainSu
     (r, notes)
 }
 
+/// A 2-step data-prediction model trained in `dir/base`, to start fine-tuning runs from.
+fn data_model(dir: &Path, clean: &Path, noise: &Path) -> PathBuf {
+    let base = dir.join("base");
+    let mut o = options(clean, noise, &base, 2);
+    o.objective = diffuse_audio::train::Objective::Data;
+    run(&o).0.unwrap();
+    base.join("model.safetensors")
+}
+
+/// The two models' networks agree (to 1e-4) on a fixed input: `after` started from `before`'s weights.
+fn assert_same_network(before: &diffuse_audio::ScoreModel, after: &diffuse_audio::ScoreModel, what: &str) {
+    tch::manual_seed(3);
+    let x = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
+    let y = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
+    let t = tch::Tensor::from_slice(&[0.5f32]);
+    let a = before.forward(&x, &y, &t).unwrap();
+    let b = after.forward(&x, &y, &t).unwrap();
+    let diff = f64::try_from((&a - &b).abs().max()).unwrap();
+    assert!(diff < 1e-4, "the {what} run did not start from --init: {diff}");
+}
+
 #[test]
 fn the_same_seed_gives_the_same_model_and_resuming_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,11 +280,7 @@ fn a_crp_run_fine_tunes_a_data_model_through_its_sampler() {
     use diffuse_audio::train::Objective;
     let dir = tempfile::tempdir().unwrap();
     let (clean, noise) = corpus(dir.path());
-    let base = dir.path().join("base");
-    let mut o = options(&clean, &noise, &base, 2);
-    o.objective = Objective::Data;
-    run(&o).0.unwrap();
-    let init = base.join("model.safetensors");
+    let init = data_model(dir.path(), &clean, &noise);
 
     let out = dir.path().join("crp");
     let mut c = options(&clean, &noise, &out, 1);
@@ -288,14 +305,7 @@ fn a_crp_run_fine_tunes_a_data_model_through_its_sampler() {
     assert_eq!(after.config().sampler.steps, 3);
     assert_eq!(after.config().network, before.config().network);
     assert_eq!(after.config().source.as_ref().unwrap()["objective"], "crp");
-    tch::manual_seed(3);
-    let x = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
-    let y = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
-    let t = tch::Tensor::from_slice(&[0.5f32]);
-    let a = before.forward(&x, &y, &t).unwrap();
-    let b = after.forward(&x, &y, &t).unwrap();
-    let diff = f64::try_from((&a - &b).abs().max()).unwrap();
-    assert!(diff < 1e-4, "the crp run did not start from --init: {diff}");
+    assert_same_network(&before, &after, "crp");
 }
 
 /// The crp losses are differentiable through the sampler: Adam on each lowers it on a fixed batch and noise.
@@ -472,11 +482,7 @@ fn an_nft_run_starts_from_its_initial_model_and_records_its_reward() {
     use diffuse_audio::train::{Objective, Reward};
     let dir = tempfile::tempdir().unwrap();
     let (clean, noise) = corpus(dir.path());
-    let base = dir.path().join("base");
-    let mut o = options(&clean, &noise, &base, 2);
-    o.objective = Objective::Data;
-    run(&o).0.unwrap();
-    let init = base.join("model.safetensors");
+    let init = data_model(dir.path(), &clean, &noise);
 
     let out = dir.path().join("nft");
     let mut c = options(&clean, &noise, &out, 1);
@@ -501,10 +507,5 @@ fn an_nft_run_starts_from_its_initial_model_and_records_its_reward() {
     assert_eq!(source["objective"], "nft");
     assert!(source["loss"].as_str().unwrap().contains("DiffusionNFT"), "{source}");
     assert_eq!(after.config().sampler.steps, 2);
-    tch::manual_seed(3);
-    let x = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
-    let y = tch::Tensor::randn([1, 2, 256, 16], (tch::Kind::Float, tch::Device::Cpu)) * 0.1;
-    let t = tch::Tensor::from_slice(&[0.5f32]);
-    let diff = f64::try_from((before.forward(&x, &y, &t).unwrap() - after.forward(&x, &y, &t).unwrap()).abs().max());
-    assert!(diff.unwrap() < 1e-4, "the nft run did not start from --init");
+    assert_same_network(&before, &after, "nft");
 }
