@@ -225,14 +225,16 @@ pub fn reverberate(speech: &[f32], rir: &[f32], pre: usize, keep: usize) -> (Vec
     let mut early = vec![0.0f32; hi];
     early[lo..hi].copy_from_slice(&rir[lo..hi]);
     let len = speech.len() - pre;
-    let (dry, wet) = (convolve(speech, &early), convolve(speech, rir));
+    let [dry, wet] = convolve(speech, [&early, rir]);
     (dry[pre..pre + len].to_vec(), wet[pre..pre + len].to_vec())
 }
 
-/// The first `x.len()` samples of the linear convolution `x * h`, by FFT.
-fn convolve(x: &[f32], h: &[f32]) -> Vec<f32> {
+/// The first `x.len()` samples of the linear convolutions `x * h` for each filter, by FFT (one plan and one
+/// transform of `x` for all of them).
+fn convolve<const N: usize>(x: &[f32], filters: [&[f32]; N]) -> [Vec<f32>; N] {
     use realfft::RealFftPlanner;
-    let size = (x.len() + h.len()).next_power_of_two();
+    let longest = filters.iter().map(|h| h.len()).max().unwrap_or(0);
+    let size = (x.len() + longest).next_power_of_two();
     let mut planner = RealFftPlanner::<f64>::new();
     let (fwd, inv) = (planner.plan_fft_forward(size), planner.plan_fft_inverse(size));
     let spectrum = |v: &[f32]| {
@@ -242,11 +244,13 @@ fn convolve(x: &[f32], h: &[f32]) -> Vec<f32> {
         fwd.process(&mut buf, &mut out).expect("buffers sized by the plan");
         out
     };
-    let (xs, hs) = (spectrum(x), spectrum(h));
-    let mut prod: Vec<_> = xs.iter().zip(&hs).map(|(a, b)| a * b / size as f64).collect();
-    let mut out = inv.make_output_vec();
-    inv.process(&mut prod, &mut out).expect("buffers sized by the plan");
-    out[..x.len()].iter().map(|&v| v as f32).collect()
+    let xs = spectrum(x);
+    filters.map(|h| {
+        let mut prod: Vec<_> = xs.iter().zip(&spectrum(h)).map(|(a, b)| a * b / size as f64).collect();
+        let mut out = inv.make_output_vec();
+        inv.process(&mut prod, &mut out).expect("buffers sized by the plan");
+        out[..x.len()].iter().map(|&v| v as f32).collect()
+    })
 }
 
 /// Transformed spectrograms `[B, 2, F, T]` of a batch of waveforms `[B, L]` with libtorch's STFT, on the
