@@ -9,7 +9,8 @@ Speech (real recordings only; nothing synthesized; no package here feeds trainin
   alsa-utils                            the speaker-test voice (/usr/share/sounds/alsa/Front_*.wav etc.)
 Each utterance is 3-6 s of one speaker's recordings joined with 150-400 ms pauses.
 
-Noise families (each clip from one family; none of these packages is a training or validation noise source):
+Noise families (each clip from one family; no file here is a training or validation noise; colobot's sound
+effects, not its music, are validation noise of scripts/make-game-noise.py):
   music       colobot-common-sounds' music tracks and asc-music (orchestral, electronic, rock)
   machinery   boswars-data unit and building sounds (engines, factories, weapons) joined into a texture
   babble      4-7 overlapping talkers of ktuberling-data (many languages), never the target voices
