@@ -23,12 +23,19 @@ demo: build
 		printf '%-8s before: ' $$task && $(DIFFUSE) restore eval --clean examples/restore/clean --restored examples/restore/$$input | tail -1 && \
 		printf '%-8s after:  ' $$task && $(DIFFUSE) restore eval --clean examples/restore/clean --restored $(OUT)/restore/$$task | tail -1 || exit 1; \
 	done
+	@# The same two photos when the blur kernel and the exposure curve are known (non-blind models).
+	@for run in "deblur:blurred:--blur-sigma 2" "lowlight:dark:--exposure 0.1 --gamma 1.8"; do \
+		task=$${run%%:*}; rest=$${run#*:}; input=$${rest%%:*}; flags=$${rest#*:}; \
+		$(DIFFUSE) restore $$task examples/restore/$$input $$flags -o $(OUT)/restore/$$task-known --force -q && \
+		printf '%-8s known:  ' $$task && $(DIFFUSE) restore eval --clean examples/restore/clean --restored $(OUT)/restore/$$task-known | tail -1 || exit 1; \
+	done
 	$(DIFFUSE) text sample --template "The [MASK:48] is" --num 2 -o $(OUT)/text.txt --force
 	@cat $(OUT)/text.txt
 	@echo
 	@echo "Open $(OUT)/error_vs_nfe.svg (solver error vs NFE); listen to examples/audio/noisy/speech.wav and"
 	@echo "$(OUT)/audio/speech.wav; open $(OUT)/bunny-aligned.ply next to examples/pose/bunny-scene.ply (and $(OUT)/mug-box.ply next to examples/pose/mug-on-table.ply) in a point-cloud viewer;"
-	@echo "compare $(OUT)/restore/*/motorcycle.png with examples/restore/{noisy,blurred,dark}/motorcycle.png."
+	@echo "compare $(OUT)/restore/*/motorcycle.png with examples/restore/{noisy,blurred,dark}/motorcycle.png"
+	@echo "($(OUT)/restore/*-known/: the same photos restored with the blur kernel and the exposure curve known)."
 
 # One libtorch thread per test: cargo runs tests in parallel, and OpenMP spin-waits badly when oversubscribed.
 test: setup

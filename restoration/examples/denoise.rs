@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let model = diffuse_restoration::default_models::load(Task::Denoise, tch::Device::cuda_if_available())?;
     let opts = SampleOptions::defaults_of(&model);
-    let report = restore_file(&model, input, output, &opts, DEFAULT_TILING, false)?;
+    let report = restore_file(&model, input, output, &opts, DEFAULT_TILING, false, None)?;
     println!("restored {:.2} megapixels into {}", report.megapixels, output.display());
     Ok(())
 }

@@ -49,6 +49,33 @@ pub fn load(task: Task, device: Device) -> Result<RestorationModel> {
     RestorationModel::from_bytes(weights, config(task)?, Path::new(&name(task)), device)
 }
 
+/// The weights and sidecar of a task's built-in known-parameter model (`None` for denoise: noise has no
+/// parameters a user knows and the blind model lacks).
+fn known_files(task: Task) -> Option<(&'static [u8], &'static str)> {
+    match task {
+        Task::Denoise => None,
+        Task::Deblur => {
+            Some((include_bytes!("../models/deblur-known.safetensors"), include_str!("../models/deblur-known.json")))
+        }
+        Task::Lowlight => Some((
+            include_bytes!("../models/lowlight-known.safetensors"),
+            include_str!("../models/lowlight-known.json"),
+        )),
+    }
+}
+
+/// Loads the built-in known-parameter model of `task` (restoring through a known curve or kernel,
+/// [`crate::known`]) onto `device`.
+pub fn load_known(task: Task, device: Device) -> Result<RestorationModel> {
+    let name = format!("builtin:{}-known", task.name());
+    let (weights, sidecar) = known_files(task)
+        .ok_or_else(|| Error::invalid("known parameters", format!("{} has no known-parameter model", task.name())))?;
+    let config: ModelConfig =
+        serde_json::from_str(sidecar).map_err(|e| Error::model(Path::new(&name), format!("bad sidecar: {e}")))?;
+    config.validate()?;
+    RestorationModel::from_bytes(weights, config, Path::new(&name), device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +92,19 @@ mod tests {
                 assert!(training.get(key).is_some(), "{task:?}: the sidecar's training lacks '{key}'");
             }
             assert!(m.config().sampler.steps <= 10, "{task:?}: the default sampler takes over 10 NFE");
+            assert!(m.config().input.is_degraded(), "{task:?}: the default model is blind");
         }
+        for task in [Task::Deblur, Task::Lowlight] {
+            let (weights, _) = known_files(task).unwrap();
+            assert!(weights.len() <= 25 * 1024 * 1024, "{task:?}: {} bytes", weights.len());
+            let m = load_known(task, Device::Cpu).unwrap();
+            assert_eq!(m.config().task, task.name());
+            assert!(!m.config().input.is_degraded(), "{task:?}: the known-parameter model is blind");
+            for key in ["command", "seconds", "machine"] {
+                assert!(m.config().training.get(key).is_some(), "{task:?}: the sidecar's training lacks '{key}'");
+            }
+            assert!(m.config().sampler.steps <= 10, "{task:?}: the default sampler takes over 10 NFE");
+        }
+        assert!(load_known(Task::Denoise, Device::Cpu).is_err());
     }
 }

@@ -62,6 +62,37 @@ pub fn rng_for(seed: u64, key: &str) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(diffuse_core::seed::sample_seed(seed, hash))
 }
 
+/// A known exposure curve `x ↦ e·x^γ` of low light (the exposure and gamma a camera or its user may know).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Curve {
+    /// Exposure scale `e`, in (0, 1].
+    pub exposure: f64,
+    /// Gamma `γ`, in [0.2, 5].
+    pub gamma: f64,
+}
+
+impl Curve {
+    /// The curve, with its parameters checked.
+    pub fn new(exposure: f64, gamma: f64) -> Result<Curve> {
+        if !(exposure.is_finite() && exposure > 0.0 && exposure <= 1.0) {
+            return Err(Error::invalid("--exposure", format!("{exposure} is outside (0, 1]")));
+        }
+        if !(gamma.is_finite() && (0.2..=5.0).contains(&gamma)) {
+            return Err(Error::invalid("--gamma", format!("{gamma} is outside [0.2, 5]")));
+        }
+        Ok(Curve { exposure, gamma })
+    }
+
+    /// The curve's inverse applied to an image, `x = (clamp(y, 0, 1)/e)^(1/γ)` clamped to [0, 1]: what a
+    /// known-curve low-light model restores (its noise is what is left to remove).
+    pub fn invert(&self, y: &Planes) -> Planes {
+        let mut x = y.clone();
+        let (inv_e, inv_g) = (1.0 / self.exposure, 1.0 / self.gamma);
+        x.data.iter_mut().for_each(|v| *v = (f64::from(v.clamp(0.0, 1.0)) * inv_e).powf(inv_g).min(1.0) as f32);
+        x
+    }
+}
+
 /// A normalised square blur kernel of odd side.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Kernel {
@@ -140,6 +171,14 @@ pub enum Blur {
 }
 
 impl Blur {
+    /// The blurred image `K ∗ x` (mirrored borders, not quantised).
+    pub fn apply(&self, x: &Planes) -> Planes {
+        match self {
+            Blur::Gaussian { sigma } => convolve_separable(x, &gaussian_1d(*sigma)),
+            Blur::Motion { kernel } => convolve(x, kernel),
+        }
+    }
+
     /// The blur as a 2-D kernel.
     pub fn kernel(&self) -> Kernel {
         match self {
@@ -240,6 +279,18 @@ impl Degradation {
         })
     }
 
+    /// What a non-blind model may be told about this degradation: the curve of low light, the kernel of a
+    /// blur (`None` for noise).
+    pub fn known(&self) -> Option<crate::known::Known> {
+        match self {
+            Degradation::Lowlight { exposure, gamma, .. } => {
+                Some(crate::known::Known::Curve(Curve { exposure: *exposure, gamma: *gamma }))
+            }
+            Degradation::Deblur { blur, .. } => Some(crate::known::Known::Blur(blur.kernel())),
+            Degradation::Denoise { .. } => None,
+        }
+    }
+
     /// Degrades `clean` (values in [0, 1]) with noise from `rng`; the result is quantised to 8 bits.
     pub fn apply(&self, clean: &Planes, rng: &mut impl Rng) -> Planes {
         let mut y = match self {
@@ -250,10 +301,7 @@ impl Degradation {
                 }
                 y
             }
-            Degradation::Deblur { blur, .. } => match blur {
-                Blur::Gaussian { sigma } => convolve_separable(clean, &gaussian_1d(*sigma)),
-                Blur::Motion { kernel } => convolve(clean, kernel),
-            },
+            Degradation::Deblur { blur, .. } => blur.apply(clean),
             Degradation::Lowlight { exposure, gamma, peak, .. } => {
                 let mut y = clean.clone();
                 y.data.iter_mut().for_each(|v| *v = (*exposure * f64::from(v.max(0.0)).powf(*gamma)) as f32);

@@ -166,3 +166,32 @@ fn fixed_parameters_are_checked_and_tasks_parse() {
     assert_eq!(json["task"], "deblur");
     assert_eq!(json["blur"]["kind"], "gaussian");
 }
+
+#[test]
+fn the_inverse_curve_undoes_the_exposure_curve_and_clamps() {
+    let x = Planes::new(1, 1, 5, vec![0.0, 0.1, 0.37, 0.8, 1.0]).unwrap();
+    let c = Curve::new(0.1, 1.8).unwrap();
+    let mut y = x.clone();
+    y.data.iter_mut().for_each(|v| *v = (0.1 * f64::from(*v).powf(1.8)) as f32);
+    let back = c.invert(&y);
+    for (a, b) in back.data.iter().zip(&x.data) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    // Brighter than the curve's full scale (noise) clamps to white; negative values to black.
+    let over = c.invert(&Planes::new(1, 1, 2, vec![0.5, -0.1]).unwrap());
+    assert_eq!(over.data, vec![1.0, 0.0]);
+    let known = |t| Degradation::fixed(t, None).unwrap().known();
+    assert_eq!(known(Task::Lowlight), Some(crate::known::Known::Curve(Curve { exposure: 0.1, gamma: 1.8 })));
+    assert_eq!(known(Task::Deblur), Some(crate::known::Known::Blur(Kernel::gaussian(2.0))));
+    assert_eq!(known(Task::Denoise), None);
+}
+
+#[test]
+fn curves_outside_their_ranges_are_refused_by_flag() {
+    for (e, g, flag) in
+        [(0.0, 1.8, "--exposure"), (1.5, 1.8, "--exposure"), (f64::NAN, 1.8, "--exposure"), (0.1, 9.0, "--gamma")]
+    {
+        let err = Curve::new(e, g).unwrap_err().to_string();
+        assert!(err.contains(flag), "{e} {g}: {err}");
+    }
+}

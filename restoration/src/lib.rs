@@ -14,6 +14,7 @@
 //! - [`image_io`]: PNG/JPEG reading and writing that keeps the file's bit depth, colour type and alpha; reflect
 //!   padding, cropping and tiling with smooth blending for bounded memory.
 //! - [`degrade`]: seeded degradations (noise, blur, low light) for training and for test pairs.
+//! - [`known`]: non-blind inputs: the inverse of a known exposure curve, Wiener deconvolution by a known kernel.
 //! - [`metrics`]: PSNR and SSIM (Wang et al., matching scikit-image); [`eval`] scores folders of images.
 //!
 //! Image tensors are `[B, C, H, W]` with values in [0, 1]; networks work on `2·v − 1` (values in [−1, 1]).
@@ -39,6 +40,7 @@ pub mod degrade;
 pub mod error;
 pub mod eval;
 pub mod image_io;
+pub mod known;
 pub mod metrics;
 pub mod model;
 pub mod net;

@@ -77,6 +77,33 @@ pub struct ModelConfig {
     /// The default sampler.
     #[serde(default)]
     pub sampler: SamplerDefaults,
+    /// What the network's anchor μ is made from (absent: the degraded image itself).
+    #[serde(default, skip_serializing_if = "ModelInput::is_degraded")]
+    pub input: ModelInput,
+}
+
+/// What a model restores: the degraded image as it is (blind), or a classical inversion of it made with the
+/// degradation's known parameters (`crate::known`), so that the model learns only what the inversion leaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelInput {
+    /// The degraded image (blind restoration).
+    #[default]
+    Degraded,
+    /// Low light: the degraded image with its known exposure curve inverted.
+    InverseCurve,
+    /// Blur: the Wiener deconvolution of the degraded image by its known kernel.
+    Wiener {
+        /// The filter's fixed noise-to-signal ratio.
+        nsr: f64,
+    },
+}
+
+impl ModelInput {
+    /// True for the blind default.
+    pub fn is_degraded(&self) -> bool {
+        *self == ModelInput::Degraded
+    }
 }
 
 impl ModelConfig {
@@ -92,6 +119,7 @@ impl ModelConfig {
             network,
             training: serde_json::Value::Null,
             sampler: SamplerDefaults::default(),
+            input: ModelInput::Degraded,
         }
     }
 
@@ -121,6 +149,18 @@ impl ModelConfig {
                 "network.outputs",
                 format!("{} outputs do not fit the {:?} parameterization", self.network.outputs, self.parameterization),
             ));
+        }
+        match self.input {
+            ModelInput::Degraded => {}
+            ModelInput::InverseCurve if self.task == "lowlight" => {}
+            ModelInput::Wiener { nsr } if self.task == "deblur" => {
+                if !(nsr.is_finite() && nsr > 0.0 && nsr < 1.0) {
+                    return Err(Error::invalid("input.nsr", format!("{nsr} is outside (0, 1)")));
+                }
+            }
+            other => {
+                return Err(Error::invalid("input", format!("{other:?} does not fit a '{}' model", self.task)));
+            }
         }
         let s = &self.sampler;
         diffuse_core::solvers::build_solver(&s.solver, &Default::default())?;

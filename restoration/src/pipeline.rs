@@ -17,8 +17,9 @@ use tch::Tensor;
 
 use crate::degrade::{Degradation, Task};
 use crate::image_io::{Image, read_image, write_image};
+use crate::known::{Known, model_input};
 use crate::metrics::{psnr, ssim};
-use crate::model::RestorationModel;
+use crate::model::{ModelInput, RestorationModel};
 use crate::planes::{Planes, Tiling};
 use crate::sample::{SampleOptions, restore};
 use crate::{Error, Result};
@@ -71,7 +72,8 @@ pub struct FileReport {
 }
 
 /// Restores `input` into `output` (atomic; an existing output is kept unless `force`), keeping the input's
-/// format, bit depth and alpha.
+/// format, bit depth and alpha. `known`: the degradation's parameters, for a model that restores through them
+/// ([`crate::known`]; refused when the model cannot use them or needs them and they are missing).
 pub fn restore_file(
     model: &RestorationModel,
     input: &Path,
@@ -79,10 +81,14 @@ pub fn restore_file(
     opts: &SampleOptions,
     tiling: Tiling,
     force: bool,
+    known: Option<&Known>,
 ) -> Result<FileReport> {
+    // A mismatch is found before anything is read or written.
+    model_input(model.config().input, known, &Planes::zeros(1, 1, 1))?;
     diffuse_core::io::check_output(output, force)?;
     let image = read_image(input)?;
-    let restored = restore_planes(model, &image.planes, opts, tiling).map_err(|e| in_file(input, e))?;
+    let planes = model_input(model.config().input, known, &image.planes).map_err(|e| in_file(input, e))?;
+    let restored = restore_planes(model, &planes, opts, tiling).map_err(|e| in_file(input, e))?;
     write_image(&image.with_planes(restored)?, output, force)?;
     Ok(FileReport { megapixels: image.megapixels() })
 }
@@ -117,13 +123,19 @@ pub fn load_clean_images(dirs: &[PathBuf], min_side: usize) -> Result<(Vec<(Path
     Ok((images, notes))
 }
 
-/// The degradation callback of training: a random draw of `task` per crop, seeded by the crop's seed.
-pub fn training_degrader(task: Task) -> impl FnMut(&Tensor, u64) -> Tensor {
+/// The degradation callback of training: a random draw of `task` per crop, seeded by the crop's seed, as the
+/// model sees it (`input`: a known-parameter model gets the draw inverted with its own parameters).
+pub fn training_degrader(task: Task, input: ModelInput) -> impl FnMut(&Tensor, u64) -> Tensor {
     move |crop: &Tensor, seed: u64| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let d = Degradation::draw(task, false, &mut rng);
         match Planes::from_tensor(crop) {
-            Ok(p) => d.apply(&p, &mut rng).to_tensor(),
+            Ok(p) => {
+                let y = d.apply(&p, &mut rng);
+                let known = if input == ModelInput::Degraded { None } else { d.known() };
+                // A mismatch of task and input is refused by the sidecar's validation before training starts.
+                model_input(input, known.as_ref(), &y).unwrap_or(y).to_tensor()
+            }
             // Unreachable for the [C, H, W] crops training passes; a wrong shape is reported by train's check.
             Err(_) => crop.shallow_clone(),
         }
@@ -164,6 +176,18 @@ pub fn load_fixed_pairs(task: Task, dir: &Path, seed: u64) -> Result<(Vec<Pair>,
         }
     }
     Ok((fixed_pairs(task, &files, seed)?, notes))
+}
+
+/// The pairs as a model of `input` sees them: for a known-parameter model, the degraded images inverted with
+/// the fixed variant's parameters (its curve or kernel); otherwise unchanged.
+pub fn for_model_input(mut pairs: Vec<Pair>, task: Task, input: ModelInput) -> Result<Vec<Pair>> {
+    if input != ModelInput::Degraded {
+        let known = Degradation::fixed(task, None)?.known();
+        for p in &mut pairs {
+            p.degraded = model_input(input, known.as_ref(), &p.degraded)?;
+        }
+    }
+    Ok(pairs)
 }
 
 /// Mean PSNR and SSIM of restored pairs (the degraded input when `restored` is `None`).
@@ -262,11 +286,68 @@ mod tests {
 
     #[test]
     fn the_training_degrader_is_seeded() {
-        let mut d = training_degrader(Task::Denoise);
+        let mut d = training_degrader(Task::Denoise, ModelInput::Degraded);
         let x = Tensor::full([3, 8, 8], 0.5, (tch::Kind::Float, Device::Cpu));
         let (a, b, c) = (d(&x, 1), d(&x, 1), d(&x, 2));
         assert!(a.equal(&b));
         assert_eq!(a.size(), [3, 8, 8]);
         assert!(!a.equal(&c) || a.equal(&x));
+    }
+
+    #[test]
+    fn a_known_curve_model_sees_the_draw_with_its_own_curve_inverted() {
+        let x = Tensor::linspace(0.0, 1.0, 3 * 8 * 8, (tch::Kind::Float, Device::Cpu)).reshape([3, 8, 8]);
+        let (blind, known) = (
+            training_degrader(Task::Lowlight, ModelInput::Degraded)(&x, 9),
+            training_degrader(Task::Lowlight, ModelInput::InverseCurve)(&x, 9),
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let Some(Known::Curve(curve)) = Degradation::draw(Task::Lowlight, false, &mut rng).known() else {
+            panic!("a low-light draw knows its curve")
+        };
+        let expected = curve.invert(&Planes::from_tensor(&blind).unwrap()).to_tensor();
+        assert!(known.equal(&expected));
+        // The inversion brings the dark draw back near the clean ramp.
+        let (err_blind, err_known) = (
+            f64::try_from((&blind - &x).abs().mean(None)).unwrap(),
+            f64::try_from((&known - &x).abs().mean(None)).unwrap(),
+        );
+        assert!(err_known < 0.5 * err_blind, "{err_known} vs {err_blind}");
+    }
+
+    fn rgb8(planes: Planes) -> Image {
+        Image { planes, alpha: None, bit_depth: 8, format: crate::image_io::Format::Png }
+    }
+
+    #[test]
+    fn a_curve_is_required_exactly_by_known_curve_models() {
+        let mut config = ModelConfig::new(
+            "lowlight",
+            PathSpec::default_of("rddm").unwrap(),
+            Parameterization::Residual,
+            NetConfig::tiny(3, 1),
+        );
+        config.input = ModelInput::InverseCurve;
+        let known = RestorationModel::new(config, Device::Cpu).unwrap();
+        let curve = Known::Curve(crate::degrade::Curve::new(0.1, 1.8).unwrap());
+        let dir = std::env::temp_dir().join(format!("diffuse-curve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (input, output) = (dir.join("in.png"), dir.join("out.png"));
+        let im = rgb8(Planes::new(3, 8, 8, vec![0.02; 192]).unwrap());
+        write_image(&im, &input, true).unwrap();
+        let opts = SampleOptions { steps: 1, ..SampleOptions::defaults_of(&known) };
+        assert!(restore_file(&known, &input, &output, &opts, DEFAULT_TILING, false, None).is_err());
+        assert!(restore_file(&tiny(), &input, &output, &opts, DEFAULT_TILING, false, Some(&curve)).is_err());
+        assert!(!output.exists(), "a refused job writes nothing");
+        restore_file(&known, &input, &output, &opts, DEFAULT_TILING, false, Some(&curve)).unwrap();
+        assert!(output.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Fixed pairs for a known-parameter model carry the fixed variant's inversion.
+        let clean = Planes::new(3, 8, 8, vec![0.6; 192]).unwrap();
+        let pairs = fixed_pairs(Task::Lowlight, &[(PathBuf::from("a.png"), rgb8(clean))], 1).unwrap();
+        let before = pairs[0].degraded.clone();
+        let after = for_model_input(pairs, Task::Lowlight, ModelInput::InverseCurve).unwrap();
+        assert_eq!(after[0].degraded, crate::degrade::Curve::new(0.1, 1.8).unwrap().invert(&before));
+        assert!(for_model_input(after, Task::Denoise, ModelInput::InverseCurve).is_err());
     }
 }

@@ -11,8 +11,9 @@ use clap::Args;
 use diffuse_core::batch::{Progress, Status};
 use diffuse_core::search::ScheduleFile;
 use diffuse_restoration::RestorationModel;
-use diffuse_restoration::degrade::Task;
+use diffuse_restoration::degrade::{Curve, Kernel, Task};
 use diffuse_restoration::image_io::Format;
+use diffuse_restoration::known::{Known, check_known, read_kernel};
 use diffuse_restoration::pipeline::{DEFAULT_TILING, restore_file};
 use diffuse_restoration::planes::Tiling;
 use diffuse_restoration::sample::SampleOptions;
@@ -55,6 +56,20 @@ pub struct ApplyArgs {
     /// …overlapping by this many pixels, blended smoothly.
     #[arg(long, default_value_t = DEFAULT_TILING.overlap, value_name = "PIXELS")]
     pub overlap: usize,
+    /// Low light only: the exposure `e` of a known exposure curve `x ↦ e·x^γ` (with --gamma); the image is
+    /// restored through that curve's inverse by the known-curve model instead of blindly.
+    #[arg(long, value_name = "E", requires = "gamma")]
+    pub exposure: Option<f64>,
+    /// Low light only: the gamma `γ` of the known exposure curve (with --exposure).
+    #[arg(long, value_name = "G", requires = "exposure")]
+    pub gamma: Option<f64>,
+    /// Deblur only: the blur is a known Gaussian of this standard deviation in pixels; the image is restored
+    /// through its Wiener deconvolution by the known-kernel model instead of blindly.
+    #[arg(long, value_name = "PIXELS", conflicts_with = "kernel")]
+    pub blur_sigma: Option<f64>,
+    /// Deblur only: the known blur kernel as an image (square, odd side, normalised to sum 1 on reading).
+    #[arg(long, value_name = "K.png")]
+    pub kernel: Option<PathBuf>,
     /// Overwrite existing outputs (inputs are never overwritten).
     #[arg(long)]
     pub force: bool,
@@ -185,6 +200,26 @@ fn plan_jobs(args: &ApplyArgs) -> anyhow::Result<(Vec<Job>, PathBuf)> {
     Ok((jobs, folder))
 }
 
+/// The degradation's parameters the command line gives (`--exposure/--gamma`, `--blur-sigma`, `--kernel`), for
+/// a known-parameter model.
+fn known_parameters(task: Task, args: &ApplyArgs) -> anyhow::Result<Option<Known>> {
+    let curve = args.exposure.zip(args.gamma);
+    let blur = args.blur_sigma.is_some() || args.kernel.is_some();
+    anyhow::ensure!(
+        curve.is_none() || task == Task::Lowlight,
+        "--exposure and --gamma are for `diffuse restore lowlight`"
+    );
+    anyhow::ensure!(!blur || task == Task::Deblur, "--blur-sigma and --kernel are for `diffuse restore deblur`");
+    if let Some((e, g)) = curve {
+        return Ok(Some(Known::Curve(Curve::new(e, g)?)));
+    }
+    if let Some(s) = args.blur_sigma {
+        anyhow::ensure!(s.is_finite() && (0.1..=20.0).contains(&s), "--blur-sigma {s} is outside [0.1, 20] pixels");
+        return Ok(Some(Known::Blur(Kernel::gaussian(s))));
+    }
+    Ok(args.kernel.as_deref().map(read_kernel).transpose()?.map(Known::Blur))
+}
+
 /// Runs `diffuse restore denoise|deblur|lowlight`.
 pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let p = &ctx.printer;
@@ -194,7 +229,15 @@ pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCo
         "--tile must be at least 8 pixels and --overlap less than --tile"
     );
     diffuse_core::limits::at_most("--tile", args.tile, 4096)?;
-    let model = load_model(args.model.as_deref(), task, ctx)?;
+    let known = known_parameters(task, args)?;
+    let model = match (&args.model, &known) {
+        (None, Some(_)) => diffuse_restoration::default_models::load_known(task, ctx.device()?)?,
+        _ => load_model(args.model.as_deref(), task, ctx)?,
+    };
+    check_known(model.config().input, known.as_ref()).with_context(|| match &args.model {
+        Some(m) => m.display().to_string(),
+        None => "the built-in model".into(),
+    })?;
     let mut opts = sample_options(&model, args.sampler.as_deref(), args.steps, ctx.global.seed)?;
     if let Some(file) = &args.schedule {
         opts.schedule = Some(load_schedules(&model, file)?.pick(args.nfe)?.clone());
@@ -251,7 +294,7 @@ pub fn run(ctx: &Context, task: Task, args: &ApplyArgs) -> anyhow::Result<ExitCo
                 std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
             }
             let o = SampleOptions { first_index: (index as u64) << 20, ..opts.clone() };
-            Ok(restore_file(&model, &job.input, &job.output, &o, tiling, args.force)?.megapixels)
+            Ok(restore_file(&model, &job.input, &job.output, &o, tiling, args.force, known.as_ref())?.megapixels)
         })();
         let seconds = item_start.elapsed().as_secs_f64();
         match result {

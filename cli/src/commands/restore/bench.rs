@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use diffuse_core::solvers::split_solver_list;
 use diffuse_restoration::degrade::Task;
-use diffuse_restoration::pipeline::{DEFAULT_TILING, bench, load_fixed_pairs, mean_scores};
+use diffuse_restoration::pipeline::{DEFAULT_TILING, bench, for_model_input, load_fixed_pairs, mean_scores};
 
 use super::super::Context;
 use super::apply::{load_model, load_schedules, sample_options};
@@ -78,6 +78,7 @@ pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(!pairs.is_empty(), "{}: no usable images", args.clean.display());
     let (in_psnr, in_ssim) = mean_scores(&pairs, None)?;
+    let pairs = for_model_input(pairs, task, model.config().input)?;
     let runs = samplers.len() * args.nfe.len() + schedules.len();
     let bar = p.progress((runs * pairs.len()) as u64, "benchmark");
     let points =

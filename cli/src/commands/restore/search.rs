@@ -70,6 +70,7 @@ pub fn run(ctx: &Context, args: &SearchArgs) -> anyhow::Result<ExitCode> {
         ctx.printer.warn(format!("skipping {}: {why}", file.display()));
     }
     anyhow::ensure!(!pairs.is_empty(), "{}: no usable images", args.clean.display());
+    let pairs = diffuse_restoration::pipeline::for_model_input(pairs, task, model.config().input)?;
     let opts = SearchOptions {
         scope: search_scope(&args.nfe, &args.solvers.0, args.evals, args.budget.as_deref())?,
         crop: args.crop,

@@ -9,8 +9,10 @@ use clap::{Args, ValueEnum};
 use diffuse_core::Parameterization;
 use diffuse_core::path::PathSpec;
 use diffuse_restoration::degrade::Task;
+use diffuse_restoration::model::ModelInput;
 use diffuse_restoration::pipeline::{
-    DEFAULT_TILING, load_clean_images, load_fixed_pairs, mean_scores, restore_planes, training_degrader,
+    DEFAULT_TILING, for_model_input, load_clean_images, load_fixed_pairs, mean_scores, restore_planes,
+    training_degrader,
 };
 use diffuse_restoration::sample::SampleOptions;
 use diffuse_restoration::train::{MODEL, Recipe, TrainOptions, train};
@@ -68,6 +70,14 @@ pub struct TrainArgs {
     /// path and parameterization replace --net, --path and --param.
     #[arg(long, value_name = "M.safetensors", conflicts_with = "resume")]
     pub init: Option<PathBuf>,
+    /// A non-blind model: it learns to restore the classical inversion of each degradation by its own
+    /// parameters (lowlight: the inverse exposure curve; deblur: Wiener deconvolution by the kernel), and is run
+    /// with `restore lowlight --exposure E --gamma G` or `restore deblur --blur-sigma S | --kernel K.png`.
+    #[arg(long, alias = "known-curve")]
+    pub known: bool,
+    /// With --known for deblur: the Wiener filter's noise-to-signal ratio.
+    #[arg(long, default_value_t = 1e-3, value_name = "X", requires = "known")]
+    pub nsr: f64,
     /// Folder of clean validation images: PSNR of the fixed test degradation restored with the model's default
     /// sampler, every --val-every steps and at the end.
     #[arg(long, value_name = "DIR")]
@@ -116,6 +126,30 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    if args.known {
+        config.input = match args.task {
+            Task::Lowlight => ModelInput::InverseCurve,
+            Task::Deblur => {
+                anyhow::ensure!(args.nsr.is_finite() && args.nsr > 0.0 && args.nsr < 1.0, "--nsr must be in (0, 1)");
+                ModelInput::Wiener { nsr: args.nsr }
+            }
+            Task::Denoise => anyhow::bail!("--known is for lowlight (a known curve) and deblur (a known kernel)"),
+        };
+    }
+    if args.run.resume
+        && let Ok(text) = std::fs::read_to_string(diffuse_restoration::model::sidecar_path(&model_file))
+        && let Ok(earlier) = serde_json::from_str::<ModelConfig>(&text)
+    {
+        anyhow::ensure!(
+            earlier.task == config.task && earlier.input == config.input,
+            "{}: --resume with another task or input (was {} {:?}, now {} {:?})",
+            args.out.display(),
+            earlier.task,
+            earlier.input,
+            config.task,
+            config.input
+        );
+    }
     let multiple = config.network.multiple();
     anyhow::ensure!(
         args.crop >= multiple && args.crop.is_multiple_of(multiple),
@@ -146,6 +180,7 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let val = match &args.val_images {
         Some(dir) => {
             let (pairs, notes) = load_fixed_pairs(args.task, dir, ctx.global.seed).context("--val-images")?;
+            let pairs = for_model_input(pairs, args.task, model.config().input)?;
             for (file, why) in &notes {
                 p.warn(format!("skipping {}: {why}", file.display()));
             }
@@ -186,7 +221,7 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             bar.suspend(|| p.info(format!("step {}: validation PSNR {v:.2} dB", pr.step)));
         }
     };
-    let mut degrade = training_degrader(args.task);
+    let mut degrade = training_degrader(args.task, model.config().input);
     let start = Instant::now();
     let report = train(
         &mut model,
