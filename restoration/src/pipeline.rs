@@ -17,7 +17,7 @@ use tch::Tensor;
 
 use crate::degrade::{Degradation, Task};
 use crate::image_io::{Image, read_image, write_image};
-use crate::known::{Known, model_input};
+use crate::known::{Known, check_known, model_input};
 use crate::metrics::{psnr, ssim};
 use crate::model::{ModelInput, RestorationModel};
 use crate::planes::{Planes, Tiling};
@@ -84,11 +84,19 @@ pub fn restore_file(
     known: Option<&Known>,
 ) -> Result<FileReport> {
     // A mismatch is found before anything is read or written.
-    model_input(model.config().input, known, &Planes::zeros(1, 1, 1))?;
+    check_known(model.config().input, known)?;
     diffuse_core::io::check_output(output, force)?;
     let image = read_image(input)?;
-    let planes = model_input(model.config().input, known, &image.planes).map_err(|e| in_file(input, e))?;
-    let restored = restore_planes(model, &planes, opts, tiling).map_err(|e| in_file(input, e))?;
+    // Checked above: without parameters the model is blind and reads the image as it is (no copy of it).
+    let inverted;
+    let planes = match known {
+        Some(_) => {
+            inverted = model_input(model.config().input, known, &image.planes).map_err(|e| in_file(input, e))?;
+            &inverted
+        }
+        None => &image.planes,
+    };
+    let restored = restore_planes(model, planes, opts, tiling).map_err(|e| in_file(input, e))?;
     write_image(&image.with_planes(restored)?, output, force)?;
     Ok(FileReport { megapixels: image.megapixels() })
 }
@@ -132,9 +140,11 @@ pub fn training_degrader(task: Task, input: ModelInput) -> impl FnMut(&Tensor, u
         match Planes::from_tensor(crop) {
             Ok(p) => {
                 let y = d.apply(&p, &mut rng);
-                let known = if input == ModelInput::Degraded { None } else { d.known() };
+                if input == ModelInput::Degraded {
+                    return y.to_tensor();
+                }
                 // A mismatch of task and input is refused by the sidecar's validation before training starts.
-                model_input(input, known.as_ref(), &y).unwrap_or(y).to_tensor()
+                model_input(input, d.known().as_ref(), &y).unwrap_or(y).to_tensor()
             }
             // Unreachable for the [C, H, W] crops training passes; a wrong shape is reported by train's check.
             Err(_) => crop.shallow_clone(),
