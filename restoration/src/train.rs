@@ -19,7 +19,7 @@ use tch::{Kind, Tensor};
 pub use diffuse_core::optim::CHECKPOINT;
 use diffuse_core::optim::{AdamEma, AdamSettings, RunOptions, drive};
 
-use crate::model::{RestorationModel, unwrap};
+use crate::model::{ModelInput, RestorationModel, unwrap};
 use crate::{Error, Result};
 
 /// Largest batch.
@@ -54,6 +54,14 @@ pub struct Recipe {
     pub seed: u64,
     /// Random horizontal and vertical flips.
     pub flips: bool,
+    /// The model's task, set by [`train`] from the model so that a checkpoint cannot be resumed as another task's
+    /// (empty in checkpoints written before it was recorded).
+    #[serde(default)]
+    pub task: String,
+    /// The model's input, set by [`train`] from the model so that a blind checkpoint cannot be resumed as a
+    /// non-blind one, nor with another Wiener NSR.
+    #[serde(default)]
+    pub input: ModelInput,
 }
 
 impl Default for Recipe {
@@ -68,6 +76,8 @@ impl Default for Recipe {
             ema_decay: 0.999,
             seed: 0,
             flips: true,
+            task: String::new(),
+            input: ModelInput::Degraded,
         }
     }
 }
@@ -151,7 +161,9 @@ pub fn train(
     mut validate: Option<Validate<'_>>,
 ) -> Result<TrainReport> {
     check(model, images, opts)?;
-    let r = opts.recipe.clone();
+    let cfg = model.config();
+    let r = Recipe { task: cfg.task.clone(), input: cfg.input, ..opts.recipe.clone() };
+    let opts = &RunOptions { recipe: r.clone(), ..opts.clone() };
     let mut state = AdamEma::new(model.var_store())?;
     if opts.resume {
         state.load_with_recipe(&opts.out.join(CHECKPOINT), &r)?;
@@ -326,6 +338,16 @@ mod tests {
         o.recipe.lr = 5e-4;
         let err = train(&mut model(p, "rddm"), &images(), &mut noisy, &o, &mut |_| {}, None).unwrap_err().to_string();
         assert!(err.contains(CHECKPOINT) && err.contains("same recipe"), "{err}");
+        // Nor can another task's model, or a non-blind one (the checkpoint records the model's task and input).
+        let mut other_task = model(p, "rddm");
+        other_task.config_mut().task = "deblur".into();
+        let mut non_blind = model(p, "rddm");
+        non_blind.config_mut().input = ModelInput::Wiener { nsr: 1e-3 };
+        for mut m in [other_task, non_blind] {
+            let o = opts(b.path(), 6, true);
+            let err = train(&mut m, &images(), &mut noisy, &o, &mut |_| {}, None).unwrap_err().to_string();
+            assert!(err.contains("same recipe"), "{err}");
+        }
     }
 
     /// Every parameterization trains (finite, falling loss on a fixed batch size) on every residual path, and the

@@ -247,13 +247,14 @@ fn a_known_kernel_model_trains_restores_with_its_kernel_and_benches() {
     let sidecar: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("run/model.json")).unwrap()).unwrap();
     assert_eq!(sidecar["input"], serde_json::json!({"kind": "wiener", "nsr": 0.002}));
-    // Resuming it as a blind run is refused.
+    // Resuming it as a blind run is refused by the checkpoint's recipe, which records the task and input.
     let blind = [
         "restore", "train", "--task", "deblur", "--images", "clean", "--out", "run", "--net", "tiny", "--steps", "6",
         "--crop", "16", "--batch", "2", "-q", "--resume",
     ];
     let out = run_in(root, &blind);
-    assert!(!out.status.success() && text(&out).1.contains("--resume"), "{}", text(&out).1);
+    let err = text(&out).1;
+    assert!(!out.status.success() && err.contains("checkpoint.safetensors") && err.contains("same recipe"), "{err}");
     // Denoise has no known parameters.
     let out = run_in(root, &["restore", "train", "--task", "denoise", "--known", "--images", "clean", "--out", "r2"]);
     assert!(!out.status.success() && text(&out).1.contains("--known"), "{}", text(&out).1);

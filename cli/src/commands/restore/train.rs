@@ -136,20 +136,7 @@ pub fn run(ctx: &Context, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             Task::Denoise => anyhow::bail!("--known is for lowlight (a known curve) and deblur (a known kernel)"),
         };
     }
-    if args.run.resume
-        && let Ok(text) = std::fs::read_to_string(diffuse_restoration::model::sidecar_path(&model_file))
-        && let Ok(earlier) = serde_json::from_str::<ModelConfig>(&text)
-    {
-        anyhow::ensure!(
-            earlier.task == config.task && earlier.input == config.input,
-            "{}: --resume with another task or input (was {} {:?}, now {} {:?})",
-            args.out.display(),
-            earlier.task,
-            earlier.input,
-            config.task,
-            config.input
-        );
-    }
+    // A resumed run with another task or input is refused by the checkpoint's recipe (restoration::train).
     let multiple = config.network.multiple();
     anyhow::ensure!(
         args.crop >= multiple && args.crop.is_multiple_of(multiple),
