@@ -143,11 +143,7 @@ impl Target {
             cloud.with_estimated_normals(k_normals, NormalOrientation::AwayFromCentroid)?
         };
         let tree = KdTree::new(&cloud.points)?;
-        let stride = (cloud.len() / 500).max(1);
-        let mut gaps: Vec<f64> =
-            cloud.points.iter().step_by(stride).filter_map(|p| tree.knn(p, 2).get(1).map(|n| n.dist2.sqrt())).collect();
-        gaps.sort_by(f64::total_cmp);
-        let spacing = gaps.get(gaps.len() / 2).copied().unwrap_or(0.0);
+        let spacing = tree.median_gap(&cloud.points);
         Ok(Target { cloud, tree, spacing, oriented })
     }
 

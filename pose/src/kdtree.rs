@@ -61,6 +61,16 @@ impl KdTree {
         Neighbour { index: r.item as usize, dist2: r.distance }
     }
 
+    /// The median distance from a point of `points` (the cloud the tree was built from) to its nearest other
+    /// point, over at most about 500 of them: the cloud's typical sample gap (0 for a single point).
+    pub fn median_gap(&self, points: &[Point3<f64>]) -> f64 {
+        let stride = (points.len() / 500).max(1);
+        let mut gaps: Vec<f64> =
+            points.iter().step_by(stride).filter_map(|p| self.knn(p, 2).get(1).map(|n| n.dist2.sqrt())).collect();
+        gaps.sort_by(f64::total_cmp);
+        gaps.get(gaps.len() / 2).copied().unwrap_or(0.0)
+    }
+
     /// The `k` nearest points to `q`, nearest first (fewer if the tree is smaller).
     pub fn knn(&self, q: &Point3<f64>, k: usize) -> Vec<Neighbour> {
         let Some(k) = NonZeroUsize::new(k.min(self.len)) else {

@@ -571,11 +571,7 @@ mod estimate_tests {
             let c = make_case(&o, o.diameter(), index, &cfg).unwrap();
             let prep = crate::registration::prepare(&model, &c.scene, &cfg.estimate).unwrap();
             let p = &prep.problem;
-            let r = c.truth.rotation;
-            let t = (c.truth.translation.vector + r * prep.object_centre.coords.component_mul(&c.scale))
-                / prep.diameter
-                - prep.scene_centre.coords;
-            let truth = ScaledPose { pose: se3::pose(r, t), log_scale: c.scale.map(f64::ln) };
+            let truth = prep.from_scene_scaled(&c.truth, &c.scale);
             let tree = KdTree::new(&p.scene_fine).unwrap();
             let mut reverse = ReverseTerm::of(p, Some(&tree)).unwrap();
             if let Some(d) = dead_zone {

@@ -191,12 +191,7 @@ impl ReverseTerm<'_> {
     /// From a problem with a viewpoint, its view and oriented model normals; `None` otherwise.
     pub(super) fn of<'a>(problem: &'a Problem, tree: Option<&'a KdTree>) -> Option<ReverseTerm<'a>> {
         let tree = tree?;
-        let scan = &problem.scene_fine;
-        let stride = (scan.len() / 500).max(1);
-        let mut gaps: Vec<f64> =
-            scan.iter().step_by(stride).filter_map(|p| tree.knn(p, 2).get(1).map(|n| n.dist2.sqrt())).collect();
-        gaps.sort_by(f64::total_cmp);
-        let dead_zone = DEAD_ZONE_GAPS * gaps.get(gaps.len() / 2).copied().unwrap_or(0.0);
+        let dead_zone = DEAD_ZONE_GAPS * tree.median_gap(&problem.scene_fine);
         Some(ReverseTerm {
             probes: &problem.object.cloud.points,
             normals: problem.object.cloud.normals.as_deref().filter(|_| problem.object.oriented)?,
@@ -320,11 +315,8 @@ mod tests {
         let prep = prepare(&model, &scene, &EstimateConfig { resolve_ambiguities: false, ..EstimateConfig::default() })
             .unwrap();
         // The truth in normalised frames: object centred and scaled by 1/d; scene scaled by 1/d and centred.
-        let d = prep.diameter;
-        let c_o = prep.object_centre.coords;
-        let r = truth.pose.rotation;
-        let t = (truth.pose.translation.vector + r * c_o.component_mul(&scale)) / d - prep.scene_centre.coords;
-        (prep, ScaledPose { pose: se3::pose(r, t), log_scale: truth.log_scale })
+        let normalised = prep.from_scene_scaled(&truth.pose, &scale);
+        (prep, normalised)
     }
 
     struct PointCloudExt;
