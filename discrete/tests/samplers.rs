@@ -8,7 +8,9 @@ use std::sync::Arc;
 use diffuse_core::SampleSeeds;
 use diffuse_discrete::categorical::Truncation;
 use diffuse_discrete::exact::{ExactDenoiser, Target, empirical, tv, tv_sampling_bound};
-use diffuse_discrete::sampler::{self, Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection};
+use diffuse_discrete::sampler::{
+    self, Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection, Unmasking,
+};
 use diffuse_discrete::schedule::{Cosine, LogLinear, Schedule};
 use diffuse_discrete::{Output, Process};
 use tch::Device;
@@ -236,6 +238,51 @@ fn predictor_corrector_gibbs() {
         assert!(r.noise <= r.bound, "{} > {}", r.noise, r.bound);
         assert!(r.disc > 2.0 * exact_gibbs.disc, "{corrector:?} unexpectedly exact: {}", r.disc);
     }
+}
+
+/// Confident-first unmasking reveals a fixed count per step (stochastic rounding of the expected count), so with
+/// at least as many steps as positions it reveals one position at a time and is exact for an exact denoiser,
+/// although the order depends on the tokens (an adaptive order of exact conditionals), where the random order at
+/// the same steps is not. One step reveals every position from its marginal under either order; on a product
+/// target any order is exact; with fewer steps than positions the selection matters; draws follow the exact law.
+#[test]
+fn confident_unmasking() {
+    let masked = Process::Masked { vocab: 4 };
+    let confident = |kind, steps, tau| {
+        let mut cfg = SamplerConfig::new(kind, steps);
+        cfg.unmasking = Unmasking::Confident { tau };
+        cfg
+    };
+    let law = |target: &Arc<Target>, cfg: &SamplerConfig| {
+        let den = ExactDenoiser::new(target.clone(), masked, Output::Clean, ll()).unwrap();
+        sampler::exact_law(&den, ll().as_ref(), cfg, target.len(), 10_000).unwrap()
+    };
+    let target = markov();
+    let random = target.tv(&law(&target, &SamplerConfig::new(SamplerKind::Ancestral, 4)));
+    for kind in [SamplerKind::Ancestral, SamplerKind::Consistency] {
+        let ordered = target.tv(&law(&target, &confident(kind, 4, 0.1)));
+        eprintln!("4 steps, 3 positions: random order {random:.4}, confident {ordered:.2e} from the target");
+        assert!(ordered < 1e-12 && random > 0.05, "{kind:?}: confident {ordered}, random {random}");
+    }
+    let one = law(&target, &SamplerConfig::new(SamplerKind::Ancestral, 1));
+    assert!(tv(&one, &law(&target, &confident(SamplerKind::Ancestral, 1, 0.1))) < 1e-12);
+    let p0 = [0.4, 0.3, 0.2, 0.1];
+    let product = Arc::new(Target::markov(4, 3, &p0, &vec![p0.to_vec(); 4]).unwrap());
+    assert!(product.tv(&law(&product, &confident(SamplerKind::Consistency, 2, 0.1))) < 1e-12);
+    let greedy = law(&target, &confident(SamplerKind::Ancestral, 2, 0.1));
+    let blind = law(&target, &confident(SamplerKind::Ancestral, 2, 1e3));
+    eprintln!("2 steps: confident {:.4}, random positions {:.4}", target.tv(&greedy), target.tv(&blind));
+    assert!(tv(&greedy, &blind) > 1e-3, "the selection weights change nothing");
+    for tau in [0.1, 1.0] {
+        let r = run(&target, &target, masked, Output::Clean, confident(SamplerKind::Consistency, 2, tau), ll());
+        assert!(r.noise <= r.bound, "tau {tau}: sampling noise {} exceeds the bound {}", r.noise, r.bound);
+    }
+    let mut uniform = confident(SamplerKind::Ancestral, 4, 0.1);
+    let den = ExactDenoiser::new(target.clone(), Process::Uniform { vocab: 4 }, Output::LeaveOneOut, ll()).unwrap();
+    assert!(uniform.validate(&den, 3).is_err(), "confident unmasking on the uniform process");
+    uniform.unmasking = Unmasking::Confident { tau: 0.0 };
+    let den = ExactDenoiser::new(target.clone(), masked, Output::Clean, ll()).unwrap();
+    assert!(uniform.validate(&den, 3).is_err(), "tau 0");
 }
 
 /// Discretisation error halves when the steps double (first order in 1/steps), for the exact denoiser.

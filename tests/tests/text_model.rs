@@ -104,6 +104,17 @@ fn train_sample_and_score_a_tiny_masked_model_and_its_ar_baseline() {
     let o = run_in(root, &sample);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("exists"), "{}", text(&o).1);
+    // Confident-first unmasking keeps the fixed bytes too; an unknown order is a clear error.
+    let o = run_in(root, &[&sample[..], &["--unmask", "confident:0.5", "--force"]].concat());
+    assert!(o.status.success(), "{}", text(&o).1);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("s.json")).unwrap()).unwrap();
+    assert_eq!(v["unmask"], "confident:0.5");
+    for s in v["samples"].as_array().unwrap() {
+        let s = s.as_str().unwrap();
+        assert!(s.starts_with("the ") && s.ends_with(" brown"), "{s:?}");
+    }
+    let o = run_in(root, &[&sample[..], &["--unmask", "sure", "--force"]].concat());
+    assert!(!o.status.success() && text(&o).1.contains("--unmask"), "{}", text(&o).1);
 
     // CDLM fine-tuning of the masked model; an AR model cannot start it.
     let cdlm = ["text", "train", "--corpus", "corpus", "--out", "cdlm", "--objective", "cdlm", "--steps", "20", "-q"];

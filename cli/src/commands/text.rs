@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use diffuse_discrete::categorical::{Precision, Truncation};
 use diffuse_discrete::check::{CheckSpec, check};
 use diffuse_discrete::exact::Target;
-use diffuse_discrete::sampler::{Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection};
+use diffuse_discrete::sampler::{Corrector, Remask, RemaskSchedule, SamplerConfig, SamplerKind, Selection, Unmasking};
 use diffuse_discrete::schedule::ScheduleKind;
 use diffuse_discrete::text::TextModel;
 use diffuse_discrete::{Output, ProcessKind};
@@ -106,6 +106,9 @@ pub struct CheckArgs {
     /// PC: least-confident selection temperature.
     #[arg(long, default_value_t = 1.0)]
     pub tau: f64,
+    /// Masked ancestral and consistency: which positions a step reveals, random or confident[:TAU].
+    #[arg(long, default_value = "random", value_parser = parse::<Unmasking>)]
+    pub unmask: Unmasking,
     /// Sequences per batch (the result does not depend on it).
     #[arg(long, default_value_t = 4096)]
     pub batch: usize,
@@ -164,6 +167,7 @@ fn run_check(ctx: &Context, a: &CheckArgs) -> anyhow::Result<ExitCode> {
     sampler.precision = a.precision;
     sampler.remask = RemaskSchedule { rule: a.remask, t_switch: a.t_switch };
     sampler.corrector = Corrector { sweeps: a.corrector_sweeps, positions: a.corrector_positions, selection };
+    sampler.unmasking = a.unmask;
     let process = a.process.with_vocab(target.vocab());
     let output = a.output.unwrap_or_else(|| a.sampler.natural_output(a.process));
     let schedule: Arc<dyn diffuse_discrete::Schedule> = match a.schedule {

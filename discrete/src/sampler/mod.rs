@@ -11,6 +11,9 @@
 //! | `audm` | uniform | absorbing reformulation: noise tokens u drawn up front, x = u counts as masked, carry-over | rev_udm |
 //! | `consistency` | both | draw a whole x̂0 from the model, then x_s from the hard bridge `q(x_s | x_t, x̂0)` (CDLM) | CDLM |
 //!
+//! Masked `ancestral` and `consistency` reveal random positions (the reverse process) or, opt-in, the most
+//! confident first ([`Unmasking`]; MaskGIT, LLaDA).
+//!
 //! Every sampler: temperature on raw logits, top-k / top-p on the predicted clean (or leave-one-out)
 //! distribution, optional greedy final step (argmax of the clean posterior), categorical draws in f64 by
 //! exponential race. Each sequence draws from its own stream ([`SampleSeeds`]): draw 0 for the prior, draw
@@ -264,6 +267,8 @@ pub struct SamplerConfig {
     pub remask: RemaskSchedule,
     /// PC corrector.
     pub corrector: Corrector,
+    /// Which masked positions a step reveals (masked `ancestral` and `consistency`).
+    pub unmasking: Unmasking,
 }
 
 impl SamplerConfig {
@@ -278,6 +283,7 @@ impl SamplerConfig {
             precision: Precision::F64,
             remask: RemaskSchedule::default(),
             corrector: Corrector::default(),
+            unmasking: Unmasking::Random,
         }
     }
 
@@ -331,6 +337,7 @@ impl SamplerConfig {
                 "reusing model outputs is exact only for masked ancestral sampling with a time-independent denoiser",
             ));
         }
+        self.unmasking.validate(self.kind, process.kind())?;
         if self.kind == SamplerKind::Remdm {
             self.remask.validate()?;
         }
@@ -564,11 +571,14 @@ impl<'a> Engine<'a> {
             .map(|b| {
                 let x = &tokens[b * l..(b + 1) * l];
                 let r = &rows[b * l * w..(b + 1) * l * w];
-                match sub {
-                    Sub::Predict { t, s, last } => {
+                match (sub, self.cfg.unmasking) {
+                    (Sub::Predict { t, s, last }, Unmasking::Confident { tau }) => {
+                        self.reveal(r, x, t, s, last, tau).law(x, w)
+                    }
+                    (Sub::Predict { t, s, last }, _) => {
                         SeqLaw::Product(self.predict_law(r, x, noise.map(|u| &u[b * l..(b + 1) * l]), t, s, last))
                     }
-                    Sub::Correct { s } => {
+                    (Sub::Correct { s }, _) => {
                         let (cond, logw) = self.corrector_parts(r, x, s);
                         let mut comps = Vec::new();
                         for (p, set) in subsets_plackett_luce(&logw, self.cfg.corrector.positions) {
@@ -625,6 +635,8 @@ fn subsets_plackett_luce(logw: &[f64], k: usize) -> Vec<(f64, Vec<usize>)> {
 
 mod law;
 mod run;
+mod unmask;
 
 pub use law::exact_law;
 pub use run::{sample, sample_template, sample_with};
+pub use unmask::{DEFAULT_TAU, Unmasking};

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Draws k positions without replacement with weights e^{logw} (exponential race: the k smallest E_i/w_i).
-fn draw_positions<R: RngCore>(logw: &[f64], k: usize, rng: &mut R) -> Vec<usize> {
+pub(super) fn draw_positions<R: RngCore>(logw: &[f64], k: usize, rng: &mut R) -> Vec<usize> {
     let m = logw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let mut keys: Vec<(f64, usize)> =
         logw.iter().enumerate().map(|(i, v)| (exp_noise_f64(rng) / (v - m).exp(), i)).collect();
@@ -140,8 +140,13 @@ fn run(
             let x = tokens[b * l..(b + 1) * l].to_vec();
             let u = noise.as_ref().map(|u| &u[b * l..(b + 1) * l]);
             let out = &mut tokens[b * l..(b + 1) * l];
-            match sub {
-                Sub::Predict { t, s, last } if cfg.kind == SamplerKind::Consistency && !(last && cfg.greedy_final) => {
+            match (sub, cfg.unmasking) {
+                (Sub::Predict { t, s, last }, Unmasking::Confident { tau }) => {
+                    eng.reveal(r, &x, t, s, last, tau).draw(w, out, &mut rng, cfg.precision);
+                }
+                (Sub::Predict { t, s, last }, _)
+                    if cfg.kind == SamplerKind::Consistency && !(last && cfg.greedy_final) =>
+                {
                     // Two stages, as CDLM samples: a whole x̂0 from the model, then x_s from the hard bridge.
                     let (a_t, a_s) = (eng.alpha(t), eng.alpha(s));
                     let mut p = vec![0.0; w];
@@ -155,11 +160,11 @@ fn run(
                         out[i] = categorical::sample(&bridge, &mut rng, cfg.precision) as i64;
                     }
                 }
-                Sub::Predict { t, s, last } => {
+                (Sub::Predict { t, s, last }, _) => {
                     let law = eng.predict_law(r, &x, u, t, s, last);
                     draw_sequence(&law, w, out, &mut rng, cfg.precision);
                 }
-                Sub::Correct { s } => {
+                (Sub::Correct { s }, _) => {
                     let (cond, logw) = eng.corrector_parts(r, &x, s);
                     for i in draw_positions(&logw, cfg.corrector.positions, &mut rng) {
                         out[i] = categorical::sample(&cond[i * w..(i + 1) * w], &mut rng, cfg.precision) as i64;

@@ -8,7 +8,7 @@ use diffuse_core::SampleSeeds;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::sampler::{SamplerConfig, SamplerKind};
+use crate::sampler::{SamplerConfig, SamplerKind, Unmasking};
 use crate::text::generate::generate;
 use crate::text::model::{ModelKind, TextModel};
 use crate::{Error, Result};
@@ -55,12 +55,14 @@ pub fn judge_bits(judge: &TextModel, texts: &[Vec<u8>]) -> Result<f64> {
     Ok(nats / std::f64::consts::LN_2)
 }
 
-/// Draws `num` samples of `length` bytes with each sampler at each step count and scores them.
+/// Draws `num` samples of `length` bytes with each sampler at each step count (revealing masked bytes by
+/// `unmasking`) and scores them.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_quality(
     model: &TextModel,
     judge: &TextModel,
     samplers: &[SamplerKind],
+    unmasking: Unmasking,
     steps: &[usize],
     num: usize,
     length: usize,
@@ -76,13 +78,17 @@ pub fn sample_quality(
         for &n in steps {
             let mut cfg = SamplerConfig::new(kind, n);
             cfg.cache = model.time_independent_cache() && kind == SamplerKind::Ancestral;
+            cfg.unmasking = unmasking;
             let start = Instant::now();
             let texts =
                 generate(model, &cfg, &template, &SampleSeeds::new(seed, 0, num), model.device(), &mut |_, _| {})?;
             let seconds = start.elapsed().as_secs_f64();
             let all: Vec<u8> = texts.concat();
             points.push(QualityPoint {
-                sampler: kind.to_string(),
+                sampler: match unmasking {
+                    Unmasking::Random => kind.to_string(),
+                    u => format!("{kind} ({u})"),
+                },
                 steps: n,
                 judge_bits_per_byte: judge_bits(judge, &texts)?,
                 unigram_entropy: unigram_entropy(&all),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use diffuse_discrete::sampler::SamplerKind;
+use diffuse_discrete::sampler::{SamplerKind, Unmasking};
 use diffuse_discrete::text::TextModel;
 use diffuse_discrete::text::bench::{sample_quality, unigram_entropy};
 use diffuse_discrete::text::corpus::read_text_file;
@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Samplers, comma-separated.
     #[arg(long, default_value = "ancestral", value_delimiter = ',', value_parser = super::parse::<SamplerKind>)]
     pub samplers: Vec<SamplerKind>,
+    /// Which masked bytes a step reveals, for every sampler: random or confident[:TAU] (`text sample --unmask`).
+    #[arg(long, default_value = "random", value_parser = super::parse::<Unmasking>)]
+    pub unmask: Unmasking,
     /// Step counts, comma-separated.
     #[arg(long, default_value = "8,16,32,64,128", value_delimiter = ',')]
     pub steps: Vec<usize>,
@@ -75,7 +78,9 @@ pub fn run(ctx: &Context, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let bar = ctx.printer.progress((a.samplers.len() * a.steps.len()) as u64, "benchmark");
     let points =
-        sample_quality(&model, &judge, &a.samplers, &a.steps, a.num, a.length, ctx.global.seed, &mut || bar.inc(1))?;
+        sample_quality(&model, &judge, &a.samplers, a.unmask, &a.steps, a.num, a.length, ctx.global.seed, &mut || {
+            bar.inc(1)
+        })?;
     bar.finish_and_clear();
     println!("| sampler | steps | judge bits/byte | unigram entropy (bits) | bytes/s |\n|---|---|---|---|---|");
     if let Some((bits, h)) = reference {
@@ -90,6 +95,7 @@ pub fn run(ctx: &Context, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &a.json {
         let j = serde_json::json!({
             "model": name, "judge": a.judge.display().to_string(), "num": a.num, "length": a.length,
+            "unmask": a.unmask.to_string(),
             "reference": reference.map(|(b, h)| serde_json::json!({"judge_bits_per_byte": b, "unigram_entropy": h})),
             "points": points,
         });

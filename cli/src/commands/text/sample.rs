@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::Args;
 use diffuse_core::SampleSeeds;
 use diffuse_discrete::categorical::Truncation;
-use diffuse_discrete::sampler::{SamplerConfig, SamplerKind};
+use diffuse_discrete::sampler::{SamplerConfig, SamplerKind, Unmasking};
 use diffuse_discrete::text::generate::{generate, parse_template, prefix_suffix};
 
 use super::super::Context;
@@ -48,6 +48,10 @@ pub struct SampleArgs {
     /// Nucleus sampling: keep the most probable bytes up to this mass.
     #[arg(long)]
     pub top_p: Option<f64>,
+    /// Which masked bytes a step reveals: random (the reverse process) or confident[:TAU] (most confident first,
+    /// as MaskGIT and LLaDA decode; biased towards likely text, better with few steps; docs/discrete.md).
+    #[arg(long, default_value = "random", value_parser = super::parse::<Unmasking>)]
+    pub unmask: Unmasking,
     /// Write the text here instead of stdout.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -87,6 +91,7 @@ pub fn run(ctx: &Context, a: &SampleArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = SamplerConfig::new(kind, steps);
     cfg.cache = model.time_independent_cache() && kind == SamplerKind::Ancestral;
     cfg.truncation = Truncation { temperature: a.temperature, top_k: None, top_p: a.top_p };
+    cfg.unmasking = a.unmask;
     let bar = ctx.printer.progress(steps as u64, "sampling");
     let start = Instant::now();
     let seeds = SampleSeeds::new(ctx.global.seed, 0, a.num);
@@ -106,7 +111,7 @@ pub fn run(ctx: &Context, a: &SampleArgs) -> anyhow::Result<ExitCode> {
     let body = if a.json {
         let samples: Vec<String> = texts.iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
         let json = serde_json::json!({
-            "model": name, "sampler": kind.to_string(), "steps": steps, "seed": ctx.global.seed,
+            "model": name, "sampler": kind.to_string(), "steps": steps, "unmask": a.unmask.to_string(), "seed": ctx.global.seed,
             "seconds": seconds, "samples": samples,
         });
         format!("{}\n", serde_json::to_string_pretty(&json)?).into_bytes()
