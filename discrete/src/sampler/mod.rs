@@ -580,18 +580,12 @@ impl<'a> Engine<'a> {
                     }
                     (Sub::Correct { s }, _) => {
                         let (cond, logw) = self.corrector_parts(r, x, s);
-                        let mut comps = Vec::new();
-                        for (p, set) in subsets_plackett_luce(&logw, self.cfg.corrector.positions) {
-                            let mut law = vec![0.0; l * w];
-                            for i in 0..l {
-                                if set.contains(&i) {
-                                    law[i * w..(i + 1) * w].copy_from_slice(&cond[i * w..(i + 1) * w]);
-                                } else {
-                                    law[i * w + x[i] as usize] = 1.0;
-                                }
-                            }
-                            comps.push((p, law));
-                        }
+                        let comps = subsets_plackett_luce(&logw, self.cfg.corrector.positions)
+                            .into_iter()
+                            .map(|(p, set)| {
+                                (p, keep_but(x, w, set.into_iter().map(|i| (i, &cond[i * w..(i + 1) * w]))))
+                            })
+                            .collect();
                         SeqLaw::Mixture(comps)
                     }
                 }
@@ -605,6 +599,18 @@ impl<'a> Engine<'a> {
             Sub::Correct { s } => s,
         }
     }
+}
+
+/// The product law `[L·W]` that keeps every token of `x` but at the positions of `changed`, which take their law.
+fn keep_but<'a>(x: &[i64], w: usize, changed: impl IntoIterator<Item = (usize, &'a [f64])>) -> Vec<f64> {
+    let mut law = vec![0.0; x.len() * w];
+    for (i, &xi) in x.iter().enumerate() {
+        law[i * w + xi as usize] = 1.0;
+    }
+    for (i, row) in changed {
+        law[i * w..(i + 1) * w].copy_from_slice(row);
+    }
+    law
 }
 
 /// Probabilities of each k-subset chosen by sampling without replacement with weights e^{logw} (Plackett–Luce),

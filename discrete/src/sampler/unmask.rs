@@ -108,15 +108,8 @@ impl Reveal {
         let mut comps = Vec::new();
         for &(pk, k) in self.counts.iter().filter(|c| c.0 > 0.0) {
             for (ps, set) in subsets_plackett_luce(&self.logw, k) {
-                let mut law = vec![0.0; x.len() * w];
-                for (i, &xi) in x.iter().enumerate() {
-                    law[i * w + xi as usize] = 1.0;
-                }
-                for j in set {
-                    let i = self.masked[j];
-                    law[i * w..(i + 1) * w].copy_from_slice(&self.laws[j * w..(j + 1) * w]);
-                }
-                comps.push((pk * ps, law));
+                let changed = set.into_iter().map(|j| (self.masked[j], &self.laws[j * w..(j + 1) * w]));
+                comps.push((pk * ps, keep_but(x, w, changed)));
             }
         }
         SeqLaw::Mixture(comps)
