@@ -1,10 +1,10 @@
-//! Categorical sampling by exponential race, temperature, top-k and top-p.
+//! Categorical sampling, temperature, top-k and top-p.
 //!
-//! A draw from weights w is `argmin_v E_v / w_v` with `E_v ~ Exp(1)` independent (equivalently Gumbel-max).
-//! It is done in f64 whatever the model's dtype: with 32-bit noise, `E = −ln U` cannot go below about 6e-8, so a
-//! token whose odds against the leader are below that can (almost) never win and the tail of the distribution is
-//! cut, which lowers the entropy of samples (arXiv 2409.02908, Fig. 8). [`Precision::F32`] reproduces the usual
-//! 32-bit recipe only to measure that effect.
+//! A draw from weights w is done in f64 whatever the model's dtype, by inverse CDF with one 53-bit uniform. The
+//! usual 32-bit recipe, an exponential race `argmin_v E_v / w_v` with `E_v = −ln U_v` (equivalently Gumbel-max)
+//! in f32, cuts the tail: `E` cannot go below about 6e-8, so a token whose odds against the leader are below that
+//! can (almost) never win, which lowers the entropy of samples (arXiv 2409.02908, Fig. 8). [`Precision::F32`]
+//! reproduces that recipe only to measure the effect.
 
 use std::str::FromStr;
 
@@ -12,10 +12,10 @@ use rand::RngCore;
 
 use crate::{Error, Result};
 
-/// Floating-point precision of the race noise and the ratio `w/E`.
+/// Floating-point precision of a draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// 53-bit uniforms, f64 logarithm and ratio (the default; exact to f64 rounding).
+    /// Inverse CDF in f64 with a 53-bit uniform (the default; exact to f64 rounding).
     #[default]
     F64,
     /// The common 32-bit recipe `E = 1e-10 − ln(U + 1e-10)` with a 24-bit uniform U ∈ [0, 1), ratio in f32.
@@ -49,7 +49,7 @@ pub fn exp_noise_f32(bits: u32) -> f32 {
     1e-10f32 - (u + 1e-10f32).ln()
 }
 
-/// Draws an index with probability proportional to the non-negative `weights` by exponential race.
+/// Draws an index with probability proportional to the non-negative `weights`.
 /// A single non-zero weight is returned without drawing; all-zero weights give index 0.
 pub fn sample<R: RngCore + ?Sized>(weights: &[f64], rng: &mut R, precision: Precision) -> usize {
     let mut nonzero = weights.iter().enumerate().filter(|(_, w)| **w > 0.0);
@@ -61,23 +61,22 @@ pub fn sample<R: RngCore + ?Sized>(weights: &[f64], rng: &mut R, precision: Prec
     }
     match precision {
         Precision::F64 => {
-            let (mut best, mut key) = (first, f64::INFINITY);
+            // Inverse CDF with one 53-bit uniform: the first index whose running sum reaches U·Σw, U ∈ (0, 1].
+            // Exact to f64 rounding, at one random number per draw where a race needs one per token.
+            let total: f64 = weights.iter().filter(|w| **w > 0.0).sum();
+            let target = uniform_open0(rng) * total;
+            let (mut acc, mut last) = (0.0, first);
             for (v, &w) in weights.iter().enumerate() {
                 if w > 0.0 {
-                    let u = uniform_open0(rng);
-                    // −ln U ≥ 1 − U: when 1 − U already reaches key·w (with a margin far above rounding), this
-                    // entry cannot win and its logarithm is not needed. Same result, most logarithms skipped.
-                    if 1.0 - u >= key * w * (1.0 + 1e-12) {
-                        continue;
-                    }
-                    let k = -u.ln() / w;
-                    if k < key {
-                        key = k;
-                        best = v;
+                    acc += w;
+                    last = v;
+                    if acc >= target {
+                        return v;
                     }
                 }
             }
-            best
+            // Unreachable: the running sum ends at `total` ≥ target (same terms, same order).
+            last
         }
         Precision::F32 => {
             let (mut best, mut key) = (first, f32::NEG_INFINITY);
@@ -210,7 +209,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     #[test]
-    fn race_frequencies_match_weights() {
+    fn draw_frequencies_match_weights() {
         let w = [0.5, 0.0, 0.2, 0.3];
         for precision in [Precision::F64, Precision::F32] {
             let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -231,30 +230,41 @@ mod tests {
         }
     }
 
-    /// The logarithm shortcut changes nothing: same draws as a plain race on the same stream.
+    /// The f64 draw is the inverse CDF of its one uniform: zero weights are never drawn, and an entry at odds
+    /// 1e-12 against the rest wins exactly when U falls in its sliver (which no 32-bit race allows).
     #[test]
-    fn shortcut_race_equals_plain_race() {
-        let mut g = ChaCha8Rng::seed_from_u64(9);
-        for _ in 0..2000 {
-            let w: Vec<f64> =
-                (0..50).map(|_| if g.random::<f64>() < 0.3 { 0.0 } else { g.random::<f64>().powi(6) }).collect();
-            let seed = g.next_u64();
-            let fast = sample(&w, &mut ChaCha8Rng::seed_from_u64(seed), Precision::F64);
-            let mut r = ChaCha8Rng::seed_from_u64(seed);
-            let mut plain = (0, f64::INFINITY);
-            if w.iter().filter(|&&x| x > 0.0).count() > 1 {
-                for (v, &x) in w.iter().enumerate() {
-                    if x > 0.0 {
-                        let k = exp_noise_f64(&mut r) / x;
-                        if k < plain.1 {
-                            plain = (v, k);
-                        }
-                    }
-                }
-            } else {
-                plain.0 = w.iter().position(|&x| x > 0.0).unwrap_or(0);
+    fn f64_draw_is_the_inverse_cdf_of_one_uniform() {
+        /// Returns the same 64 random bits every time.
+        struct Fixed(u64);
+        impl RngCore for Fixed {
+            fn next_u32(&mut self) -> u32 {
+                (self.0 >> 32) as u32
             }
-            assert_eq!(fast, plain.0);
+            fn next_u64(&mut self) -> u64 {
+                self.0
+            }
+            fn fill_bytes(&mut self, dst: &mut [u8]) {
+                dst.iter_mut().for_each(|b| *b = 0);
+            }
+        }
+        // U = ((bits >> 11) + 1)·2⁻⁵³.
+        let bits_for = |u: f64| ((u * (1u64 << 53) as f64) as u64 - 1) << 11;
+        let w = [0.0, 0.25, 0.0, 0.5, 0.25];
+        assert_eq!(sample(&w, &mut Fixed(bits_for(0.1)), Precision::F64), 1);
+        assert_eq!(sample(&w, &mut Fixed(bits_for(0.25)), Precision::F64), 1);
+        assert_eq!(sample(&w, &mut Fixed(bits_for(0.5)), Precision::F64), 3);
+        assert_eq!(sample(&w, &mut Fixed(bits_for(0.9)), Precision::F64), 4);
+        assert_eq!(sample(&w, &mut Fixed(u64::MAX), Precision::F64), 4);
+        let tiny = [1e-12, 1.0];
+        assert_eq!(sample(&tiny, &mut Fixed(bits_for(0.5e-12)), Precision::F64), 0);
+        assert_eq!(sample(&tiny, &mut Fixed(bits_for(2e-12)), Precision::F64), 1);
+        // Unnormalised weights: the same draws at any scale.
+        let mut g = ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..200 {
+            let v: Vec<f64> = (0..20).map(|_| g.random::<f64>()).collect();
+            let scaled: Vec<f64> = v.iter().map(|x| x * 1024.0).collect();
+            let bits = g.next_u64();
+            assert_eq!(sample(&v, &mut Fixed(bits), Precision::F64), sample(&scaled, &mut Fixed(bits), Precision::F64));
         }
     }
 

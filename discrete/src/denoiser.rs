@@ -2,7 +2,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::param::Output;
+use crate::param::{Output, Rows};
 use crate::process::Process;
 use crate::{Error, Result};
 
@@ -22,7 +22,9 @@ pub trait Denoiser {
     fn forward(&self, x_t: &Tensor, t: f64, noise: Option<&Tensor>) -> Result<Tensor>;
 }
 
-/// Calls `den` on a flat batch of `n` sequences of length `len` and returns its output as f64 `[n·len·W]`.
+/// Calls `den` on a flat batch of `n` sequences of length `len` and writes its output, as f64 `[n·len·W]` in the
+/// form `rows` at `temperature` (see [`Rows::prepare`]), into `into`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn call_rows(
     den: &dyn Denoiser,
     tokens: &[i64],
@@ -31,7 +33,9 @@ pub(crate) fn call_rows(
     len: usize,
     t: f64,
     device: Device,
-) -> Result<Vec<f64>> {
+    (rows, temperature): (Rows, f64),
+    into: &mut [f64],
+) -> Result<()> {
     let width = den.process().width() as i64;
     let x = Tensor::from_slice(tokens).view([n as i64, len as i64]).to_device(device);
     let u = noise.map(|u| Tensor::from_slice(u).view([n as i64, len as i64]).to_device(device));
@@ -45,9 +49,15 @@ pub(crate) fn call_rows(
             got: format!("{:?}", out.size()),
         });
     }
-    let rows: Vec<f64> = Vec::try_from(out.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
-    if rows.iter().any(|v| v.is_nan() || *v == f64::INFINITY) {
+    // The largest entry of each row is NaN or +inf exactly when the row holds one (max propagates NaN).
+    let top: Vec<f64> = Vec::try_from(
+        out.f_amax([-1].as_slice(), false)?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?,
+    )?;
+    if top.iter().any(|v| v.is_nan() || *v == f64::INFINITY) {
         return Err(Error::invalid("denoiser output", format!("NaN or +inf at t = {t}")));
     }
-    Ok(rows)
+    let out = rows.prepare(&out, den.process().vocab(), temperature)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let numel = into.len();
+    out.f_copy_data(into, numel)?;
+    Ok(())
 }

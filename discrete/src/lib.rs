@@ -7,7 +7,7 @@
 //! - [`loss`]: MDLM ELBO, uniform ELBO (plug-in and leave-one-out), score entropy, CDLM consistency objective;
 //! - [`sampler`]: ancestral (with caching), τ-leaping, Tweedie, predictor–corrector, ReMDM, AUDM, consistency,
 //!   and [`sampler::exact_law`], the exact output distribution of any of them on small problems;
-//! - [`categorical`]: f64 exponential-race sampling, temperature, top-k, top-p;
+//! - [`categorical`]: f64 categorical sampling, temperature, top-k, top-p;
 //! - [`exact`]: known target distributions and their exact denoisers by enumeration;
 //! - [`check`]: the sampler check behind `diffuse text check`.
 //!

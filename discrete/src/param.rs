@@ -67,16 +67,24 @@ pub fn loo_shift(vocab: usize, alpha: f64) -> f64 {
 
 /// Uniform: leave-one-out posterior from the clean posterior (α < 1).
 pub fn loo_from_clean(clean: &[f64], x_t: usize, alpha: f64, out: &mut [f64]) {
-    let k = clean.len();
     out.copy_from_slice(clean);
-    out[x_t] /= 1.0 + k as f64 * alpha / (1.0 - alpha);
-    normalize(out);
+    loo_from_clean_in_place(out, x_t, alpha);
+}
+
+fn loo_from_clean_in_place(p: &mut [f64], x_t: usize, alpha: f64) {
+    let k = p.len();
+    p[x_t] /= 1.0 + k as f64 * alpha / (1.0 - alpha);
+    normalize(p);
 }
 
 /// Uniform: clean posterior from the leave-one-out posterior.
 pub fn clean_from_loo(loo: &[f64], x_t: usize, alpha: f64, out: &mut [f64]) {
-    let k = loo.len();
     out.copy_from_slice(loo);
+    clean_from_loo_in_place(out, x_t, alpha);
+}
+
+fn clean_from_loo_in_place(out: &mut [f64], x_t: usize, alpha: f64) {
+    let k = out.len();
     if alpha >= 1.0 {
         out.iter_mut().for_each(|o| *o = 0.0);
         out[x_t] = 1.0;
@@ -135,6 +143,56 @@ pub struct Position<'a> {
     pub known: bool,
 }
 
+/// What the rows a [`Converter`] reads hold: the denoiser's output as it is, or with its exponentials already
+/// taken by libtorch ([`Rows::prepare`]: vectorised, on the model's device), which is most of a sampler's work
+/// per step otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rows {
+    /// The raw output (logits or log scores).
+    #[default]
+    Raw,
+    /// Logit outputs (clean, leave-one-out, AUDM): `softmax(row[..K]/T)` over the K clean tokens, 0 beyond.
+    Softmax,
+    /// Log-score outputs: the concrete score `exp(row)` itself.
+    Exp,
+}
+
+/// Log scores are clamped here before [`Rows::Exp`] takes their exponential (a score above 1e304 is no score).
+const MAX_LOG_SCORE: f64 = 700.0;
+
+impl Rows {
+    /// The prepared form of `output`'s rows.
+    pub fn prepared(output: Output) -> Rows {
+        match output {
+            Output::LogScore => Rows::Exp,
+            Output::Clean | Output::LeaveOneOut | Output::AudmClean => Rows::Softmax,
+        }
+    }
+
+    /// This form, in f64, of a model output `[.., W]` (any float dtype) over `vocab` clean tokens at
+    /// `temperature`. A [`Rows::Softmax`] row whose clean logits are all −∞ comes out NaN: [`Converter`] reads it
+    /// as all zeros, as it does the raw row.
+    pub fn prepare(self, out: &tch::Tensor, vocab: usize, temperature: f64) -> Result<tch::Tensor> {
+        let width = out.size().last().copied().unwrap_or(0);
+        let k = vocab as i64;
+        let double = tch::Kind::Double;
+        Ok(match self {
+            Rows::Raw => out.f_to_kind(double)?,
+            Rows::Softmax => {
+                let mut logits = out.f_to_kind(double)?;
+                if width > k {
+                    // The entries beyond the clean tokens (the mask) get probability 0.
+                    let beyond = tch::Tensor::f_arange_start(k, width, (tch::Kind::Int64, out.device()))?;
+                    logits = logits.f_index_fill(-1, &beyond, f64::NEG_INFINITY)?;
+                }
+                let logits = if temperature == 1.0 { logits } else { logits.f_mul_scalar(1.0 / temperature)? };
+                logits.f_softmax(-1, double)?
+            }
+            Rows::Exp => out.f_to_kind(double)?.f_clamp_max(MAX_LOG_SCORE)?.f_exp()?,
+        })
+    }
+}
+
 /// Converts output rows of one kind into clean posteriors, leave-one-out posteriors or concrete scores.
 #[derive(Debug, Clone, Copy)]
 pub struct Converter {
@@ -144,9 +202,16 @@ pub struct Converter {
     pub output: Output,
     /// Temperature applied to raw logits (clean, leave-one-out and AUDM outputs).
     pub temperature: f64,
+    /// What the rows hold (already prepared with this temperature, unless [`Rows::Raw`]).
+    pub rows: Rows,
 }
 
 impl Converter {
+    /// The concrete score from an entry of a log-score row.
+    fn score_of(&self, entry: f64) -> f64 {
+        if self.rows == Rows::Exp { entry } else { entry.exp() }
+    }
+
     fn carry_over(&self, x_t: usize, out: &mut [f64]) {
         out.iter_mut().for_each(|o| *o = 0.0);
         out[x_t] = 1.0;
@@ -156,6 +221,27 @@ impl Converter {
     fn tempered_softmax(&self, row: &[f64], out: &mut [f64]) {
         let inv_t = 1.0 / self.temperature;
         let k = self.process.vocab();
+        match self.rows {
+            Rows::Softmax => {
+                // NaN: the clean logits were all −∞ (see Rows::prepare).
+                if row[0].is_nan() {
+                    out.iter_mut().for_each(|o| *o = 0.0);
+                } else {
+                    out[..k].copy_from_slice(&row[..k]);
+                    out[k..].iter_mut().for_each(|o| *o = 0.0);
+                }
+                return;
+            }
+            Rows::Exp => {
+                // softmax(ln s/T) = s^(1/T)/Σ.
+                for (o, &v) in out[..k].iter_mut().zip(&row[..k]) {
+                    *o = if inv_t == 1.0 { v } else { v.powf(inv_t) };
+                }
+                out[k..].iter_mut().for_each(|o| *o = 0.0);
+                return normalize(&mut out[..k]);
+            }
+            Rows::Raw => {}
+        }
         let m = row[..k].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         out.iter_mut().for_each(|o| *o = 0.0);
         if m == f64::NEG_INFINITY || m.is_nan() {
@@ -179,9 +265,8 @@ impl Converter {
                 self.tempered_softmax(pos.row, out)
             }
             (Output::LeaveOneOut, Process::Uniform { .. }) => {
-                let mut loo = vec![0.0; out.len()];
-                self.tempered_softmax(pos.row, &mut loo);
-                clean_from_loo(&loo, pos.x_t, alpha, out);
+                self.tempered_softmax(pos.row, out);
+                clean_from_loo_in_place(out, pos.x_t, alpha);
             }
             (Output::LogScore, Process::Masked { .. }) => {
                 // ln p(v) = ln s_v + ln((1 − α)/α): the constant cancels in the softmax over v < K.
@@ -201,12 +286,11 @@ impl Converter {
             (Output::LeaveOneOut, _) => self.tempered_softmax(pos.row, out),
             (_, Process::Masked { .. }) => self.clean(pos, alpha, out),
             (Output::Clean | Output::AudmClean, Process::Uniform { .. }) => {
-                let mut clean = vec![0.0; out.len()];
-                self.tempered_softmax(pos.row, &mut clean);
-                loo_from_clean(&clean, pos.x_t, alpha, out);
+                self.tempered_softmax(pos.row, out);
+                loo_from_clean_in_place(out, pos.x_t, alpha);
             }
             (Output::LogScore, Process::Uniform { .. }) => {
-                let s: Vec<f64> = pos.row.iter().map(|l| l.exp()).collect();
+                let s: Vec<f64> = pos.row.iter().map(|&l| self.score_of(l)).collect();
                 loo_from_score(&s, alpha, out);
             }
         }
@@ -222,7 +306,7 @@ impl Converter {
                 if self.output == Output::LogScore {
                     let k = self.process.vocab();
                     for (v, o) in out.iter_mut().enumerate() {
-                        *o = if v < k { pos.row[v].exp() } else { 1.0 };
+                        *o = if v < k { self.score_of(pos.row[v]) } else { 1.0 };
                     }
                 } else {
                     let mut clean = vec![0.0; out.len()];
@@ -232,8 +316,8 @@ impl Converter {
             }
             Process::Uniform { .. } => {
                 if self.output == Output::LogScore {
-                    for (o, l) in out.iter_mut().zip(pos.row) {
-                        *o = l.exp();
+                    for (o, &l) in out.iter_mut().zip(pos.row) {
+                        *o = self.score_of(l);
                     }
                 } else {
                     let mut loo = vec![0.0; out.len()];

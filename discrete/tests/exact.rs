@@ -7,7 +7,7 @@ use std::sync::Arc;
 use diffuse_discrete::categorical::{entropy, exp_noise_f32};
 use diffuse_discrete::exact::{ExactDenoiser, Target};
 use diffuse_discrete::loss::{UniformElbo, consistency_loss, mdlm_elbo, score_entropy, uniform_elbo};
-use diffuse_discrete::param::{Converter, Position};
+use diffuse_discrete::param::{Converter, Position, Rows};
 use diffuse_discrete::schedule::{Cosine, LogLinear, Schedule};
 use diffuse_discrete::{Denoiser, Output, Process};
 use tch::{Kind, Tensor};
@@ -50,11 +50,19 @@ fn every_parameterization_converts_to_the_exact_marginal_ratios() {
                 Process::Uniform { .. } => &[Output::Clean, Output::LeaveOneOut, Output::LogScore],
                 Process::Masked { .. } => &[Output::Clean, Output::LogScore],
             };
+            // Each output read raw and in the form the samplers prepare with libtorch.
             let per_output: Vec<(Converter, Vec<f64>)> = outputs
                 .iter()
-                .map(|&o| {
+                .flat_map(|&o| {
                     let den = ExactDenoiser::new(target.clone(), process, o, sched.clone()).unwrap();
-                    (Converter { process, output: o, temperature: 1.0 }, rows(&den, &states, t))
+                    let raw = den.forward(&tokens(&states), t, None).unwrap().to_kind(Kind::Double);
+                    let kind = Rows::prepared(o);
+                    let prepared = kind.prepare(&raw, process.vocab(), 1.0).unwrap();
+                    let conv = |rows| Converter { process, output: o, temperature: 1.0, rows };
+                    [
+                        (conv(Rows::Raw), rows(&den, &states, t)),
+                        (conv(kind), Vec::try_from(prepared.flatten(0, -1)).unwrap()),
+                    ]
                 })
                 .collect();
             let mut checked = 0;
@@ -339,8 +347,8 @@ fn exact_denoiser_is_the_consistency_fixed_point() {
     }
 }
 
-/// The 32-bit exponential race loses entropy on a long-tailed step of a many-step masked sampler, the f64 race
-/// does not. The categorical is [mask: 1 − δ, token v: δ·p_v] with p Zipf over 1000 tokens and δ = 1e-3 (a
+/// The 32-bit exponential race loses entropy on a long-tailed step of a many-step masked sampler, an exact f64
+/// draw (the library's inverse CDF, or an f64 race) does not. The categorical is [mask: 1 − δ, token v: δ·p_v] with p Zipf over 1000 tokens and δ = 1e-3 (a
 /// 1000-step sampler mid-way). Conditional on unmasking, the tokens barely compete with each other (δ is small),
 /// so P(v wins) = E_{E_mask}[P(E_v ≤ r_v·E_mask)], r_v = δp_v/(1 − δ), with the exact law of each noise: the f32
 /// one by enumerating the library's 2²⁴ noise values near 0, the f64 one 1 − e^{−x} (53-bit granularity 1e-16).

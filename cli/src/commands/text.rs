@@ -84,7 +84,7 @@ pub struct CheckArgs {
     /// Reuse model outputs while a sequence is unchanged (masked ancestral).
     #[arg(long)]
     pub cache: bool,
-    /// Precision of the categorical race: f64, or f32 only to measure its effect.
+    /// Precision of the categorical draws: f64 (inverse CDF), or f32 (the 32-bit race) only to measure its effect.
     #[arg(long, default_value = "f64", value_parser = parse::<Precision>)]
     pub precision: Precision,
     /// ReMDM remasking: cap:ETA, rescale:ETA or loop:T_ON:T_OFF:ALPHA_ON:ETA.

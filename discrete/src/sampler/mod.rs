@@ -16,7 +16,7 @@
 //!
 //! Every sampler: temperature on raw logits, top-k / top-p on the predicted clean (or leave-one-out)
 //! distribution, optional greedy final step (argmax of the clean posterior), categorical draws in f64 by
-//! exponential race. Each sequence draws from its own stream ([`SampleSeeds`]): draw 0 for the prior, draw
+//! inverse CDF. Each sequence draws from its own stream ([`SampleSeeds`]): draw 0 for the prior, draw
 //! k + 1 for sub-step k, so a sequence's result does not depend on the batch.
 //!
 //! [`exact_law`] computes the exact output distribution of the same sampler by enumerating states, which
@@ -32,7 +32,7 @@ use tch::Device;
 
 use crate::categorical::{self, Precision, Truncation, argmax, exp_noise_f64, normalize};
 use crate::denoiser::{Denoiser, call_rows};
-use crate::param::{Converter, Output, Position};
+use crate::param::{Converter, Output, Position, Rows};
 use crate::process::{Process, ProcessKind};
 use crate::schedule::{Schedule, time_grid};
 use crate::{Error, Result};
@@ -407,8 +407,42 @@ impl<'a> Engine<'a> {
     fn new(den: &'a dyn Denoiser, schedule: &'a dyn Schedule, cfg: &SamplerConfig, len: usize) -> Result<Self> {
         cfg.validate(den, len)?;
         let process = den.process();
-        let conv = Converter { process, output: den.output(), temperature: cfg.truncation.temperature };
+        let conv = Converter {
+            process,
+            output: den.output(),
+            temperature: cfg.truncation.temperature,
+            rows: Rows::prepared(den.output()),
+        };
         Ok(Engine { schedule, cfg: *cfg, process, conv, len, width: process.width() })
+    }
+
+    /// The denoiser's rows for `n` sequences `tokens` (and AUDM's `noise`) at time t, in the form the converter
+    /// reads.
+    fn rows(
+        &self,
+        den: &dyn Denoiser,
+        tokens: &[i64],
+        noise: Option<&[i64]>,
+        t: f64,
+        device: Device,
+    ) -> Result<Vec<f64>> {
+        let mut out = vec![0.0; tokens.len() * self.width];
+        self.rows_into(den, tokens, noise, t, device, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Engine::rows`] written into `out`.
+    fn rows_into(
+        &self,
+        den: &dyn Denoiser,
+        tokens: &[i64],
+        noise: Option<&[i64]>,
+        t: f64,
+        device: Device,
+        out: &mut [f64],
+    ) -> Result<()> {
+        let n = tokens.len() / self.len.max(1);
+        call_rows(den, tokens, noise, n, self.len, t, device, (self.conv.rows, self.conv.temperature), out)
     }
 
     fn alpha(&self, t: f64) -> f64 {

@@ -126,54 +126,73 @@ fn run(
             let sub_tokens: Vec<i64> = stale.iter().flat_map(|&b| tokens[b * l..(b + 1) * l].iter().copied()).collect();
             let sub_noise: Option<Vec<i64>> =
                 noise.as_ref().map(|u| stale.iter().flat_map(|&b| u[b * l..(b + 1) * l].iter().copied()).collect());
-            let r = call_rows(den, &sub_tokens, sub_noise.as_deref(), stale.len(), l, t_eval, device)?;
-            for (j, &b) in stale.iter().enumerate() {
-                rows[b * l * w..(b + 1) * l * w].copy_from_slice(&r[j * l * w..(j + 1) * l * w]);
+            if stale.len() == n {
+                eng.rows_into(den, &sub_tokens, sub_noise.as_deref(), t_eval, device, &mut rows)?;
+            } else {
+                let r = eng.rows(den, &sub_tokens, sub_noise.as_deref(), t_eval, device)?;
+                for (j, &b) in stale.iter().enumerate() {
+                    rows[b * l * w..(b + 1) * l * w].copy_from_slice(&r[j * l * w..(j + 1) * l * w]);
+                }
+            }
+            for &b in &stale {
                 rows_for[b] = Some(tokens[b * l..(b + 1) * l].to_vec());
             }
             calls += 1;
             evals += stale.len();
         }
-        for b in 0..n {
-            let mut rng = seeds.rng(b, k as u64 + 1);
-            let r = &rows[b * l * w..(b + 1) * l * w];
-            let x = tokens[b * l..(b + 1) * l].to_vec();
-            let u = noise.as_ref().map(|u| &u[b * l..(b + 1) * l]);
-            let out = &mut tokens[b * l..(b + 1) * l];
-            match (sub, cfg.unmasking) {
-                (Sub::Predict { t, s, last }, Unmasking::Confident { tau }) => {
-                    eng.reveal(r, &x, t, s, last, tau).draw(w, out, &mut rng, cfg.precision);
-                }
-                (Sub::Predict { t, s, last }, _)
-                    if cfg.kind == SamplerKind::Consistency && !(last && cfg.greedy_final) =>
-                {
-                    // Two stages, as CDLM samples: a whole x̂0 from the model, then x_s from the hard bridge.
-                    let (a_t, a_s) = (eng.alpha(t), eng.alpha(s));
-                    let mut p = vec![0.0; w];
-                    let mut bridge = vec![0.0; w];
-                    for i in 0..l {
-                        let xi = x[i] as usize;
-                        let pos = Position { row: &r[i * w..(i + 1) * w], x_t: xi, known: eng.known(xi, None) };
-                        eng.clean(pos, a_t, &mut p);
-                        let x0 = categorical::sample(&p, &mut rng, cfg.precision);
-                        eng.process.bridge_hard(xi, x0, a_s, a_t, &mut bridge);
-                        out[i] = categorical::sample(&bridge, &mut rng, cfg.precision) as i64;
-                    }
-                }
-                (Sub::Predict { t, s, last }, _) => {
-                    let law = eng.predict_law(r, &x, u, t, s, last);
-                    draw_sequence(&law, w, out, &mut rng, cfg.precision);
-                }
-                (Sub::Correct { s }, _) => {
-                    let (cond, logw) = eng.corrector_parts(r, &x, s);
-                    for i in draw_positions(&logw, cfg.corrector.positions, &mut rng) {
-                        out[i] = categorical::sample(&cond[i * w..(i + 1) * w], &mut rng, cfg.precision) as i64;
-                    }
-                }
-            }
+        for (b, out) in tokens.chunks_mut(l).enumerate() {
+            step_sequence(&eng, cfg, sub, k, b, &rows[b * l * w..(b + 1) * l * w], noise.as_deref(), seeds, out);
         }
         fix(&mut tokens, template);
         observer(k + 1, subs.len());
     }
     Ok(Sampled { tokens, len, model_calls: calls, evaluations: evals })
+}
+
+/// One sub-step of sequence `b` (its model rows `r`), drawn from its own stream: `out` holds its tokens.
+#[allow(clippy::too_many_arguments)]
+fn step_sequence(
+    eng: &Engine<'_>,
+    cfg: &SamplerConfig,
+    sub: Sub,
+    k: usize,
+    b: usize,
+    r: &[f64],
+    noise: Option<&[i64]>,
+    seeds: &SampleSeeds,
+    out: &mut [i64],
+) {
+    let (l, w) = (eng.len, eng.width);
+    let mut rng = seeds.rng(b, k as u64 + 1);
+    let x = out.to_vec();
+    let u = noise.map(|u| &u[b * l..(b + 1) * l]);
+    match (sub, cfg.unmasking) {
+        (Sub::Predict { t, s, last }, Unmasking::Confident { tau }) => {
+            eng.reveal(r, &x, t, s, last, tau).draw(w, out, &mut rng, cfg.precision);
+        }
+        (Sub::Predict { t, s, last }, _) if cfg.kind == SamplerKind::Consistency && !(last && cfg.greedy_final) => {
+            // Two stages, as CDLM samples: a whole x̂0 from the model, then x_s from the hard bridge.
+            let (a_t, a_s) = (eng.alpha(t), eng.alpha(s));
+            let mut p = vec![0.0; w];
+            let mut bridge = vec![0.0; w];
+            for i in 0..l {
+                let xi = x[i] as usize;
+                let pos = Position { row: &r[i * w..(i + 1) * w], x_t: xi, known: eng.known(xi, None) };
+                eng.clean(pos, a_t, &mut p);
+                let x0 = categorical::sample(&p, &mut rng, cfg.precision);
+                eng.process.bridge_hard(xi, x0, a_s, a_t, &mut bridge);
+                out[i] = categorical::sample(&bridge, &mut rng, cfg.precision) as i64;
+            }
+        }
+        (Sub::Predict { t, s, last }, _) => {
+            let law = eng.predict_law(r, &x, u, t, s, last);
+            draw_sequence(&law, w, out, &mut rng, cfg.precision);
+        }
+        (Sub::Correct { s }, _) => {
+            let (cond, logw) = eng.corrector_parts(r, &x, s);
+            for i in draw_positions(&logw, cfg.corrector.positions, &mut rng) {
+                out[i] = categorical::sample(&cond[i * w..(i + 1) * w], &mut rng, cfg.precision) as i64;
+            }
+        }
+    }
 }
