@@ -248,6 +248,10 @@ pub struct CaseResult {
     pub success: bool,
     /// See [`BenchCase::feature_visible`].
     pub feature_visible: Option<bool>,
+    /// For a failed case of the diffusion estimator: whether the truth, after the estimator's final polish, is
+    /// still right and scores higher than its answer (`Some(true)`: the search missed it; `Some(false)`: the
+    /// estimator's score does not prefer a right answer there). `None` otherwise.
+    pub truth_preferred: Option<bool>,
 }
 
 /// Aggregates over a set of case results.
@@ -373,16 +377,37 @@ pub fn run(
                     &object.symmetry,
                     diameter,
                 )?;
+                let succeeds = |e: &PoseErrors| {
+                    e.rotation_deg < cfg.rotation_threshold_deg
+                        && e.translation < cfg.translation_threshold
+                        && (!scaled || e.scale < cfg.scale_threshold)
+                };
+                let success = succeeds(&errors);
+                let truth_preferred = match (method, success, est.candidates.first()) {
+                    (Method::Diffusion, false, Some(best)) => {
+                        let (pose, scale, score) =
+                            registration::polish_pose(&model, &case.scene, &est_cfg, &case.truth, &case.scale)?;
+                        let polished = metrics::scaled_pose_errors(
+                            (&pose, &scale),
+                            (&case.truth, &case.scale),
+                            &equivalents,
+                            &eval_points,
+                            &object.symmetry,
+                            diameter,
+                        )?;
+                        Some(score > best.score && succeeds(&polished))
+                    }
+                    _ => None,
+                };
                 let result = CaseResult {
                     object: name.clone(),
                     index,
                     method,
-                    success: errors.rotation_deg < cfg.rotation_threshold_deg
-                        && errors.translation < cfg.translation_threshold
-                        && (!scaled || errors.scale < cfg.scale_threshold),
+                    success,
                     errors,
                     time_ms,
                     feature_visible: case.feature_visible,
+                    truth_preferred,
                 };
                 on_result(&result);
                 results.push(result);

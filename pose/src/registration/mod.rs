@@ -417,6 +417,28 @@ pub fn estimate_pose(
     Ok(finish(&prep, &prep.problem.object, candidates, cfg, timings, surrogate.name()))
 }
 
+/// For diagnosis (benchmarks): the scene-unit pose `pose` with `scale` (the truth, say) after the final polish of
+/// [`estimate_pose`] on the same inputs, with its scale and its score, comparable with [`Candidate::score`]. A
+/// polished truth that scores higher than the estimate and is still right was missed by the search; otherwise
+/// the estimator's score does not prefer the truth.
+pub fn polish_pose(
+    object: &PointCloud,
+    scene: &PointCloud,
+    cfg: &EstimateConfig,
+    pose: &Pose,
+    scale: &Vector3<f64>,
+) -> Result<(Pose, Vector3<f64>, f64)> {
+    let prep = prepare(object, scene, &EstimateConfig { resolve_ambiguities: false, ..cfg.clone() })?;
+    let sp = prep.from_scene_scaled(pose, scale);
+    let (sp, score) = if cfg.dof == Dof::Rigid {
+        let (p, s) = refine(&prep.problem, &sp.pose, &[cfg.score_distance], 10)?;
+        (ScaledPose::rigid(p), s)
+    } else {
+        scaled::polish(&prep, &sp, cfg, cfg.dof)
+    };
+    Ok((prep.to_scene_scaled(&sp), sp.scale(), score))
+}
+
 /// The classical baseline: point-to-plane ICP from the identity rotation with the centroids aligned
 /// (coarse-to-fine correspondence distances 0.3, 0.1, 0.05 and the score distance), on the same prepared
 /// clouds as [`estimate_pose`].

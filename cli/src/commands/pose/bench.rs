@@ -166,6 +166,7 @@ pub(super) fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitC
                     "rotation_deg": r.errors.rotation_deg, "translation": r.errors.translation,
                     "add": r.errors.add, "add_s": r.errors.add_s, "scale_error": r.errors.scale, "time_ms": r.time_ms,
                     "success": r.success, "feature_visible": r.feature_visible,
+                    "truth_preferred": r.truth_preferred,
                 })
             })
             .collect();
@@ -193,6 +194,18 @@ pub(super) fn run_bench(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitC
                 "\nmug scans with the handle hidden (rotation about the axis unobservable): {} ({} succeeded anyway)",
                 hidden.len(),
                 ok
+            );
+        }
+        let failed: Vec<&CaseResult> = report.results.iter().filter(|r| r.truth_preferred.is_some()).collect();
+        if !failed.is_empty() {
+            let missed = failed.iter().filter(|r| r.truth_preferred == Some(true)).count();
+            println!(
+                "\ndiffusion failures: {}; the truth, polished as the estimator polishes its answer, is right and \
+                 scores higher in {} (the search missed it); in {} the estimator's score prefers a wrong answer (an \
+                 ambiguity of the scan, or a bias of the score)",
+                failed.len(),
+                missed,
+                failed.len() - missed
             );
         }
         println!(
