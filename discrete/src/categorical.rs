@@ -110,11 +110,13 @@ pub fn entropy(p: &[f64]) -> f64 {
     -p.iter().filter(|&&v| v > 0.0).map(|&v| v * v.ln()).sum::<f64>()
 }
 
-/// Divides by the sum (no-op on an all-zero vector).
+/// Scales to sum 1 (no-op on an all-zero vector).
 pub fn normalize(p: &mut [f64]) {
     let z: f64 = p.iter().sum();
     if z > 0.0 {
-        p.iter_mut().for_each(|v| *v /= z);
+        // One division, then products (within an ulp of dividing each entry; several times faster).
+        let inv = 1.0 / z;
+        p.iter_mut().for_each(|v| *v *= inv);
     }
 }
 
@@ -286,7 +288,9 @@ mod tests {
         let t = Truncation { temperature: 1.0, top_k: Some(2), top_p: None };
         let mut p = vec![0.1, 0.4, 0.3, 0.2];
         t.truncate(&mut p);
-        assert_eq!(p, vec![0.0, 0.4 / 0.7, 0.3 / 0.7, 0.0]);
+        for (got, want) in p.iter().zip([0.0, 0.4 / 0.7, 0.3 / 0.7, 0.0]) {
+            assert!((got - want).abs() < 1e-15, "{p:?}");
+        }
         let t = Truncation { temperature: 1.0, top_k: None, top_p: Some(0.65) };
         let mut p = vec![0.1, 0.4, 0.3, 0.2];
         t.truncate(&mut p);

@@ -191,7 +191,8 @@ impl Process {
                 out[x_t] += alpha_t * k * pi[x_t] + (r - alpha_t);
                 let z = alpha_t * k * pi[x_t] + 1.0 - alpha_t;
                 if z > 0.0 {
-                    out.iter_mut().for_each(|o| *o /= z);
+                    let inv = 1.0 / z;
+                    out.iter_mut().for_each(|o| *o *= inv);
                 }
             }
         }

@@ -569,10 +569,12 @@ impl<'a> Engine<'a> {
                 // m_t ∝ s; m_s = (α_s/α_t)m_t + (1 − α_s/α_t)/K; times q(x_t | x_s).
                 let z: f64 = sc.iter().sum();
                 let (r, kf) = (a_t / a_s, vocab as f64);
+                // m_s(v) = f·s_v + c; q(x_t | x_s = v) = r·1[v = x_t] + (1 − r)/K.
+                let (f, c, stay) = ((a_s / a_t) / z, (1.0 - a_s / a_t) / kf, (1.0 - r) / kf);
                 for v in 0..vocab {
-                    let m_s = ((a_s / a_t) * sc[v] / z + (1.0 - a_s / a_t) / kf).max(0.0);
-                    out[v] = m_s * (r * f64::from(v == x) + (1.0 - r) / kf);
+                    out[v] = (f * sc[v] + c).max(0.0) * stay;
                 }
+                out[x] += (f * sc[x] + c).max(0.0) * r;
             }
         }
         normalize(out);
@@ -581,22 +583,52 @@ impl<'a> Engine<'a> {
     /// Gibbs conditionals `[L·W]` at time s and log selection weights `[L]` for one sequence.
     fn corrector_parts(&self, rows: &[f64], x: &[i64], s: f64) -> (Vec<f64>, Vec<f64>) {
         let (l, w) = (self.len, self.width);
-        let a = self.alpha(s);
         let mut cond = vec![0.0; l * w];
-        let mut logw = vec![0.0; l];
         for i in 0..l {
-            let xi = x[i] as usize;
-            let pos = Position { row: &rows[i * w..(i + 1) * w], x_t: xi, known: false };
-            let out = &mut cond[i * w..(i + 1) * w];
-            self.conv.loo(pos, a, out);
-            out.iter_mut().for_each(|p| *p = a * *p + (1.0 - a) / w as f64);
-            normalize(out);
-            logw[i] = match self.cfg.corrector.selection {
-                Selection::Random => 0.0,
-                Selection::LeastConfident { tau } => -out[xi].max(1e-300).ln() / tau,
-            };
+            self.gibbs_conditional(rows, x, s, i, &mut cond[i * w..(i + 1) * w]);
         }
+        let logw = (0..l).map(|i| self.selection_logw(&cond[i * w..(i + 1) * w], x[i] as usize)).collect();
         (cond, logw)
+    }
+
+    /// The Gibbs conditional `p_s(x^i | x^{−i})` of position i at time s into `out` (width W).
+    fn gibbs_conditional(&self, rows: &[f64], x: &[i64], s: f64, i: usize, out: &mut [f64]) {
+        let (w, a) = (self.width, self.alpha(s));
+        let pos = Position { row: &rows[i * w..(i + 1) * w], x_t: x[i] as usize, known: false };
+        self.conv.loo(pos, a, out);
+        out.iter_mut().for_each(|p| *p = a * *p + (1.0 - a) / w as f64);
+        normalize(out);
+    }
+
+    /// The log selection weight of a position whose Gibbs conditional is `cond` and token `xi`.
+    fn selection_logw(&self, cond: &[f64], xi: usize) -> f64 {
+        match self.cfg.corrector.selection {
+            Selection::Random => 0.0,
+            Selection::LeastConfident { tau } => -cond[xi].max(1e-300).ln() / tau,
+        }
+    }
+
+    /// The positions the corrector resamples in one sequence, each with its Gibbs conditional. A random selection
+    /// needs no conditional but those of the chosen positions (the draws are the same as from [`corrector_parts`]).
+    fn correct<R: RngCore>(&self, rows: &[f64], x: &[i64], s: f64, rng: &mut R) -> Vec<(usize, Vec<f64>)> {
+        let (l, w) = (self.len, self.width);
+        match self.cfg.corrector.selection {
+            Selection::Random => run::draw_positions(&vec![0.0; l], self.cfg.corrector.positions, rng)
+                .into_iter()
+                .map(|i| {
+                    let mut cond = vec![0.0; w];
+                    self.gibbs_conditional(rows, x, s, i, &mut cond);
+                    (i, cond)
+                })
+                .collect(),
+            Selection::LeastConfident { .. } => {
+                let (cond, logw) = self.corrector_parts(rows, x, s);
+                run::draw_positions(&logw, self.cfg.corrector.positions, rng)
+                    .into_iter()
+                    .map(|i| (i, cond[i * w..(i + 1) * w].to_vec()))
+                    .collect()
+            }
+        }
     }
 
     fn laws(&self, sub: Sub, rows: &[f64], tokens: &[i64], noise: Option<&[i64]>, n: usize) -> Vec<SeqLaw> {

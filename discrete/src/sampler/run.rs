@@ -189,9 +189,8 @@ fn step_sequence(
             draw_sequence(&law, w, out, &mut rng, cfg.precision);
         }
         (Sub::Correct { s }, _) => {
-            let (cond, logw) = eng.corrector_parts(r, &x, s);
-            for i in draw_positions(&logw, cfg.corrector.positions, &mut rng) {
-                out[i] = categorical::sample(&cond[i * w..(i + 1) * w], &mut rng, cfg.precision) as i64;
+            for (i, cond) in eng.correct(r, &x, s, &mut rng) {
+                out[i] = categorical::sample(&cond, &mut rng, cfg.precision) as i64;
             }
         }
     }
