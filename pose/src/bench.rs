@@ -369,14 +369,17 @@ pub fn run(
                     Method::RigidUnscaled => registration::estimate_pose(&model, &case.scene, &rigid, surrogate)?,
                 };
                 let time_ms = t.elapsed().as_secs_f64() * 1e3;
-                let errors = metrics::scaled_pose_errors(
-                    (&est.pose, &est.scale),
-                    (&case.truth, &case.scale),
-                    &equivalents,
-                    &eval_points,
-                    &object.symmetry,
-                    diameter,
-                )?;
+                let errors_of = |pose: &Pose, scale: &Vector3<f64>| {
+                    metrics::scaled_pose_errors(
+                        (pose, scale),
+                        (&case.truth, &case.scale),
+                        &equivalents,
+                        &eval_points,
+                        &object.symmetry,
+                        diameter,
+                    )
+                };
+                let errors = errors_of(&est.pose, &est.scale)?;
                 let succeeds = |e: &PoseErrors| {
                     e.rotation_deg < cfg.rotation_threshold_deg
                         && e.translation < cfg.translation_threshold
@@ -387,15 +390,7 @@ pub fn run(
                     (Method::Diffusion, false, Some(best)) => {
                         let (pose, scale, score) =
                             registration::polish_pose(&model, &case.scene, &est_cfg, &case.truth, &case.scale)?;
-                        let polished = metrics::scaled_pose_errors(
-                            (&pose, &scale),
-                            (&case.truth, &case.scale),
-                            &equivalents,
-                            &eval_points,
-                            &object.symmetry,
-                            diameter,
-                        )?;
-                        Some(score > best.score && succeeds(&polished))
+                        Some(score > best.score && succeeds(&errors_of(&pose, &scale)?))
                     }
                     _ => None,
                 };

@@ -45,7 +45,8 @@ pub fn exact_law(
         let tokens: Vec<i64> = keys.iter().flat_map(|k| k.0.iter().copied()).collect();
         let noise: Option<Vec<i64>> =
             (cfg.kind == SamplerKind::Audm).then(|| keys.iter().flat_map(|k| k.1.iter().copied()).collect());
-        let rows = eng.rows(den, &tokens, noise.as_deref(), Engine::sub_time(sub), Device::Cpu)?;
+        let mut rows = vec![0.0; tokens.len() * w];
+        eng.rows_into(den, &tokens, noise.as_deref(), Engine::sub_time(sub), Device::Cpu, &mut rows)?;
         let laws = eng.laws(sub, &rows, &tokens, noise.as_deref(), n);
         let mut next: HashMap<(Vec<i64>, Vec<i64>), f64> = HashMap::new();
         for (key, law) in keys.iter().zip(laws) {

@@ -416,22 +416,8 @@ impl<'a> Engine<'a> {
         Ok(Engine { schedule, cfg: *cfg, process, conv, len, width: process.width() })
     }
 
-    /// The denoiser's rows for `n` sequences `tokens` (and AUDM's `noise`) at time t, in the form the converter
-    /// reads.
-    fn rows(
-        &self,
-        den: &dyn Denoiser,
-        tokens: &[i64],
-        noise: Option<&[i64]>,
-        t: f64,
-        device: Device,
-    ) -> Result<Vec<f64>> {
-        let mut out = vec![0.0; tokens.len() * self.width];
-        self.rows_into(den, tokens, noise, t, device, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`Engine::rows`] written into `out`.
+    /// The denoiser's rows for the sequences `tokens` (and AUDM's `noise`) at time t, in the form the converter
+    /// reads, written into `out` (`tokens.len()·W` entries).
     fn rows_into(
         &self,
         den: &dyn Denoiser,

@@ -129,7 +129,8 @@ fn run(
             if stale.len() == n {
                 eng.rows_into(den, &sub_tokens, sub_noise.as_deref(), t_eval, device, &mut rows)?;
             } else {
-                let r = eng.rows(den, &sub_tokens, sub_noise.as_deref(), t_eval, device)?;
+                let mut r = vec![0.0; sub_tokens.len() * w];
+                eng.rows_into(den, &sub_tokens, sub_noise.as_deref(), t_eval, device, &mut r)?;
                 for (j, &b) in stale.iter().enumerate() {
                     rows[b * l * w..(b + 1) * l * w].copy_from_slice(&r[j * l * w..(j + 1) * l * w]);
                 }
