@@ -519,21 +519,21 @@ impl<'a> Engine<'a> {
                 (SamplerKind::TauLeaping, _) => {
                     self.conv.score(pos, a_t, &mut buf);
                     let rate = self.schedule.rate(t) * (t - s);
-                    match self.process {
-                        Process::Masked { vocab } => {
-                            for v in 0..vocab {
-                                out[v] = rate * buf[v];
-                            }
-                            out[vocab] = (1.0 - out[..vocab].iter().sum::<f64>()).max(0.0);
-                        }
-                        Process::Uniform { vocab } => {
-                            for v in 0..vocab {
-                                out[v] = if v == xi { 0.0 } else { rate / vocab as f64 * buf[v] };
-                            }
-                            out[xi] = (1.0 - out.iter().sum::<f64>()).max(0.0);
-                        }
+                    // Each move's rate times Δt; staying (on the mask, or on x_t) takes the rest, and only where
+                    // the moves exceed 1 (Δt too long for the rates) is the law renormalised.
+                    let (stay, per_move) = match self.process {
+                        Process::Masked { vocab } => (vocab, rate),
+                        Process::Uniform { vocab } => (xi, rate / vocab as f64),
+                    };
+                    for v in 0..k {
+                        out[v] = per_move * buf[v];
                     }
-                    normalize(out);
+                    out[stay] = 0.0;
+                    let moves: f64 = out.iter().sum();
+                    out[stay] = (1.0 - moves).max(0.0);
+                    if moves > 1.0 {
+                        normalize(out);
+                    }
                 }
                 _ => unreachable!("validate() rejects other sampler/process pairs"),
             }
