@@ -223,12 +223,11 @@ impl Converter {
         let k = self.process.vocab();
         match self.rows {
             Rows::Softmax => {
-                // NaN: the clean logits were all −∞ (see Rows::prepare).
+                // Already 0 beyond the clean tokens; NaN where the clean logits were all −∞ (see Rows::prepare).
                 if row[0].is_nan() {
                     out.iter_mut().for_each(|o| *o = 0.0);
                 } else {
-                    out[..k].copy_from_slice(&row[..k]);
-                    out[k..].iter_mut().for_each(|o| *o = 0.0);
+                    out.copy_from_slice(row);
                 }
                 return;
             }
