@@ -25,7 +25,9 @@ def main():
             m = manifest[key]
             for group in (m["family"], "all"):
                 rows[group].append((m, r))
-        for family in ["music", "machinery", "babble", "reverb", "all"]:
+        known = ["music", "machinery", "babble", "reverb"]
+        others = sorted({m["family"] for m in manifest.values()} - set(known))
+        for family in known + others + ["all"]:
             items = rows.get(family, [])
             if not items:
                 continue
