@@ -27,9 +27,9 @@ import glob
 import json
 import os
 import random
+import runpy
 import subprocess
 import tempfile
-import wave
 
 import numpy as np
 
@@ -46,23 +46,14 @@ VAL_PACKS = {"British", "Russian_pl", "Surfer", "wz:audio/vtoltalk"}
 VAL_TRACKS = {"Beach.ogg", "Golf.ogg", "snow.ogg"}
 
 
+# The use-like test's reader and writer (ffmpeg to 16 kHz mono; 16-bit WAV).
+USELIKE = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "make-uselike-test.py"))
+write_wav = USELIKE["write_wav"]
+
+
 def decode(path):
-    """Any file ffmpeg reads, as 16 kHz mono float."""
-    out = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", path, "-ac", "1", "-ar", str(RATE), "-f", "s16le", "-"],
-        check=True, capture_output=True,
-    ).stdout
-    return np.frombuffer(out, dtype="<i2").astype(np.float32) / 32768.0
-
-
-def write_wav(path, x):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    x = np.clip(x, -1.0, 1.0)
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((x * 32767.0).astype("<i2").tobytes())
+    """Any file ffmpeg reads, as 16 kHz mono float32."""
+    return USELIKE["decode"](path).astype(np.float32)
 
 
 def trim(x, floor_db=-40.0):
