@@ -13,6 +13,8 @@ demo: build
 	@echo
 	$(DIFFUSE) audio enhance examples/audio/noisy/speech.wav -o $(OUT)/audio/speech.wav --force
 	$(DIFFUSE) audio eval --clean examples/audio/clean --noisy examples/audio/noisy --enhanced $(OUT)/audio
+	$(DIFFUSE) audio enhance examples/audio/reverberant/speech.wav --model models/audio/sgmse-s-dereverb.safetensors -o $(OUT)/audio/dereverb/speech.wav --force
+	$(DIFFUSE) audio eval --clean examples/audio/reverberant-clean --noisy examples/audio/reverberant --enhanced $(OUT)/audio/dereverb
 	@echo
 	$(DIFFUSE) pose estimate examples/pose/bunny-scene.ply --object examples/bunny.ply --viewpoint 0,0,0 -o $(OUT)/bunny-aligned.ply --force
 	$(DIFFUSE) pose estimate examples/pose/mug-on-table.ply --category mug -o $(OUT)/mug-box.ply --force
@@ -33,7 +35,7 @@ demo: build
 	@cat $(OUT)/text.txt
 	@echo
 	@echo "Open $(OUT)/error_vs_nfe.svg (solver error vs NFE); listen to examples/audio/noisy/speech.wav and"
-	@echo "$(OUT)/audio/speech.wav; open $(OUT)/bunny-aligned.ply next to examples/pose/bunny-scene.ply (and $(OUT)/mug-box.ply next to examples/pose/mug-on-table.ply) in a point-cloud viewer;"
+	@echo "$(OUT)/audio/speech.wav (and examples/audio/reverberant/speech.wav and $(OUT)/audio/dereverb/speech.wav); open $(OUT)/bunny-aligned.ply next to examples/pose/bunny-scene.ply (and $(OUT)/mug-box.ply next to examples/pose/mug-on-table.ply) in a point-cloud viewer;"
 	@echo "compare $(OUT)/restore/*/motorcycle.png with examples/restore/{noisy,blurred,dark}/motorcycle.png"
 	@echo "($(OUT)/restore/*-known/: the same photos restored with the blur kernel and the exposure curve known)."
 

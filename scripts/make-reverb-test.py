@@ -8,7 +8,11 @@ reflections (the DNS Challenge's, and the shipped dereverberation model's).
 With `--example WAV --room NAME` it reverberates one given file in one of the rooms instead (the README's
 example: examples/audio/clean/speech.wav in room-0009, RT60 0.57 s, talker 1.36 m from the microphone).
 
-Usage: scripts/make-reverb-test.py OUT --rooms RIRS/test [--seed 71]
+With `--voices DIR` the utterances are DIR's WAV files (one per room, in a seeded order) instead: the validation
+pairs that a dereverberation model is chosen on, e.g. scripts/make-real-voice-data.py's val/clean voices in the
+validation rooms (RIRS/val), so that the test voices and rooms only measure.
+
+Usage: scripts/make-reverb-test.py OUT --rooms RIRS/test [--seed 71] [--voices DIR]
        → OUT/noisy/NAME.wav, OUT/clean-direct/NAME.wav, OUT/clean-early50/NAME.wav, OUT/manifest.json
        scripts/make-reverb-test.py OUT --rooms RIRS/test --example WAV --room room-0009.wav
        → OUT/reverberant/NAME.wav, OUT/reverberant-clean/NAME.wav (the 50 ms target)
@@ -32,6 +36,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--rooms", required=True)
     ap.add_argument("--seed", type=int, default=71)
+    ap.add_argument("--voices", help="take each room's utterance from this folder of WAV files (validation)")
     ap.add_argument("--example", help="reverberate this one WAV file (16 kHz mono) instead")
     ap.add_argument("--room", help="the room of --example (a file name in --rooms)")
     args = ap.parse_args()
@@ -47,14 +52,20 @@ def main():
         USELIKE["write_wav"](os.path.join(args.out, "reverberant-clean", name), early * scale)
         return
     rng = random.Random(args.seed)
-    speech = {k: USELIKE["files"]([p]) for k, p in USELIKE["SPEECH"].items()}
-    sources = sorted(speech)
     rooms = sorted(glob.glob(os.path.join(args.rooms, "*.wav")))
+    if args.voices:
+        voices = USELIKE["files"]([os.path.join(args.voices, "*.wav")])
+        rng.shuffle(voices)
+        sources = voices[: len(rooms)]
+        speech = {v: None for v in sources}
+    else:
+        speech = {k: USELIKE["files"]([p]) for k, p in USELIKE["SPEECH"].items()}
+        sources = sorted(speech)
     info = {r["file"]: r for r in json.load(open(os.path.join(args.rooms, "rooms.json")))}
     manifest = []
     for i, room in enumerate(rooms):
         source = sources[i % len(sources)]
-        x = USELIKE["utterance"](rng, source, speech[source])
+        x = USELIKE["decode"](source) if args.voices else USELIKE["utterance"](rng, source, speech[source])
         with wave.open(room) as w:
             h = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64) / 32768.0
         direct, wet = USELIKE["reverberate"](x, h)
@@ -64,7 +75,7 @@ def main():
         for folder, sig in [("noisy", wet), ("clean-direct", direct), ("clean-early50", early)]:
             USELIKE["write_wav"](os.path.join(args.out, folder, name + ".wav"), sig * scale)
         r = info[os.path.basename(room)]
-        manifest.append({"name": name, "speech": source, "room": os.path.basename(room), "rt60_s": r["rt60_s"],
+        manifest.append({"name": name, "speech": os.path.basename(source) if args.voices else source, "room": os.path.basename(room), "rt60_s": r["rt60_s"],
                          "distance_m": r["distance_m"]})
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
