@@ -54,18 +54,19 @@ def main():
     rng = random.Random(args.seed)
     rooms = sorted(glob.glob(os.path.join(args.rooms, "*.wav")))
     if args.voices:
-        voices = USELIKE["files"]([os.path.join(args.voices, "*.wav")])
-        rng.shuffle(voices)
-        sources = voices[: len(rooms)]
-        speech = {v: None for v in sources}
+        sources = USELIKE["files"]([os.path.join(args.voices, "*.wav")])
+        rng.shuffle(sources)
+        sources = sources[: len(rooms)]
+        utterance = USELIKE["decode"]
     else:
         speech = {k: USELIKE["files"]([p]) for k, p in USELIKE["SPEECH"].items()}
         sources = sorted(speech)
+        utterance = lambda source: USELIKE["utterance"](rng, source, speech[source])
     info = {r["file"]: r for r in json.load(open(os.path.join(args.rooms, "rooms.json")))}
     manifest = []
     for i, room in enumerate(rooms):
         source = sources[i % len(sources)]
-        x = USELIKE["decode"](source) if args.voices else USELIKE["utterance"](rng, source, speech[source])
+        x = utterance(source)
         with wave.open(room) as w:
             h = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64) / 32768.0
         direct, wet = USELIKE["reverberate"](x, h)
@@ -75,8 +76,8 @@ def main():
         for folder, sig in [("noisy", wet), ("clean-direct", direct), ("clean-early50", early)]:
             USELIKE["write_wav"](os.path.join(args.out, folder, name + ".wav"), sig * scale)
         r = info[os.path.basename(room)]
-        manifest.append({"name": name, "speech": os.path.basename(source) if args.voices else source, "room": os.path.basename(room), "rt60_s": r["rt60_s"],
-                         "distance_m": r["distance_m"]})
+        manifest.append({"name": name, "speech": os.path.basename(source), "room": os.path.basename(room),
+                         "rt60_s": r["rt60_s"], "distance_m": r["distance_m"]})
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(f"{len(rooms)} pairs in {args.out}")
