@@ -123,15 +123,30 @@ fn run(
         let stale: Vec<usize> =
             (0..n).filter(|&b| !(cfg.cache && rows_for[b].as_deref() == Some(&tokens[b * l..(b + 1) * l]))).collect();
         if !stale.is_empty() {
-            let sub_tokens: Vec<i64> = stale.iter().flat_map(|&b| tokens[b * l..(b + 1) * l].iter().copied()).collect();
+            // Sequences that hold the same tokens (every one at a masked prior, or under one template) are
+            // evaluated once: `unique` lists one sequence per distinct row, `slot` maps each stale one to it.
+            let row_of = |b: usize| (&tokens[b * l..(b + 1) * l], noise.as_ref().map(|u| &u[b * l..(b + 1) * l]));
+            let mut unique: Vec<usize> = Vec::new();
+            let mut seen = HashMap::new();
+            let slot: Vec<usize> = stale
+                .iter()
+                .map(|&b| {
+                    *seen.entry(row_of(b)).or_insert_with(|| {
+                        unique.push(b);
+                        unique.len() - 1
+                    })
+                })
+                .collect();
+            drop(seen);
+            let sub_tokens: Vec<i64> = unique.iter().flat_map(|&b| row_of(b).0.iter().copied()).collect();
             let sub_noise: Option<Vec<i64>> =
-                noise.as_ref().map(|u| stale.iter().flat_map(|&b| u[b * l..(b + 1) * l].iter().copied()).collect());
-            if stale.len() == n {
+                noise.as_ref().map(|u| unique.iter().flat_map(|&b| u[b * l..(b + 1) * l].iter().copied()).collect());
+            if unique.len() == n {
                 eng.rows_into(den, &sub_tokens, sub_noise.as_deref(), t_eval, device, &mut rows)?;
             } else {
                 let mut r = vec![0.0; sub_tokens.len() * w];
                 eng.rows_into(den, &sub_tokens, sub_noise.as_deref(), t_eval, device, &mut r)?;
-                for (j, &b) in stale.iter().enumerate() {
+                for (&b, &j) in stale.iter().zip(&slot) {
                     rows[b * l * w..(b + 1) * l * w].copy_from_slice(&r[j * l * w..(j + 1) * l * w]);
                 }
             }
@@ -139,7 +154,7 @@ fn run(
                 rows_for[b] = Some(tokens[b * l..(b + 1) * l].to_vec());
             }
             calls += 1;
-            evals += stale.len();
+            evals += unique.len();
         }
         for (b, out) in tokens.chunks_mut(l).enumerate() {
             step_sequence(&eng, cfg, sub, k, b, &rows[b * l * w..(b + 1) * l * w], noise.as_deref(), seeds, out);
