@@ -23,82 +23,59 @@ pub trait Denoiser {
 }
 
 /// Most tokens passed to the denoiser in one forward on the CPU: larger batches ran slower per token on a 2-core
-/// CPU (the activations leave the cache; 128 sequences of 128 bytes: 13 % fewer bytes/s than 64), so
-/// [`call_rows`] splits them there (a GPU gets the whole batch).
-pub(crate) const MAX_BATCH_TOKENS: usize = 8192;
+/// CPU (the activations leave the cache; 128 sequences of 128 bytes: 13 % fewer bytes/s than 64). A GPU gets the
+/// whole batch.
+pub(crate) fn max_batch_tokens(device: Device) -> usize {
+    if device == Device::Cpu { 8192 } else { usize::MAX }
+}
 
 /// Calls `den` on a flat batch of `n` sequences of length `len` and writes its output, as f64 `[n·len·W]` in the
-/// form `rows` at `temperature` (see [`Rows::prepare`]), into `into`; in forwards of at most
-/// [`MAX_BATCH_TOKENS`] tokens (one sequence at least) on the CPU.
+/// form `rows` at `temperature` (see [`Rows::prepare`]), into `into`; in forwards of at most `max_tokens` tokens
+/// (one sequence at least).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn call_rows(
     den: &dyn Denoiser,
     tokens: &[i64],
     noise: Option<&[i64]>,
-    n: usize,
-    len: usize,
-    t: f64,
-    device: Device,
-    rows: (Rows, f64),
-    into: &mut [f64],
-) -> Result<()> {
-    let per_call = if device == Device::Cpu { (MAX_BATCH_TOKENS / len.max(1)).max(1) } else { n.max(1) };
-    let row_len = into.len() / n.max(1);
-    let mut first = 0;
-    while first < n {
-        let m = per_call.min(n - first);
-        let span = first * len..(first + m) * len;
-        call_batch(
-            den,
-            &tokens[span.clone()],
-            noise.map(|u| &u[span]),
-            m,
-            len,
-            t,
-            device,
-            rows,
-            &mut into[first * row_len..(first + m) * row_len],
-        )?;
-        first += m;
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn call_batch(
-    den: &dyn Denoiser,
-    tokens: &[i64],
-    noise: Option<&[i64]>,
-    n: usize,
-    len: usize,
+    (n, len, max_tokens): (usize, usize, usize),
     t: f64,
     device: Device,
     (rows, temperature): (Rows, f64),
     into: &mut [f64],
 ) -> Result<()> {
     let width = den.process().width() as i64;
-    let x = Tensor::from_slice(tokens).view([n as i64, len as i64]).to_device(device);
-    let u = noise.map(|u| Tensor::from_slice(u).view([n as i64, len as i64]).to_device(device));
-    diffuse_core::threads::rebalance();
-    let out = den.forward(&x, t, u.as_ref())?;
-    let expected = [n as i64, len as i64, width];
-    if out.size() != expected {
-        return Err(Error::Shape {
-            op: "denoiser output",
-            expected: format!("{expected:?}"),
-            got: format!("{:?}", out.size()),
-        });
+    let per_call = (max_tokens / len.max(1)).max(1);
+    let row_len = into.len() / n.max(1);
+    let mut first = 0;
+    while first < n {
+        let m = per_call.min(n - first);
+        let span = first * len..(first + m) * len;
+        let shape = [m as i64, len as i64];
+        let x = Tensor::from_slice(&tokens[span.clone()]).view(shape).to_device(device);
+        let u = noise.map(|u| Tensor::from_slice(&u[span]).view(shape).to_device(device));
+        diffuse_core::threads::rebalance();
+        let out = den.forward(&x, t, u.as_ref())?;
+        let expected = [m as i64, len as i64, width];
+        if out.size() != expected {
+            return Err(Error::Shape {
+                op: "denoiser output",
+                expected: format!("{expected:?}"),
+                got: format!("{:?}", out.size()),
+            });
+        }
+        // The largest entry of each row is NaN or +inf exactly when the row holds one (max propagates NaN).
+        let top: Vec<f64> = Vec::try_from(
+            out.f_amax([-1].as_slice(), false)?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?,
+        )?;
+        if top.iter().any(|v| v.is_nan() || *v == f64::INFINITY) {
+            return Err(Error::invalid("denoiser output", format!("NaN or +inf at t = {t}")));
+        }
+        let out = rows.prepare(&out, den.process().vocab(), temperature)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let part = &mut into[first * row_len..(first + m) * row_len];
+        let numel = part.len();
+        out.f_copy_data(part, numel)?;
+        first += m;
     }
-    // The largest entry of each row is NaN or +inf exactly when the row holds one (max propagates NaN).
-    let top: Vec<f64> = Vec::try_from(
-        out.f_amax([-1].as_slice(), false)?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?,
-    )?;
-    if top.iter().any(|v| v.is_nan() || *v == f64::INFINITY) {
-        return Err(Error::invalid("denoiser output", format!("NaN or +inf at t = {t}")));
-    }
-    let out = rows.prepare(&out, den.process().vocab(), temperature)?.f_to_device(Device::Cpu)?.f_contiguous()?;
-    let numel = into.len();
-    out.f_copy_data(into, numel)?;
     Ok(())
 }
 
@@ -135,11 +112,13 @@ mod tests {
         let tokens: Vec<i64> = (0..n * len).map(|i| ((i * 7919) % 13 % 4) as i64).collect();
         let den = Mixing { calls: Cell::new(0) };
         let form = (Rows::prepared(Output::Clean), 0.8);
+        let cpu = max_batch_tokens(Device::Cpu);
         let mut split = vec![0.0; n * len * 4];
-        call_rows(&den, &tokens, None, n, len, 0.3, Device::Cpu, form, &mut split).unwrap();
-        assert_eq!(den.calls.get(), n * len / MAX_BATCH_TOKENS + 1);
+        call_rows(&den, &tokens, None, (n, len, cpu), 0.3, Device::Cpu, form, &mut split).unwrap();
+        assert_eq!(den.calls.get(), n * len / cpu + 1);
         let mut whole = vec![0.0; n * len * 4];
-        call_batch(&den, &tokens, None, n, len, 0.3, Device::Cpu, form, &mut whole).unwrap();
+        call_rows(&den, &tokens, None, (n, len, usize::MAX), 0.3, Device::Cpu, form, &mut whole).unwrap();
+        assert_eq!(den.calls.get(), n * len / cpu + 2);
         assert_eq!(split, whole);
     }
 }
