@@ -62,7 +62,9 @@ fn same_seed_same_result_any_batch() {
         let (x, y) = (a["report"][field].as_f64().unwrap(), b["report"][field].as_f64().unwrap());
         assert!((x - y).abs() < 1e-12, "{field}: {x} vs {y}");
     }
-    assert_eq!(a["report"]["evaluations"], b["report"]["evaluations"]);
+    // A larger batch holds more sequences with identical rows, each evaluated once: never more evaluations.
+    let (ea, eb) = (a["report"]["evaluations"].as_u64().unwrap(), b["report"]["evaluations"].as_u64().unwrap());
+    assert!(eb <= ea && eb > 0, "{eb} vs {ea}");
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
