@@ -30,21 +30,22 @@ pub(crate) fn max_batch_tokens(device: Device) -> usize {
 }
 
 /// Calls `den` on a flat batch of `n` sequences of length `len` and writes its output, as f64 `[n·len·W]` in the
-/// form `rows` at `temperature` (see [`Rows::prepare`]), into `into`; in forwards of at most `max_tokens` tokens
-/// (one sequence at least).
+/// form `rows` at `temperature` (see [`Rows::prepare`]), into `into`; in forwards of at most
+/// [`max_batch_tokens`] tokens (one sequence at least).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn call_rows(
     den: &dyn Denoiser,
     tokens: &[i64],
     noise: Option<&[i64]>,
-    (n, len, max_tokens): (usize, usize, usize),
+    n: usize,
+    len: usize,
     t: f64,
     device: Device,
     (rows, temperature): (Rows, f64),
     into: &mut [f64],
 ) -> Result<()> {
     let width = den.process().width() as i64;
-    let per_call = (max_tokens / len.max(1)).max(1);
+    let per_call = (max_batch_tokens(device) / len.max(1)).max(1);
     let row_len = into.len() / n.max(1);
     let mut first = 0;
     while first < n {
@@ -107,18 +108,19 @@ mod tests {
     }
 
     #[test]
-    fn split_forwards_give_the_whole_batch_output() {
+    fn split_forwards_give_each_sequence_s_own_output() {
         let (n, len) = (150, 100); // 15 000 tokens: two forwards
         let tokens: Vec<i64> = (0..n * len).map(|i| ((i * 7919) % 13 % 4) as i64).collect();
         let den = Mixing { calls: Cell::new(0) };
         let form = (Rows::prepared(Output::Clean), 0.8);
-        let cpu = max_batch_tokens(Device::Cpu);
         let mut split = vec![0.0; n * len * 4];
-        call_rows(&den, &tokens, None, (n, len, cpu), 0.3, Device::Cpu, form, &mut split).unwrap();
-        assert_eq!(den.calls.get(), n * len / cpu + 1);
-        let mut whole = vec![0.0; n * len * 4];
-        call_rows(&den, &tokens, None, (n, len, usize::MAX), 0.3, Device::Cpu, form, &mut whole).unwrap();
-        assert_eq!(den.calls.get(), n * len / cpu + 2);
-        assert_eq!(split, whole);
+        call_rows(&den, &tokens, None, n, len, 0.3, Device::Cpu, form, &mut split).unwrap();
+        assert_eq!(den.calls.get(), n * len / max_batch_tokens(Device::Cpu) + 1);
+        // Reference: every sequence in a forward of its own.
+        let mut alone = vec![0.0; n * len * 4];
+        for (b, out) in alone.chunks_mut(len * 4).enumerate() {
+            call_rows(&den, &tokens[b * len..(b + 1) * len], None, 1, len, 0.3, Device::Cpu, form, out).unwrap();
+        }
+        assert_eq!(split, alone);
     }
 }

@@ -31,7 +31,7 @@ use rand::RngCore;
 use tch::Device;
 
 use crate::categorical::{self, Precision, Truncation, argmax, exp_noise_f64, normalize};
-use crate::denoiser::{Denoiser, call_rows, max_batch_tokens};
+use crate::denoiser::{Denoiser, call_rows};
 use crate::param::{Converter, Output, Position, Rows};
 use crate::process::{Process, ProcessKind};
 use crate::schedule::{Schedule, time_grid};
@@ -428,8 +428,7 @@ impl<'a> Engine<'a> {
         out: &mut [f64],
     ) -> Result<()> {
         let n = tokens.len() / self.len.max(1);
-        let batch = (n, self.len, max_batch_tokens(device));
-        call_rows(den, tokens, noise, batch, t, device, (self.conv.rows, self.conv.temperature), out)
+        call_rows(den, tokens, noise, n, self.len, t, device, (self.conv.rows, self.conv.temperature), out)
     }
 
     fn alpha(&self, t: f64) -> f64 {
