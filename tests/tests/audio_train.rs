@@ -328,7 +328,7 @@ fn diagnose_reports_the_scores_residual_and_the_samplers_gap() {
         "--probes",
         "2",
         "--samplers",
-        "ddim,auto",
+        "dpm++2m,auto",
         "--json",
         json.to_str().unwrap(),
         "--plot",
